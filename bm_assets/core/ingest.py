@@ -1,0 +1,245 @@
+"""Ingest: raw source rows -> typed `raw_events` + `raw_events_quarantine`, by date window.
+
+Every source row ends in exactly one of the two tables. A row is attributed to the day of its
+timestamp; rows without a usable timestamp (missing, unparsable, outside the configured range)
+and records the file reader could not parse are attributed to the first day of the range, so
+that each row has one home partition. Writing a window replaces it in one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from bm_assets.config import DatasetConfig, EventSource
+from bm_assets.core.warehouse import Warehouse, _q
+
+RAW_EVENTS = "raw_events"
+QUARANTINE = "raw_events_quarantine"
+INGEST_LOG = "raw_events_ingest_log"
+
+
+@dataclass
+class SourceIngest:
+    source: str
+    rows_in: int
+    rows_loaded: int
+    rows_quarantined: int
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    start: dt.date
+    end: dt.date  # exclusive
+    sources: list[SourceIngest]
+
+    @property
+    def rows_in(self) -> int:
+        return sum(s.rows_in for s in self.sources)
+
+    @property
+    def rows_loaded(self) -> int:
+        return sum(s.rows_loaded for s in self.sources)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(s.rows_quarantined for s in self.sources)
+
+
+def raw_events_columns(cfg: DatasetConfig) -> dict[str, str]:
+    """Column -> SQL type of raw_events."""
+    cols = {
+        "event_id": "VARCHAR",
+        "source": "VARCHAR",
+        "source_file": "VARCHAR",
+        "source_row": "BIGINT",
+        "client_id": "VARCHAR",
+        "item_id": "VARCHAR",
+        "event_time": "TIMESTAMP",
+        "event_date": "DATE",
+        "event_type": "VARCHAR",
+        "quantity": "DOUBLE",
+        "value": "DOUBLE",
+    }
+    for c, kind in cfg.context_columns().items():
+        cols[c] = "DOUBLE" if kind == "numeric" else "VARCHAR"
+    return cols
+
+
+QUARANTINE_COLUMNS = {
+    "source": "VARCHAR",
+    "source_file": "VARCHAR",
+    "source_row": "BIGINT",
+    "column_name": "VARCHAR",
+    "reason": "VARCHAR",
+    "raw_record": "VARCHAR",
+    "partition_date": "DATE",
+}
+
+INGEST_LOG_COLUMNS = {
+    "source": "VARCHAR",
+    "partition_date": "DATE",
+    "rows_in": "BIGINT",
+    "rows_loaded": "BIGINT",
+    "rows_quarantined": "BIGINT",
+}
+
+
+def create_table_sql(wh: Warehouse, name: str, columns: dict[str, str]) -> str:
+    body = ", ".join(f"{c} {t}" for c, t in columns.items())
+    return f"CREATE TABLE IF NOT EXISTS {wh.table(name)} ({body})"
+
+
+def _text(col: str) -> str:
+    return f"NULLIF(TRIM(CAST({_ident(col)} AS VARCHAR)), '')"
+
+
+def _ident(col: str) -> str:
+    return '"' + col.replace('"', '""') + '"'
+
+
+def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str) -> str:
+    """SELECT over a staged source giving every row its typed values, its reject reason (NULL
+    when valid) and its home partition date."""
+    ts_col = src.timestamp.column
+    ts_raw = _text(ts_col)
+    ts = (
+        f"TRY_STRPTIME({ts_raw}, {_q(src.timestamp.format)})"
+        if src.timestamp.format
+        else f"TRY_CAST({_ident(ts_col)} AS TIMESTAMP)"
+    )
+    event_type = _text(src.event_type) if src.event_type else _q(src.event_type_value or src.name)
+    event_id = (
+        _text(src.event_id)
+        if src.event_id
+        else f"{_q(src.name + ':')} || parse_filename(__file) || ':' || CAST(__row AS VARCHAR)"
+    )
+    typed = [
+        f"{_q(src.name)} AS source",
+        "__file AS source_file",
+        "__row AS source_row",
+        f"{_text(src.client_id)} AS client_id",
+        f"{_text(src.item_id)} AS item_raw",
+        f"{ts_raw} AS ts_raw",
+        f"{ts} AS event_time",
+        f"{event_type} AS event_type",
+        f"{event_id} AS event_id",
+    ]
+    checks: list[tuple[str, str, str]] = [  # (condition, column, reason)
+        ("ts_raw IS NULL", ts_col, f"missing timestamp in column {ts_col}"),
+        (
+            "ts_raw IS NOT NULL AND event_time IS NULL",
+            ts_col,
+            f"unparsable timestamp in column {ts_col}"
+            + (f" (format {src.timestamp.format})" if src.timestamp.format else ""),
+        ),
+        (
+            f"event_time < TIMESTAMP '{cfg.data_start}' OR event_time >= TIMESTAMP '{cfg.end_exclusive}'",
+            ts_col,
+            f"timestamp outside the configured range [{cfg.data_start}, {cfg.data_end}]",
+        ),
+        ("client_id IS NULL", src.client_id, f"missing client id in column {src.client_id}"),
+        ("item_raw IS NULL", src.item_id, f"missing item id in column {src.item_id}"),
+    ]
+    if src.event_id:
+        checks.append(("event_id IS NULL", src.event_id, f"missing event id in column {src.event_id}"))
+    for role in ("quantity", "value"):
+        col = getattr(src, role)
+        if col:
+            typed += [f"{_text(col)} AS {role}_raw", f"TRY_CAST({_text(col)} AS DOUBLE) AS {role}"]
+            checks += [
+                (f"{role}_raw IS NOT NULL AND ({role} IS NULL OR NOT isfinite({role}))", col,
+                 f"non-numeric {role} in column {col}"),
+                (f"{role} < 0", col, f"negative {role} in column {col}"),
+            ]
+        else:
+            typed.append(f"CAST(NULL AS DOUBLE) AS {role}")
+    for c, kind in cfg.context_columns().items():
+        if c not in src.context:
+            typed.append(f"CAST(NULL AS {'DOUBLE' if kind == 'numeric' else 'VARCHAR'}) AS {_ident(c)}")
+        elif kind == "numeric":
+            typed += [f"{_text(c)} AS {_ident(c + '__raw')}", f"TRY_CAST({_text(c)} AS DOUBLE) AS {_ident(c)}"]
+            checks.append((f"{_ident(c + '__raw')} IS NOT NULL AND {_ident(c)} IS NULL", c, f"non-numeric {c}"))
+        else:
+            typed.append(f"{_text(c)} AS {_ident(c)}")
+    reason = "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {_q(r)} END" for cond, _, r in checks) + ")"
+    column = "CASE " + " ".join(f"WHEN {cond} THEN {_q(col)}" for cond, col, _ in checks) + " END"
+    in_range = (
+        f"event_time >= TIMESTAMP '{cfg.data_start}' AND event_time < TIMESTAMP '{cfg.end_exclusive}'"
+    )
+    return f"""
+    WITH typed AS (SELECT {", ".join(typed)} FROM {stage}),
+    checked AS (
+        SELECT *, NULLIF({reason}, '') AS reason, {column} AS column_name,
+               CASE WHEN {in_range} THEN CAST(event_time AS DATE) ELSE DATE '{cfg.data_start}' END
+                   AS partition_date
+        FROM typed
+    ),
+    ranked AS (
+        SELECT *,
+            CASE WHEN reason IS NULL THEN row_number() OVER (
+                PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row) END AS dup_rank,
+            CASE WHEN reason IS NULL THEN first_value(parse_filename(source_file) || ':' || source_row)
+                OVER (PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row) END AS first_seen
+        FROM checked
+    )
+    SELECT * EXCLUDE (reason, column_name, item_raw),
+        {_q(src.item_prefix)} || item_raw AS item_id,
+        CASE WHEN dup_rank > 1 THEN 'duplicate event_id ' || event_id || ' (first seen at ' || first_seen || ')'
+             ELSE reason END AS reason,
+        CASE WHEN dup_rank > 1 THEN {_q(src.event_id or 'event_id')} ELSE column_name END AS column_name
+    FROM ranked"""
+
+
+def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.date) -> IngestReport:
+    """Replace days [start, end) of raw_events and raw_events_quarantine from the sources."""
+    cols = raw_events_columns(cfg)
+    first_day_in_window = start <= cfg.data_start < end
+    window = f"partition_date >= DATE '{start}' AND partition_date < DATE '{end}'"
+    statements = [
+        create_table_sql(wh, RAW_EVENTS, cols),
+        create_table_sql(wh, QUARANTINE, QUARANTINE_COLUMNS),
+        create_table_sql(wh, INGEST_LOG, INGEST_LOG_COLUMNS),
+        f"DELETE FROM {wh.table(RAW_EVENTS)} WHERE event_date >= DATE '{start}' AND event_date < DATE '{end}'",
+        f"DELETE FROM {wh.table(QUARANTINE)} WHERE {window}",
+        f"DELETE FROM {wh.table(INGEST_LOG)} WHERE {window}",
+    ]
+    reports = []
+    for src in cfg.events:
+        stage = f"stage_{src.name}"
+        wh.stage_events(src, cfg.resolve(src.path), stage)
+        classified = f"classified_{src.name}"
+        wh.execute([f"CREATE OR REPLACE TEMP TABLE {classified} AS {classify_sql(cfg, src, stage)}"])
+        reader_rejects = f"""SELECT {_q(src.name)} AS source, __file AS source_file, __row AS source_row,
+            column_name, 'unreadable record: ' || reason AS reason, raw AS raw_record,
+            DATE '{cfg.data_start}' AS partition_date FROM {stage}_rejects
+            WHERE {'TRUE' if first_day_in_window else 'FALSE'}"""
+        select_cols = ", ".join(_ident(c) if c != "event_date" else "partition_date AS event_date" for c in cols)
+        statements += [
+            f"INSERT INTO {wh.table(RAW_EVENTS)} ({', '.join(map(_ident, cols))}) "
+            f"SELECT {select_cols} FROM {classified} WHERE reason IS NULL AND {window} "
+            "ORDER BY event_time, event_id",
+            f"INSERT INTO {wh.table(QUARANTINE)} "
+            f"SELECT c.source, c.source_file, c.source_row, c.column_name, c.reason, "
+            f"{wh.record_json_sql('s')}, c.partition_date FROM {classified} c JOIN {stage} s "
+            f"ON s.__file = c.source_file AND s.__row = c.source_row "
+            f"WHERE c.reason IS NOT NULL AND {window} UNION ALL {reader_rejects}",
+        ]
+        counts = wh.fetch_df(
+            f"""SELECT partition_date, count(*) FILTER (WHERE reason IS NULL) AS loaded,
+                       count(*) FILTER (WHERE reason IS NOT NULL) AS quarantined
+                FROM (SELECT partition_date, reason FROM {classified} WHERE {window}
+                      UNION ALL SELECT partition_date, reason FROM ({reader_rejects}))
+                GROUP BY partition_date"""
+        )
+        loaded, quarantined = int(counts["loaded"].sum()), int(counts["quarantined"].sum())
+        for row in counts.itertuples(index=False):
+            statements.append(
+                f"INSERT INTO {wh.table(INGEST_LOG)} VALUES ({_q(src.name)}, DATE '{row.partition_date:%Y-%m-%d}', "
+                f"{row.loaded + row.quarantined}, {row.loaded}, {row.quarantined})"
+            )
+        schema_cols = set(wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0").columns)
+        ignored = sorted(schema_cols - set(src.required_columns().values()) - {"__file", "__row"})
+        reports.append(SourceIngest(src.name, loaded + quarantined, loaded, quarantined, ignored))
+    wh.execute(statements)
+    return IngestReport(start, end, reports)

@@ -1,0 +1,190 @@
+"""The warehouse the SQL stages run in. Assets only talk to this interface, so an embedded
+DuckDB file and BigQuery are interchangeable. SQL handed to it is written in DuckDB's dialect;
+an implementation for another engine translates it in one place."""
+
+from __future__ import annotations
+
+import glob as globlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from bm_assets.config import AttributeTable, EventSource
+
+
+class SourceReadError(ValueError):
+    """A source file that cannot be ingested at all (missing file or required column)."""
+
+
+class Warehouse(ABC):
+    """Runs SQL where the data lives. `table(name)` gives the qualified name of a managed table."""
+
+    @abstractmethod
+    def table(self, name: str) -> str: ...
+
+    @abstractmethod
+    def execute(self, statements: Sequence[str]) -> None:
+        """Run statements in one transaction: all of them apply, or none."""
+
+    @abstractmethod
+    def fetch_df(self, sql: str) -> pd.DataFrame: ...
+
+    @abstractmethod
+    def table_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def record_json_sql(self, alias: str) -> str:
+        return f"CAST(to_json({alias}) AS VARCHAR)"
+
+    def stage_events(self, source: EventSource, path: str, stage: str) -> None:
+        """Load the raw rows of an event source into temp tables: `<stage>` holds the source
+        columns plus __file and __row (1-based row in the file, or line for CSV);
+        `<stage>_rejects` holds records the reader could not parse (__file, __row,
+        column_name, reason, raw)."""
+
+    @abstractmethod
+    def record_json_sql(self, alias: str) -> str:
+        """SQL expression rendering a whole row of table alias `alias` as a JSON string."""
+
+    @abstractmethod
+    def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
+        """Load an attribute table's raw rows into temp table `<stage>`, with __file, __row."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def _q(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def expand_paths(path: str) -> list[str]:
+    """A path or glob -> sorted existing files; an error naming the path if none exist."""
+    files = sorted(globlib.glob(path)) if any(ch in path for ch in "*?[") else [path]
+    missing = [f for f in files if not Path(f).exists()]
+    if not files or missing:
+        raise SourceReadError(f"source file {missing[0] if missing else path} does not exist")
+    return files
+
+
+class DuckDBWarehouse(Warehouse):
+    """An embedded DuckDB file. One connection per instance; the file has one writer at a
+    time, so opening retries while another process holds the lock."""
+
+    def __init__(self, database: str, lock_timeout_s: float = 120.0, threads: int | None = None):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + lock_timeout_s
+        while True:
+            try:
+                self.con = duckdb.connect(database)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+
+    def table(self, name: str) -> str:
+        return name
+
+    def execute(self, statements: Sequence[str]) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for stmt in statements:
+                self.con.execute(stmt)
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def fetch_df(self, sql: str) -> pd.DataFrame:
+        return self.con.execute(sql).df()
+
+    def table_exists(self, name: str) -> bool:
+        rows = self.con.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
+            [name],
+        ).fetchall()
+        return bool(rows)
+
+    def _reader(self, path: str, fmt: str, rejects: str | None) -> str:
+        if fmt == "parquet":
+            return f"read_parquet({_q(path)})"
+        opts = "header=true, all_varchar=true"
+        if rejects:
+            opts += f", store_rejects=true, rejects_table={_q(rejects)}, rejects_scan={_q(rejects + '_scan')}"
+        return f"read_csv({_q(path)}, {opts})"
+
+    def _stage(self, path_or_glob: str, fmt: str, stage: str, required: dict[str, str], rejects: bool) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {stage}")
+        self.con.execute(f"DROP TABLE IF EXISTS {stage}_rejects")
+        self.con.execute(
+            f"CREATE TEMP TABLE {stage}_rejects (__file VARCHAR, __row BIGINT, column_name VARCHAR, "
+            "reason VARCHAR, raw VARCHAR)"
+        )
+        for i, path in enumerate(expand_paths(path_or_glob)):
+            schema = {r[0] for r in self.con.execute(
+                f"DESCRIBE SELECT * FROM {self._reader(path, fmt, None)}").fetchall()}
+            for role, col in required.items():
+                if col not in schema:
+                    raise SourceReadError(
+                        f"{path}: required column {col!r} (role {role}) is missing; found {sorted(schema)}"
+                    )
+            reject_tbl = f"{stage}_csvrej{i}" if rejects and fmt == "csv" else None
+            if reject_tbl:
+                self.con.execute(f"DROP TABLE IF EXISTS {reject_tbl}")
+                self.con.execute(f"DROP TABLE IF EXISTS {reject_tbl}_scan")
+            # row_number() OVER () follows file order for a single-file scan (insertion order is
+            # preserved); rejected CSV lines are re-inserted into the numbering below.
+            select = (
+                f"SELECT *, {_q(path)} AS __file, row_number() OVER () AS __row "
+                f"FROM {self._reader(path, fmt, reject_tbl)}"
+            )
+            if i == 0:
+                self.con.execute(f"CREATE TEMP TABLE {stage} AS {select}")
+            else:
+                self.con.execute(f"INSERT INTO {stage} BY NAME {select}")
+            if reject_tbl:
+                self._renumber_after_rejects(stage, path, reject_tbl)
+
+    def _renumber_after_rejects(self, stage: str, path: str, reject_tbl: str) -> None:
+        """Map parsed-row ordinals to file lines when the CSV reader rejected some lines, and
+        copy the rejected lines into `<stage>_rejects`. Line numbers count the header as 1;
+        Parquet rows keep their 1-based row index."""
+        self.con.execute(
+            f"""INSERT INTO {stage}_rejects
+            SELECT {_q(path)}, line, any_value(column_name),
+                   string_agg(error_type || ': ' || error_message, '; '), any_value(csv_line)
+            FROM {reject_tbl} GROUP BY line"""
+        )
+        n_rej = self.con.execute(f"SELECT count(DISTINCT line) FROM {reject_tbl}").fetchall()[0][0]
+        if n_rej:
+            # Rejected data line d_j (j-th, 1-based) has d_j - j good lines before it; parsed
+            # row k sits after every reject with d_j - j < k.
+            self.con.execute(
+                f"""UPDATE {stage} SET __row = __row + (
+                    SELECT count(*) FROM (
+                        SELECT line - 1 - row_number() OVER (ORDER BY line) AS good_before
+                        FROM (SELECT DISTINCT line FROM {reject_tbl})
+                    ) r WHERE r.good_before < {stage}.__row)
+                WHERE __file = {_q(path)}"""
+            )
+        # CSV data rows are reported as file lines (header = line 1).
+        self.con.execute(f"UPDATE {stage} SET __row = __row + 1 WHERE __file = {_q(path)}")
+
+    def record_json_sql(self, alias: str) -> str:
+        return f"CAST(to_json({alias}) AS VARCHAR)"
+
+    def stage_events(self, source: EventSource, path: str, stage: str) -> None:
+        self._stage(path, source.format or "parquet", stage, source.required_columns(), rejects=True)
+
+    def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
+        self._stage(path, table.format or "parquet", stage, {"key": table.key}, rejects=True)
+
+    def close(self) -> None:
+        self.con.close()
