@@ -1,0 +1,117 @@
+"""Ingest assets: raw_events (+ its quarantine) by day, and the attribute snapshots."""
+
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
+
+from bm_assets.assets.metadata import md_table
+from bm_assets.core.attributes import build_client_properties, build_product_catalog
+from bm_assets.core.ingest import QUARANTINE, ingest_window
+from bm_assets.core.quality import ingest_quality
+from bm_assets.partitions import window_of
+from bm_assets.resources import DatasetResource, WarehouseResource
+
+INGEST_GROUP = "ingest"
+
+
+def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
+    @multi_asset(
+        specs=[
+            AssetSpec("raw_events", description="Typed, validated events of every source, by day.",
+                      group_name=INGEST_GROUP, partitions_def=partitions),
+            AssetSpec("raw_events_quarantine", description="One row per rejected source row, with its reason.",
+                      group_name=INGEST_GROUP, partitions_def=partitions),
+        ],
+        check_specs=[
+            AssetCheckSpec("rows_in_equal_loaded_plus_quarantined", asset="raw_events",
+                           description="Every source row of the window is loaded or quarantined, once."),
+            AssetCheckSpec("no_null_keys", asset="raw_events",
+                           description="No loaded event lacks a client id, item id or timestamp."),
+            AssetCheckSpec("events_inside_partition", asset="raw_events",
+                           description="Every event's timestamp falls on its partition's day."),
+        ],
+        backfill_policy=BackfillPolicy.single_run(),
+    )
+    def raw_events(context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource):
+        cfg = dataset.load()
+        start, end = window_of(context)
+        with warehouse.open() as wh:
+            report = ingest_window(wh, cfg, start, end)
+            quality = ingest_quality(wh, start, end)
+            reasons = wh.fetch_df(
+                f"SELECT source, column_name, reason, count(*) AS rows, min(source_row) AS first_row "
+                f"FROM {wh.table(QUARANTINE)} WHERE partition_date >= DATE '{start}' "
+                f"AND partition_date < DATE '{end}' GROUP BY ALL ORDER BY rows DESC"
+            )
+        per_source = pd.DataFrame([s.__dict__ for s in report.sources])
+        if report.rows_in == 0:
+            context.log.warning(f"no source rows for {start}..{end}: the window is empty")
+        ignored = {s.source: s.ignored_columns for s in report.sources if s.ignored_columns}
+        if ignored:
+            context.log.info(f"columns not mapped by the dataset config, ignored: {ignored}")
+        yield MaterializeResult(
+            asset_key="raw_events",
+            metadata={
+                "window": f"{start} .. {end} (exclusive)",
+                "dagster/row_count": quality.rows_loaded,
+                "rows_in": report.rows_in,
+                "rows_quarantined": report.rows_quarantined,
+                "per_source": md_table(per_source.astype({"ignored_columns": str})),
+                "ignored_columns": MetadataValue.json(ignored),
+            },
+        )
+        yield MaterializeResult(
+            asset_key="raw_events_quarantine",
+            metadata={"dagster/row_count": quality.rows_quarantined, "reasons": md_table(reasons)},
+        )
+        yield AssetCheckResult(
+            asset_key="raw_events", check_name="rows_in_equal_loaded_plus_quarantined",
+            passed=quality.balanced,
+            metadata={"rows_in": quality.rows_in, "rows_loaded": quality.rows_loaded,
+                      "rows_quarantined": quality.rows_quarantined},
+        )
+        yield AssetCheckResult(asset_key="raw_events", check_name="no_null_keys",
+                               passed=quality.null_keys == 0, metadata={"rows": quality.null_keys})
+        yield AssetCheckResult(asset_key="raw_events", check_name="events_inside_partition",
+                               passed=quality.outside_partition == 0,
+                               severity=AssetCheckSeverity.ERROR,
+                               metadata={"rows": quality.outside_partition})
+
+    @asset(group_name=INGEST_GROUP, description="One row per client: client attribute tables, joined on the id.")
+    def client_properties(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
+        with warehouse.open() as wh:
+            build = build_client_properties(wh, dataset.load())
+            preview = wh.fetch_df(f"SELECT * FROM {wh.table(build.table)} LIMIT 5")
+        return _attribute_result(build, preview)
+
+    @asset(group_name=INGEST_GROUP, description="One row per item: item attribute tables, joined on the id.")
+    def product_catalog(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
+        with warehouse.open() as wh:
+            build = build_product_catalog(wh, dataset.load())
+            preview = wh.fetch_df(f"SELECT * FROM {wh.table(build.table)} LIMIT 5")
+        return _attribute_result(build, preview)
+
+    return [raw_events, client_properties, product_catalog]
+
+
+def _attribute_result(build, preview: pd.DataFrame) -> MaterializeResult:
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": build.rows,
+            "source_rows": MetadataValue.json(build.source_rows),
+            "columns": MetadataValue.json(build.columns),
+            "preview": md_table(preview),
+        }
+    )

@@ -1,0 +1,61 @@
+"""Data-quality measurements over a date window, computed in the warehouse. Assets turn them
+into asset-check results; tests call them directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from bm_assets.core.denormalize import EVENTS_DENORMALIZED
+from bm_assets.core.ingest import INGEST_LOG, QUARANTINE, RAW_EVENTS
+from bm_assets.core.warehouse import Warehouse
+
+
+@dataclass
+class IngestQuality:
+    rows_in: int
+    rows_loaded: int
+    rows_quarantined: int
+    null_keys: int
+    outside_partition: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_in == self.rows_loaded + self.rows_quarantined
+
+
+def _scalar(wh: Warehouse, sql: str) -> int:
+    value = wh.fetch_df(sql).iloc[0, 0]
+    return 0 if value is None or value != value else int(value)
+
+
+def ingest_quality(wh: Warehouse, start: dt.date, end: dt.date) -> IngestQuality:
+    """Rows the sources held for the window versus rows the tables now hold for it."""
+    d = f"DATE '{start}'", f"DATE '{end}'"
+    ev = f"event_date >= {d[0]} AND event_date < {d[1]}"
+    part = f"partition_date >= {d[0]} AND partition_date < {d[1]}"
+    return IngestQuality(
+        rows_in=_scalar(wh, f"SELECT sum(rows_in) FROM {wh.table(INGEST_LOG)} WHERE {part}"),
+        rows_loaded=_scalar(wh, f"SELECT count(*) FROM {wh.table(RAW_EVENTS)} WHERE {ev}"),
+        rows_quarantined=_scalar(wh, f"SELECT count(*) FROM {wh.table(QUARANTINE)} WHERE {part}"),
+        null_keys=_scalar(
+            wh,
+            f"SELECT count(*) FROM {wh.table(RAW_EVENTS)} WHERE {ev} AND "
+            "(client_id IS NULL OR item_id IS NULL OR event_time IS NULL)",
+        ),
+        outside_partition=_scalar(
+            wh,
+            f"SELECT count(*) FROM {wh.table(RAW_EVENTS)} WHERE {ev} AND CAST(event_time AS DATE) <> event_date",
+        ),
+    )
+
+
+def catalog_coverage(wh: Warehouse, start: dt.date, end: dt.date) -> tuple[float, int]:
+    """Share of the window's events whose item is in product_catalog, and the event count."""
+    df = wh.fetch_df(
+        f"SELECT avg(CASE WHEN item_in_catalog THEN 1.0 ELSE 0.0 END) AS share, count(*) AS n "
+        f"FROM {wh.table(EVENTS_DENORMALIZED)} "
+        f"WHERE event_date >= DATE '{start}' AND event_date < DATE '{end}'"
+    )
+    n = int(df["n"].iloc[0])
+    return (float(df["share"].iloc[0]) if n else 1.0), n

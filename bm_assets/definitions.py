@@ -1,0 +1,46 @@
+"""The whole system in one place: assets, checks, jobs, schedules and resources.
+
+Storage is chosen here once, from BM_STORAGE; asset code never branches on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import Definitions, in_process_executor
+
+from bm_assets.assets.denormalize import build_denormalize_assets
+from bm_assets.assets.ingest import build_ingest_assets
+from bm_assets.config import load_dataset_config
+from bm_assets.jobs import build_jobs_and_schedules
+from bm_assets.partitions import daily_partitions
+from bm_assets.resources import DatasetResource, DuckDBWarehouseResource, WarehouseResource
+from bm_assets.settings import bm_home, dataset_path, storage_kind
+
+
+def warehouse_from_env() -> WarehouseResource:
+    kind = storage_kind()
+    if kind == "duckdb":
+        return DuckDBWarehouseResource(database=str(bm_home() / "bm_assets.duckdb"))
+    raise ValueError(f"storage {kind!r} is not available in this build")
+
+
+def build_definitions(dataset_file: str | Path | None = None, warehouse: WarehouseResource | None = None) -> Definitions:
+    dataset_file = str(dataset_file or dataset_path())
+    cfg = load_dataset_config(dataset_file)
+    daily = daily_partitions(cfg)
+    assets = [*build_ingest_assets(daily), *build_denormalize_assets(daily)]
+    jobs, schedules = build_jobs_and_schedules(daily, assets)
+    return Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        resources={
+            "dataset": DatasetResource(config_path=dataset_file),
+            "warehouse": warehouse or warehouse_from_env(),
+        },
+        # One process runs all steps: the embedded DuckDB file accepts a single writer.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()
