@@ -128,6 +128,24 @@ class AttributeTable(_Strict):
         return self
 
 
+class TemporalSplit(_Strict):
+    """The temporal protocol's dates. Training uses events before `training_cutoff`; the
+    validation window is [training_cutoff, test_start); the test window [test_start, test_end)."""
+
+    training_cutoff: dt.date
+    test_start: dt.date
+    test_end: dt.date = Field(description="end of the test window, exclusive")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TemporalSplit:
+        if not self.training_cutoff < self.test_start < self.test_end:
+            raise ValueError(
+                f"need training_cutoff < test_start < test_end, found {self.training_cutoff}, "
+                f"{self.test_start}, {self.test_end}"
+            )
+        return self
+
+
 class DatasetConfig(_Strict):
     name: str
     data_start: dt.date
@@ -136,6 +154,7 @@ class DatasetConfig(_Strict):
     clients: list[AttributeTable] = Field(default_factory=list)
     items: list[AttributeTable] = Field(default_factory=list)
     catalog_coverage_min: float = Field(default=0.9, ge=0, le=1)
+    temporal: TemporalSplit
     base_dir: Path = Field(default=Path("."), description="folder relative paths resolve against")
     config_file: Path | None = None
 
@@ -143,6 +162,12 @@ class DatasetConfig(_Strict):
     def _check(self) -> DatasetConfig:
         if self.data_end < self.data_start:
             raise ValueError(f"data_end {self.data_end} is before data_start {self.data_start}")
+        t = self.temporal
+        if not (self.data_start < t.training_cutoff and t.test_end <= self.end_exclusive):
+            raise ValueError(
+                f"temporal dates must lie inside [{self.data_start}, {self.end_exclusive}]: "
+                f"training_cutoff {t.training_cutoff}, test_end {t.test_end}"
+            )
         names = [s.name for s in self.events] + [t.name for t in self.clients + self.items]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
