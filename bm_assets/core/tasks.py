@@ -1,0 +1,378 @@
+"""Tasks as config: `tasks.yaml` beside the dataset YAML names the prediction tasks (type,
+horizon, target over the client's future events, eligibility, metrics) and the settings of
+the foundation model and the evaluation protocol. A new task is YAML only. Targets are SQL
+run in the warehouse over events_denormalized, in DuckDB's dialect."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bm_assets.config import TemporalSplit
+from bm_assets.core.warehouse import Warehouse
+
+EVENTS = "events_denormalized"
+TaskType = Literal["binary", "multilabel", "multiclass", "regression", "recommendation"]
+
+#: Metrics each task type can report; the first one selects models on the validation window.
+METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("auroc", "average_precision"),
+    "multilabel": ("auroc", "average_precision"),
+    "multiclass": ("accuracy", "log_loss"),
+    "regression": ("rmse", "mae"),
+    "recommendation": ("ndcg@10", "hitrate@10"),
+}
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TaskConfigError(ValueError):
+    """A task config that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Eligibility(_Strict):
+    """Who is scored at split date T: clients with at least one matching event in
+    [T - active_days, T)."""
+
+    active_days: int = Field(default=60, gt=0)
+    where: str = Field(default="TRUE", min_length=1, description="SQL predicate on the past events")
+
+
+class Target(_Strict):
+    """What to predict from the client's events in [T, T + horizon_days).
+
+    binary/regression: `value`, an SQL aggregate over the window's rows matching `where`, with
+    `default` for eligible clients without such rows. multilabel/multiclass/recommendation:
+    `column`, whose values (the `top_n` most frequent before the training cutoff, or all for
+    recommendation) are the labels."""
+
+    where: str = Field(default="TRUE", min_length=1, description="SQL predicate on the future events")
+    value: str | None = Field(default=None, min_length=1)
+    default: float | None = None
+    column: str | None = None
+    top_n: int | None = Field(default=None, gt=0)
+
+    @field_validator("where", "value")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("is empty; write an SQL expression")
+        return v
+
+
+class TaskSpec(_Strict):
+    name: str
+    type: TaskType
+    horizon_days: int = Field(gt=0)
+    target: Target
+    eligible: Eligibility = Field(default_factory=Eligibility)
+    metrics: list[str] = Field(default_factory=list)
+    learning_curve: bool = Field(default=False, description="also fit on labeled fractions")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskSpec:
+        if not _IDENTIFIER.match(self.name):
+            raise ValueError(f"name {self.name!r} must be an identifier (letters, digits, _)")
+        t = self.target
+        if self.type in ("binary", "regression"):
+            if t.value is None:
+                raise ValueError(f"a {self.type} task needs target.value (an SQL aggregate)")
+            if t.column is not None:
+                raise ValueError(f"a {self.type} task takes target.value, not target.column")
+        else:
+            if t.column is None:
+                raise ValueError(f"a {self.type} task needs target.column")
+            if self.type in ("multilabel", "multiclass") and t.top_n is None:
+                raise ValueError(f"a {self.type} task needs target.top_n")
+        allowed = METRICS[self.type]
+        if not self.metrics:
+            object.__setattr__(self, "metrics", list(allowed))
+        bad = [m for m in self.metrics if m not in allowed]
+        if bad:
+            raise ValueError(f"metrics {bad} do not apply to {self.type}; choose from {list(allowed)}")
+        return self
+
+
+class FoundationConfig(_Strict):
+    """The self-supervised model: profile at T -> sketch of events in [T, T + horizon_days)."""
+
+    horizon_days: int = Field(default=14, gt=0)
+    hidden: int = Field(default=512, gt=0)
+    layers: int = Field(default=2, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    batch_size: int = Field(default=256, gt=0)
+    max_epochs: int = Field(default=30, gt=0)
+    patience: int = Field(default=3, gt=0)
+    eligible: Eligibility = Field(default_factory=Eligibility)
+
+
+class EvaluationConfig(_Strict):
+    """The temporal protocol's knobs; the dates come from the dataset config."""
+
+    split_every_days: int = Field(default=7, gt=0, description="step between split dates")
+    warmup_days: int = Field(default=56, ge=0, description="history before the first split date")
+    holdout_fraction: float = Field(default=0.1, gt=0, lt=1)
+    feature_top_n: int = Field(default=10, gt=0, description="brands/categories in the GBDT aggregates")
+    feature_columns: list[str] = Field(default_factory=lambda: ["manufacturer_id", "product_category"])
+    feature_windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
+    label_fractions: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0])
+    candidates: int = Field(default=2000, gt=0, description="most popular items ranked for recommendation")
+    task_max_epochs: int = Field(default=40, gt=0)
+    task_patience: int = Field(default=4, gt=0)
+    task_lr: float = Field(default=1e-3, gt=0)
+    seed: int = 0
+
+
+class ModelingConfig(_Strict):
+    foundation: FoundationConfig = Field(default_factory=FoundationConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    config_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModelingConfig:
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate task names: {dupes}")
+        return self
+
+    def task(self, name: str) -> TaskSpec:
+        return next(t for t in self.tasks if t.name == name)
+
+
+def tasks_path_for(dataset_file: str | Path) -> Path:
+    """tasks.yaml lives beside the dataset YAML."""
+    return Path(dataset_file).resolve().parent / "tasks.yaml"
+
+
+def load_modeling_config(path: str | Path) -> ModelingConfig:
+    """Load and validate tasks.yaml; errors name the file and the key."""
+    path = Path(path).resolve()
+    if not path.exists():
+        raise TaskConfigError(f"task config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise TaskConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise TaskConfigError(f"{path}: expected a mapping at the top level")
+    raw["config_file"] = str(path)
+    try:
+        return ModelingConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"key {_key(raw, e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise TaskConfigError(f"{path}: {problems}") from None
+
+
+def _key(raw: dict, loc: tuple) -> str:
+    """`tasks[2] (churn).horizon_days` rather than `tasks.2.horizon_days`."""
+    parts: list[str] = []
+    node: object = raw
+    for p in loc:
+        if isinstance(p, int) and parts:
+            name = node[p].get("name") if isinstance(node, list) and isinstance(node[p], dict) else None
+            parts[-1] += f"[{p}]" + (f" ({name})" if name else "")
+        else:
+            parts.append(str(p))
+        try:
+            node = node[p]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts) or "<root>"
+
+
+def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
+    """Bind every task's SQL against events_denormalized without reading rows, so an unknown
+    column fails before training with the file and key that name it."""
+    table = wh.table(EVENTS)
+    for i, task in enumerate(cfg.tasks):
+        exprs = {
+            "target.where": f"SELECT count(*) FROM {table} WHERE {task.target.where}",
+            "eligible.where": f"SELECT count(*) FROM {table} WHERE {task.eligible.where}",
+        }
+        if task.target.value:
+            exprs["target.value"] = f"SELECT {task.target.value} FROM {table} WHERE FALSE"
+        if task.target.column:
+            exprs["target.column"] = f"SELECT {_col(task.target.column)} FROM {table} WHERE FALSE"
+        for key, sql in exprs.items():
+            try:
+                wh.fetch_df(sql + " LIMIT 0" if key != "target.value" else sql)
+            except duckdb.Error as exc:
+                raise TaskConfigError(
+                    f"{cfg.config_file}: tasks[{i}] ({task.name}).{key}: {str(exc).splitlines()[0]}"
+                ) from None
+
+
+def _col(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _d(day: dt.date) -> str:
+    return f"DATE '{day.isoformat()}'"
+
+
+# --- split dates and clients ------------------------------------------------------------------
+
+
+def split_dates(start: dt.date, end: dt.date, every_days: int) -> list[dt.date]:
+    """Dates start, start + every_days, ... strictly before end."""
+    n = max(0, -(-(end - start).days // every_days))
+    return [start + dt.timedelta(days=every_days * i) for i in range(n)]
+
+
+def protocol_dates(
+    data_start: dt.date, split: TemporalSplit, ev: EvaluationConfig, horizon_days: int
+) -> dict[str, list[dt.date]]:
+    """Split dates per role. Train: label windows end by training_cutoff. Validation: windows
+    inside [training_cutoff, test_start). Test: windows inside [test_start, test_end)."""
+    h = dt.timedelta(days=horizon_days)
+    first = data_start + dt.timedelta(days=ev.warmup_days)
+    roles = {
+        "train": split_dates(first, split.training_cutoff - h + dt.timedelta(days=1), ev.split_every_days),
+        "validation": split_dates(split.training_cutoff, split.test_start - h + dt.timedelta(days=1),
+                                  ev.split_every_days),
+        "test": split_dates(split.test_start, split.test_end - h + dt.timedelta(days=1), ev.split_every_days),
+    }
+    for role, dates in roles.items():
+        if not dates:
+            raise TaskConfigError(
+                f"no {role} split date fits a {horizon_days}-day horizon in {split}; shorten the horizon"
+            )
+    return roles
+
+
+def is_holdout(client_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """bool[n]: a stable md5-based draw of clients never used for training."""
+    digests = [hashlib.md5(str(c).encode()).digest()[:8] for c in client_ids]
+    u = np.frombuffer(b"".join(digests), dtype=">u8").astype(np.float64) / 2.0**64
+    return u < fraction
+
+
+def _splits_cte(dates: list[dt.date]) -> str:
+    return "splits(t) AS (SELECT * FROM (VALUES " + ", ".join(f"({_d(d)})" for d in dates) + "))"
+
+
+def eligible_sql(wh: Warehouse, eligible: Eligibility, dates: list[dt.date]) -> str:
+    """(client_id, t) of clients with a matching event in [t - active_days, t)."""
+    return f"""
+        WITH {_splits_cte(dates)}
+        SELECT DISTINCT e.client_id, s.t
+        FROM {wh.table(EVENTS)} e JOIN splits s
+          ON e.event_date >= s.t - INTERVAL {eligible.active_days} DAY AND e.event_date < s.t
+        WHERE {eligible.where}"""
+
+
+def eligible_clients(wh: Warehouse, eligible: Eligibility, dates: list[dt.date]) -> pd.DataFrame:
+    """Examples (client_id str, t date), sorted, one row per eligible client and split date."""
+    df = wh.fetch_df(eligible_sql(wh, eligible, dates) + " ORDER BY s.t, e.client_id")
+    return _normalise(df)
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    df["client_id"] = df["client_id"].astype(str)
+    df["t"] = pd.to_datetime(df["t"]).dt.date
+    return df.reset_index(drop=True)
+
+
+def top_values(wh: Warehouse, column: str, where: str, before: dt.date, n: int | None) -> list[str]:
+    """The n most frequent values of `column` among events matching `where` before `before`
+    (the training cutoff: labels never look at the evaluated windows)."""
+    limit = f"LIMIT {n}" if n else ""
+    df = wh.fetch_df(
+        f"""SELECT CAST({_col(column)} AS VARCHAR) AS v, count(*) AS n FROM {wh.table(EVENTS)}
+        WHERE event_date < {_d(before)} AND ({where}) AND {_col(column)} IS NOT NULL
+        GROUP BY 1 ORDER BY n DESC, v {limit}"""
+    )
+    return df["v"].tolist()
+
+
+def future_window_sql(wh: Warehouse, dates: list[dt.date], horizon_days: int, where: str, cols: str) -> str:
+    """Rows (client_id, t, cols...) of the events in [t, t + horizon_days) matching `where`."""
+    return f"""
+        WITH {_splits_cte(dates)}
+        SELECT e.client_id, s.t, {cols}
+        FROM {wh.table(EVENTS)} e JOIN splits s
+          ON e.event_date >= s.t AND e.event_date < s.t + INTERVAL {horizon_days} DAY
+        WHERE {where}"""
+
+
+def build_labels(
+    wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: list[str] | None
+) -> np.ndarray:
+    """Targets aligned with `examples` (client_id, t). binary: float32[n] in {0,1};
+    regression: float32[n]; multilabel/recommendation: float32[n, len(labels)] in {0,1};
+    multiclass: int64[n] index into labels, -1 when no labelled event is in the window."""
+    dates = sorted(set(examples["t"]))
+    n = len(examples)
+    key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
+    if task.type in ("binary", "regression"):
+        sql = f"""SELECT client_id, t, {task.target.value} AS y FROM ({future_window_sql(
+            wh, dates, task.horizon_days, task.target.where, 'e.*')}) GROUP BY client_id, t"""
+        df = _normalise(wh.fetch_df(sql))
+        y = np.full(n, np.nan if task.target.default is None else task.target.default, dtype=np.float64)
+        pos = key.get_indexer(pd.MultiIndex.from_frame(df[["client_id", "t"]]))
+        keep = pos >= 0
+        y[pos[keep]] = pd.to_numeric(df["y"], errors="coerce").to_numpy(np.float64)[keep]
+        if np.isnan(y).any():
+            raise TaskConfigError(
+                f"{task.name}: target.value is NULL for {int(np.isnan(y).sum())} examples; "
+                "set target.default or coalesce the expression"
+            )
+        return y.astype(np.float32)
+    assert labels is not None
+    sql = f"""SELECT client_id, t, CAST({_col(task.target.column)} AS VARCHAR) AS v, count(*) AS n
+        FROM ({future_window_sql(wh, dates, task.horizon_days, task.target.where, 'e.*')})
+        GROUP BY ALL"""
+    df = _normalise(wh.fetch_df(sql))
+    row = key.get_indexer(pd.MultiIndex.from_frame(df[["client_id", "t"]]))
+    col = pd.Index(labels).get_indexer(df["v"])
+    keep = (row >= 0) & (col >= 0)
+    row, col, cnt = row[keep], col[keep], df["n"].to_numpy()[keep]
+    if task.type == "multiclass":
+        counts = np.zeros((n, len(labels)), dtype=np.float64)
+        np.add.at(counts, (row, col), cnt)
+        return np.where(counts.sum(1) > 0, counts.argmax(1), -1).astype(np.int64)
+    y = np.zeros((n, len(labels)), dtype=np.float32)
+    y[row, col] = 1.0
+    return y
+
+
+def task_labels(wh: Warehouse, task: TaskSpec, cutoff: dt.date, candidates: int) -> list[str] | None:
+    """Label names for column tasks, from events before the cutoff only."""
+    if task.target.column is None:
+        return None
+    n = task.target.top_n or candidates
+    labels = top_values(wh, task.target.column, task.target.where, cutoff, n)
+    if not labels:
+        raise TaskConfigError(f"{task.name}: target.column {task.target.column} has no values before {cutoff}")
+    return labels
+
+
+def check_target_not_empty(task: TaskSpec, y: np.ndarray, role: str) -> None:
+    """A target with one value only cannot be learned or evaluated: fail loudly."""
+    if y.size == 0:
+        raise TaskConfigError(f"{task.name}: no {role} examples (no eligible clients)")
+    if task.type in ("binary", "multilabel", "recommendation") and not (y > 0).any():
+        raise TaskConfigError(f"{task.name}: the target is empty: no positive label among {len(y)} {role} examples")
+    if task.type == "multiclass" and not (y >= 0).any():
+        raise TaskConfigError(f"{task.name}: the target is empty: no labelled {role} example")
+    if task.type == "regression" and float(np.nanstd(y)) == 0.0:
+        raise TaskConfigError(f"{task.name}: the target is constant ({float(y[0])}) over {role} examples")
