@@ -1,0 +1,312 @@
+"""Metrics and the per-task protocol: fit the fine-tuned network, the scratch network, a
+LightGBM baseline on aggregates and a prior baseline on the training split dates, select on
+the validation window, report on the test window (same clients) and on held-out clients."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+from bm_assets.core.foundation import (
+    BehavioralNet,
+    FitResult,
+    SketchLayout,
+    TrainConfig,
+    fit,
+    item_scores,
+    predict,
+    sketch_cross_entropy,
+    supervised_loss,
+    task_network,
+    task_output,
+)
+from bm_assets.core.tasks import METRICS, EvaluationConfig, FoundationConfig, TaskSpec
+
+ROLES = ("validation", "test", "holdout")
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def _macro(fn, y: np.ndarray, p: np.ndarray) -> float:
+    """Mean over label columns having both classes; NaN when none has."""
+    y, p = y.reshape(len(y), -1), p.reshape(len(p), -1)
+    ok = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    return float(np.mean([fn(y[:, j], p[:, j]) for j in ok])) if ok else float("nan")
+
+
+def ranking_metrics(relevant: np.ndarray, scores: np.ndarray, k: int = 10) -> dict[str, float]:
+    """HitRate@k and NDCG@k (binary relevance) over clients with at least one relevant item.
+    relevant: {0,1}[n, n_items]; scores: float[n, n_items]."""
+    has = relevant.sum(1) > 0
+    rel, sc = relevant[has], scores[has]
+    if not len(rel):
+        return {f"hitrate@{k}": float("nan"), f"ndcg@{k}": float("nan")}
+    top = np.argsort(-sc, axis=1, kind="stable")[:, :k]
+    gains = np.take_along_axis(rel, top, 1)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discount)[np.minimum(rel.sum(1), k).astype(int) - 1]
+    return {f"hitrate@{k}": float((gains.sum(1) > 0).mean()), f"ndcg@{k}": float(((gains * discount).sum(1) / ideal).mean())}
+
+
+def metrics(kind: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Every metric of the task type (METRICS) for targets y and predictions pred."""
+    if kind in ("binary", "multilabel"):
+        return {"auroc": _macro(roc_auc_score, y, pred), "average_precision": _macro(average_precision_score, y, pred)}
+    if kind == "regression":
+        err = pred.astype(np.float64) - y
+        return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
+    if kind == "multiclass":
+        ok = y >= 0
+        p = np.clip(pred[ok], 1e-7, 1)
+        return {"accuracy": float((p.argmax(1) == y[ok]).mean()),
+                "log_loss": float(log_loss(y[ok], p / p.sum(1, keepdims=True), labels=np.arange(p.shape[1])))}
+    if kind == "recommendation":
+        return ranking_metrics(y, pred)
+    raise ValueError(f"unknown task type {kind!r}")
+
+
+def selection_score(task: TaskSpec, m: dict[str, float]) -> float:
+    """Higher is better: the task's first metric, negated for errors."""
+    name = task.metrics[0] if task.metrics else METRICS[task.type][0]
+    return -m[name] if name in ("rmse", "mae", "log_loss") else m[name]
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """Examples of one role. x: profiles float32[n, d]; f: aggregates float32[n, k]; y: targets;
+    y_train: the network's training target (the future sketch for recommendation, else y)."""
+
+    x: np.ndarray
+    f: np.ndarray
+    y: np.ndarray
+    y_train: np.ndarray | None = None
+
+    def subset(self, idx: np.ndarray) -> Split:
+        return Split(self.x[idx], self.f[idx], self.y[idx], None if self.y_train is None else self.y_train[idx])
+
+    @property
+    def target(self) -> np.ndarray:
+        return self.y if self.y_train is None else self.y_train
+
+
+@dataclass
+class TaskData:
+    task: TaskSpec
+    splits: dict[str, Split]
+    labels: list[str] | None = None
+    layout: SketchLayout = field(default_factory=list)
+    item_codes: np.ndarray | None = None  # int64[n_candidates, depth] for recommendation
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelResult:
+    name: str
+    predict: Callable[[Split], np.ndarray]
+    seconds: float
+    epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    artifact: object = None
+
+
+def _n_out(data: TaskData) -> int:
+    t = data.task
+    if t.type in ("binary", "regression"):
+        return 1
+    if t.type == "recommendation":
+        return 0
+    return len(data.labels or [])
+
+
+def network_predictor(data: TaskData) -> Callable[[BehavioralNet, np.ndarray], np.ndarray]:
+    """Predictions of a task network on profiles; recommendation ranks candidate items."""
+    t = data.task
+    if t.type == "recommendation":
+        codes = torch.from_numpy(data.item_codes.astype(np.int64))
+        column = t.target.column
+        return lambda net, x: predict(net, x, lambda n, xb: item_scores(n.sketch_logp(xb, column), codes.to(xb.device)),
+                                      batch_size=256)
+    out = task_output(t.type)
+    return lambda net, x: predict(net, x, out)
+
+
+def fit_network(
+    data: TaskData, foundation: BehavioralNet | None, fcfg: FoundationConfig, ev: EvaluationConfig,
+    train_idx: np.ndarray | None = None, on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[FitResult, Callable[[Split], np.ndarray]]:
+    """Fine-tune `foundation` (or train the same network from scratch when None) on the task's
+    training split, early-stopped on the validation metric."""
+    t = data.task
+    tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
+    val = data.splits["validation"]
+    net = task_network(foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, fcfg.dropout,
+                       data.layout, _n_out(data), ev.seed)
+    if foundation is None:
+        net.set_input_stats(tr.x)
+    if t.type == "regression":
+        net.y_mean.fill_(float(tr.y.mean()))
+        net.y_std.fill_(float(tr.y.std() or 1.0))
+    if t.type == "recommendation":
+        column = t.target.column
+
+        def loss(n, xb, yb):
+            return sketch_cross_entropy(n.sketch_logp(xb, column), yb)
+    else:
+        loss = supervised_loss(t.type)
+    pred = network_predictor(data)
+
+    def validate(n: BehavioralNet) -> float:
+        return selection_score(t, metrics(t.type, val.y, pred(n, val.x)))
+
+    cfg = TrainConfig(lr=ev.task_lr, weight_decay=fcfg.weight_decay, batch_size=fcfg.batch_size,
+                      max_epochs=ev.task_max_epochs, patience=ev.task_patience, seed=ev.seed)
+    y_train = tr.target if t.type != "multiclass" else tr.y
+    result = fit(net, loss, tr.x, y_train, validate, cfg, on_epoch)
+    return result, lambda s: pred(result.net, s.x)
+
+
+def fit_gbdt(data: TaskData, ev: EvaluationConfig, train_idx: np.ndarray | None = None) -> ModelResult | None:
+    """LightGBM on the aggregates, one booster per label, early-stopped on validation. None for
+    recommendation (ranking thousands of items is not a per-label classifier's job)."""
+    t = data.task
+    if t.type == "recommendation":
+        return None
+    tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
+    val = data.splits["validation"]
+    params = dict(n_estimators=400, learning_rate=0.05, num_leaves=15, min_child_samples=20,
+                  subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=ev.seed,
+                  deterministic=True, force_row_wise=True, n_jobs=2, verbose=-1)
+    stop = [lgb.early_stopping(20, verbose=False)]
+    start = time.perf_counter()
+    models: list = []
+    if t.type == "regression":
+        m = lgb.LGBMRegressor(**params).fit(tr.f, tr.y, eval_X=(val.f,), eval_y=(val.y,), callbacks=stop)
+        models = [m]
+        fn = lambda s: m.predict(s.f)  # noqa: E731
+    elif t.type == "multiclass":
+        ok = tr.y >= 0
+        m = lgb.LGBMClassifier(**params).fit(tr.f[ok], tr.y[ok], eval_X=(val.f[val.y >= 0],), eval_y=(val.y[val.y >= 0],),
+                                             callbacks=stop)
+        models = [m]
+        n_cls = len(data.labels or [])
+
+        def fn(s):
+            p = np.zeros((len(s.f), n_cls))
+            p[:, m.classes_] = m.predict_proba(s.f)
+            return p
+    else:
+        ys, yv = tr.y.reshape(len(tr.y), -1), val.y.reshape(len(val.y), -1)
+        for j in range(ys.shape[1]):
+            if 0 < ys[:, j].sum() < len(ys):
+                models.append(lgb.LGBMClassifier(**params).fit(tr.f, ys[:, j], eval_X=(val.f,), eval_y=(yv[:, j],),
+                                                               callbacks=stop))
+            else:
+                models.append(float(ys[:, j].mean()))
+
+        def fn(s):
+            cols = [m.predict_proba(s.f)[:, 1] if not isinstance(m, float) else np.full(len(s.f), m) for m in models]
+            p = np.stack(cols, 1)
+            return p[:, 0] if t.type == "binary" else p
+    return ModelResult("lightgbm", fn, time.perf_counter() - start, artifact=models)
+
+
+def fit_prior(data: TaskData, train_idx: np.ndarray | None = None) -> ModelResult:
+    """Base rate (binary, multilabel), class frequencies, mean value, or item popularity."""
+    t = data.task
+    tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
+    start = time.perf_counter()
+    if t.type == "multiclass":
+        ok = tr.y[tr.y >= 0]
+        rate = np.bincount(ok, minlength=len(data.labels or [])) / max(len(ok), 1)
+    elif t.type == "recommendation":
+        # candidates are ordered by their popularity before the training cutoff
+        rate = -np.arange(len(data.item_codes), dtype=np.float64)
+    else:
+        rate = np.asarray(tr.y.mean(0), dtype=np.float64)
+    name = "popularity" if t.type == "recommendation" else "prior"
+    return ModelResult(name, lambda s: np.broadcast_to(rate, (len(s.x), *rate.shape)).copy(),
+                       time.perf_counter() - start, artifact=rate)
+
+
+# --- the protocol -----------------------------------------------------------------------------
+
+
+@dataclass
+class TaskRun:
+    models: dict[str, ModelResult]
+    report: dict[str, dict[str, float]]
+    learning_curve: list[dict] = field(default_factory=list)
+
+
+def evaluate(data: TaskData, models: dict[str, ModelResult]) -> dict[str, dict[str, float]]:
+    """{model: {"<role>_<metric>": value, "train_seconds": s, "epochs": n}} on validation, test
+    and held-out clients."""
+    t = data.task
+    out: dict[str, dict[str, float]] = {}
+    for name, m in models.items():
+        row: dict[str, float] = {"train_seconds": round(m.seconds, 3), "epochs": m.epochs}
+        for role in ROLES:
+            s = data.splits.get(role)
+            if s is None or not len(s.y):
+                continue
+            for metric, value in metrics(t.type, s.y, m.predict(s)).items():
+                if metric in t.metrics:
+                    row[f"{role}_{metric}"] = value
+        out[name] = row
+    return out
+
+
+def run_task(
+    data: TaskData, foundation: BehavioralNet | None, fcfg: FoundationConfig, ev: EvaluationConfig,
+    on_epoch: Callable[[str, dict], None] | None = None,
+) -> TaskRun:
+    """The four models on every training example, and their metrics."""
+    models: dict[str, ModelResult] = {}
+    nets = {"finetuned": foundation, "scratch": None} if foundation is not None else {"scratch": None}
+    for name, init in nets.items():
+        res, fn = fit_network(data, init, fcfg, ev, on_epoch=(lambda r, n=name: on_epoch(n, r)) if on_epoch else None)
+        models[name] = ModelResult(name, fn, res.seconds, res.best_epoch, res.history, artifact=res.net)
+    gbdt = fit_gbdt(data, ev)
+    if gbdt is not None:
+        models[gbdt.name] = gbdt
+    prior = fit_prior(data)
+    models[prior.name] = prior
+    return TaskRun(models, evaluate(data, models))
+
+
+def learning_curve(
+    data: TaskData, foundation: BehavioralNet, fcfg: FoundationConfig, ev: EvaluationConfig
+) -> list[dict]:
+    """Validation and test metric per labeled fraction for fine-tuned, scratch and LightGBM.
+    Fractions draw clients' examples with a seeded permutation, nested (5% is inside 10%)."""
+    t = data.task
+    n = len(data.splits["train"].y)
+    order = np.random.default_rng(ev.seed).permutation(n)
+    metric = t.metrics[0]
+    rows: list[dict] = []
+    for frac in ev.label_fractions:
+        idx = np.sort(order[: max(2, int(round(frac * n)))])
+        fitted: dict[str, ModelResult] = {}
+        for name, init in {"finetuned": foundation, "scratch": None}.items():
+            res, fn = fit_network(data, init, fcfg, ev, train_idx=idx)
+            fitted[name] = ModelResult(name, fn, res.seconds, res.best_epoch)
+        gbdt = fit_gbdt(data, ev, train_idx=idx)
+        if gbdt is not None:
+            fitted[gbdt.name] = gbdt
+        for name, row in evaluate(data, fitted).items():
+            rows.append({"fraction": frac, "n_train": len(idx), "model": name, "metric": metric,
+                         "validation": row.get(f"validation_{metric}"), "test": row.get(f"test_{metric}"),
+                         "train_seconds": row["train_seconds"]})
+    return rows

@@ -1,0 +1,263 @@
+"""The behavioral network and its training loop, as plain torch over numpy arrays.
+
+One architecture serves the foundation model and every task model: an encoder of the
+behavioral profile, a sketch head (per column and depth level, a softmax over the width
+buckets: the density of the client's future events, EMDE §3) and an optional task head.
+Fine-tuning copies the encoder and sketch head of the foundation model; the scratch baseline is
+the same network from random initialisation, so the two differ only in pretraining."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: (column, depth, width) of each sketched column, in profile/target order.
+SketchLayout = list[tuple[str, int, int]]
+
+
+def device() -> torch.device:
+    """A GPU when present; results are bit-for-bit repeatable on CPU only."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class BehavioralNet(nn.Module):
+    """profile float32[n, n_in] -> embedding [n, hidden] -> sketch log-probabilities and/or a
+    task output. Inputs are compressed (sign * log1p|x|) and standardised with statistics of the
+    training inputs, stored as buffers so a saved model carries its own preprocessing."""
+
+    def __init__(
+        self, n_in: int, hidden: int, layers: int, dropout: float, layout: SketchLayout, n_out: int = 0
+    ):
+        super().__init__()
+        self.layout = list(layout)
+        self.register_buffer("x_mean", torch.zeros(n_in))
+        self.register_buffer("x_std", torch.ones(n_in))
+        self.register_buffer("y_mean", torch.zeros(max(n_out, 1)))
+        self.register_buffer("y_std", torch.ones(max(n_out, 1)))
+        blocks: list[nn.Module] = [nn.Linear(n_in, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout)]
+        for _ in range(layers - 1):
+            blocks += [nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout)]
+        self.encoder = nn.Sequential(*blocks)
+        self.sketch_head = nn.Linear(hidden, sum(d * w for _, d, w in self.layout)) if self.layout else None
+        self.task_head = nn.Linear(hidden, n_out) if n_out else None
+
+    @staticmethod
+    def compress(x: torch.Tensor) -> torch.Tensor:
+        return torch.sign(x) * torch.log1p(torch.abs(x))
+
+    def set_input_stats(self, x: np.ndarray) -> None:
+        z = self.compress(torch.from_numpy(x))
+        self.x_mean.copy_(z.mean(0))
+        self.x_std.copy_(z.std(0).clamp_min(1e-3))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder((self.compress(x) - self.x_mean) / self.x_std)
+
+    def sketch_logp(self, x: torch.Tensor, column: str | None = None) -> torch.Tensor:
+        """log-probabilities [n, groups, width] (groups = sum of depths; one column: its depth)."""
+        logits = self.sketch_head(self.embed(x))
+        out, offset = [], 0
+        for name, d, w in self.layout:
+            if column is None or name == column:
+                out.append(logits[:, offset:offset + d * w].reshape(-1, d, w).log_softmax(-1))
+            offset += d * w
+        return torch.cat(out, 1) if len(out) > 1 else out[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.task_head(self.embed(x))
+
+
+def sketch_cross_entropy(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of the cross-entropy summed over groups; target [n, groups*width] is
+    L1-normalised per group (all-zero groups contribute nothing)."""
+    return -(target.reshape(logp.shape) * logp).sum((1, 2)).mean()
+
+
+def normalise_sketch(sketch: np.ndarray, layout: SketchLayout) -> np.ndarray:
+    """L1-normalise each (column, depth level) group of width buckets."""
+    out = np.zeros_like(sketch, dtype=np.float32)
+    offset = 0
+    for _, d, w in layout:
+        block = sketch[:, offset:offset + d * w].reshape(len(sketch), d, w)
+        total = block.sum(-1, keepdims=True)
+        out[:, offset:offset + d * w] = np.divide(
+            block, total, out=np.zeros_like(block, dtype=np.float32), where=total > 0
+        ).reshape(len(sketch), d * w)
+        offset += d * w
+    return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 256
+    max_epochs: int = 30
+    patience: int = 3
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    """The best network on the validation data, and the per-epoch history."""
+
+    net: BehavioralNet
+    best_epoch: int
+    best_score: float
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def fit(
+    net: BehavioralNet,
+    loss_fn: Callable[[BehavioralNet, torch.Tensor, torch.Tensor], torch.Tensor],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    validate: Callable[[BehavioralNet], float],
+    cfg: TrainConfig,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Adam with early stopping on `validate` (higher is better). Seeded: the same inputs give
+    the same weights on CPU."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    dev = device()
+    net = net.to(dev)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best = (-np.inf, 0, copy.deepcopy(net.state_dict()))
+    history: list[dict] = []
+    start = time.perf_counter()
+    with _deterministic():
+        for epoch in range(1, cfg.max_epochs + 1):
+            net.train()
+            order = torch.randperm(len(xt), generator=gen)
+            total, seen = 0.0, 0
+            for i in range(0, len(order), cfg.batch_size):
+                idx = order[i:i + cfg.batch_size]
+                xb, yb = xt[idx].to(dev), yt[idx].to(dev)
+                loss = loss_fn(net, xb, yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            net.eval()
+            score = float(validate(net))
+            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_score": score,
+                   "seconds": time.perf_counter() - start}
+            history.append(row)
+            if on_epoch:
+                on_epoch(row)
+            if score > best[0]:
+                best = (score, epoch, copy.deepcopy(net.state_dict()))
+            elif epoch - best[1] >= cfg.patience:
+                break
+    net.load_state_dict(best[2])
+    net.eval()
+    return FitResult(net.cpu(), best[1], best[0], time.perf_counter() - start, history)
+
+
+class _deterministic:
+    """Deterministic kernels for the duration of a fit, restoring the caller's setting."""
+
+    def __enter__(self):
+        self.prev = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def __exit__(self, *exc):
+        torch.use_deterministic_algorithms(self.prev)
+
+
+@torch.no_grad()
+def predict(net: BehavioralNet, x: np.ndarray, fn: Callable[[BehavioralNet, torch.Tensor], torch.Tensor],
+            batch_size: int = 2048) -> np.ndarray:
+    """fn(net, x_batch) over x in batches, on the training device, as numpy."""
+    net.eval()
+    dev = device()
+    net = net.to(dev)
+    out = [fn(net, torch.from_numpy(x[i:i + batch_size]).to(dev)).cpu() for i in range(0, len(x), batch_size)]
+    net.cpu()
+    return torch.cat(out).numpy() if out else np.zeros((0,), np.float32)
+
+
+def train_foundation(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    layout: SketchLayout,
+    hidden: int,
+    layers: int,
+    dropout: float,
+    cfg: TrainConfig,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Self-supervised pretraining: profile float32[n, n_in] -> L1-normalised future sketch
+    float32[n, sum depth*width]. Validation score = minus the validation cross-entropy."""
+    torch.manual_seed(cfg.seed)
+    net = BehavioralNet(x_train.shape[1], hidden, layers, dropout, layout)
+    net.set_input_stats(x_train)
+
+    def loss(n: BehavioralNet, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return sketch_cross_entropy(n.sketch_logp(xb), yb)
+
+    def validate(n: BehavioralNet) -> float:
+        logp = predict(n, x_val, lambda m, xb: m.sketch_logp(xb))
+        return -float(sketch_cross_entropy(torch.from_numpy(logp), torch.from_numpy(y_val)))
+
+    return fit(net, loss, x_train, y_train, validate, cfg, on_epoch)
+
+
+def task_network(
+    foundation: BehavioralNet | None, n_in: int, hidden: int, layers: int, dropout: float,
+    layout: SketchLayout, n_out: int, seed: int,
+) -> BehavioralNet:
+    """Fine-tuning start point (a copy of the foundation model with a new task head) or, with
+    foundation=None, the same architecture from random initialisation."""
+    torch.manual_seed(seed)
+    if foundation is None:
+        return BehavioralNet(n_in, hidden, layers, dropout, layout, n_out)
+    net = copy.deepcopy(foundation)
+    net.task_head = nn.Linear(net.sketch_head.in_features, n_out) if n_out else None
+    for name in ("y_mean", "y_std"):
+        setattr(net, name, torch.zeros(max(n_out, 1)) if name == "y_mean" else torch.ones(max(n_out, 1)))
+    return net
+
+
+def item_scores(logp: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Ranking scores float[n, n_items]: for each item, the sum over depth levels of the log
+    predicted probability of its bucket. logp [n, depth, width], codes int64[n_items, depth]."""
+    depth = torch.arange(codes.shape[1], device=logp.device)
+    return logp[:, depth[None, :], codes].sum(-1)
+
+
+def supervised_loss(kind: str) -> Callable[[BehavioralNet, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of a task type on its head's output."""
+    if kind in ("binary", "multilabel"):
+        return lambda n, xb, yb: F.binary_cross_entropy_with_logits(n(xb).reshape(yb.shape), yb)
+    if kind == "multiclass":
+        return lambda n, xb, yb: F.cross_entropy(n(xb), yb, ignore_index=-1)
+    if kind == "regression":
+        return lambda n, xb, yb: F.mse_loss(n(xb)[:, 0], (yb - n.y_mean[0]) / n.y_std[0])
+    raise ValueError(f"no supervised loss for task type {kind!r}")
+
+
+def task_output(kind: str) -> Callable[[BehavioralNet, torch.Tensor], torch.Tensor]:
+    """The prediction of a task head: probabilities, class probabilities or values."""
+    if kind == "binary":
+        return lambda n, xb: torch.sigmoid(n(xb)[:, 0])
+    if kind == "multilabel":
+        return lambda n, xb: torch.sigmoid(n(xb))
+    if kind == "multiclass":
+        return lambda n, xb: torch.softmax(n(xb), -1)
+    if kind == "regression":
+        return lambda n, xb: n(xb)[:, 0] * n.y_std[0] + n.y_mean[0]
+    raise ValueError(f"no task output for task type {kind!r}")
