@@ -1,0 +1,99 @@
+"""temporal_graph: the hyperedges Cleora embeds, built by SQL in the warehouse from the events
+strictly before a cutoff date. One hyperedge per client and time window, and one per basket
+where the data has a basket column; its members are the values of the configured columns
+(items, manufacturers, categories, ...) the events touched. Stored long: one row per
+(hyperedge, column, entity) with the number of events behind it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+
+from bm_assets.config import GraphConfig
+from bm_assets.core.denormalize import EVENTS_DENORMALIZED
+from bm_assets.core.warehouse import Warehouse
+
+TEMPORAL_GRAPH = "temporal_graph"
+
+
+@dataclass
+class GraphBuild:
+    cutoff: dt.date
+    rows: int
+    nodes: dict[str, int]
+    edges: dict[str, int]
+    basket_column: str | None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def graph_select(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date,
+                 basket_column: str | None) -> str:
+    """SQL of the hyperedge rows (edge_kind, edge_id, column_name, entity, events) of the events
+    with event_date < cutoff."""
+    cols = ", ".join(_ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])]))
+    window = (
+        f"CAST(floor(date_diff('day', DATE '{data_start}', event_date) / {cfg.window_days}) AS BIGINT)"
+    )
+    source = (
+        f"SELECT client_id, {window} AS window_index, {cols} FROM {wh.table(EVENTS_DENORMALIZED)} "
+        f"WHERE event_date < DATE '{cutoff}'"
+    )
+    kinds = [("client_window", "'cw:' || client_id || ':' || CAST(window_index AS VARCHAR)", "TRUE")]
+    if basket_column:
+        b = _ident(basket_column)
+        kinds.append(("basket", f"'b:' || CAST({b} AS VARCHAR)", f"{b} IS NOT NULL"))
+    parts = [
+        f"SELECT '{kind}' AS edge_kind, {edge_id} AS edge_id, {_lit(col)} AS column_name, "
+        f"CAST({_ident(col)} AS VARCHAR) AS entity, count(*) AS events FROM ev "
+        f"WHERE {cond} AND {_ident(col)} IS NOT NULL GROUP BY 1, 2, 3, 4"
+        for kind, edge_id, cond in kinds
+        for col in cfg.columns
+    ]
+    return f"WITH ev AS ({source}) " + " UNION ALL ".join(parts)
+
+
+def build_temporal_graph(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date) -> GraphBuild:
+    """(Re)write table temporal_graph from events_denormalized before `cutoff`."""
+    if not wh.table_exists(EVENTS_DENORMALIZED):
+        raise LookupError(f"no table {EVENTS_DENORMALIZED}: materialize it before temporal_graph")
+    available = set(wh.fetch_df(f"SELECT * FROM {wh.table(EVENTS_DENORMALIZED)} LIMIT 0").columns)
+    missing = [c for c in cfg.columns if c not in available]
+    if missing:
+        raise KeyError(
+            f"representation.graph.columns {missing} are not columns of {EVENTS_DENORMALIZED} "
+            f"(found {sorted(available)})"
+        )
+    basket = cfg.basket_column if cfg.basket_column in available else None
+    target = wh.table(TEMPORAL_GRAPH)
+    wh.execute([
+        f"CREATE OR REPLACE TABLE {target} AS {graph_select(wh, cfg, data_start, cutoff, basket)} "
+        "ORDER BY edge_id, column_name, entity"
+    ])
+    nodes = wh.fetch_df(f"SELECT column_name, count(DISTINCT entity) AS n FROM {target} GROUP BY 1")
+    edges = wh.fetch_df(f"SELECT edge_kind, count(DISTINCT edge_id) AS n FROM {target} GROUP BY 1")
+    rows = int(wh.fetch_df(f"SELECT count(*) AS n FROM {target}")["n"].iloc[0])
+    return GraphBuild(
+        cutoff=cutoff,
+        rows=rows,
+        nodes={c: int(nodes.set_index("column_name")["n"].get(c, 0)) for c in cfg.columns},
+        edges={str(k): int(v) for k, v in zip(edges["edge_kind"], edges["n"], strict=True)},
+        basket_column=basket,
+    )
+
+
+def read_graph(wh: Warehouse) -> pd.DataFrame:
+    """The hyperedge rows (edge_id, column_name, entity), ordered, for embedding."""
+    if not wh.table_exists(TEMPORAL_GRAPH):
+        raise LookupError(f"no table {TEMPORAL_GRAPH}: materialize temporal_graph first")
+    return wh.fetch_df(
+        f"SELECT edge_id, column_name, entity FROM {wh.table(TEMPORAL_GRAPH)} ORDER BY edge_id, column_name, entity"
+    )

@@ -1,0 +1,289 @@
+"""Universal behavioral profiles: per client, EMDE sketches of their events decayed at several
+half-lives, plus dense recency/frequency/value features, as of the end of a day.
+
+Everything in the state is additive with exponential decay, so the profile at the end of day D
+is the state at D-1 decayed by one day plus the increment of day D's events. A client's state
+only changes on days with events; the table `behavioral_profiles` therefore holds one row per
+(client, day with events), and the profile as of any date D is the client's latest row at or
+before D decayed by the days since (`load_profiles`). `batch_profiles` computes the same from
+scratch over the whole history; tests check that both agree."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bm_assets.core.sketches import SketchCoder, load_sketch_coders, sketch
+from bm_assets.core.warehouse import Warehouse
+
+BEHAVIORAL_PROFILES = "behavioral_profiles"
+_EPOCH = dt.date(1970, 1, 1)
+_LN_HALF = float(np.log(0.5))
+
+
+def day_number(day: dt.date) -> int:
+    """Days since 1970-01-01: the integer day axis of the profile arithmetic."""
+    return (day - _EPOCH).days
+
+
+@dataclass(frozen=True)
+class ProfileLayout:
+    """Where each feature sits in a profile vector:
+    [sketch per half-life and column (depth*width each)] + [decayed event count per half-life]
+    + [decayed value per half-life] + [n_events, value_total] + [days_since_last_event].
+    The first `state_dim` entries form the stored, additive state."""
+
+    columns: tuple[str, ...]
+    depth: int
+    width: int
+    half_lives_days: tuple[float, ...]
+
+    @classmethod
+    def from_coders(cls, coders: dict[str, SketchCoder], half_lives_days: list[float]) -> ProfileLayout:
+        depths = {c.depth for c in coders.values()}
+        widths = {c.width for c in coders.values()}
+        if len(depths) != 1 or len(widths) != 1:
+            raise ValueError(f"coders must share depth and width; found depths {depths}, widths {widths}")
+        return cls(tuple(coders), depths.pop(), widths.pop(), tuple(float(h) for h in half_lives_days))
+
+    @property
+    def sketch_dim(self) -> int:
+        return len(self.columns) * self.depth * self.width
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.half_lives_days) * (self.sketch_dim + 2) + 2
+
+    @property
+    def profile_dim(self) -> int:
+        return self.state_dim + 1
+
+    def log_decay(self) -> np.ndarray:
+        """float64[state_dim]: ln(daily decay factor) per state entry (0 for the totals)."""
+        rates = [_LN_HALF / h for h in self.half_lives_days]
+        return np.concatenate([
+            np.repeat(rates, self.sketch_dim), rates, rates, np.zeros(2)
+        ]).astype(np.float64)
+
+    def blocks(self) -> list[tuple[str, int, int]]:
+        """(name, start, stop) of each block of the profile vector."""
+        out, pos = [], 0
+        block = self.depth * self.width
+        for h in self.half_lives_days:
+            for c in self.columns:
+                out.append((f"sketch/h{h:g}/{c}", pos, pos + block))
+                pos += block
+        for name in ("event_count", "value"):
+            for h in self.half_lives_days:
+                out.append((f"{name}/h{h:g}", pos, pos + 1))
+                pos += 1
+        for name in ("n_events", "value_total", "days_since_last_event"):
+            out.append((name, pos, pos + 1))
+            pos += 1
+        return out
+
+
+def profile_feature_names(layout: ProfileLayout) -> list[str]:
+    """One name per profile dimension, e.g. 'sketch/h7/item_id/d3/b12' or 'n_events'."""
+    names: list[str] = []
+    for name, start, stop in layout.blocks():
+        if name.startswith("sketch/"):
+            names += [f"{name}/d{i // layout.width}/b{i % layout.width}" for i in range(stop - start)]
+        else:
+            names.append(name)
+    return names
+
+
+def encode_events(coders: dict[str, SketchCoder], events: pd.DataFrame) -> dict[str, np.ndarray]:
+    """int32[n_events, depth] codes per sketch column of `events` (missing values -> -1)."""
+    out = {}
+    for column, coder in coders.items():
+        if column not in events.columns:
+            raise KeyError(f"events have no column {column!r} for its sketch coder; found {list(events.columns)}")
+        values = events[column]
+        codes = coder.encode(values.fillna("").astype(str).to_numpy())
+        codes[values.isna().to_numpy()] = -1
+        out[column] = codes
+    return out
+
+
+def day_increment(
+    codes: dict[str, np.ndarray], rows: np.ndarray, values: np.ndarray, n_rows: int, layout: ProfileLayout
+) -> np.ndarray:
+    """float32[n_rows, state_dim]: the state increment of one day's events (weight 1 each).
+    `rows`: int64[n_events] row of each event's client; `values`: float32[n_events] (NaN = 0)."""
+    return _state_from_weights(codes, rows, np.ones((len(rows), len(layout.half_lives_days)), np.float32),
+                               values, n_rows, layout)
+
+
+def _state_from_weights(codes, rows, weights, values, n_rows, layout) -> np.ndarray:
+    """State of events with per-half-life weights float32[n_events, n_half_lives]."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    parts = []
+    for k in range(len(layout.half_lives_days)):
+        parts += [sketch(codes[c], rows, weights[:, k], n_rows, layout.width) for c in layout.columns]
+    counts = [np.bincount(rows, weights=weights[:, k], minlength=n_rows) for k in range(weights.shape[1])]
+    value_sums = [np.bincount(rows, weights=weights[:, k] * values, minlength=n_rows)
+                  for k in range(weights.shape[1])]
+    totals = [np.bincount(rows, minlength=n_rows).astype(np.float64), np.bincount(rows, values, minlength=n_rows)]
+    dense = np.stack(counts + value_sums + totals, axis=1).astype(np.float32)
+    return np.concatenate([*parts, dense], axis=1) if parts else dense
+
+
+def advance_state(
+    state: np.ndarray, last_day: np.ndarray, rows: np.ndarray, increment: np.ndarray, day: int,
+    log_decay: np.ndarray,
+) -> None:
+    """In place: decay `state[rows]` from each row's `last_day` to `day`, add `increment`, and set
+    `last_day[rows] = day`. Rows never seen (last_day < 0) hold zeros, so their decay is moot.
+    Only the day's active rows are touched: cost follows the day's clients, not all clients."""
+    gap = np.maximum(day - last_day[rows], 0).astype(np.float64)
+    factor = np.exp(gap[:, None] * log_decay[None, :]).astype(np.float32)
+    state[rows] = state[rows] * factor + increment
+    last_day[rows] = day
+
+
+def profiles_at(state: np.ndarray, last_day: np.ndarray, as_of: int, log_decay: np.ndarray) -> np.ndarray:
+    """float32[n, profile_dim]: the states (at their last_day) decayed to day `as_of`, plus
+    days since the last event."""
+    gap = (as_of - last_day).astype(np.float64)
+    if (gap < 0).any():
+        raise ValueError(f"a state is newer ({int(last_day.max())}) than the requested day {as_of}")
+    decayed = state * np.exp(gap[:, None] * log_decay[None, :]).astype(np.float32)
+    return np.concatenate([decayed, gap[:, None].astype(np.float32)], axis=1)
+
+
+def batch_profiles(
+    codes: dict[str, np.ndarray], client_rows: np.ndarray, event_days: np.ndarray, values: np.ndarray,
+    n_clients: int, as_of: int, layout: ProfileLayout,
+) -> tuple[np.ndarray, np.ndarray]:
+    """From scratch over the whole history: (present bool[n_clients], float32[n_clients,
+    profile_dim]) as of the end of day `as_of`. Events after `as_of` are ignored; each event
+    weighs 0.5 ** ((as_of - day) / half_life)."""
+    keep = event_days <= as_of
+    codes = {c: v[keep] for c, v in codes.items()}
+    rows, days, values = client_rows[keep], event_days[keep], values[keep]
+    age = (as_of - days).astype(np.float64)
+    weights = np.exp(age[:, None] * (_LN_HALF / np.array(layout.half_lives_days))[None, :]).astype(np.float32)
+    state = _state_from_weights(codes, rows, weights, values, n_clients, layout)
+    last = np.full(n_clients, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last, rows, days.astype(np.int64))
+    present = last > np.iinfo(np.int64).min
+    since = np.where(present, as_of - last, 0).astype(np.float32)
+    return present, np.concatenate([state, since[:, None]], axis=1)
+
+
+# --- warehouse storage --------------------------------------------------------------------
+
+
+def latest_states(wh: Warehouse, before: dt.date, inclusive: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(client_ids str[n], last_day int64[n], state float32[n, state_dim]) from each client's
+    latest row dated before `before` (or at it, if inclusive)."""
+    if not wh.table_exists(BEHAVIORAL_PROFILES):
+        return np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, 0), np.float32)
+    op = "<=" if inclusive else "<"
+    df = wh.fetch_df(
+        f"""SELECT client_id, profile_date, state FROM {wh.table(BEHAVIORAL_PROFILES)}
+        WHERE profile_date {op} DATE '{before}'
+        QUALIFY row_number() OVER (PARTITION BY client_id ORDER BY profile_date DESC) = 1
+        ORDER BY client_id"""
+    )
+    if df.empty:
+        return np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, 0), np.float32)
+    days = (pd.to_datetime(df["profile_date"]).to_numpy().astype("datetime64[D]").astype(np.int64))
+    state = np.stack(df["state"].to_numpy()).astype(np.float32)
+    return df["client_id"].astype(str).to_numpy(), days, state
+
+
+def load_profiles(wh: Warehouse, as_of: dt.date) -> tuple[np.ndarray, np.ndarray]:
+    """(client_ids str[n] sorted, float32[n, profile_dim]): profiles at the END of day `as_of`
+    (events with event_date <= as_of) of every client with an event by then."""
+    ids, last, state = latest_states(wh, as_of, inclusive=True)
+    if len(ids) == 0:
+        return ids, np.zeros((0, 0), np.float32)
+    n_half = profile_half_lives(wh)
+    layout_decay = _log_decay_from_state_dim(state.shape[1], n_half)
+    return ids, profiles_at(state, last, day_number(as_of), layout_decay)
+
+
+PROFILE_LAYOUT_TABLE = "behavioral_profiles_layout"
+
+
+def write_layout(wh: Warehouse, layout: ProfileLayout) -> list[str]:
+    """Statements that record the layout the stored states were built with (one row per block)."""
+    t = wh.table(PROFILE_LAYOUT_TABLE)
+    rows = ", ".join(
+        f"('{name.replace(chr(39), chr(39) * 2)}', {start}, {stop}, {layout.depth}, {layout.width})"
+        for name, start, stop in layout.blocks()
+    )
+    return [
+        f"CREATE OR REPLACE TABLE {t} (block VARCHAR, start_dim INTEGER, stop_dim INTEGER, "
+        f"depth INTEGER, width INTEGER)",
+        f"INSERT INTO {t} VALUES {rows}",
+    ]
+
+
+def read_layout(wh: Warehouse) -> pd.DataFrame:
+    if not wh.table_exists(PROFILE_LAYOUT_TABLE):
+        raise LookupError(f"no table {PROFILE_LAYOUT_TABLE}: materialize behavioral_profiles first")
+    return wh.fetch_df(f"SELECT * FROM {wh.table(PROFILE_LAYOUT_TABLE)} ORDER BY start_dim")
+
+
+def profile_half_lives(wh: Warehouse) -> list[float]:
+    blocks = read_layout(wh)["block"]
+    return [float(b.split("/h", 1)[1]) for b in blocks if b.startswith("event_count/h")]
+
+
+def stored_feature_names(wh: Warehouse) -> list[str]:
+    """Names of the stored profiles' dimensions, read from the layout table."""
+    layout = read_layout(wh)
+    names: list[str] = []
+    for block, start, stop, _, width in layout[["block", "start_dim", "stop_dim", "depth", "width"]].itertuples(
+        index=False
+    ):
+        if block.startswith("sketch/"):
+            names += [f"{block}/d{i // width}/b{i % width}" for i in range(stop - start)]
+        else:
+            names.append(block)
+    return names
+
+
+def _log_decay_from_state_dim(state_dim: int, half_lives: list[float]) -> np.ndarray:
+    n_h = len(half_lives)
+    sketch_dim = (state_dim - 2) // n_h - 2
+    rates = [_LN_HALF / h for h in half_lives]
+    return np.concatenate([np.repeat(rates, sketch_dim), rates, rates, np.zeros(2)])
+
+
+def export_profiles(wh: Warehouse, as_of: dt.date, out_dir: str | Path, dtype: str = "float32") -> tuple[Path, Path]:
+    """Write `client_ids.npy` (str[n]) and `embeddings.npy` (float16/float32[n, profile_dim])
+    of the profiles at the end of `as_of`."""
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be float16 or float32, found {dtype!r}")
+    ids, profiles = load_profiles(wh, as_of)
+    if len(ids) == 0:
+        raise LookupError(f"no profiles at or before {as_of} in {BEHAVIORAL_PROFILES}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "client_ids.npy", ids.astype(str))
+    np.save(out / "embeddings.npy", profiles.astype(dtype))
+    return out / "client_ids.npy", out / "embeddings.npy"
+
+
+__all__ = [
+    "BEHAVIORAL_PROFILES",
+    "ProfileLayout",
+    "advance_state",
+    "batch_profiles",
+    "day_increment",
+    "encode_events",
+    "export_profiles",
+    "load_profiles",
+    "load_sketch_coders",
+    "profile_feature_names",
+    "profiles_at",
+]
