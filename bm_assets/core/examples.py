@@ -1,0 +1,161 @@
+"""Training and evaluation examples: one per (client, split date T). Inputs are the client's
+behavioral profile at the end of day T-1 (events before T only); targets come from events in
+[T, T+h). Holdout clients (a stable hash of the id) never enter a training or validation split."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from bm_assets.config import DatasetConfig
+from bm_assets.core.evaluation import Split, TaskData
+from bm_assets.core.features import aggregate_features, feature_tops
+from bm_assets.core.foundation import SketchLayout, normalise_sketch
+from bm_assets.core.profiles import encode_events
+from bm_assets.core.sketches import SketchCoder, sketch
+from bm_assets.core.tasks import (
+    Eligibility,
+    ModelingConfig,
+    TaskConfigError,
+    TaskSpec,
+    _col,
+    _normalise,
+    build_labels,
+    check_target_not_empty,
+    eligible_clients,
+    future_window_sql,
+    is_holdout,
+    protocol_dates,
+    task_labels,
+)
+from bm_assets.core.warehouse import Warehouse
+
+#: as_of date -> (client_ids str[n], float32[n, d]) with events dated <= as_of.
+ProfileSource = Callable[[dt.date], tuple[np.ndarray, np.ndarray]]
+
+
+class CachedProfiles:
+    """Profiles by as_of date, loaded once per date (every task reuses the same split dates)."""
+
+    def __init__(self, load: ProfileSource):
+        self.load = load
+        self.cache: dict[dt.date, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, as_of: dt.date) -> tuple[np.ndarray, np.ndarray]:
+        if as_of not in self.cache:
+            self.cache[as_of] = self.load(as_of)
+        return self.cache[as_of]
+
+
+def layout_of(coders: dict[str, SketchCoder]) -> SketchLayout:
+    return [(c, k.depth, k.width) for c, k in coders.items()]
+
+
+def profile_inputs(profiles: ProfileSource, examples: pd.DataFrame) -> np.ndarray:
+    """float32[n, d]: each example's profile at the end of day t-1 (zeros for a client without
+    history). One profile load per split date; rows are gathered with an index, not a loop."""
+    out: np.ndarray | None = None
+    t = examples["t"].to_numpy()
+    for day in sorted(set(t)):
+        ids, x = profiles(day - dt.timedelta(days=1))
+        if len(ids) == 0:
+            continue
+        if out is None:
+            out = np.zeros((len(examples), x.shape[1]), dtype=np.float32)
+        rows = np.flatnonzero(t == day)
+        pos = pd.Index(ids).get_indexer(examples["client_id"].to_numpy()[rows])
+        out[rows[pos >= 0]] = x[pos[pos >= 0]]
+    if out is None:
+        raise LookupError("no behavioral profiles before any split date: materialize behavioral_profiles first")
+    return out
+
+
+def future_sketches(
+    wh: Warehouse, coders: dict[str, SketchCoder], examples: pd.DataFrame, horizon_days: int, where: str = "TRUE"
+) -> np.ndarray:
+    """float32[n, sum depth*width]: per example the sketch of its events in [t, t+h) per coder
+    column, L1-normalised per depth level (the foundation model's target)."""
+    cols = ", ".join(f"CAST(e.{_col(c)} AS VARCHAR) AS {_col(c)}" for c in coders)
+    dates = sorted(set(examples["t"]))
+    events = _normalise(wh.fetch_df(future_window_sql(wh, dates, horizon_days, where, cols)))
+    key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
+    rows = key.get_indexer(pd.MultiIndex.from_frame(events[["client_id", "t"]]))
+    events = events[rows >= 0]
+    rows = rows[rows >= 0]
+    codes = encode_events(coders, events)
+    ones = np.ones(len(rows), np.float32)
+    raw = np.concatenate([sketch(codes[c], rows, ones, len(examples), k.width) for c, k in coders.items()], axis=1)
+    return normalise_sketch(raw, layout_of(coders))
+
+
+def _split_examples(
+    wh: Warehouse, eligible: Eligibility, dates: list[dt.date], holdout_fraction: float, holdout: bool | None
+) -> pd.DataFrame:
+    ex = eligible_clients(wh, eligible, dates)
+    if holdout is None:
+        return ex
+    mask = is_holdout(ex["client_id"].to_numpy(), holdout_fraction)
+    return ex[mask == holdout].reset_index(drop=True)
+
+
+def foundation_examples(
+    wh: Warehouse, cfg: DatasetConfig, mcfg: ModelingConfig, coders: dict[str, SketchCoder], profiles: ProfileSource
+) -> dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]]:
+    """{"train"|"validation": (examples, x, y)}: non-holdout clients; examples without any
+    future event are dropped (their target sketch is empty)."""
+    f, ev = mcfg.foundation, mcfg.evaluation
+    dates = protocol_dates(cfg.data_start, cfg.temporal, ev, f.horizon_days)
+    out = {}
+    for role in ("train", "validation"):
+        ex = _split_examples(wh, f.eligible, dates[role], ev.holdout_fraction, holdout=False)
+        y = future_sketches(wh, coders, ex, f.horizon_days)
+        keep = y.sum(1) > 0
+        ex = ex[keep].reset_index(drop=True)
+        out[role] = (ex, profile_inputs(profiles, ex), y[keep])
+    return out
+
+
+def task_examples(
+    wh: Warehouse, cfg: DatasetConfig, mcfg: ModelingConfig, task: TaskSpec, coders: dict[str, SketchCoder],
+    profiles: ProfileSource,
+) -> tuple[TaskData, dict[str, pd.DataFrame]]:
+    """The task's four splits: train (non-holdout clients, label windows ending by the cutoff),
+    validation and test (same clients, later windows) and holdout (held-out clients, test
+    windows). Label sets and feature tops are counted before the training cutoff."""
+    ev = mcfg.evaluation
+    cutoff = cfg.temporal.training_cutoff
+    dates = protocol_dates(cfg.data_start, cfg.temporal, ev, task.horizon_days)
+    labels = task_labels(wh, task, cutoff, ev.candidates)
+    item_codes = None
+    target_coders: dict[str, SketchCoder] = {}
+    if task.type == "recommendation":
+        coder = coders.get(task.target.column)
+        if coder is None:
+            raise TaskConfigError(
+                f"{task.name}: target.column {task.target.column!r} has no sketch coder; "
+                f"sketched columns are {list(coders)}"
+            )
+        codes = coder.encode(np.asarray(labels))
+        labels = [v for v, ok in zip(labels, codes[:, 0] >= 0, strict=True) if ok]
+        item_codes = codes[codes[:, 0] >= 0].astype(np.int64)
+        target_coders = {task.target.column: coder}
+    tops = feature_tops(wh, ev, cutoff)
+    roles = {"train": ("train", False), "validation": ("validation", False), "test": ("test", False),
+             "holdout": ("test", True)}
+    splits: dict[str, Split] = {}
+    frames: dict[str, pd.DataFrame] = {}
+    for role, (window, hold) in roles.items():
+        ex = _split_examples(wh, task.eligible, dates[window], ev.holdout_fraction, hold)
+        y = build_labels(wh, task, ex, labels)
+        check_target_not_empty(task, y, role)
+        y_train = None
+        if target_coders and role == "train":
+            y_train = future_sketches(wh, target_coders, ex, task.horizon_days, task.target.where)
+        f, _ = aggregate_features(wh, ex, ev, tops)
+        splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train)
+        frames[role] = ex
+    layout = layout_of(coders)
+    return TaskData(task, splits, labels, layout, item_codes), frames
