@@ -9,11 +9,14 @@ from pathlib import Path
 from dagster import Definitions, in_process_executor
 
 from bm_assets.assets.denormalize import build_denormalize_assets
+from bm_assets.assets.foundation import foundation_model
 from bm_assets.assets.ingest import build_ingest_assets
+from bm_assets.assets.tasks import build_task_assets
 from bm_assets.config import load_dataset_config
+from bm_assets.core.tasks import ModelingConfig, load_modeling_config, tasks_path_for
 from bm_assets.jobs import build_jobs_and_schedules
 from bm_assets.partitions import daily_partitions
-from bm_assets.resources import DatasetResource, DuckDBWarehouseResource, WarehouseResource
+from bm_assets.resources import DatasetResource, DuckDBWarehouseResource, MLflowResource, WarehouseResource
 from bm_assets.settings import bm_home, dataset_path, storage_kind
 
 
@@ -28,7 +31,10 @@ def build_definitions(dataset_file: str | Path | None = None, warehouse: Warehou
     dataset_file = str(dataset_file or dataset_path())
     cfg = load_dataset_config(dataset_file)
     daily = daily_partitions(cfg)
-    assets = [*build_ingest_assets(daily), *build_denormalize_assets(daily)]
+    tasks_file = tasks_path_for(dataset_file)
+    modeling = load_modeling_config(tasks_file) if tasks_file.exists() else ModelingConfig()
+    assets = [*build_ingest_assets(daily), *build_denormalize_assets(daily), foundation_model,
+              *build_task_assets(modeling, daily)]
     jobs, schedules = build_jobs_and_schedules(daily, assets)
     return Definitions(
         assets=assets,
@@ -37,6 +43,7 @@ def build_definitions(dataset_file: str | Path | None = None, warehouse: Warehou
         resources={
             "dataset": DatasetResource(config_path=dataset_file),
             "warehouse": warehouse or warehouse_from_env(),
+            "mlflow_tracking": MLflowResource(),
         },
         # One process runs all steps: the embedded DuckDB file accepts a single writer.
         executor=in_process_executor,

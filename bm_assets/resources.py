@@ -3,14 +3,17 @@ once, in definitions.py, by choosing which warehouse resource to bind."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
+import mlflow
 from dagster import ConfigurableResource
 
 from bm_assets.config import DatasetConfig, load_dataset_config
 from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
+from bm_assets.settings import bm_home
 
 
 @cache
@@ -48,3 +51,33 @@ class DuckDBWarehouseResource(WarehouseResource):
             yield wh
         finally:
             wh.close()
+
+
+class MLflowResource(ConfigurableResource):
+    """One finished MLflow run per materialization. Tracking URI: `tracking_uri` if set, else
+    MLFLOW_TRACKING_URI, else a sqlite store under $BM_HOME with artifacts beside it (an
+    explicit artifact location: the default lands in ./mlruns of whatever directory the
+    process started in)."""
+
+    tracking_uri: str = ""
+    experiment: str = "bm_assets"
+
+    def uri(self) -> str:
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{bm_home() / 'mlflow.db'}"
+
+    @contextmanager
+    def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+        uri = self.uri()
+        mlflow.set_tracking_uri(uri)
+        exp = mlflow.get_experiment_by_name(self.experiment)
+        if exp is None:
+            location = (bm_home() / "mlartifacts" / self.experiment).as_uri() if uri.startswith("sqlite:") else None
+            exp_id = mlflow.create_experiment(self.experiment, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
+            yield run
+
+    def run_link(self, run: mlflow.ActiveRun) -> str:
+        """Where to find the run: its id in the store, for the UI or `mlflow.get_run`."""
+        return f"{self.uri()}#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"

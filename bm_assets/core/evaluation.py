@@ -192,20 +192,11 @@ def fit_gbdt(data: TaskData, ev: EvaluationConfig, train_idx: np.ndarray | None 
     start = time.perf_counter()
     models: list = []
     if t.type == "regression":
-        m = lgb.LGBMRegressor(**params).fit(tr.f, tr.y, eval_X=(val.f,), eval_y=(val.y,), callbacks=stop)
-        models = [m]
-        fn = lambda s: m.predict(s.f)  # noqa: E731
+        models = [lgb.LGBMRegressor(**params).fit(tr.f, tr.y, eval_X=(val.f,), eval_y=(val.y,), callbacks=stop)]
     elif t.type == "multiclass":
-        ok = tr.y >= 0
-        m = lgb.LGBMClassifier(**params).fit(tr.f[ok], tr.y[ok], eval_X=(val.f[val.y >= 0],), eval_y=(val.y[val.y >= 0],),
-                                             callbacks=stop)
-        models = [m]
-        n_cls = len(data.labels or [])
-
-        def fn(s):
-            p = np.zeros((len(s.f), n_cls))
-            p[:, m.classes_] = m.predict_proba(s.f)
-            return p
+        ok, vok = tr.y >= 0, val.y >= 0
+        models = [lgb.LGBMClassifier(**params).fit(tr.f[ok], tr.y[ok], eval_X=(val.f[vok],), eval_y=(val.y[vok],),
+                                                   callbacks=stop)]
     else:
         ys, yv = tr.y.reshape(len(tr.y), -1), val.y.reshape(len(val.y), -1)
         for j in range(ys.shape[1]):
@@ -214,12 +205,43 @@ def fit_gbdt(data: TaskData, ev: EvaluationConfig, train_idx: np.ndarray | None 
                                                                callbacks=stop))
             else:
                 models.append(float(ys[:, j].mean()))
-
-        def fn(s):
-            cols = [m.predict_proba(s.f)[:, 1] if not isinstance(m, float) else np.full(len(s.f), m) for m in models]
-            p = np.stack(cols, 1)
-            return p[:, 0] if t.type == "binary" else p
+    fn = gbdt_predictor(data, models)
     return ModelResult("lightgbm", fn, time.perf_counter() - start, artifact=models)
+
+
+def gbdt_predictor(data: TaskData, models: list) -> Callable[[Split], np.ndarray]:
+    """Predictions of fitted LightGBM models (one per label; a float for a constant label)."""
+    t = data.task
+    if t.type == "regression":
+        return lambda s: models[0].predict(s.f)
+    if t.type == "multiclass":
+        n_cls = len(data.labels or [])
+
+        def multiclass(s: Split) -> np.ndarray:
+            p = np.zeros((len(s.f), n_cls))
+            p[:, models[0].classes_] = models[0].predict_proba(s.f)
+            return p
+        return multiclass
+
+    def per_label(s: Split) -> np.ndarray:
+        cols = [m.predict_proba(s.f)[:, 1] if not isinstance(m, float) else np.full(len(s.f), m) for m in models]
+        p = np.stack(cols, 1)
+        return p[:, 0] if t.type == "binary" else p
+    return per_label
+
+
+def prior_predictor(rate: np.ndarray) -> Callable[[Split], np.ndarray]:
+    return lambda s: np.broadcast_to(rate, (len(s.x), *rate.shape)).copy()
+
+
+def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np.ndarray]:
+    """The predictor of a saved model (network, LightGBM list or prior rates) on `data`."""
+    if isinstance(artifact, BehavioralNet):
+        pred = network_predictor(data)
+        return lambda s: pred(artifact, s.x)
+    if name == "lightgbm":
+        return gbdt_predictor(data, artifact)  # type: ignore[arg-type]
+    return prior_predictor(np.asarray(artifact))
 
 
 def fit_prior(data: TaskData, train_idx: np.ndarray | None = None) -> ModelResult:
@@ -236,8 +258,7 @@ def fit_prior(data: TaskData, train_idx: np.ndarray | None = None) -> ModelResul
     else:
         rate = np.asarray(tr.y.mean(0), dtype=np.float64)
     name = "popularity" if t.type == "recommendation" else "prior"
-    return ModelResult(name, lambda s: np.broadcast_to(rate, (len(s.x), *rate.shape)).copy(),
-                       time.perf_counter() - start, artifact=rate)
+    return ModelResult(name, prior_predictor(rate), time.perf_counter() - start, artifact=rate)
 
 
 # --- the protocol -----------------------------------------------------------------------------
@@ -250,14 +271,16 @@ class TaskRun:
     learning_curve: list[dict] = field(default_factory=list)
 
 
-def evaluate(data: TaskData, models: dict[str, ModelResult]) -> dict[str, dict[str, float]]:
+def evaluate(
+    data: TaskData, models: dict[str, ModelResult], roles: tuple[str, ...] = ROLES
+) -> dict[str, dict[str, float]]:
     """{model: {"<role>_<metric>": value, "train_seconds": s, "epochs": n}} on validation, test
     and held-out clients."""
     t = data.task
     out: dict[str, dict[str, float]] = {}
     for name, m in models.items():
         row: dict[str, float] = {"train_seconds": round(m.seconds, 3), "epochs": m.epochs}
-        for role in ROLES:
+        for role in roles:
             s = data.splits.get(role)
             if s is None or not len(s.y):
                 continue
@@ -272,7 +295,8 @@ def run_task(
     data: TaskData, foundation: BehavioralNet | None, fcfg: FoundationConfig, ev: EvaluationConfig,
     on_epoch: Callable[[str, dict], None] | None = None,
 ) -> TaskRun:
-    """The four models on every training example, and their metrics."""
+    """The four models on every training example, and their validation metrics (the test
+    windows are left to `evaluate`, after selection)."""
     models: dict[str, ModelResult] = {}
     nets = {"finetuned": foundation, "scratch": None} if foundation is not None else {"scratch": None}
     for name, init in nets.items():
@@ -283,7 +307,7 @@ def run_task(
         models[gbdt.name] = gbdt
     prior = fit_prior(data)
     models[prior.name] = prior
-    return TaskRun(models, evaluate(data, models))
+    return TaskRun(models, evaluate(data, models, roles=("validation",)))
 
 
 def learning_curve(

@@ -1,0 +1,90 @@
+"""foundation_model: self-supervised pretraining on the behavioral profiles, tracked in MLflow."""
+
+
+import dataclasses
+from pathlib import Path
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import torch
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from bm_assets.core.examples import CachedProfiles, foundation_examples, layout_of
+from bm_assets.core.foundation import TrainConfig, train_foundation
+from bm_assets.core.profiles import load_profiles
+from bm_assets.core.sketches import load_sketch_coders
+from bm_assets.core.tasks import ModelingConfig, load_modeling_config, tasks_path_for
+from bm_assets.resources import DatasetResource, MLflowResource, WarehouseResource
+from bm_assets.settings import bm_home
+
+MODELS_GROUP = "models"
+PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+
+
+def models_dir() -> Path:
+    path = bm_home() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def foundation_path() -> Path:
+    return models_dir() / "foundation.pt"
+
+
+def modeling_config(dataset: DatasetResource) -> ModelingConfig:
+    return load_modeling_config(tasks_path_for(dataset.config_path))
+
+
+@asset(
+    deps=["sketch_coders", "behavioral_profiles"],
+    group_name=MODELS_GROUP,
+    description="Profile at split date T -> per-column sketch of the client's events in [T, T+h); "
+    "no task label is used. Registered in MLflow; later task models start from its weights.",
+)
+def foundation_model(
+    context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource,
+    mlflow_tracking: MLflowResource,
+) -> MaterializeResult:
+    cfg = dataset.load()
+    mcfg = modeling_config(dataset)
+    f = mcfg.foundation
+    coders = load_sketch_coders(bm_home())
+    with warehouse.open() as wh:
+        data = foundation_examples(wh, cfg, mcfg, coders, CachedProfiles(lambda d: load_profiles(wh, d)))
+    (ex_tr, x_tr, y_tr), (ex_va, x_va, y_va) = data["train"], data["validation"]
+    train_cfg = TrainConfig(lr=f.lr, weight_decay=f.weight_decay, batch_size=f.batch_size,
+                            max_epochs=f.max_epochs, patience=f.patience, seed=mcfg.evaluation.seed)
+    with mlflow_tracking.start_run("foundation_model", tags={"dataset": cfg.name, "stage": "pretraining"}) as run:
+        mlflow.log_params({**f.model_dump(exclude={"eligible"}), "active_days": f.eligible.active_days,
+                           "seed": train_cfg.seed, "n_train": len(ex_tr), "n_validation": len(ex_va),
+                           "input_dim": x_tr.shape[1], "columns": ",".join(coders),
+                           "train_dates": f"{min(ex_tr['t'])}..{max(ex_tr['t'])}",
+                           "validation_dates": f"{min(ex_va['t'])}..{max(ex_va['t'])}"})
+
+        def log_epoch(row: dict) -> None:
+            context.log.info(f"foundation epoch {row['epoch']}: {row}")
+            mlflow.log_metrics({"train_loss": row["train_loss"], "val_cross_entropy": -row["val_score"],
+                                "seconds": row["seconds"]}, step=row["epoch"])
+
+        result = train_foundation(x_tr, y_tr, x_va, y_va, layout_of(coders), f.hidden, f.layers, f.dropout,
+                                  train_cfg, log_epoch)
+        mlflow.log_metrics({"best_val_cross_entropy": -result.best_score, "best_epoch": result.best_epoch,
+                            "train_seconds": result.seconds})
+        torch.save(result.net, foundation_path())
+        info = mlflow.pytorch.log_model(result.net, name="model", registered_model_name=f"{cfg.name}_foundation",
+                                        pip_requirements=PIP_REQUIREMENTS)
+        link = mlflow_tracking.run_link(run)
+    return MaterializeResult(metadata={
+        "mlflow_run_id": run.info.run_id,
+        "mlflow_run": MetadataValue.url(link) if link.startswith("http") else link,
+        "model_uri": info.model_uri,
+        "registered_version": str(info.registered_model_version),
+        "best_epoch": result.best_epoch,
+        "val_cross_entropy": -result.best_score,
+        "train_seconds": round(result.seconds, 2),
+        "n_train": len(ex_tr),
+        "n_validation": len(ex_va),
+        "path": str(foundation_path()),
+        "history": MetadataValue.json([dataclasses.asdict(train_cfg)] + result.history),
+    })
