@@ -154,7 +154,9 @@ class GraphConfig(_Strict):
         min_length=1,
         description="events_denormalized columns whose values become graph nodes",
     )
-    window_days: int = Field(default=7, ge=1, description="one hyperedge per client and window of this length")
+    window_days: int = Field(
+        default=7, ge=1, description="one hyperedge per client and window of this length"
+    )
     basket_column: str | None = Field(
         default="basket_id", description="also one hyperedge per basket, where this column exists and is set"
     )
@@ -232,7 +234,9 @@ class RepresentationConfig(_Strict):
             raise ValueError(f"sketch.columns {unknown} are not graph.columns {graph_cols}")
         if self.inductive is not None:
             if self.inductive.column not in graph_cols:
-                raise ValueError(f"inductive.column {self.inductive.column!r} is not in graph.columns {graph_cols}")
+                raise ValueError(
+                    f"inductive.column {self.inductive.column!r} is not in graph.columns {graph_cols}"
+                )
             missing = [c for c in self.inductive.attributes if c not in graph_cols]
             if missing:
                 raise ValueError(f"inductive.attributes {missing} are not graph.columns {graph_cols}")

@@ -11,6 +11,7 @@ from dagster import Definitions, in_process_executor
 from bm_assets.assets.denormalize import build_denormalize_assets
 from bm_assets.assets.foundation import foundation_model
 from bm_assets.assets.ingest import build_ingest_assets
+from bm_assets.assets.representations import build_representation_assets
 from bm_assets.assets.tasks import build_task_assets
 from bm_assets.config import load_dataset_config
 from bm_assets.core.tasks import ModelingConfig, load_modeling_config, tasks_path_for
@@ -33,8 +34,13 @@ def build_definitions(dataset_file: str | Path | None = None, warehouse: Warehou
     daily = daily_partitions(cfg)
     tasks_file = tasks_path_for(dataset_file)
     modeling = load_modeling_config(tasks_file) if tasks_file.exists() else ModelingConfig()
-    assets = [*build_ingest_assets(daily), *build_denormalize_assets(daily), foundation_model,
-              *build_task_assets(modeling, daily)]
+    assets = [
+        *build_ingest_assets(daily),
+        *build_denormalize_assets(daily),
+        *build_representation_assets(daily),
+        foundation_model,
+        *build_task_assets(modeling, daily),
+    ]
     jobs, schedules = build_jobs_and_schedules(daily, assets)
     return Definitions(
         assets=assets,

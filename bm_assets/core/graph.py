@@ -35,14 +35,15 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def graph_select(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date,
-                 basket_column: str | None) -> str:
+def graph_select(
+    wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date, basket_column: str | None
+) -> str:
     """SQL of the hyperedge rows (edge_kind, edge_id, column_name, entity, events) of the events
     with event_date < cutoff."""
-    cols = ", ".join(_ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])]))
-    window = (
-        f"CAST(floor(date_diff('day', DATE '{data_start}', event_date) / {cfg.window_days}) AS BIGINT)"
+    cols = ", ".join(
+        _ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])])
     )
+    window = f"CAST(floor(date_diff('day', DATE '{data_start}', event_date) / {cfg.window_days}) AS BIGINT)"
     source = (
         f"SELECT client_id, {window} AS window_index, {cols} FROM {wh.table(EVENTS_DENORMALIZED)} "
         f"WHERE event_date < DATE '{cutoff}'"
@@ -74,10 +75,12 @@ def build_temporal_graph(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, c
         )
     basket = cfg.basket_column if cfg.basket_column in available else None
     target = wh.table(TEMPORAL_GRAPH)
-    wh.execute([
-        f"CREATE OR REPLACE TABLE {target} AS {graph_select(wh, cfg, data_start, cutoff, basket)} "
-        "ORDER BY edge_id, column_name, entity"
-    ])
+    wh.execute(
+        [
+            f"CREATE OR REPLACE TABLE {target} AS {graph_select(wh, cfg, data_start, cutoff, basket)} "
+            "ORDER BY edge_id, column_name, entity"
+        ]
+    )
     nodes = wh.fetch_df(f"SELECT column_name, count(DISTINCT entity) AS n FROM {target} GROUP BY 1")
     edges = wh.fetch_df(f"SELECT edge_kind, count(DISTINCT edge_id) AS n FROM {target} GROUP BY 1")
     rows = int(wh.fetch_df(f"SELECT count(*) AS n FROM {target}")["n"].iloc[0])

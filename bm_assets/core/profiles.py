@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from bm_assets.core.sketches import SketchCoder, load_sketch_coders, sketch
 from bm_assets.core.warehouse import Warehouse
@@ -65,9 +66,9 @@ class ProfileLayout:
     def log_decay(self) -> np.ndarray:
         """float64[state_dim]: ln(daily decay factor) per state entry (0 for the totals)."""
         rates = [_LN_HALF / h for h in self.half_lives_days]
-        return np.concatenate([
-            np.repeat(rates, self.sketch_dim), rates, rates, np.zeros(2)
-        ]).astype(np.float64)
+        return np.concatenate([np.repeat(rates, self.sketch_dim), rates, rates, np.zeros(2)]).astype(
+            np.float64
+        )
 
     def blocks(self) -> list[tuple[str, int, int]]:
         """(name, start, stop) of each block of the profile vector."""
@@ -103,7 +104,9 @@ def encode_events(coders: dict[str, SketchCoder], events: pd.DataFrame) -> dict[
     out = {}
     for column, coder in coders.items():
         if column not in events.columns:
-            raise KeyError(f"events have no column {column!r} for its sketch coder; found {list(events.columns)}")
+            raise KeyError(
+                f"events have no column {column!r} for its sketch coder; found {list(events.columns)}"
+            )
         values = events[column]
         codes = coder.encode(values.fillna("").astype(str).to_numpy())
         codes[values.isna().to_numpy()] = -1
@@ -116,8 +119,9 @@ def day_increment(
 ) -> np.ndarray:
     """float32[n_rows, state_dim]: the state increment of one day's events (weight 1 each).
     `rows`: int64[n_events] row of each event's client; `values`: float32[n_events] (NaN = 0)."""
-    return _state_from_weights(codes, rows, np.ones((len(rows), len(layout.half_lives_days)), np.float32),
-                               values, n_rows, layout)
+    return _state_from_weights(
+        codes, rows, np.ones((len(rows), len(layout.half_lives_days)), np.float32), values, n_rows, layout
+    )
 
 
 def _state_from_weights(codes, rows, weights, values, n_rows, layout) -> np.ndarray:
@@ -127,15 +131,23 @@ def _state_from_weights(codes, rows, weights, values, n_rows, layout) -> np.ndar
     for k in range(len(layout.half_lives_days)):
         parts += [sketch(codes[c], rows, weights[:, k], n_rows, layout.width) for c in layout.columns]
     counts = [np.bincount(rows, weights=weights[:, k], minlength=n_rows) for k in range(weights.shape[1])]
-    value_sums = [np.bincount(rows, weights=weights[:, k] * values, minlength=n_rows)
-                  for k in range(weights.shape[1])]
-    totals = [np.bincount(rows, minlength=n_rows).astype(np.float64), np.bincount(rows, values, minlength=n_rows)]
+    value_sums = [
+        np.bincount(rows, weights=weights[:, k] * values, minlength=n_rows) for k in range(weights.shape[1])
+    ]
+    totals = [
+        np.bincount(rows, minlength=n_rows).astype(np.float64),
+        np.bincount(rows, values, minlength=n_rows),
+    ]
     dense = np.stack(counts + value_sums + totals, axis=1).astype(np.float32)
     return np.concatenate([*parts, dense], axis=1) if parts else dense
 
 
 def advance_state(
-    state: np.ndarray, last_day: np.ndarray, rows: np.ndarray, increment: np.ndarray, day: int,
+    state: np.ndarray,
+    last_day: np.ndarray,
+    rows: np.ndarray,
+    increment: np.ndarray,
+    day: int,
     log_decay: np.ndarray,
 ) -> None:
     """In place: decay `state[rows]` from each row's `last_day` to `day`, add `increment`, and set
@@ -158,8 +170,13 @@ def profiles_at(state: np.ndarray, last_day: np.ndarray, as_of: int, log_decay: 
 
 
 def batch_profiles(
-    codes: dict[str, np.ndarray], client_rows: np.ndarray, event_days: np.ndarray, values: np.ndarray,
-    n_clients: int, as_of: int, layout: ProfileLayout,
+    codes: dict[str, np.ndarray],
+    client_rows: np.ndarray,
+    event_days: np.ndarray,
+    values: np.ndarray,
+    n_clients: int,
+    as_of: int,
+    layout: ProfileLayout,
 ) -> tuple[np.ndarray, np.ndarray]:
     """From scratch over the whole history: (present bool[n_clients], float32[n_clients,
     profile_dim]) as of the end of day `as_of`. Events after `as_of` are ignored; each event
@@ -180,7 +197,9 @@ def batch_profiles(
 # --- warehouse storage --------------------------------------------------------------------
 
 
-def latest_states(wh: Warehouse, before: dt.date, inclusive: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def latest_states(
+    wh: Warehouse, before: dt.date, inclusive: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(client_ids str[n], last_day int64[n], state float32[n, state_dim]) from each client's
     latest row dated before `before` (or at it, if inclusive)."""
     if not wh.table_exists(BEHAVIORAL_PROFILES):
@@ -194,7 +213,7 @@ def latest_states(wh: Warehouse, before: dt.date, inclusive: bool = False) -> tu
     )
     if df.empty:
         return np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, 0), np.float32)
-    days = (pd.to_datetime(df["profile_date"]).to_numpy().astype("datetime64[D]").astype(np.int64))
+    days = pd.to_datetime(df["profile_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
     state = np.stack(df["state"].to_numpy()).astype(np.float32)
     return df["client_id"].astype(str).to_numpy(), days, state
 
@@ -211,6 +230,134 @@ def load_profiles(wh: Warehouse, as_of: dt.date) -> tuple[np.ndarray, np.ndarray
 
 
 PROFILE_LAYOUT_TABLE = "behavioral_profiles_layout"
+PROFILE_DAYS_TABLE = "behavioral_profiles_days"
+
+
+class ProfileOrderError(RuntimeError):
+    """A day's profiles were requested before the previous day's, or with other coders."""
+
+
+@dataclass
+class ProfileBuild:
+    start: dt.date
+    end: dt.date  # exclusive
+    days: int
+    events: int
+    rows: int
+    clients: int
+    state_dim: int
+
+
+def _create_statements(wh: Warehouse) -> list[str]:
+    return [
+        f"CREATE TABLE IF NOT EXISTS {wh.table(BEHAVIORAL_PROFILES)} (client_id VARCHAR, profile_date DATE, "
+        "events_today BIGINT, state FLOAT[])",
+        f"CREATE TABLE IF NOT EXISTS {wh.table(PROFILE_DAYS_TABLE)} (profile_date DATE, clients BIGINT, "
+        "events BIGINT, coders VARCHAR)",
+    ]
+
+
+def _check_previous_day(wh: Warehouse, start: dt.date, data_start: dt.date, fingerprint: str) -> None:
+    """The state before `start` must be complete (day start-1 processed) and built with the
+    same coders, else the increment would add to a wrong state."""
+    if start <= data_start:
+        return
+    prev = start - dt.timedelta(days=1)
+    rows = wh.fetch_df(
+        f"SELECT coders FROM {wh.table(PROFILE_DAYS_TABLE)} WHERE profile_date = DATE '{prev}'"
+    )
+    if rows.empty:
+        raise ProfileOrderError(
+            f"behavioral_profiles for {start} needs the profiles of {prev}, which were never built; "
+            f"materialize the partitions from {data_start} (or the first missing day) up to {prev} first"
+        )
+    if rows["coders"].iloc[0] != fingerprint:
+        raise ProfileOrderError(
+            f"behavioral_profiles of {prev} were built with sketch coders {rows['coders'].iloc[0]}, "
+            f"the current ones are {fingerprint}; backfill every partition from {data_start}"
+        )
+
+
+def build_profiles_window(
+    wh: Warehouse,
+    coders: dict[str, SketchCoder],
+    half_lives_days: list[float],
+    start: dt.date,
+    end: dt.date,
+    data_start: dt.date,
+    fingerprint: str,
+    events_table: str = "events_denormalized",
+) -> ProfileBuild:
+    """Compute and store the profiles of days [start, end), in order, each from the previous
+    day's state plus that day's events. Memory: one day's events plus the state of the clients
+    active in the window."""
+    layout = ProfileLayout.from_coders(coders, half_lives_days)
+    wh.execute(_create_statements(wh) + write_layout(wh, layout))
+    _check_previous_day(wh, start, data_start, fingerprint)
+    prev_ids, prev_last, prev_state = latest_states(wh, start)
+    if len(prev_ids) and prev_state.shape[1] != layout.state_dim:
+        raise ProfileOrderError(
+            f"stored profile states have {prev_state.shape[1]} dims, the layout now gives {layout.state_dim}; "
+            f"backfill every partition from {data_start}"
+        )
+    table = wh.table(events_table)
+    window = f"event_date >= DATE '{start}' AND event_date < DATE '{end}'"
+    window_ids = wh.fetch_df(f"SELECT DISTINCT client_id FROM {table} WHERE {window}")["client_id"]
+    vocab = np.unique(np.concatenate([prev_ids, window_ids.astype(str).to_numpy()]))
+    state = np.zeros((len(vocab), layout.state_dim), dtype=np.float32)
+    last = np.full(len(vocab), -1, dtype=np.int64)
+    if len(prev_ids):
+        pos = np.searchsorted(vocab, prev_ids)
+        state[pos], last[pos] = prev_state, prev_last
+    log_decay = layout.log_decay()
+    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in layout.columns)
+    wh.execute(
+        [
+            f"DELETE FROM {wh.table(BEHAVIORAL_PROFILES)} WHERE profile_date >= DATE '{start}' "
+            f"AND profile_date < DATE '{end}'",
+            f"DELETE FROM {wh.table(PROFILE_DAYS_TABLE)} WHERE profile_date >= DATE '{start}' "
+            f"AND profile_date < DATE '{end}'",
+        ]
+    )
+    n_events = n_rows = 0
+    day = start
+    while day < end:
+        events = wh.fetch_df(f"SELECT client_id, value, {cols} FROM {table} WHERE event_date = DATE '{day}'")
+        rows_global = np.searchsorted(vocab, events["client_id"].astype(str).to_numpy())
+        active, local = np.unique(rows_global, return_inverse=True)
+        increment = day_increment(
+            encode_events(coders, events), local, events["value"].to_numpy(), len(active), layout
+        )
+        advance_state(state, last, active, increment, day_number(day), log_decay)
+        frame = pd.DataFrame(
+            {
+                "client_id": vocab[active],
+                "profile_date": pd.Timestamp(day),
+                "events_today": np.bincount(local, minlength=len(active)).astype(np.int64),
+                "state": _list_column(state[active]),
+            }
+        )
+        frame["profile_date"] = frame["profile_date"].dt.date
+        wh.insert_df(
+            BEHAVIORAL_PROFILES,
+            frame,
+            before=[
+                f"INSERT INTO {wh.table(PROFILE_DAYS_TABLE)} VALUES (DATE '{day}', {len(active)}, {len(events)}, "
+                f"'{fingerprint}')"
+            ],
+        )
+        n_events += len(events)
+        n_rows += len(active)
+        day += dt.timedelta(days=1)
+    return ProfileBuild(
+        start, end, (end - start).days, n_events, n_rows, int((last >= 0).sum()), layout.state_dim
+    )
+
+
+def _list_column(matrix: np.ndarray) -> pd.arrays.ArrowExtensionArray:
+    """float32[n, d] as an Arrow list column: no per-row Python objects."""
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).ravel())
+    return pd.arrays.ArrowExtensionArray(pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]))
 
 
 def write_layout(wh: Warehouse, layout: ProfileLayout) -> list[str]:
@@ -242,9 +389,9 @@ def stored_feature_names(wh: Warehouse) -> list[str]:
     """Names of the stored profiles' dimensions, read from the layout table."""
     layout = read_layout(wh)
     names: list[str] = []
-    for block, start, stop, _, width in layout[["block", "start_dim", "stop_dim", "depth", "width"]].itertuples(
-        index=False
-    ):
+    for block, start, stop, _, width in layout[
+        ["block", "start_dim", "stop_dim", "depth", "width"]
+    ].itertuples(index=False):
         if block.startswith("sketch/"):
             names += [f"{block}/d{i // width}/b{i % width}" for i in range(stop - start)]
         else:
@@ -259,7 +406,9 @@ def _log_decay_from_state_dim(state_dim: int, half_lives: list[float]) -> np.nda
     return np.concatenate([np.repeat(rates, sketch_dim), rates, rates, np.zeros(2)])
 
 
-def export_profiles(wh: Warehouse, as_of: dt.date, out_dir: str | Path, dtype: str = "float32") -> tuple[Path, Path]:
+def export_profiles(
+    wh: Warehouse, as_of: dt.date, out_dir: str | Path, dtype: str = "float32"
+) -> tuple[Path, Path]:
     """Write `client_ids.npy` (str[n]) and `embeddings.npy` (float16/float32[n, profile_dim])
     of the profiles at the end of `as_of`."""
     if dtype not in ("float16", "float32"):

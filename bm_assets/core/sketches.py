@@ -10,6 +10,7 @@ entities (e.g. an item first sold after the cutoff) can be computed later the sa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from dataclasses import dataclass
@@ -68,13 +69,21 @@ class SketchCoder:
     def code_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """int32[n, depth] codes of new embeddings (float[n, dim]) with this coder's hyperplanes."""
         if self.projection is None or self.mean is None or self.scale is None or self.thresholds is None:
-            raise ValueError(f"coder {self.column!r} was saved without its projection; cannot code new embeddings")
-        return _pack(_project(embeddings, self.mean, self.scale, self.projection) > self.thresholds,
-                     self.depth, self.bits)
+            raise ValueError(
+                f"coder {self.column!r} was saved without its projection; cannot code new embeddings"
+            )
+        return _pack(
+            _project(embeddings, self.mean, self.scale, self.projection) > self.thresholds,
+            self.depth,
+            self.bits,
+        )
 
     def save(self, path: str | Path) -> None:
-        arrays = {"entity_ids": self.entity_ids, "codes": self.codes,
-                  "meta": np.array(json.dumps({"column": self.column, "depth": self.depth, "width": self.width}))}
+        arrays = {
+            "entity_ids": self.entity_ids,
+            "codes": self.codes,
+            "meta": np.array(json.dumps({"column": self.column, "depth": self.depth, "width": self.width})),
+        }
         for name in ("mean", "scale", "projection", "thresholds"):
             value = getattr(self, name)
             if value is not None:
@@ -89,8 +98,14 @@ class SketchCoder:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             optional = {k: z[k] for k in ("mean", "scale", "projection", "thresholds") if k in z.files}
-            return cls(column=meta["column"], entity_ids=z["entity_ids"], codes=z["codes"],
-                       depth=int(meta["depth"]), width=int(meta["width"]), **optional)
+            return cls(
+                column=meta["column"],
+                entity_ids=z["entity_ids"],
+                codes=z["codes"],
+                depth=int(meta["depth"]),
+                width=int(meta["width"]),
+                **optional,
+            )
 
 
 def column_seed(seed: int, column: str) -> int:
@@ -99,14 +114,16 @@ def column_seed(seed: int, column: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(column.encode())) % (2**32)
 
 
-def _project(embeddings: np.ndarray, mean: np.ndarray, scale: np.ndarray, projection: np.ndarray) -> np.ndarray:
+def _project(
+    embeddings: np.ndarray, mean: np.ndarray, scale: np.ndarray, projection: np.ndarray
+) -> np.ndarray:
     z = (np.asarray(embeddings, dtype=np.float64) - mean) / scale
     return z @ projection
 
 
 def _pack(bits: np.ndarray, depth: int, n_bits: int) -> np.ndarray:
     """bool[n, depth*bits] -> int32[n, depth]: bit j of level l has value 2**j."""
-    weights = (1 << np.arange(n_bits, dtype=np.int64))
+    weights = 1 << np.arange(n_bits, dtype=np.int64)
     return (bits.reshape(len(bits), depth, n_bits).astype(np.int64) * weights).sum(axis=2).astype(np.int32)
 
 
@@ -135,8 +152,17 @@ def fit_sketch_coder(
     projected = _project(embeddings, mean, scale, projection)
     thresholds = np.median(projected, axis=0)
     codes = _pack(projected > thresholds, depth, bits)
-    return SketchCoder(column=column, entity_ids=entity_ids, codes=codes, depth=depth, width=2**bits,
-                       mean=mean, scale=scale, projection=projection, thresholds=thresholds)
+    return SketchCoder(
+        column=column,
+        entity_ids=entity_ids,
+        codes=codes,
+        depth=depth,
+        width=2**bits,
+        mean=mean,
+        scale=scale,
+        projection=projection,
+        thresholds=thresholds,
+    )
 
 
 def sketch(codes: np.ndarray, rows: np.ndarray, weights: np.ndarray, n_rows: int, width: int) -> np.ndarray:
@@ -161,7 +187,9 @@ def sketch(codes: np.ndarray, rows: np.ndarray, weights: np.ndarray, n_rows: int
     return out.astype(np.float32).reshape(n_rows, depth * width)
 
 
-def save_sketch_coders(coders: dict[str, SketchCoder], directory: str | Path, info: dict | None = None) -> Path:
+def save_sketch_coders(
+    coders: dict[str, SketchCoder], directory: str | Path, info: dict | None = None
+) -> Path:
     """Write each coder to `<directory>/<column>.npz` and a manifest with the column order."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -187,3 +215,48 @@ def load_sketch_coders(home_or_dir: str | Path) -> dict[str, SketchCoder]:
         f"no sketch coders under {base}: expected {MANIFEST} in it, in {CODERS_DIR}/ or in "
         f"artifacts/{CODERS_DIR}/; materialize the sketch_coders asset first"
     )
+
+
+def coders_fingerprint(coders: dict[str, SketchCoder]) -> str:
+    """A short hash of the coders' columns, ids and codes: profiles built with other coders
+    must not be continued with these."""
+    h = hashlib.sha256()
+    for column, coder in coders.items():
+        h.update(column.encode())
+        h.update(np.asarray(coder.entity_ids).astype(str).tobytes())
+        h.update(np.ascontiguousarray(coder.codes, dtype=np.int32).tobytes())
+        h.update(f"{coder.depth}/{coder.width}".encode())
+    return h.hexdigest()[:16]
+
+
+def fit_coders(
+    embeddings: dict, columns: list[str], depth: int, bits: int, seed: int
+) -> dict[str, SketchCoder]:
+    """One coder per column, fitted on the entities observed in the graph (so the median
+    thresholds follow behaviour, not the catalogue); entities embedded inductively get codes
+    from the same hyperplanes. `embeddings[c]` has `ids`, `vectors`, `inductive` (bool)."""
+    out = {}
+    for column in columns:
+        if column not in embeddings:
+            raise KeyError(f"no embeddings for sketch column {column!r}; embedded: {sorted(embeddings)}")
+        emb = embeddings[column]
+        seen = ~np.asarray(emb.inductive, dtype=bool)
+        coder = fit_sketch_coder(column, emb.ids[seen], emb.vectors[seen], depth, bits, seed)
+        if (~seen).any():
+            new_ids = np.asarray(emb.ids[~seen]).astype(str)
+            ids = np.concatenate([coder.entity_ids, new_ids])
+            codes = np.concatenate([coder.codes, coder.code_embeddings(emb.vectors[~seen])])
+            order = np.argsort(ids, kind="stable")
+            coder = SketchCoder(
+                column,
+                ids[order],
+                codes[order],
+                depth,
+                coder.width,
+                coder.mean,
+                coder.scale,
+                coder.projection,
+                coder.thresholds,
+            )
+        out[column] = coder
+    return out
