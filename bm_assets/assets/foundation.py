@@ -32,6 +32,13 @@ def foundation_path() -> Path:
     return models_dir() / "foundation.pt"
 
 
+def log_network(net: torch.nn.Module, name: str, registered_model_name: str | None = None):
+    """Log a network to the active MLflow run as a pickled torch model: the class lives in
+    bm_assets, and pickling needs no example input (mlflow's default pt2 format traces one)."""
+    return mlflow.pytorch.log_model(net, name=name, registered_model_name=registered_model_name,
+                                    pip_requirements=PIP_REQUIREMENTS, serialization_format="pickle")
+
+
 def modeling_config(dataset: DatasetResource) -> ModelingConfig:
     return load_modeling_config(tasks_path_for(dataset.config_path))
 
@@ -72,8 +79,7 @@ def foundation_model(
         mlflow.log_metrics({"best_val_cross_entropy": -result.best_score, "best_epoch": result.best_epoch,
                             "train_seconds": result.seconds})
         torch.save(result.net, foundation_path())
-        info = mlflow.pytorch.log_model(result.net, name="model", registered_model_name=f"{cfg.name}_foundation",
-                                        pip_requirements=PIP_REQUIREMENTS)
+        info = log_network(result.net, "model", registered_model_name=f"{cfg.name}_foundation")
         link = mlflow_tracking.run_link(run)
     return MaterializeResult(metadata={
         "mlflow_run_id": run.info.run_id,

@@ -9,7 +9,6 @@ import pickle
 import time
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
 import pandas as pd
 import torch
@@ -23,7 +22,7 @@ from dagster import (
     asset,
 )
 
-from bm_assets.assets.foundation import PIP_REQUIREMENTS, foundation_path, modeling_config, models_dir
+from bm_assets.assets.foundation import foundation_path, log_network, modeling_config, models_dir
 from bm_assets.core.evaluation import ModelResult, TaskData, evaluate, learning_curve, rebuild, run_task
 from bm_assets.core.examples import CachedProfiles, task_examples
 from bm_assets.core.profiles import load_profiles
@@ -93,7 +92,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 pickle.dump(bundle, fh)
             mlflow.log_artifact(str(_bundle_path(task)), artifact_path="bundle")
             for name in ("finetuned", "scratch"):
-                mlflow.pytorch.log_model(result.models[name].artifact, name=name, pip_requirements=PIP_REQUIREMENTS)
+                log_network(result.models[name].artifact, name)
             link = mlflow_tracking.run_link(run)
         return MaterializeResult(metadata={
             "mlflow_run_id": run.info.run_id, "mlflow_run": link,
