@@ -50,9 +50,10 @@ def ranking_metrics(relevant: np.ndarray, scores: np.ndarray, k: int = 10) -> di
         return {f"hitrate@{k}": float("nan"), f"ndcg@{k}": float("nan")}
     top = np.argsort(-sc, axis=1, kind="stable")[:, :k]
     gains = np.take_along_axis(rel, top, 1)
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(discount)[np.minimum(rel.sum(1), k).astype(int) - 1]
-    return {f"hitrate@{k}": float((gains.sum(1) > 0).mean()), f"ndcg@{k}": float(((gains * discount).sum(1) / ideal).mean())}
+    discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))  # fewer than k items: rank them all
+    ideal = np.cumsum(discount)[np.minimum(rel.sum(1), top.shape[1]).astype(int) - 1]
+    ndcg = (gains * discount).sum(1) / ideal
+    return {f"hitrate@{k}": float((gains.sum(1) > 0).mean()), f"ndcg@{k}": float(ndcg.mean())}
 
 
 def metrics(kind: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -1,0 +1,155 @@
+"""The network, its training loop and the metrics, on small synthetic arrays."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bm_assets.core.evaluation import Split, TaskData, fit_network, metrics, ranking_metrics, run_task
+from bm_assets.core.examples import future_sketches, profile_inputs
+from bm_assets.core.foundation import (
+    BehavioralNet,
+    TrainConfig,
+    item_scores,
+    normalise_sketch,
+    task_network,
+    train_foundation,
+)
+from bm_assets.core.sketches import fit_sketch_coder
+from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec
+
+LAYOUT = [("brand", 2, 8), ("item_id", 2, 8)]
+
+
+def _synthetic(n: int, seed: int):
+    """Profiles whose first 32 entries set the future bucket distribution: learnable."""
+    rng = np.random.default_rng(seed)
+    x = rng.poisson(1.0, (n, 40)).astype(np.float32)
+    p = np.exp(x[:, :32].reshape(n, 4, 8))
+    p /= p.sum(-1, keepdims=True)
+    return x, p.reshape(n, 32).astype(np.float32)
+
+
+CFG = TrainConfig(max_epochs=4, patience=2, batch_size=64, seed=3)
+
+
+def _train(seed: int = 3):
+    x, y = _synthetic(600, 0)
+    xv, yv = _synthetic(200, 1)
+    return train_foundation(x, y, xv, yv, LAYOUT, hidden=32, layers=2, dropout=0.1,
+                            cfg=TrainConfig(**{**CFG.__dict__, "seed": seed}))
+
+
+def test_foundation_is_repeatable_with_a_seed_and_learns():
+    a, b, c = _train(3), _train(3), _train(4)
+    for k, v in a.net.state_dict().items():
+        assert torch.equal(v, b.net.state_dict()[k]), k
+    assert any(not torch.equal(v, c.net.state_dict()[k]) for k, v in a.net.state_dict().items())
+    assert [h["val_score"] for h in a.history] == [h["val_score"] for h in b.history]
+    uniform = 4 * np.log(8)  # cross-entropy of a uniform prediction over 4 groups of 8 buckets
+    assert -a.best_score < uniform - 0.1
+
+
+def test_sketch_head_normalises_per_group():
+    net = BehavioralNet(40, 16, 1, 0.0, LAYOUT)
+    logp = net.sketch_logp(torch.ones(3, 40))
+    assert logp.shape == (3, 4, 8)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(3, 4))
+    assert net.sketch_logp(torch.ones(3, 40), "item_id").shape == (3, 2, 8)
+    raw = np.array([[2, 0, 0, 0, 0, 0, 0, 2] + [0] * 8 + [1] * 8 + [0] * 8], dtype=np.float32)
+    norm = normalise_sketch(raw, LAYOUT)
+    np.testing.assert_allclose(norm.reshape(4, 8).sum(1), [1, 0, 1, 0])
+
+
+def test_item_scores_sum_log_probabilities_of_the_items_buckets():
+    logp = torch.log_softmax(torch.randn(2, 3, 4), -1)
+    codes = torch.tensor([[0, 1, 2], [3, 3, 3]])
+    got = item_scores(logp, codes)
+    want = torch.stack([logp[:, 0, 0] + logp[:, 1, 1] + logp[:, 2, 2], logp[:, 0, 3] + logp[:, 1, 3] + logp[:, 2, 3]], 1)
+    torch.testing.assert_close(got, want)
+
+
+def test_finetuning_starts_from_the_foundation_weights():
+    found = _train().net
+    tuned = task_network(found, 40, 32, 2, 0.1, LAYOUT, n_out=3, seed=0)
+    scratch = task_network(None, 40, 32, 2, 0.1, LAYOUT, n_out=3, seed=0)
+    for k, v in found.encoder.state_dict().items():
+        assert torch.equal(v, tuned.encoder.state_dict()[k])
+    assert not torch.equal(found.encoder[0].weight, scratch.encoder[0].weight)
+    assert tuned.task_head.out_features == 3
+
+
+def test_metrics_on_hand_examples():
+    relevant = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    scores = np.array([[0.9, 0.8, 0.1, 0.0], [0.9, 0.8, 0.1, 0.0], [1, 1, 1, 1]])
+    m = ranking_metrics(relevant, scores, k=1)
+    assert m == {"hitrate@1": 0.5, "ndcg@1": 0.5}  # the client without relevant items is skipped
+    m = ranking_metrics(relevant, scores, k=2)
+    assert m["hitrate@2"] == 1.0 and m["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1) / 2)
+    y = np.array([[0, 1], [1, 0], [1, 1], [0, 0]], dtype=np.float32)
+    p = np.array([[0.1, 0.9], [0.8, 0.1], [0.7, 0.6], [0.2, 0.3]])
+    assert metrics("multilabel", y, p)["auroc"] == 1.0
+    assert metrics("regression", np.array([1.0, 3.0]), np.array([2.0, 2.0])) == {"rmse": 1.0, "mae": 1.0}
+
+
+def _task_data(kind: str, target: dict) -> TaskData:
+    task = TaskSpec(name="t", type=kind, horizon_days=14, target=target)
+    splits = {}
+    for i, (role, n) in enumerate([("train", 400), ("validation", 150), ("test", 150), ("holdout", 100)]):
+        x, sk = _synthetic(n, 10 + i)
+        y = (x[:, 0] > 1).astype(np.float32) if kind == "binary" else (sk[:, 16:24] > 0.15).astype(np.float32)
+        splits[role] = Split(x, x[:, :8].copy(), y, sk[:, 16:32] if kind == "recommendation" else None)
+    codes = np.stack([np.arange(8), np.arange(8)], 1) if kind == "recommendation" else None
+    return TaskData(task, splits, [str(i) for i in range(8)] if kind == "recommendation" else None, LAYOUT, codes)
+
+
+def test_run_task_fits_four_models_and_reports_validation_only():
+    data = _task_data("binary", {"value": "count(*) > 0"})
+    fc, ev = FoundationConfig(hidden=32), EvaluationConfig(task_max_epochs=3, task_patience=2)
+    run = run_task(data, _train().net, fc, ev)
+    assert set(run.models) == {"finetuned", "scratch", "lightgbm", "prior"}
+    assert all(not any(k.startswith("test_") for k in row) for row in run.report.values())
+    assert run.report["lightgbm"]["validation_auroc"] > 0.9  # x[:, 0] is among its features
+    assert run.report["prior"]["validation_auroc"] == 0.5
+
+
+def test_recommendation_reuses_the_sketch_head():
+    data = _task_data("recommendation", {"column": "item_id"})
+    fc, ev = FoundationConfig(hidden=32), EvaluationConfig(task_max_epochs=2)
+    res, predict = fit_network(data, _train().net, fc, ev)
+    scores = predict(data.splits["test"])
+    assert scores.shape == (150, 8)
+    assert res.net.task_head is None
+
+
+def test_inputs_come_from_the_day_before_the_split_and_targets_from_the_window(warehouse):
+    """No leakage: a profile source only ever asked for days before T; future sketches count
+    events in [T, T+h) and nothing else."""
+    asked: list[dt.date] = []
+
+    def source(as_of: dt.date):
+        asked.append(as_of)
+        return np.array(["a", "b"]), np.full((2, 3), as_of.toordinal(), np.float32)
+
+    t = dt.date(2017, 3, 1)
+    ex = pd.DataFrame({"client_id": ["b", "c", "a"], "t": [t, t, t + dt.timedelta(days=7)]})
+    x = profile_inputs(source, ex)
+    assert sorted(asked) == [t - dt.timedelta(days=1), t + dt.timedelta(days=6)]
+    np.testing.assert_array_equal(x[:, 0], [(t - dt.timedelta(days=1)).toordinal(), 0,
+                                            (t + dt.timedelta(days=6)).toordinal()])
+
+    coder = fit_sketch_coder("item_id", np.array(["i1", "i2", "i3"]), np.eye(3), depth=2, bits=2, seed=0)
+    days = [t - dt.timedelta(days=1), t, t + dt.timedelta(days=13), t + dt.timedelta(days=14)]
+    ev = pd.DataFrame({"client_id": "b", "event_date": days, "item_id": ["i1", "i2", "i2", "i3"]})
+    warehouse.con.register("__ev", ev)
+    warehouse.execute(["CREATE TABLE events_denormalized AS SELECT * FROM __ev"])
+    ex = pd.DataFrame({"client_id": ["b"], "t": [t]})
+    y = future_sketches(warehouse, {"item_id": coder}, ex, horizon_days=14)
+    code_i2 = coder.encode(np.array(["i2"]))[0]
+    want = np.zeros(8, np.float32)
+    want[[code_i2[0], 4 + code_i2[1]]] = 1.0  # both window events are i2: all mass on its buckets
+    np.testing.assert_array_equal(y[0], want)
