@@ -1,0 +1,100 @@
+"""End to end on the bundled sample (first half of 2017 to stay fast): ingest, representations,
+the foundation model and the churn task, materialized in-process with a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from dagster import DagsterInstance, materialize
+from mlflow import MlflowClient
+
+from bm_assets.core.warehouse import DuckDBWarehouse
+from bm_assets.definitions import build_definitions
+from bm_assets.settings import BUNDLED_DATASET
+
+TASKS = """
+foundation: {horizon_days: 14, hidden: 32, layers: 1, max_epochs: 3, patience: 1, batch_size: 128}
+evaluation:
+  split_every_days: 14
+  warmup_days: 42
+  holdout_fraction: 0.2
+  feature_top_n: 3
+  task_max_epochs: 3
+  task_patience: 1
+tasks:
+  - name: churn
+    type: binary
+    horizon_days: 14
+    target: {value: "count(*) FILTER (WHERE event_type = 'purchase') = 0", default: 1}
+    eligible: {active_days: 30, where: "event_type = 'purchase'"}
+"""
+
+
+@pytest.fixture
+def half_year(tmp_path):
+    raw = yaml.safe_load(BUNDLED_DATASET.read_text())
+    raw.update(base_dir=str(BUNDLED_DATASET.parent), data_end="2017-06-30",
+               temporal={"training_cutoff": "2017-05-01", "test_start": "2017-05-29", "test_end": "2017-07-01"})
+    raw["representation"]["sketch"].update(depth=4, bits=4)
+    raw["representation"]["cleora"]["dim"] = 16
+    (tmp_path / "ds").mkdir()
+    path = tmp_path / "ds" / "dataset.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    (tmp_path / "ds" / "tasks.yaml").write_text(TASKS)
+    return path
+
+
+def test_definitions_have_the_task_assets():
+    keys = {k.to_user_string() for k in build_definitions().resolve_asset_graph().get_all_asset_keys()}
+    for task in ("brand_propensity", "category_propensity", "churn", "next_purchases", "spend"):
+        assert {f"{task}_model", f"{task}_evaluation", f"{task}_scores"} <= keys
+    assert "foundation_model" in keys
+
+
+def test_foundation_and_churn_end_to_end(half_year, bm_home):
+    defs = build_definitions(half_year)
+    assets = list(defs.assets)
+    instance = DagsterInstance.ephemeral()
+    tags = {"dagster/asset_partition_range_start": "2017-01-01", "dagster/asset_partition_range_end": "2017-06-30"}
+    main = [k for a in assets for k in a.keys if not k.to_user_string().endswith("_scores")]
+    result = materialize(assets, selection=main, resources=defs.resources, instance=instance, tags=tags)
+    assert result.success
+
+    meta = result.asset_materializations_for_node("foundation_model")[0].metadata
+    client = MlflowClient(tracking_uri=f"sqlite:///{bm_home / 'mlflow.db'}")
+    run = client.get_run(meta["mlflow_run_id"].value)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["columns"] and "val_cross_entropy" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 1
+    versions = client.search_model_versions("name = 'completejourney_sample_foundation'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+    assert run.info.artifact_uri.startswith((bm_home / "mlartifacts").as_uri())
+
+    report = json.loads((bm_home / "reports" / "churn.json").read_text())
+    assert {"task", "type", "horizon_days", "split", "models", "learning_curve", "n_train", "n_test"} <= set(report)
+    assert set(report["models"]) == {"finetuned", "scratch", "lightgbm", "prior"}
+    for row in report["models"].values():
+        assert {"validation_auroc", "test_auroc", "holdout_auroc", "test_average_precision"} <= set(row)
+    assert report["models"]["prior"]["test_auroc"] == 0.5
+    assert report["models"]["lightgbm"]["test_auroc"] > 0.6
+    assert report["n_train"] > 0 and report["n_holdout"] > 0
+    eval_meta = result.asset_materializations_for_node("churn_evaluation")[0].metadata
+    assert "| finetuned |" in eval_meta["metrics"].value
+    evaluation_run = mlflow.get_run(eval_meta["mlflow_run_id"].value)
+    assert "finetuned_test_auroc" in evaluation_run.data.metrics
+
+    scored = materialize(assets, selection=["churn_scores"], resources=defs.resources, instance=instance,
+                         tags={"dagster/asset_partition_range_start": "2017-06-28",
+                               "dagster/asset_partition_range_end": "2017-06-29"})
+    assert scored.success
+    wh = DuckDBWarehouse(str(bm_home / "bm_assets.duckdb"))
+    try:
+        scores = wh.fetch_df("SELECT * FROM churn_scores")
+    finally:
+        wh.close()
+    assert sorted(pd.to_datetime(scores["score_date"]).dt.date.astype(str).unique()) == ["2017-06-28", "2017-06-29"]
+    assert scores["score"].between(0, 1).all() and scores["client_id"].nunique() > 100
