@@ -63,7 +63,8 @@ class MLflowResource(ConfigurableResource):
     experiment: str = "bm_assets"
 
     def uri(self) -> str:
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{bm_home() / 'mlflow.db'}"
+        default = f"sqlite:///{bm_home() / 'mlflow.db'}"
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default
 
     @contextmanager
     def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
@@ -71,7 +72,8 @@ class MLflowResource(ConfigurableResource):
         mlflow.set_tracking_uri(uri)
         exp = mlflow.get_experiment_by_name(self.experiment)
         if exp is None:
-            location = (bm_home() / "mlartifacts" / self.experiment).as_uri() if uri.startswith("sqlite:") else None
+            local = uri.startswith("sqlite:")
+            location = (bm_home() / "mlartifacts" / self.experiment).as_uri() if local else None
             exp_id = mlflow.create_experiment(self.experiment, artifact_location=location)
         else:
             exp_id = exp.experiment_id

@@ -37,8 +37,11 @@ tasks:
 @pytest.fixture
 def half_year(tmp_path):
     raw = yaml.safe_load(BUNDLED_DATASET.read_text())
-    raw.update(base_dir=str(BUNDLED_DATASET.parent), data_end="2017-06-30",
-               temporal={"training_cutoff": "2017-05-01", "test_start": "2017-05-29", "test_end": "2017-07-01"})
+    raw.update(
+        base_dir=str(BUNDLED_DATASET.parent),
+        data_end="2017-06-30",
+        temporal={"training_cutoff": "2017-05-01", "test_start": "2017-05-29", "test_end": "2017-07-01"},
+    )
     raw["representation"]["sketch"].update(depth=4, bits=4)
     raw["representation"]["cleora"]["dim"] = 16
     (tmp_path / "ds").mkdir()
@@ -59,7 +62,10 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
     defs = build_definitions(half_year)
     assets = list(defs.assets)
     instance = DagsterInstance.ephemeral()
-    tags = {"dagster/asset_partition_range_start": "2017-01-01", "dagster/asset_partition_range_end": "2017-06-30"}
+    tags = {
+        "dagster/asset_partition_range_start": "2017-01-01",
+        "dagster/asset_partition_range_end": "2017-06-30",
+    }
     main = [k for a in assets for k in a.keys if not k.to_user_string().endswith("_scores")]
     result = materialize(assets, selection=main, resources=defs.resources, instance=instance, tags=tags)
     assert result.success
@@ -75,7 +81,9 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
     assert run.info.artifact_uri.startswith((bm_home / "mlartifacts").as_uri())
 
     report = json.loads((bm_home / "reports" / "churn.json").read_text())
-    assert {"task", "type", "horizon_days", "split", "models", "learning_curve", "n_train", "n_test"} <= set(report)
+    assert {"task", "type", "horizon_days", "split", "models", "learning_curve", "n_train", "n_test"} <= set(
+        report
+    )
     assert set(report["models"]) == {"finetuned", "scratch", "lightgbm", "prior"}
     for row in report["models"].values():
         assert {"validation_auroc", "test_auroc", "holdout_auroc", "test_average_precision"} <= set(row)
@@ -87,14 +95,24 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
     evaluation_run = mlflow.get_run(eval_meta["mlflow_run_id"].value)
     assert "finetuned_test_auroc" in evaluation_run.data.metrics
 
-    scored = materialize(assets, selection=["churn_scores"], resources=defs.resources, instance=instance,
-                         tags={"dagster/asset_partition_range_start": "2017-06-28",
-                               "dagster/asset_partition_range_end": "2017-06-29"})
+    scored = materialize(
+        assets,
+        selection=["churn_scores"],
+        resources=defs.resources,
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": "2017-06-28",
+            "dagster/asset_partition_range_end": "2017-06-29",
+        },
+    )
     assert scored.success
     wh = DuckDBWarehouse(str(bm_home / "bm_assets.duckdb"))
     try:
         scores = wh.fetch_df("SELECT * FROM churn_scores")
     finally:
         wh.close()
-    assert sorted(pd.to_datetime(scores["score_date"]).dt.date.astype(str).unique()) == ["2017-06-28", "2017-06-29"]
+    assert sorted(pd.to_datetime(scores["score_date"]).dt.date.astype(str).unique()) == [
+        "2017-06-28",
+        "2017-06-29",
+    ]
     assert scores["score"].between(0, 1).all() and scores["client_id"].nunique() > 100

@@ -40,8 +40,17 @@ CFG = TrainConfig(max_epochs=4, patience=2, batch_size=64, seed=3)
 def _train(seed: int = 3):
     x, y = _synthetic(600, 0)
     xv, yv = _synthetic(200, 1)
-    return train_foundation(x, y, xv, yv, LAYOUT, hidden=32, layers=2, dropout=0.1,
-                            cfg=TrainConfig(**{**CFG.__dict__, "seed": seed}))
+    return train_foundation(
+        x,
+        y,
+        xv,
+        yv,
+        LAYOUT,
+        hidden=32,
+        layers=2,
+        dropout=0.1,
+        cfg=TrainConfig(**{**CFG.__dict__, "seed": seed}),
+    )
 
 
 def test_foundation_is_repeatable_with_a_seed_and_learns():
@@ -69,7 +78,9 @@ def test_item_scores_sum_log_probabilities_of_the_items_buckets():
     logp = torch.log_softmax(torch.randn(2, 3, 4), -1)
     codes = torch.tensor([[0, 1, 2], [3, 3, 3]])
     got = item_scores(logp, codes)
-    want = torch.stack([logp[:, 0, 0] + logp[:, 1, 1] + logp[:, 2, 2], logp[:, 0, 3] + logp[:, 1, 3] + logp[:, 2, 3]], 1)
+    want = torch.stack(
+        [logp[:, 0, 0] + logp[:, 1, 1] + logp[:, 2, 2], logp[:, 0, 3] + logp[:, 1, 3] + logp[:, 2, 3]], 1
+    )
     torch.testing.assert_close(got, want)
 
 
@@ -104,7 +115,9 @@ def _task_data(kind: str, target: dict) -> TaskData:
         y = (x[:, 0] > 1).astype(np.float32) if kind == "binary" else (sk[:, 16:24] > 0.15).astype(np.float32)
         splits[role] = Split(x, x[:, :8].copy(), y, sk[:, 16:32] if kind == "recommendation" else None)
     codes = np.stack([np.arange(8), np.arange(8)], 1) if kind == "recommendation" else None
-    return TaskData(task, splits, [str(i) for i in range(8)] if kind == "recommendation" else None, LAYOUT, codes)
+    return TaskData(
+        task, splits, [str(i) for i in range(8)] if kind == "recommendation" else None, LAYOUT, codes
+    )
 
 
 def test_run_task_fits_four_models_and_reports_validation_only():
@@ -139,8 +152,9 @@ def test_inputs_come_from_the_day_before_the_split_and_targets_from_the_window(w
     ex = pd.DataFrame({"client_id": ["b", "c", "a"], "t": [t, t, t + dt.timedelta(days=7)]})
     x = profile_inputs(source, ex)
     assert sorted(asked) == [t - dt.timedelta(days=1), t + dt.timedelta(days=6)]
-    np.testing.assert_array_equal(x[:, 0], [(t - dt.timedelta(days=1)).toordinal(), 0,
-                                            (t + dt.timedelta(days=6)).toordinal()])
+    np.testing.assert_array_equal(
+        x[:, 0], [(t - dt.timedelta(days=1)).toordinal(), 0, (t + dt.timedelta(days=6)).toordinal()]
+    )
 
     coder = fit_sketch_coder("item_id", np.array(["i1", "i2", "i3"]), np.eye(3), depth=2, bits=2, seed=0)
     days = [t - dt.timedelta(days=1), t, t + dt.timedelta(days=13), t + dt.timedelta(days=14)]

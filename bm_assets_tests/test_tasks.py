@@ -33,8 +33,18 @@ D = dt.timedelta
 
 
 def _events(rows: list[tuple]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=["client_id", "event_date", "event_type", "item_id", "manufacturer_id",
-                                     "product_category", "value"])
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "client_id",
+            "event_date",
+            "event_type",
+            "item_id",
+            "manufacturer_id",
+            "product_category",
+            "value",
+        ],
+    )
     df["event_time"] = pd.to_datetime(df["event_date"]) + pd.Timedelta(hours=12)
     df["basket_id"] = df["client_id"] + df["event_date"].astype(str)
     df["quantity"] = 1
@@ -62,17 +72,26 @@ ROWS = [
 
 
 def _task(**kw) -> TaskSpec:
-    base = dict(name="t", type="binary", horizon_days=14,
-                target={"value": "count(*) FILTER (WHERE event_type = 'purchase') = 0", "default": 1},
-                eligible={"active_days": 30, "where": "event_type = 'purchase'"})
+    base = dict(
+        name="t",
+        type="binary",
+        horizon_days=14,
+        target={"value": "count(*) FILTER (WHERE event_type = 'purchase') = 0", "default": 1},
+        eligible={"active_days": 30, "where": "event_type = 'purchase'"},
+    )
     base.update(kw)
     return TaskSpec.model_validate(base)
 
 
 def test_bundled_tasks_config_loads():
     cfg = load_modeling_config(tasks_path_for(BUNDLED_DATASET))
-    assert {t.name for t in cfg.tasks} == {"brand_propensity", "category_propensity", "churn", "next_purchases",
-                                            "spend"}
+    assert {t.name for t in cfg.tasks} == {
+        "brand_propensity",
+        "category_propensity",
+        "churn",
+        "next_purchases",
+        "spend",
+    }
     assert cfg.task("next_purchases").metrics == ["ndcg@10", "hitrate@10"]
 
 
@@ -131,12 +150,15 @@ def test_features_do_not_see_events_at_or_after_the_split(warehouse):
 
 
 def test_protocol_dates_keep_label_windows_apart():
-    split = TemporalSplit(training_cutoff=dt.date(2017, 10, 1), test_start=dt.date(2017, 11, 15),
-                          test_end=dt.date(2018, 1, 1))
+    split = TemporalSplit(
+        training_cutoff=dt.date(2017, 10, 1), test_start=dt.date(2017, 11, 15), test_end=dt.date(2018, 1, 1)
+    )
     dates = protocol_dates(dt.date(2017, 1, 1), split, EvaluationConfig(), horizon_days=14)
     h = D(14)
     assert max(dates["train"]) + h <= split.training_cutoff
-    assert min(dates["validation"]) == split.training_cutoff and max(dates["validation"]) + h <= split.test_start
+    assert (
+        min(dates["validation"]) == split.training_cutoff and max(dates["validation"]) + h <= split.test_start
+    )
     assert min(dates["test"]) == split.test_start and max(dates["test"]) + h <= split.test_end
     with pytest.raises(TaskConfigError, match="no validation split date fits a 60-day horizon"):
         protocol_dates(dt.date(2017, 1, 1), split, EvaluationConfig(), horizon_days=60)
@@ -156,46 +178,62 @@ def _write(tmp_path, body: str):
 
 
 def test_bad_horizon_names_file_and_key(tmp_path):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         tasks:
           - name: churn
             type: binary
             horizon_days: 0
             target: {value: "count(*) = 0", default: 1}
-    """)
-    with pytest.raises(TaskConfigError, match=r"tasks\.yaml: key tasks\[0\] \(churn\)\.horizon_days: .*greater than 0"):
+    """,
+    )
+    with pytest.raises(
+        TaskConfigError, match=r"tasks\.yaml: key tasks\[0\] \(churn\)\.horizon_days: .*greater than 0"
+    ):
         load_modeling_config(path)
 
 
 def test_empty_target_expression_and_wrong_metric_fail(tmp_path):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         tasks:
           - name: spend
             type: regression
             horizon_days: 14
             target: {value: "  "}
-    """)
+    """,
+    )
     with pytest.raises(TaskConfigError, match=r"tasks\[0\] \(spend\)\.target\.value: .*is empty"):
         load_modeling_config(path)
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         tasks:
           - {name: churn, type: binary, horizon_days: 7, target: {value: "true"}, metrics: [rmse]}
-    """)
+    """,
+    )
     with pytest.raises(TaskConfigError, match=r"metrics \['rmse'\] do not apply to binary"):
         load_modeling_config(path)
 
 
 def test_unknown_column_fails_before_training(warehouse, tmp_path):
     _load(warehouse, _events(ROWS))
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         tasks:
           - name: brands
             type: multilabel
             horizon_days: 14
             target: {column: no_such_column, top_n: 5}
-    """)
+    """,
+    )
     cfg = load_modeling_config(path)
-    with pytest.raises(TaskConfigError, match=r"tasks\.yaml: tasks\[0\] \(brands\)\.target\.column: .*no_such_column"):
+    with pytest.raises(
+        TaskConfigError, match=r"tasks\.yaml: tasks\[0\] \(brands\)\.target\.column: .*no_such_column"
+    ):
         check_task_sql(warehouse, cfg)
 
 

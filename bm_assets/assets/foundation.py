@@ -1,6 +1,5 @@
 """foundation_model: self-supervised pretraining on the behavioral profiles, tracked in MLflow."""
 
-
 import dataclasses
 from pathlib import Path
 
@@ -35,8 +34,13 @@ def foundation_path() -> Path:
 def log_network(net: torch.nn.Module, name: str, registered_model_name: str | None = None):
     """Log a network to the active MLflow run as a pickled torch model: the class lives in
     bm_assets, and pickling needs no example input (mlflow's default pt2 format traces one)."""
-    return mlflow.pytorch.log_model(net, name=name, registered_model_name=registered_model_name,
-                                    pip_requirements=PIP_REQUIREMENTS, serialization_format="pickle")
+    return mlflow.pytorch.log_model(
+        net,
+        name=name,
+        registered_model_name=registered_model_name,
+        pip_requirements=PIP_REQUIREMENTS,
+        serialization_format="pickle",
+    )
 
 
 def modeling_config(dataset: DatasetResource) -> ModelingConfig:
@@ -50,7 +54,9 @@ def modeling_config(dataset: DatasetResource) -> ModelingConfig:
     "no task label is used. Registered in MLflow; later task models start from its weights.",
 )
 def foundation_model(
-    context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource,
+    context: AssetExecutionContext,
+    dataset: DatasetResource,
+    warehouse: WarehouseResource,
     mlflow_tracking: MLflowResource,
 ) -> MaterializeResult:
     cfg = dataset.load()
@@ -60,37 +66,67 @@ def foundation_model(
     with warehouse.open() as wh:
         data = foundation_examples(wh, cfg, mcfg, coders, CachedProfiles(lambda d: load_profiles(wh, d)))
     (ex_tr, x_tr, y_tr), (ex_va, x_va, y_va) = data["train"], data["validation"]
-    train_cfg = TrainConfig(lr=f.lr, weight_decay=f.weight_decay, batch_size=f.batch_size,
-                            max_epochs=f.max_epochs, patience=f.patience, seed=mcfg.evaluation.seed)
-    with mlflow_tracking.start_run("foundation_model", tags={"dataset": cfg.name, "stage": "pretraining"}) as run:
-        mlflow.log_params({**f.model_dump(exclude={"eligible"}), "active_days": f.eligible.active_days,
-                           "seed": train_cfg.seed, "n_train": len(ex_tr), "n_validation": len(ex_va),
-                           "input_dim": x_tr.shape[1], "columns": ",".join(coders),
-                           "train_dates": f"{min(ex_tr['t'])}..{max(ex_tr['t'])}",
-                           "validation_dates": f"{min(ex_va['t'])}..{max(ex_va['t'])}"})
+    train_cfg = TrainConfig(
+        lr=f.lr,
+        weight_decay=f.weight_decay,
+        batch_size=f.batch_size,
+        max_epochs=f.max_epochs,
+        patience=f.patience,
+        seed=mcfg.evaluation.seed,
+    )
+    with mlflow_tracking.start_run(
+        "foundation_model", tags={"dataset": cfg.name, "stage": "pretraining"}
+    ) as run:
+        mlflow.log_params(
+            {
+                **f.model_dump(exclude={"eligible"}),
+                "active_days": f.eligible.active_days,
+                "seed": train_cfg.seed,
+                "n_train": len(ex_tr),
+                "n_validation": len(ex_va),
+                "input_dim": x_tr.shape[1],
+                "columns": ",".join(coders),
+                "train_dates": f"{min(ex_tr['t'])}..{max(ex_tr['t'])}",
+                "validation_dates": f"{min(ex_va['t'])}..{max(ex_va['t'])}",
+            }
+        )
 
         def log_epoch(row: dict) -> None:
             context.log.info(f"foundation epoch {row['epoch']}: {row}")
-            mlflow.log_metrics({"train_loss": row["train_loss"], "val_cross_entropy": -row["val_score"],
-                                "seconds": row["seconds"]}, step=row["epoch"])
+            mlflow.log_metrics(
+                {
+                    "train_loss": row["train_loss"],
+                    "val_cross_entropy": -row["val_score"],
+                    "seconds": row["seconds"],
+                },
+                step=row["epoch"],
+            )
 
-        result = train_foundation(x_tr, y_tr, x_va, y_va, layout_of(coders), f.hidden, f.layers, f.dropout,
-                                  train_cfg, log_epoch)
-        mlflow.log_metrics({"best_val_cross_entropy": -result.best_score, "best_epoch": result.best_epoch,
-                            "train_seconds": result.seconds})
+        result = train_foundation(
+            x_tr, y_tr, x_va, y_va, layout_of(coders), f.hidden, f.layers, f.dropout, train_cfg, log_epoch
+        )
+        mlflow.log_metrics(
+            {
+                "best_val_cross_entropy": -result.best_score,
+                "best_epoch": result.best_epoch,
+                "train_seconds": result.seconds,
+            }
+        )
         torch.save(result.net, foundation_path())
         info = log_network(result.net, "model", registered_model_name=f"{cfg.name}_foundation")
         link = mlflow_tracking.run_link(run)
-    return MaterializeResult(metadata={
-        "mlflow_run_id": run.info.run_id,
-        "mlflow_run": MetadataValue.url(link) if link.startswith("http") else link,
-        "model_uri": info.model_uri,
-        "registered_version": str(info.registered_model_version),
-        "best_epoch": result.best_epoch,
-        "val_cross_entropy": -result.best_score,
-        "train_seconds": round(result.seconds, 2),
-        "n_train": len(ex_tr),
-        "n_validation": len(ex_va),
-        "path": str(foundation_path()),
-        "history": MetadataValue.json([dataclasses.asdict(train_cfg)] + result.history),
-    })
+    return MaterializeResult(
+        metadata={
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_run": MetadataValue.url(link) if link.startswith("http") else link,
+            "model_uri": info.model_uri,
+            "registered_version": str(info.registered_model_version),
+            "best_epoch": result.best_epoch,
+            "val_cross_entropy": -result.best_score,
+            "train_seconds": round(result.seconds, 2),
+            "n_train": len(ex_tr),
+            "n_validation": len(ex_va),
+            "path": str(foundation_path()),
+            "history": MetadataValue.json([dataclasses.asdict(train_cfg)] + result.history),
+        }
+    )

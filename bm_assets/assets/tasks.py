@@ -2,7 +2,6 @@
 prior models, selected on the validation window), `<task>_evaluation` (test window and held-out
 clients, the report JSON and curves) and `<task>_scores` (daily scores of the fine-tuned model)."""
 
-
 import base64
 import datetime as dt
 import pickle
@@ -42,7 +41,9 @@ def _load_data(dataset: DatasetResource, warehouse: WarehouseResource, task: Tas
     coders = load_sketch_coders(bm_home())
     with warehouse.open() as wh:
         check_task_sql(wh, ModelingConfig(tasks=[task], config_file=mcfg.config_file))
-        data, frames = task_examples(wh, cfg, mcfg, task, coders, CachedProfiles(lambda d: load_profiles(wh, d)))
+        data, frames = task_examples(
+            wh, cfg, mcfg, task, coders, CachedProfiles(lambda d: load_profiles(wh, d))
+        )
     return cfg, mcfg, data, frames
 
 
@@ -63,72 +64,111 @@ def build_task_assets(mcfg: ModelingConfig, partitions: DailyPartitionsDefinitio
 
 
 def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[AssetsDefinition]:
-    @asset(name=f"{task.name}_model", deps=["foundation_model"], group_name=TASKS_GROUP,
-           description=f"{task.type} task, {task.horizon_days}-day horizon: {task.description} Fine-tuned "
-           "foundation model, the same network from scratch, LightGBM on aggregates and a prior baseline, "
-           "trained on split dates whose label windows end before the training cutoff.")
+    @asset(
+        name=f"{task.name}_model",
+        deps=["foundation_model"],
+        group_name=TASKS_GROUP,
+        description=f"{task.type} task, {task.horizon_days}-day horizon: {task.description} Fine-tuned "
+        "foundation model, the same network from scratch, LightGBM on aggregates and a prior baseline, "
+        "trained on split dates whose label windows end before the training cutoff.",
+    )
     def task_model(
-        context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource,
+        context: AssetExecutionContext,
+        dataset: DatasetResource,
+        warehouse: WarehouseResource,
         mlflow_tracking: MLflowResource,
     ) -> MaterializeResult:
         cfg, mcfg, data, frames = _load_data(dataset, warehouse, task)
         foundation = torch.load(foundation_path(), weights_only=False)
-        with mlflow_tracking.start_run(f"{task.name}_model", tags={"task": task.name, "dataset": cfg.name}) as run:
-            mlflow.log_params({"task": task.name, "type": task.type, "horizon_days": task.horizon_days,
-                               "target": task.target.model_dump_json(), "labels": len(data.labels or []),
-                               **{f"n_{r}": len(f) for r, f in frames.items()},
-                               **mcfg.evaluation.model_dump(exclude={"label_fractions"})})
+        with mlflow_tracking.start_run(
+            f"{task.name}_model", tags={"task": task.name, "dataset": cfg.name}
+        ) as run:
+            mlflow.log_params(
+                {
+                    "task": task.name,
+                    "type": task.type,
+                    "horizon_days": task.horizon_days,
+                    "target": task.target.model_dump_json(),
+                    "labels": len(data.labels or []),
+                    **{f"n_{r}": len(f) for r, f in frames.items()},
+                    **mcfg.evaluation.model_dump(exclude={"label_fractions"}),
+                }
+            )
 
             def log_epoch(name: str, row: dict) -> None:
-                mlflow.log_metrics({f"{name}_train_loss": row["train_loss"], f"{name}_val_score": row["val_score"]},
-                                   step=row["epoch"])
+                mlflow.log_metrics(
+                    {f"{name}_train_loss": row["train_loss"], f"{name}_val_score": row["val_score"]},
+                    step=row["epoch"],
+                )
 
             result = run_task(data, foundation, mcfg.foundation, mcfg.evaluation, on_epoch=log_epoch)
             for name, row in result.report.items():
                 mlflow.log_metrics({f"{name}_{k}": v for k, v in row.items() if np.isfinite(v)})
-            bundle = {n: {"artifact": m.artifact, "seconds": m.seconds, "epochs": m.epochs, "history": m.history}
-                      for n, m in result.models.items()}
+            bundle = {
+                n: {"artifact": m.artifact, "seconds": m.seconds, "epochs": m.epochs, "history": m.history}
+                for n, m in result.models.items()
+            }
             with open(_bundle_path(task), "wb") as fh:
                 pickle.dump(bundle, fh)
             mlflow.log_artifact(str(_bundle_path(task)), artifact_path="bundle")
             for name in ("finetuned", "scratch"):
                 log_network(result.models[name].artifact, name)
             link = mlflow_tracking.run_link(run)
-        return MaterializeResult(metadata={
-            "mlflow_run_id": run.info.run_id, "mlflow_run": link,
-            "validation": MetadataValue.md(metrics_markdown(result.report)),
-            **{f"n_{r}": len(f) for r, f in frames.items()},
-        })
+        return MaterializeResult(
+            metadata={
+                "mlflow_run_id": run.info.run_id,
+                "mlflow_run": link,
+                "validation": MetadataValue.md(metrics_markdown(result.report)),
+                **{f"n_{r}": len(f) for r, f in frames.items()},
+            }
+        )
 
-    @asset(name=f"{task.name}_evaluation", deps=[f"{task.name}_model"], group_name=TASKS_GROUP,
-           description=f"{task.name} on the test window (same clients, their future) and on held-out clients; "
-           "writes $BM_HOME/reports/<task>.json.")
+    @asset(
+        name=f"{task.name}_evaluation",
+        deps=[f"{task.name}_model"],
+        group_name=TASKS_GROUP,
+        description=f"{task.name} on the test window (same clients, their future) and on held-out clients; "
+        "writes $BM_HOME/reports/<task>.json.",
+    )
     def task_evaluation(
-        context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource,
+        context: AssetExecutionContext,
+        dataset: DatasetResource,
+        warehouse: WarehouseResource,
         mlflow_tracking: MLflowResource,
     ) -> MaterializeResult:
         cfg, mcfg, data, frames = _load_data(dataset, warehouse, task)
         with open(_bundle_path(task), "rb") as fh:
             bundle = pickle.load(fh)
-        models = {n: ModelResult(n, rebuild(data, n, b["artifact"]), b["seconds"], b["epochs"], b["history"])
-                  for n, b in bundle.items()}
-        with mlflow_tracking.start_run(f"{task.name}_evaluation", tags={"task": task.name, "dataset": cfg.name}) as run:
+        models = {
+            n: ModelResult(n, rebuild(data, n, b["artifact"]), b["seconds"], b["epochs"], b["history"])
+            for n, b in bundle.items()
+        }
+        with mlflow_tracking.start_run(
+            f"{task.name}_evaluation", tags={"task": task.name, "dataset": cfg.name}
+        ) as run:
             metrics = evaluate(data, models)
             curve: list[dict] = []
             if task.learning_curve and "finetuned" in bundle:
                 start = time.perf_counter()
-                curve = learning_curve(data, bundle["finetuned"]["artifact"], mcfg.foundation, mcfg.evaluation)
+                curve = learning_curve(
+                    data, bundle["finetuned"]["artifact"], mcfg.foundation, mcfg.evaluation
+                )
                 context.log.info(f"learning curve in {time.perf_counter() - start:.1f}s")
             time_curve = {n: m.history for n, m in models.items() if m.history}
-            report = build_report(task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()},
-                                  curve, time_curve)
+            report = build_report(
+                task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve
+            )
             path = write_report(report, bm_home() / "reports")
             for name, row in metrics.items():
                 mlflow.log_metrics({f"{name}_{k}": v for k, v in row.items() if np.isfinite(v)})
             mlflow.log_artifact(str(path))
-            meta = {"report": str(path), "mlflow_run_id": run.info.run_id, "mlflow_run": mlflow_tracking.run_link(run),
-                    "metrics": MetadataValue.md(metrics_markdown(metrics)),
-                    **{f"n_{r}": len(f) for r, f in frames.items()}}
+            meta = {
+                "report": str(path),
+                "mlflow_run_id": run.info.run_id,
+                "mlflow_run": mlflow_tracking.run_link(run),
+                "metrics": MetadataValue.md(metrics_markdown(metrics)),
+                **{f"n_{r}": len(f) for r, f in frames.items()},
+            }
             if curve or time_curve:
                 png = curves_png(task, curve, time_curve)
                 png_path = path.with_suffix(".png")
@@ -136,17 +176,33 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 mlflow.log_artifact(str(png_path))
                 meta["curves"] = MetadataValue.md(_md_image(png))
             if curve:
-                meta["learning_curve"] = MetadataValue.md(metrics_markdown(
-                    {f"{r['model']} @{r['fraction']:.0%}": {"validation": r["validation"], "test": r["test"],
-                                                            "n_train": r["n_train"]} for r in curve}))
+                meta["learning_curve"] = MetadataValue.md(
+                    metrics_markdown(
+                        {
+                            f"{r['model']} @{r['fraction']:.0%}": {
+                                "validation": r["validation"],
+                                "test": r["test"],
+                                "n_train": r["n_train"],
+                            }
+                            for r in curve
+                        }
+                    )
+                )
         return MaterializeResult(metadata=meta)
 
-    @asset(name=f"{task.name}_scores", deps=[f"{task.name}_model", "behavioral_profiles"], group_name=TASKS_GROUP,
-           partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(),
-           description=f"Daily {task.name} scores of the fine-tuned model for every client with a profile: the "
-           "row dated D predicts [D+1, D+1+h) from events up to the end of D.")
+    @asset(
+        name=f"{task.name}_scores",
+        deps=[f"{task.name}_model", "behavioral_profiles"],
+        group_name=TASKS_GROUP,
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        description=f"Daily {task.name} scores of the fine-tuned model for every client with a profile: the "
+        "row dated D predicts [D+1, D+1+h) from events up to the end of D.",
+    )
     def task_scores(
-        context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource,
+        context: AssetExecutionContext,
+        dataset: DatasetResource,
+        warehouse: WarehouseResource,
     ) -> MaterializeResult:
         with open(_bundle_path(task), "rb") as fh:
             bundle = pickle.load(fh)
@@ -164,12 +220,26 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 if len(ids):
                     frames.append(_score_frame(task, labels, ids, predict(_Inputs(x)), day))
                 day += dt.timedelta(days=1)
-            scores = pd.concat(frames) if frames else pd.DataFrame(
-                {"client_id": [], "score_date": [], "label": [], "score": []})
-            wh.insert_df(table, scores, before=[
-                f"DELETE FROM {wh.table(table)} WHERE score_date >= DATE '{start}' AND score_date < DATE '{end}'"])
-        return MaterializeResult(metadata={"dagster/row_count": len(scores), "model": name,
-                                           "window": f"{start} .. {end} (exclusive)"})
+            scores = (
+                pd.concat(frames)
+                if frames
+                else pd.DataFrame({"client_id": [], "score_date": [], "label": [], "score": []})
+            )
+            wh.insert_df(
+                table,
+                scores,
+                before=[
+                    f"DELETE FROM {wh.table(table)} "
+                    f"WHERE score_date >= DATE '{start}' AND score_date < DATE '{end}'"
+                ],
+            )
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": len(scores),
+                "model": name,
+                "window": f"{start} .. {end} (exclusive)",
+            }
+        )
 
     return [task_model, task_evaluation, task_scores]
 
@@ -193,16 +263,29 @@ def _label_space(wh, dataset: DatasetResource, task: TaskSpec) -> tuple[list[str
     return [v for v, k in zip(labels, ok, strict=True) if k], codes[ok].astype(np.int64)
 
 
-def _score_frame(task: TaskSpec, labels: list[str] | None, ids: np.ndarray, pred: np.ndarray,
-                 day: dt.date) -> pd.DataFrame:
+def _score_frame(
+    task: TaskSpec, labels: list[str] | None, ids: np.ndarray, pred: np.ndarray, day: dt.date
+) -> pd.DataFrame:
     """Long format (client_id, score_date, label, score); recommendation keeps the top 10 items."""
     if pred.ndim == 1:
         return pd.DataFrame({"client_id": ids, "score_date": day, "label": task.name, "score": pred})
     if task.type == "recommendation":
         top = np.argsort(-pred, axis=1, kind="stable")[:, :10]
         rows = np.repeat(np.arange(len(ids)), top.shape[1])
-        return pd.DataFrame({"client_id": ids[rows], "score_date": day,
-                             "label": np.asarray(labels)[top.ravel()], "score": pred[rows, top.ravel()]})
+        return pd.DataFrame(
+            {
+                "client_id": ids[rows],
+                "score_date": day,
+                "label": np.asarray(labels)[top.ravel()],
+                "score": pred[rows, top.ravel()],
+            }
+        )
     rows = np.repeat(np.arange(len(ids)), pred.shape[1])
-    return pd.DataFrame({"client_id": ids[rows], "score_date": day,
-                         "label": np.tile(np.asarray(labels), len(ids)), "score": pred.ravel()})
+    return pd.DataFrame(
+        {
+            "client_id": ids[rows],
+            "score_date": day,
+            "label": np.tile(np.asarray(labels), len(ids)),
+            "score": pred.ravel(),
+        }
+    )

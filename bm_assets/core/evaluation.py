@@ -59,15 +59,20 @@ def ranking_metrics(relevant: np.ndarray, scores: np.ndarray, k: int = 10) -> di
 def metrics(kind: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """Every metric of the task type (METRICS) for targets y and predictions pred."""
     if kind in ("binary", "multilabel"):
-        return {"auroc": _macro(roc_auc_score, y, pred), "average_precision": _macro(average_precision_score, y, pred)}
+        return {
+            "auroc": _macro(roc_auc_score, y, pred),
+            "average_precision": _macro(average_precision_score, y, pred),
+        }
     if kind == "regression":
         err = pred.astype(np.float64) - y
         return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
     if kind == "multiclass":
         ok = y >= 0
         p = np.clip(pred[ok], 1e-7, 1)
-        return {"accuracy": float((p.argmax(1) == y[ok]).mean()),
-                "log_loss": float(log_loss(y[ok], p / p.sum(1, keepdims=True), labels=np.arange(p.shape[1])))}
+        return {
+            "accuracy": float((p.argmax(1) == y[ok]).mean()),
+            "log_loss": float(log_loss(y[ok], p / p.sum(1, keepdims=True), labels=np.arange(p.shape[1]))),
+        }
     if kind == "recommendation":
         return ranking_metrics(y, pred)
     raise ValueError(f"unknown task type {kind!r}")
@@ -93,7 +98,9 @@ class Split:
     y_train: np.ndarray | None = None
 
     def subset(self, idx: np.ndarray) -> Split:
-        return Split(self.x[idx], self.f[idx], self.y[idx], None if self.y_train is None else self.y_train[idx])
+        return Split(
+            self.x[idx], self.f[idx], self.y[idx], None if self.y_train is None else self.y_train[idx]
+        )
 
     @property
     def target(self) -> np.ndarray:
@@ -137,23 +144,29 @@ def network_predictor(data: TaskData) -> Callable[[BehavioralNet, np.ndarray], n
     if t.type == "recommendation":
         codes = torch.from_numpy(data.item_codes.astype(np.int64))
         column = t.target.column
-        return lambda net, x: predict(net, x, lambda n, xb: item_scores(n.sketch_logp(xb, column), codes.to(xb.device)),
-                                      batch_size=256)
+        return lambda net, x: predict(
+            net, x, lambda n, xb: item_scores(n.sketch_logp(xb, column), codes.to(xb.device)), batch_size=256
+        )
     out = task_output(t.type)
     return lambda net, x: predict(net, x, out)
 
 
 def fit_network(
-    data: TaskData, foundation: BehavioralNet | None, fcfg: FoundationConfig, ev: EvaluationConfig,
-    train_idx: np.ndarray | None = None, on_epoch: Callable[[dict], None] | None = None,
+    data: TaskData,
+    foundation: BehavioralNet | None,
+    fcfg: FoundationConfig,
+    ev: EvaluationConfig,
+    train_idx: np.ndarray | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[FitResult, Callable[[Split], np.ndarray]]:
     """Fine-tune `foundation` (or train the same network from scratch when None) on the task's
     training split, early-stopped on the validation metric."""
     t = data.task
     tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
     val = data.splits["validation"]
-    net = task_network(foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, fcfg.dropout,
-                       data.layout, _n_out(data), ev.seed)
+    net = task_network(
+        foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, fcfg.dropout, data.layout, _n_out(data), ev.seed
+    )
     if foundation is None:
         net.set_input_stats(tr.x)
     if t.type == "regression":
@@ -171,8 +184,14 @@ def fit_network(
     def validate(n: BehavioralNet) -> float:
         return selection_score(t, metrics(t.type, val.y, pred(n, val.x)))
 
-    cfg = TrainConfig(lr=ev.task_lr, weight_decay=fcfg.weight_decay, batch_size=fcfg.batch_size,
-                      max_epochs=ev.task_max_epochs, patience=ev.task_patience, seed=ev.seed)
+    cfg = TrainConfig(
+        lr=ev.task_lr,
+        weight_decay=fcfg.weight_decay,
+        batch_size=fcfg.batch_size,
+        max_epochs=ev.task_max_epochs,
+        patience=ev.task_patience,
+        seed=ev.seed,
+    )
     y_train = tr.target if t.type != "multiclass" else tr.y
     result = fit(net, loss, tr.x, y_train, validate, cfg, on_epoch)
     return result, lambda s: pred(result.net, s.x)
@@ -186,24 +205,43 @@ def fit_gbdt(data: TaskData, ev: EvaluationConfig, train_idx: np.ndarray | None 
         return None
     tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
     val = data.splits["validation"]
-    params = dict(n_estimators=400, learning_rate=0.05, num_leaves=15, min_child_samples=20,
-                  subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=ev.seed,
-                  deterministic=True, force_row_wise=True, n_jobs=2, verbose=-1)
+    params = dict(
+        n_estimators=400,
+        learning_rate=0.05,
+        num_leaves=15,
+        min_child_samples=20,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.8,
+        random_state=ev.seed,
+        deterministic=True,
+        force_row_wise=True,
+        n_jobs=2,
+        verbose=-1,
+    )
     stop = [lgb.early_stopping(20, verbose=False)]
     start = time.perf_counter()
     models: list = []
     if t.type == "regression":
-        models = [lgb.LGBMRegressor(**params).fit(tr.f, tr.y, eval_X=(val.f,), eval_y=(val.y,), callbacks=stop)]
+        models = [
+            lgb.LGBMRegressor(**params).fit(tr.f, tr.y, eval_X=(val.f,), eval_y=(val.y,), callbacks=stop)
+        ]
     elif t.type == "multiclass":
         ok, vok = tr.y >= 0, val.y >= 0
-        models = [lgb.LGBMClassifier(**params).fit(tr.f[ok], tr.y[ok], eval_X=(val.f[vok],), eval_y=(val.y[vok],),
-                                                   callbacks=stop)]
+        models = [
+            lgb.LGBMClassifier(**params).fit(
+                tr.f[ok], tr.y[ok], eval_X=(val.f[vok],), eval_y=(val.y[vok],), callbacks=stop
+            )
+        ]
     else:
         ys, yv = tr.y.reshape(len(tr.y), -1), val.y.reshape(len(val.y), -1)
         for j in range(ys.shape[1]):
             if 0 < ys[:, j].sum() < len(ys):
-                models.append(lgb.LGBMClassifier(**params).fit(tr.f, ys[:, j], eval_X=(val.f,), eval_y=(yv[:, j],),
-                                                               callbacks=stop))
+                models.append(
+                    lgb.LGBMClassifier(**params).fit(
+                        tr.f, ys[:, j], eval_X=(val.f,), eval_y=(yv[:, j],), callbacks=stop
+                    )
+                )
             else:
                 models.append(float(ys[:, j].mean()))
     fn = gbdt_predictor(data, models)
@@ -222,12 +260,16 @@ def gbdt_predictor(data: TaskData, models: list) -> Callable[[Split], np.ndarray
             p = np.zeros((len(s.f), n_cls))
             p[:, models[0].classes_] = models[0].predict_proba(s.f)
             return p
+
         return multiclass
 
     def per_label(s: Split) -> np.ndarray:
-        cols = [m.predict_proba(s.f)[:, 1] if not isinstance(m, float) else np.full(len(s.f), m) for m in models]
+        cols = [
+            m.predict_proba(s.f)[:, 1] if not isinstance(m, float) else np.full(len(s.f), m) for m in models
+        ]
         p = np.stack(cols, 1)
         return p[:, 0] if t.type == "binary" else p
+
     return per_label
 
 
@@ -293,7 +335,10 @@ def evaluate(
 
 
 def run_task(
-    data: TaskData, foundation: BehavioralNet | None, fcfg: FoundationConfig, ev: EvaluationConfig,
+    data: TaskData,
+    foundation: BehavioralNet | None,
+    fcfg: FoundationConfig,
+    ev: EvaluationConfig,
     on_epoch: Callable[[str, dict], None] | None = None,
 ) -> TaskRun:
     """The four models on every training example, and their validation metrics (the test
@@ -301,7 +346,9 @@ def run_task(
     models: dict[str, ModelResult] = {}
     nets = {"finetuned": foundation, "scratch": None} if foundation is not None else {"scratch": None}
     for name, init in nets.items():
-        res, fn = fit_network(data, init, fcfg, ev, on_epoch=(lambda r, n=name: on_epoch(n, r)) if on_epoch else None)
+        res, fn = fit_network(
+            data, init, fcfg, ev, on_epoch=(lambda r, n=name: on_epoch(n, r)) if on_epoch else None
+        )
         models[name] = ModelResult(name, fn, res.seconds, res.best_epoch, res.history, artifact=res.net)
     gbdt = fit_gbdt(data, ev)
     if gbdt is not None:
@@ -331,7 +378,15 @@ def learning_curve(
         if gbdt is not None:
             fitted[gbdt.name] = gbdt
         for name, row in evaluate(data, fitted).items():
-            rows.append({"fraction": frac, "n_train": len(idx), "model": name, "metric": metric,
-                         "validation": row.get(f"validation_{metric}"), "test": row.get(f"test_{metric}"),
-                         "train_seconds": row["train_seconds"]})
+            rows.append(
+                {
+                    "fraction": frac,
+                    "n_train": len(idx),
+                    "model": name,
+                    "metric": metric,
+                    "validation": row.get(f"validation_{metric}"),
+                    "test": row.get(f"test_{metric}"),
+                    "train_seconds": row["train_seconds"],
+                }
+            )
     return rows

@@ -69,12 +69,18 @@ def profile_inputs(profiles: ProfileSource, examples: pd.DataFrame) -> np.ndarra
         pos = pd.Index(ids).get_indexer(examples["client_id"].to_numpy()[rows])
         out[rows[pos >= 0]] = x[pos[pos >= 0]]
     if out is None:
-        raise LookupError("no behavioral profiles before any split date: materialize behavioral_profiles first")
+        raise LookupError(
+            "no behavioral profiles before any split date: materialize behavioral_profiles first"
+        )
     return out
 
 
 def future_sketches(
-    wh: Warehouse, coders: dict[str, SketchCoder], examples: pd.DataFrame, horizon_days: int, where: str = "TRUE"
+    wh: Warehouse,
+    coders: dict[str, SketchCoder],
+    examples: pd.DataFrame,
+    horizon_days: int,
+    where: str = "TRUE",
 ) -> np.ndarray:
     """float32[n, sum depth*width]: per example the sketch of its events in [t, t+h) per coder
     column, L1-normalised per depth level (the foundation model's target)."""
@@ -87,7 +93,9 @@ def future_sketches(
     rows = rows[rows >= 0]
     codes = encode_events(coders, events)
     ones = np.ones(len(rows), np.float32)
-    raw = np.concatenate([sketch(codes[c], rows, ones, len(examples), k.width) for c, k in coders.items()], axis=1)
+    raw = np.concatenate(
+        [sketch(codes[c], rows, ones, len(examples), k.width) for c, k in coders.items()], axis=1
+    )
     return normalise_sketch(raw, layout_of(coders))
 
 
@@ -102,7 +110,11 @@ def _split_examples(
 
 
 def foundation_examples(
-    wh: Warehouse, cfg: DatasetConfig, mcfg: ModelingConfig, coders: dict[str, SketchCoder], profiles: ProfileSource
+    wh: Warehouse,
+    cfg: DatasetConfig,
+    mcfg: ModelingConfig,
+    coders: dict[str, SketchCoder],
+    profiles: ProfileSource,
 ) -> dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]]:
     """{"train"|"validation": (examples, x, y)}: non-holdout clients; examples without any
     future event are dropped (their target sketch is empty)."""
@@ -119,7 +131,11 @@ def foundation_examples(
 
 
 def task_examples(
-    wh: Warehouse, cfg: DatasetConfig, mcfg: ModelingConfig, task: TaskSpec, coders: dict[str, SketchCoder],
+    wh: Warehouse,
+    cfg: DatasetConfig,
+    mcfg: ModelingConfig,
+    task: TaskSpec,
+    coders: dict[str, SketchCoder],
     profiles: ProfileSource,
 ) -> tuple[TaskData, dict[str, pd.DataFrame]]:
     """The task's four splits: train (non-holdout clients, label windows ending by the cutoff),
@@ -143,8 +159,12 @@ def task_examples(
         item_codes = codes[codes[:, 0] >= 0].astype(np.int64)
         target_coders = {task.target.column: coder}
     tops = feature_tops(wh, ev, cutoff)
-    roles = {"train": ("train", False), "validation": ("validation", False), "test": ("test", False),
-             "holdout": ("test", True)}
+    roles = {
+        "train": ("train", False),
+        "validation": ("validation", False),
+        "test": ("test", False),
+        "holdout": ("test", True),
+    }
     splits: dict[str, Split] = {}
     frames: dict[str, pd.DataFrame] = {}
     for role, (window, hold) in roles.items():

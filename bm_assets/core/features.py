@@ -39,11 +39,13 @@ def aggregate_features_sql(
             match = f"CAST(e.{_col(column)} AS VARCHAR) = '{v.replace(chr(39), chr(39) * 2)}'"
             for w in windows:
                 aggs.append(f"count(*) FILTER (WHERE {match} AND {age} <= {w}) AS {column}_{j}_n_{w}d")
-            aggs.append(f"coalesce(sum(e.value) FILTER (WHERE {match} AND {age} <= {longest}), 0) "
-                        f"AS {column}_{j}_value_{longest}d")
+            aggs.append(
+                f"coalesce(sum(e.value) FILTER (WHERE {match} AND {age} <= {longest}), 0) "
+                f"AS {column}_{j}_value_{longest}d"
+            )
     return f"""
         WITH {_splits_cte(dates)}
-        SELECT e.client_id, s.t, {', '.join(aggs)}
+        SELECT e.client_id, s.t, {", ".join(aggs)}
         FROM {wh.table(EVENTS)} e JOIN splits s
           ON e.event_date < s.t AND e.event_date >= s.t - INTERVAL {longest} DAY
         GROUP BY e.client_id, s.t"""

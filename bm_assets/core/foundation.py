@@ -41,7 +41,12 @@ class BehavioralNet(nn.Module):
         self.register_buffer("x_std", torch.ones(n_in))
         self.register_buffer("y_mean", torch.zeros(max(n_out, 1)))
         self.register_buffer("y_std", torch.ones(max(n_out, 1)))
-        blocks: list[nn.Module] = [nn.Linear(n_in, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout)]
+        blocks: list[nn.Module] = [
+            nn.Linear(n_in, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+        ]
         for _ in range(layers - 1):
             blocks += [nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout)]
         self.encoder = nn.Sequential(*blocks)
@@ -66,7 +71,7 @@ class BehavioralNet(nn.Module):
         out, offset = [], 0
         for name, d, w in self.layout:
             if column is None or name == column:
-                out.append(logits[:, offset:offset + d * w].reshape(-1, d, w).log_softmax(-1))
+                out.append(logits[:, offset : offset + d * w].reshape(-1, d, w).log_softmax(-1))
             offset += d * w
         return torch.cat(out, 1) if len(out) > 1 else out[0]
 
@@ -85,9 +90,9 @@ def normalise_sketch(sketch: np.ndarray, layout: SketchLayout) -> np.ndarray:
     out = np.zeros_like(sketch, dtype=np.float32)
     offset = 0
     for _, d, w in layout:
-        block = sketch[:, offset:offset + d * w].reshape(len(sketch), d, w)
+        block = sketch[:, offset : offset + d * w].reshape(len(sketch), d, w)
         total = block.sum(-1, keepdims=True)
-        out[:, offset:offset + d * w] = np.divide(
+        out[:, offset : offset + d * w] = np.divide(
             block, total, out=np.zeros_like(block, dtype=np.float32), where=total > 0
         ).reshape(len(sketch), d * w)
         offset += d * w
@@ -141,7 +146,7 @@ def fit(
             order = torch.randperm(len(xt), generator=gen)
             total, seen = 0.0, 0
             for i in range(0, len(order), cfg.batch_size):
-                idx = order[i:i + cfg.batch_size]
+                idx = order[i : i + cfg.batch_size]
                 xb, yb = xt[idx].to(dev), yt[idx].to(dev)
                 loss = loss_fn(net, xb, yb)
                 opt.zero_grad()
@@ -151,8 +156,12 @@ def fit(
                 seen += len(idx)
             net.eval()
             score = float(validate(net))
-            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_score": score,
-                   "seconds": time.perf_counter() - start}
+            row = {
+                "epoch": epoch,
+                "train_loss": total / max(seen, 1),
+                "val_score": score,
+                "seconds": time.perf_counter() - start,
+            }
             history.append(row)
             if on_epoch:
                 on_epoch(row)
@@ -177,13 +186,19 @@ class _deterministic:
 
 
 @torch.no_grad()
-def predict(net: BehavioralNet, x: np.ndarray, fn: Callable[[BehavioralNet, torch.Tensor], torch.Tensor],
-            batch_size: int = 2048) -> np.ndarray:
+def predict(
+    net: BehavioralNet,
+    x: np.ndarray,
+    fn: Callable[[BehavioralNet, torch.Tensor], torch.Tensor],
+    batch_size: int = 2048,
+) -> np.ndarray:
     """fn(net, x_batch) over x in batches, on the training device, as numpy."""
     net.eval()
     dev = device()
     net = net.to(dev)
-    out = [fn(net, torch.from_numpy(x[i:i + batch_size]).to(dev)).cpu() for i in range(0, len(x), batch_size)]
+    out = [
+        fn(net, torch.from_numpy(x[i : i + batch_size]).to(dev)).cpu() for i in range(0, len(x), batch_size)
+    ]
     net.cpu()
     return torch.cat(out).numpy() if out else np.zeros((0,), np.float32)
 
@@ -217,8 +232,14 @@ def train_foundation(
 
 
 def task_network(
-    foundation: BehavioralNet | None, n_in: int, hidden: int, layers: int, dropout: float,
-    layout: SketchLayout, n_out: int, seed: int,
+    foundation: BehavioralNet | None,
+    n_in: int,
+    hidden: int,
+    layers: int,
+    dropout: float,
+    layout: SketchLayout,
+    n_out: int,
+    seed: int,
 ) -> BehavioralNet:
     """Fine-tuning start point (a copy of the foundation model with a new task head) or, with
     foundation=None, the same architecture from random initialisation."""

@@ -29,23 +29,32 @@ def _clean(value: object) -> object:
 
 
 def build_report(
-    task: TaskSpec, split: TemporalSplit, models: dict[str, dict[str, float]], n: dict[str, int],
-    learning_curve: list[dict] | None = None, time_curve: dict[str, list[dict]] | None = None,
+    task: TaskSpec,
+    split: TemporalSplit,
+    models: dict[str, dict[str, float]],
+    n: dict[str, int],
+    learning_curve: list[dict] | None = None,
+    time_curve: dict[str, list[dict]] | None = None,
 ) -> dict:
-    return _clean({
-        "task": task.name,
-        "type": task.type,
-        "horizon_days": task.horizon_days,
-        "split": {"training_cutoff": str(split.training_cutoff), "validation": [str(split.training_cutoff),
-                  str(split.test_start)], "test": [str(split.test_start), str(split.test_end)]},
-        "models": models,
-        "learning_curve": learning_curve or [],
-        "time_curve": time_curve or {},
-        "n_train": n.get("train", 0),
-        "n_validation": n.get("validation", 0),
-        "n_test": n.get("test", 0),
-        "n_holdout": n.get("holdout", 0),
-    })
+    return _clean(
+        {
+            "task": task.name,
+            "type": task.type,
+            "horizon_days": task.horizon_days,
+            "split": {
+                "training_cutoff": str(split.training_cutoff),
+                "validation": [str(split.training_cutoff), str(split.test_start)],
+                "test": [str(split.test_start), str(split.test_end)],
+            },
+            "models": models,
+            "learning_curve": learning_curve or [],
+            "time_curve": time_curve or {},
+            "n_train": n.get("train", 0),
+            "n_validation": n.get("validation", 0),
+            "n_test": n.get("test", 0),
+            "n_holdout": n.get("holdout", 0),
+        }
+    )
 
 
 def write_report(report: dict, reports_dir: Path) -> Path:

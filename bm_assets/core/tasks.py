@@ -176,9 +176,7 @@ def load_modeling_config(path: str | Path) -> ModelingConfig:
     try:
         return ModelingConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"key {_key(raw, e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"key {_key(raw, e['loc'])}: {e['msg']}" for e in exc.errors())
         raise TaskConfigError(f"{path}: {problems}") from None
 
 
@@ -247,8 +245,9 @@ def protocol_dates(
     first = data_start + dt.timedelta(days=ev.warmup_days)
     roles = {
         "train": split_dates(first, split.training_cutoff - h + dt.timedelta(days=1), ev.split_every_days),
-        "validation": split_dates(split.training_cutoff, split.test_start - h + dt.timedelta(days=1),
-                                  ev.split_every_days),
+        "validation": split_dates(
+            split.training_cutoff, split.test_start - h + dt.timedelta(days=1), ev.split_every_days
+        ),
         "test": split_dates(split.test_start, split.test_end - h + dt.timedelta(days=1), ev.split_every_days),
     }
     for role, dates in roles.items():
@@ -324,8 +323,9 @@ def build_labels(
     n = len(examples)
     key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
     if task.type in ("binary", "regression"):
-        sql = f"""SELECT client_id, t, {task.target.value} AS y FROM ({future_window_sql(
-            wh, dates, task.horizon_days, task.target.where, 'e.*')}) GROUP BY client_id, t"""
+        sql = f"""SELECT client_id, t, {task.target.value} AS y FROM ({
+            future_window_sql(wh, dates, task.horizon_days, task.target.where, "e.*")
+        }) GROUP BY client_id, t"""
         df = _normalise(wh.fetch_df(sql))
         y = np.full(n, np.nan if task.target.default is None else task.target.default, dtype=np.float64)
         pos = key.get_indexer(pd.MultiIndex.from_frame(df[["client_id", "t"]]))
@@ -339,7 +339,7 @@ def build_labels(
         return y.astype(np.float32)
     assert labels is not None
     sql = f"""SELECT client_id, t, CAST({_col(task.target.column)} AS VARCHAR) AS v, count(*) AS n
-        FROM ({future_window_sql(wh, dates, task.horizon_days, task.target.where, 'e.*')})
+        FROM ({future_window_sql(wh, dates, task.horizon_days, task.target.where, "e.*")})
         GROUP BY ALL"""
     df = _normalise(wh.fetch_df(sql))
     row = key.get_indexer(pd.MultiIndex.from_frame(df[["client_id", "t"]]))
@@ -362,7 +362,9 @@ def task_labels(wh: Warehouse, task: TaskSpec, cutoff: dt.date, candidates: int)
     n = task.target.top_n or candidates
     labels = top_values(wh, task.target.column, task.target.where, cutoff, n)
     if not labels:
-        raise TaskConfigError(f"{task.name}: target.column {task.target.column} has no values before {cutoff}")
+        raise TaskConfigError(
+            f"{task.name}: target.column {task.target.column} has no values before {cutoff}"
+        )
     return labels
 
 
@@ -371,7 +373,9 @@ def check_target_not_empty(task: TaskSpec, y: np.ndarray, role: str) -> None:
     if y.size == 0:
         raise TaskConfigError(f"{task.name}: no {role} examples (no eligible clients)")
     if task.type in ("binary", "multilabel", "recommendation") and not (y > 0).any():
-        raise TaskConfigError(f"{task.name}: the target is empty: no positive label among {len(y)} {role} examples")
+        raise TaskConfigError(
+            f"{task.name}: the target is empty: no positive label among {len(y)} {role} examples"
+        )
     if task.type == "multiclass" and not (y >= 0).any():
         raise TaskConfigError(f"{task.name}: the target is empty: no labelled {role} example")
     if task.type == "regression" and float(np.nanstd(y)) == 0.0:
