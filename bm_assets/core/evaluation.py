@@ -185,7 +185,7 @@ def fit_network(
         return selection_score(t, metrics(t.type, val.y, pred(n, val.x)))
 
     cfg = TrainConfig(
-        lr=ev.task_lr,
+        lr=ev.task_lr if foundation is None else ev.finetune_lr,
         weight_decay=fcfg.weight_decay,
         batch_size=fcfg.batch_size,
         max_epochs=ev.task_max_epochs,

@@ -134,7 +134,8 @@ class EvaluationConfig(_Strict):
     candidates: int = Field(default=2000, gt=0, description="most popular items ranked for recommendation")
     task_max_epochs: int = Field(default=40, gt=0)
     task_patience: int = Field(default=4, gt=0)
-    task_lr: float = Field(default=1e-3, gt=0)
+    task_lr: float = Field(default=1e-3, gt=0, description="learning rate from scratch")
+    finetune_lr: float = Field(default=3e-4, gt=0, description="lower: keeps what pretraining learned")
     seed: int = 0
 
 
