@@ -250,3 +250,25 @@ def test_duplicate_task_names_rejected():
     t = _task().model_dump()
     with pytest.raises(ValueError, match="duplicate task names"):
         ModelingConfig.model_validate({"tasks": [t, t]})
+
+
+def test_training_examples_and_labels_ignore_events_from_the_cutoff_on(warehouse):
+    split = TemporalSplit(training_cutoff=T + D(28), test_start=T + D(56), test_end=T + D(90))
+    dates = protocol_dates(T - D(28), split, EvaluationConfig(warmup_days=0, split_every_days=7), 14)["train"]
+    task = _task(type="regression", target={"value": "coalesce(sum(value), 0)", "default": 0})
+
+    def build(rows):
+        _load(warehouse, _events(rows))
+        ex = eligible_clients(warehouse, task.eligible, dates)
+        return ex, build_labels(warehouse, task, ex, None)
+
+    ex0, y0 = build(ROWS)
+    poison = [
+        (c, split.training_cutoff + D(k), "purchase", "i1", "m1", "c1", 1e6) for c in "abz" for k in (0, 3)
+    ]
+    ex1, y1 = build(ROWS + poison)
+    pd.testing.assert_frame_equal(ex0, ex1)
+    np.testing.assert_array_equal(y0, y1)
+    # One day earlier the same event is inside the last training window: the check can fail.
+    _, y2 = build(ROWS + [("a", split.training_cutoff - D(1), "purchase", "i1", "m1", "c1", 1e6)])
+    assert y2.max() >= 1e6
