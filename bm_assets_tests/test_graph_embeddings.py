@@ -21,8 +21,9 @@ def test_graph_columns_and_windows_come_from_config(sample_warehouse, sample_con
     )["n"].iloc[0]
     assert build.nodes["item_id"] == expected_items
     n_windows = wh.fetch_df(
-        f"""SELECT count(DISTINCT client_id || ':' || (date_diff('day', DATE '{cfg.data_start}', event_date) // 7))
-        AS n FROM events_denormalized WHERE event_date < DATE '{cutoff}'"""
+        f"""SELECT count(DISTINCT client_id || ':'
+            || (date_diff('day', DATE '{cfg.data_start}', event_date) // 7)) AS n
+        FROM events_denormalized WHERE event_date < DATE '{cutoff}'"""
     )["n"].iloc[0]
     assert build.edges["client_window"] == n_windows
 

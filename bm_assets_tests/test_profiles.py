@@ -119,8 +119,9 @@ def test_a_profile_as_of_d_never_reads_a_later_event(sample_warehouse):
         [
             f"""UPDATE events_denormalized SET value = value * 1000, item_id = 'poison:' || item_id,
             department = 'POISON' WHERE event_date > DATE '{day}'""",
-            f"""INSERT INTO events_denormalized BY NAME SELECT * REPLACE (DATE '{day + dt.timedelta(days=1)}'
-            AS event_date, 'intruder' AS client_id) FROM events_denormalized WHERE event_date = DATE '{day}'""",
+            f"""INSERT INTO events_denormalized BY NAME
+            SELECT * REPLACE (DATE '{day + dt.timedelta(days=1)}' AS event_date, 'intruder' AS client_id)
+            FROM events_denormalized WHERE event_date = DATE '{day}'""",
         ]
     )
     _build(wh, coders, START, day + dt.timedelta(days=1))

@@ -10,7 +10,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from bm_assets.config import GraphConfig
 from bm_assets.core.denormalize import EVENTS_DENORMALIZED
@@ -112,7 +111,8 @@ def cleora_input(wh: Warehouse, expansion: str) -> CleoraInput:
         raise LookupError(f"no table {TEMPORAL_GRAPH}: materialize temporal_graph first")
     g = wh.table(TEMPORAL_GRAPH)
     nodes_sql = (
-        "SELECT column_name, entity, CAST(row_number() OVER (ORDER BY column_name, entity) - 1 AS BIGINT) AS node "
+        "SELECT column_name, entity, "
+        "CAST(row_number() OVER (ORDER BY column_name, entity) - 1 AS BIGINT) AS node "
         f"FROM (SELECT DISTINCT column_name, entity FROM {g})"
     )
     members = (

@@ -297,7 +297,8 @@ def build_profiles_window(
     prev_ids, prev_last, prev_state = latest_states(wh, start)
     if len(prev_ids) and prev_state.shape[1] != layout.state_dim:
         raise ProfileOrderError(
-            f"stored profile states have {prev_state.shape[1]} dims, the layout now gives {layout.state_dim}; "
+            f"stored profile states have {prev_state.shape[1]} dims, the layout now gives "
+            f"{layout.state_dim}; "
             f"backfill every partition from {data_start}"
         )
     table = wh.table(events_table)
@@ -342,8 +343,8 @@ def build_profiles_window(
             BEHAVIORAL_PROFILES,
             frame,
             before=[
-                f"INSERT INTO {wh.table(PROFILE_DAYS_TABLE)} VALUES (DATE '{day}', {len(active)}, {len(events)}, "
-                f"'{fingerprint}')"
+                f"INSERT INTO {wh.table(PROFILE_DAYS_TABLE)} "
+                f"VALUES (DATE '{day}', {len(active)}, {len(events)}, '{fingerprint}')"
             ],
         )
         n_events += len(events)
