@@ -12,6 +12,7 @@ from bm_assets.cli import main as cli_main
 from bm_assets.core.profiles import (
     ProfileLayout,
     ProfileOrderError,
+    ProfileState,
     batch_profiles,
     build_profiles_window,
     day_number,
@@ -155,3 +156,30 @@ def test_export_writes_ids_and_embeddings(sample_warehouse, tmp_path):
     with pytest.raises(LookupError, match="2016-12-31"):
         export_profiles(wh, dt.date(2016, 12, 31), tmp_path / "none")
     assert cli_main(["export-profiles", "--date", "2017-13-01", "--out", str(tmp_path)]) == 2
+
+
+def test_profile_state_matches_batch_on_generated_events_across_rebases():
+    rng = np.random.default_rng(5)
+    n_clients, n_days, n_events, depth, width = 40, 120, 3000, 3, 8
+    layout = ProfileLayout(("a", "b"), depth, width, (2.0, 30.0))
+    days = np.sort(rng.integers(0, n_days, n_events))
+    rows = rng.integers(0, n_clients, n_events)
+    codes = {c: rng.integers(-1, width, (n_events, depth)).astype(np.int32) for c in layout.columns}
+    values = rng.lognormal(0, 1, n_events).astype(np.float32)
+    values[::17] = np.nan
+    state = ProfileState(layout, n_clients, ref_day=0)
+    state._MAX_DOUBLINGS = 3.0  # rebase every few days, to exercise it
+    bounds = np.searchsorted(days, np.arange(n_days + 1))
+    for day in range(n_days):
+        sl = slice(bounds[day], bounds[day + 1])
+        state.add_day(day, rows[sl], {c: v[sl] for c, v in codes.items()}, values[sl])
+        if day in (0, 37, 119):
+            present, ref = batch_profiles(codes, rows, days, np.nan_to_num(values), n_clients, day, layout)
+            seen = np.flatnonzero(state.last_day >= 0)
+            assert np.array_equal(seen, np.flatnonzero(present))
+            # snapshot() gives true states at `day`; days since the last event come from last_day
+            got = np.concatenate([state.snapshot(seen, day), (day - state.last_day[seen])[:, None]], axis=1)
+            np.testing.assert_allclose(got, ref[seen], rtol=1e-4, atol=1e-4)
+    assert state.ref_day > 100
+    with pytest.raises(ValueError, match="before a day already added"):
+        state.add_day(5, rows[:3], {c: v[:3] for c, v in codes.items()}, values[:3])
