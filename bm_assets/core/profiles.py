@@ -153,14 +153,14 @@ class ProfileState:
         edges = np.flatnonzero(np.diff(self.log_decay)) + 1
         starts, stops = np.r_[0, edges], np.r_[edges, len(self.log_decay)]
         self._runs = [(int(a), int(b), float(self.log_decay[a])) for a, b in zip(starts, stops, strict=True)]
-        n_h, block = len(layout.half_lives_days), layout.depth * layout.width
+        n_h, n_c, block = len(layout.half_lives_days), len(layout.columns), layout.depth * layout.width
         levels = np.arange(layout.depth, dtype=np.int64) * layout.width
-        # [n_h, depth] offset of each column's depth levels, per half-life
-        self._sketch_offsets = {
-            c: np.stack([(k * len(layout.columns) + i) * block + levels for k in range(n_h)])
-            for i, c in enumerate(layout.columns)
-        }
-        self._dense_offset = n_h * layout.sketch_dim  # counts[n_h], values[n_h], n_events, value_total
+        dense = n_h * layout.sketch_dim  # then counts[n_h], values[n_h], n_events, value_total
+        # Every event adds to the same entries of its row (plus its bucket codes): sketch levels
+        # of each half-life and column, then the dense features. Offsets [entries_per_event]:
+        sketch_offsets = [(k * n_c + i) * block + levels for k in range(n_h) for i in range(n_c)]
+        self._offsets = np.concatenate([*sketch_offsets, dense + np.arange(2 * n_h + 2)])
+        self._n_sketch_entries = n_h * n_c * layout.depth
 
     def set_rows(self, rows: np.ndarray, states: np.ndarray, last_days: np.ndarray) -> None:
         """Load true states (each as of its `last_days`, all <= ref_day) into `rows`."""
@@ -192,23 +192,24 @@ class ProfileState:
         if -self._rates.min() * (day - self.ref_day) / np.log(2) > self._MAX_DOUBLINGS:
             self._rebase(day)
         weight = np.exp(-self._rates * (day - self.ref_day)).astype(np.float32)  # one per half-life
-        base = rows * self.layout.state_dim
-        idx, w = [], []
-        for column in self.layout.columns:
-            c = np.asarray(codes[column], dtype=np.int64)
-            known = (c >= 0).ravel()
-            for k in range(len(weight)):
-                flat = (base[:, None] + self._sketch_offsets[column][k][None, :] + c).ravel()
-                idx.append(flat[known])
-                w.append(np.full(len(idx[-1]), weight[k], dtype=np.float32))
+        n, n_h, depth = len(rows), len(weight), self.layout.depth
+        code = np.concatenate([np.asarray(codes[c]) for c in self.layout.columns], axis=1)  # [n, C*depth]
+        known = code >= 0
+        entries = np.zeros((n, len(self._offsets)), dtype=np.int64)
+        entries[:, : self._n_sketch_entries] = np.tile(np.where(known, code, 0), n_h)
+        entries += self._offsets
+        entries += (rows * self.layout.state_dim)[:, None]
         values = np.nan_to_num(np.asarray(values, dtype=np.float32))
-        n_h, d0 = len(weight), self._dense_offset
+        w = np.empty((n, len(self._offsets)), dtype=np.float32)
+        per_h = len(self.layout.columns) * depth
         for k in range(n_h):
-            idx += [base + d0 + k, base + d0 + n_h + k]
-            w += [np.full(len(rows), weight[k], dtype=np.float32), values * weight[k]]
-        idx += [base + d0 + 2 * n_h, base + d0 + 2 * n_h + 1]
-        w += [np.ones(len(rows), dtype=np.float32), values]
-        np.add.at(self.state.reshape(-1), np.concatenate(idx), np.concatenate(w))
+            w[:, k * per_h : (k + 1) * per_h] = known * weight[k]  # unknown codes add 0
+        dense = self._n_sketch_entries
+        w[:, dense : dense + n_h] = weight
+        w[:, dense + n_h : dense + 2 * n_h] = values[:, None] * weight
+        w[:, dense + 2 * n_h] = 1.0
+        w[:, dense + 2 * n_h + 1] = values
+        np.add.at(self.state.reshape(-1), entries.reshape(-1), w.reshape(-1))
         self.last_day[rows] = day
 
     def snapshot(self, rows: np.ndarray, day: int) -> np.ndarray:
