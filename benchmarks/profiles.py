@@ -35,8 +35,9 @@ def _log_cj() -> dict[str, np.ndarray]:
     import duckdb
 
     df = duckdb.execute(
-        "SELECT household_id, product_id, date_diff('day', DATE '2017-01-01', CAST(transaction_timestamp AS DATE)) "
-        f"AS day, sales_value FROM read_parquet('{CJ / 'transactions.parquet'}') ORDER BY transaction_timestamp"
+        "SELECT household_id, product_id, "
+        "date_diff('day', DATE '2017-01-01', CAST(transaction_timestamp AS DATE)) AS day, sales_value "
+        f"FROM read_parquet('{CJ / 'transactions.parquet'}') ORDER BY transaction_timestamp"
     ).df()
     _, client = np.unique(df["household_id"].to_numpy(), return_inverse=True)
     _, item = np.unique(df["product_id"].to_numpy(), return_inverse=True)
@@ -144,7 +145,8 @@ def _row(r: dict) -> str:
 
 HEADER = (
     "| log | events | clients | items | update s | events/s (update) | µs/event | events/s (update + daily "
-    "rows) | naive loop events/s (measured on) | speed-up | naive, extrapolated | state MB (allocation s) | peak RSS MB |\n"
+    "rows) | naive loop events/s (measured on) | speed-up | naive, extrapolated | state MB (allocation s) "
+    "| peak RSS MB |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
