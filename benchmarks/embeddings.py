@@ -98,7 +98,8 @@ def main() -> None:
     )
     print(
         "| dim | iterations | whiten | bare pycleora s | embed_graph s (same lines) | "
-        "build_entity_embeddings s (SQL tokens + split + inductive) | overhead, embed_graph | overhead, build_entity_embeddings |"
+        "build_entity_embeddings s (SQL tokens + split + inductive) | overhead, embed_graph | "
+        "overhead, build_entity_embeddings |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
