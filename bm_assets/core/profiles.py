@@ -214,10 +214,8 @@ class ProfileState:
 
     def snapshot(self, rows: np.ndarray, day: int) -> np.ndarray:
         """float32[len(rows), state_dim]: true states of `rows` at the end of `day`."""
-        out = self.state[rows]
-        for a, b, rate in self._runs:
-            if rate != 0.0:
-                out[:, a:b] *= np.float32(np.exp(rate * (day - self.ref_day)))
+        out = np.take(self.state, rows, axis=0)
+        out *= np.exp(self.log_decay * (day - self.ref_day)).astype(np.float32)
         return out
 
 
