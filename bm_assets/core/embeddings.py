@@ -14,7 +14,7 @@ import pycleora
 
 from bm_assets.config import CleoraConfig, RepresentationConfig
 from bm_assets.core.attributes import PRODUCT_CATALOG
-from bm_assets.core.graph import read_graph
+from bm_assets.core.graph import CleoraInput, cleora_input
 from bm_assets.core.warehouse import Warehouse
 
 EMBEDDINGS_DIR = "entity_embeddings"
@@ -37,23 +37,6 @@ class ColumnEmbeddings:
         return ColumnEmbeddings(self.column, self.ids[keep], self.vectors[keep], self.inductive[keep])
 
 
-def cleora_lines(edges: pd.DataFrame, expansion: str) -> tuple[list[str], str, np.ndarray, np.ndarray]:
-    """pycleora input from hyperedge rows (edge_id, column_name, entity), ordered by edge_id.
-    Entities become whitespace-free tokens `n<k>` (values may hold spaces, and equal values in
-    two columns are different nodes). Returns (lines, columns spec, token column names,
-    token entity values); token k is `n<k>`."""
-    node_codes, node_index = pd.factorize(pd.MultiIndex.from_arrays([edges["column_name"], edges["entity"]]))
-    edge_codes, _ = pd.factorize(edges["edge_id"])
-    tokens = pd.Series(np.char.add("n", node_codes.astype(str)))
-    members = tokens.groupby(edge_codes, sort=False).agg(" ".join)
-    if expansion == "clique":
-        lines, spec = members.tolist(), "complex::reflexive::entity"
-    else:
-        lines = (("e" + members.index.astype(str)) + "\t" + members).tolist()
-        spec = "hyperedge complex::entity"
-    return lines, spec, node_index.get_level_values(0).to_numpy(), node_index.get_level_values(1).to_numpy()
-
-
 def run_cleora(lines: list[str], spec: str, cfg: CleoraConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(entity ids str[n], float32[n, dim]) of a bare pycleora run."""
     graph = pycleora.SparseMatrix.from_iterator(iter(lines), columns=spec)
@@ -68,22 +51,20 @@ def run_cleora(lines: list[str], spec: str, cfg: CleoraConfig, seed: int) -> tup
     return np.asarray(graph.entity_ids), np.asarray(vectors, dtype=np.float32)
 
 
-def embed_graph(
-    edges: pd.DataFrame, cfg: CleoraConfig, expansion: str, seed: int
-) -> dict[str, ColumnEmbeddings]:
-    """Cleora embeddings per entity column of the hyperedges `edges` (edge_id, column_name,
-    entity). Deterministic for a fixed seed and edge order."""
-    if edges.empty:
+def embed_graph(graph: CleoraInput, cfg: CleoraConfig, seed: int) -> dict[str, ColumnEmbeddings]:
+    """Cleora embeddings per entity column of the tokenised hyperedges. Deterministic for a
+    fixed seed and line order."""
+    if not graph.lines:
         raise ValueError("temporal_graph has no hyperedges: no events before the cutoff?")
-    lines, spec, token_column, token_entity = cleora_lines(edges, expansion)
-    ids, vectors = run_cleora(lines, spec, cfg, seed)
+    ids, vectors = run_cleora(graph.lines, graph.columns, cfg, seed)
     is_node = np.char.startswith(ids.astype(str), "n")
     token = np.char.lstrip(ids[is_node].astype(str), "n").astype(np.int64)
     vectors = vectors[is_node]
+    token_column = graph.node_column[token]
     out = {}
-    for column in pd.unique(token_column):
-        sel = token_column[token] == column
-        ent = token_entity[token[sel]].astype(str)
+    for column in pd.unique(graph.node_column):
+        sel = token_column == column
+        ent = graph.node_entity[token[sel]]
         order = np.argsort(ent, kind="stable")
         out[str(column)] = ColumnEmbeddings(
             str(column), ent[order], vectors[sel][order], np.zeros(len(ent), dtype=bool)
@@ -160,7 +141,7 @@ def load_embeddings(directory: str | Path) -> dict[str, ColumnEmbeddings]:
 def build_entity_embeddings(wh: Warehouse, rep: RepresentationConfig) -> dict[str, ColumnEmbeddings]:
     """Cleora embeddings of every graph column from table temporal_graph, plus the inductive
     embeddings of catalogue items never seen before the cutoff."""
-    out = embed_graph(read_graph(wh), rep.cleora, rep.graph.expansion, rep.seed)
+    out = embed_graph(cleora_input(wh, rep.graph.expansion), rep.cleora, rep.seed)
     ind = rep.inductive
     if ind is not None and ind.column in out and wh.table_exists(PRODUCT_CATALOG):
         catalog_cols = set(wh.fetch_df(f"SELECT * FROM {wh.table(PRODUCT_CATALOG)} LIMIT 0").columns)

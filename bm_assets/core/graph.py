@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import pandas as pd
+import numpy as np
 
 from bm_assets.config import GraphConfig
 from bm_assets.core.denormalize import EVENTS_DENORMALIZED
@@ -93,10 +93,40 @@ def build_temporal_graph(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, c
     )
 
 
-def read_graph(wh: Warehouse) -> pd.DataFrame:
-    """The hyperedge rows (edge_id, column_name, entity), ordered, for embedding."""
+@dataclass
+class CleoraInput:
+    """pycleora input built in the warehouse: one line per hyperedge; node k is token `n<k>`
+    (entity values may hold spaces, and equal values in two columns are different nodes), and
+    hyperedge j is token `e<j>` in star expansion."""
+
+    lines: list[str]
+    columns: str
+    node_column: np.ndarray
+    node_entity: np.ndarray
+
+
+def cleora_input(wh: Warehouse, expansion: str) -> CleoraInput:
+    """Tokenise temporal_graph and aggregate each hyperedge's members into a line, in SQL."""
     if not wh.table_exists(TEMPORAL_GRAPH):
         raise LookupError(f"no table {TEMPORAL_GRAPH}: materialize temporal_graph first")
-    return wh.fetch_df(
-        f"SELECT edge_id, column_name, entity FROM {wh.table(TEMPORAL_GRAPH)} ORDER BY edge_id, column_name, entity"
+    g = wh.table(TEMPORAL_GRAPH)
+    nodes_sql = (
+        "SELECT column_name, entity, "
+        "CAST(row_number() OVER (ORDER BY column_name, entity) - 1 AS BIGINT) AS node "
+        f"FROM (SELECT DISTINCT column_name, entity FROM {g})"
+    )
+    members = (
+        f"SELECT g.edge_id, string_agg('n' || CAST(n.node AS VARCHAR), ' ' ORDER BY n.node) AS members "
+        f"FROM {g} g JOIN ({nodes_sql}) n ON g.column_name = n.column_name AND g.entity = n.entity "
+        "GROUP BY g.edge_id"
+    )
+    if expansion == "clique":
+        line, columns = "members", "complex::reflexive::entity"
+    else:
+        line = "'e' || CAST(row_number() OVER (ORDER BY edge_id) AS VARCHAR) || chr(9) || members"
+        columns = "hyperedge complex::entity"
+    lines = wh.fetch_df(f"SELECT {line} AS line FROM ({members}) ORDER BY edge_id")["line"].tolist()
+    nodes = wh.fetch_df(f"SELECT column_name, entity FROM ({nodes_sql}) ORDER BY node")
+    return CleoraInput(
+        lines, columns, nodes["column_name"].astype(str).to_numpy(), nodes["entity"].astype(str).to_numpy()
     )

@@ -114,16 +114,6 @@ def encode_events(coders: dict[str, SketchCoder], events: pd.DataFrame) -> dict[
     return out
 
 
-def day_increment(
-    codes: dict[str, np.ndarray], rows: np.ndarray, values: np.ndarray, n_rows: int, layout: ProfileLayout
-) -> np.ndarray:
-    """float32[n_rows, state_dim]: the state increment of one day's events (weight 1 each).
-    `rows`: int64[n_events] row of each event's client; `values`: float32[n_events] (NaN = 0)."""
-    return _state_from_weights(
-        codes, rows, np.ones((len(rows), len(layout.half_lives_days)), np.float32), values, n_rows, layout
-    )
-
-
 def _state_from_weights(codes, rows, weights, values, n_rows, layout) -> np.ndarray:
     """State of events with per-half-life weights float32[n_events, n_half_lives]."""
     values = np.nan_to_num(np.asarray(values, dtype=np.float64))
@@ -142,21 +132,91 @@ def _state_from_weights(codes, rows, weights, values, n_rows, layout) -> np.ndar
     return np.concatenate([*parts, dense], axis=1) if parts else dense
 
 
-def advance_state(
-    state: np.ndarray,
-    last_day: np.ndarray,
-    rows: np.ndarray,
-    increment: np.ndarray,
-    day: int,
-    log_decay: np.ndarray,
-) -> None:
-    """In place: decay `state[rows]` from each row's `last_day` to `day`, add `increment`, and set
-    `last_day[rows] = day`. Rows never seen (last_day < 0) hold zeros, so their decay is moot.
-    Only the day's active rows are touched: cost follows the day's clients, not all clients."""
-    gap = np.maximum(day - last_day[rows], 0).astype(np.float64)
-    factor = np.exp(gap[:, None] * log_decay[None, :]).astype(np.float32)
-    state[rows] = state[rows] * factor + increment
-    last_day[rows] = day
+class ProfileState:
+    """The decayed sums of many clients, updated one day at a time in place.
+
+    Kept in time-normalised form: entry j of a row holds sum_e w_e * 2 ** ((d_e - ref_day) /
+    h_j), so adding a day's events is a scatter-add of a few entries per event (no decay of whole
+    rows), and the true state on day D is that times 2 ** (-(D - ref_day) / h_j). `ref_day` moves
+    forward (rescaling every row once) before the factors could leave float32's range."""
+
+    _MAX_DOUBLINGS = 60.0  # 2**60 is far inside float32's range (2**127)
+
+    def __init__(self, layout: ProfileLayout, n_rows: int, ref_day: int):
+        self.layout = layout
+        self.log_decay = layout.log_decay()
+        self.state = np.zeros((n_rows, layout.state_dim), dtype=np.float32)
+        self.last_day = np.full(n_rows, -1, dtype=np.int64)
+        self.ref_day = int(ref_day)
+        self._rates = np.array([_LN_HALF / h for h in layout.half_lives_days])
+        # contiguous runs of equal decay rate, so scaling is a few block multiplies
+        edges = np.flatnonzero(np.diff(self.log_decay)) + 1
+        starts, stops = np.r_[0, edges], np.r_[edges, len(self.log_decay)]
+        self._runs = [(int(a), int(b), float(self.log_decay[a])) for a, b in zip(starts, stops, strict=True)]
+        n_h, n_c, block = len(layout.half_lives_days), len(layout.columns), layout.depth * layout.width
+        levels = np.arange(layout.depth, dtype=np.int64) * layout.width
+        dense = n_h * layout.sketch_dim  # then counts[n_h], values[n_h], n_events, value_total
+        # Every event adds to the same entries of its row (plus its bucket codes): sketch levels
+        # of each half-life and column, then the dense features. Offsets [entries_per_event]:
+        sketch_offsets = [(k * n_c + i) * block + levels for k in range(n_h) for i in range(n_c)]
+        self._offsets = np.concatenate([*sketch_offsets, dense + np.arange(2 * n_h + 2)])
+        self._n_sketch_entries = n_h * n_c * layout.depth
+
+    def set_rows(self, rows: np.ndarray, states: np.ndarray, last_days: np.ndarray) -> None:
+        """Load true states (each as of its `last_days`, all <= ref_day) into `rows`."""
+        if len(rows) == 0:
+            return
+        if (last_days > self.ref_day).any():
+            raise ValueError(f"a loaded state is newer than the reference day {self.ref_day}")
+        gap = (last_days - self.ref_day).astype(np.float64)
+        for a, b, rate in self._runs:
+            self.state[rows, a:b] = states[:, a:b] * np.exp(-rate * gap)[:, None].astype(np.float32)
+        self.last_day[rows] = last_days
+
+    def _rebase(self, day: int) -> None:
+        for a, b, rate in self._runs:
+            if rate != 0.0:
+                self.state[:, a:b] *= np.float32(np.exp(rate * (day - self.ref_day)))
+        self.ref_day = day
+
+    def add_day(self, day: int, rows: np.ndarray, codes: dict[str, np.ndarray], values: np.ndarray) -> None:
+        """Add one day's events: `rows` int64[n_events] (client row of each event), `codes` per
+        sketch column int32[n_events, depth] (-1 = unknown, skipped), `values` float[n_events]
+        (NaN = 0). Days must come in increasing order."""
+        if len(rows) == 0:
+            return
+        rows = np.asarray(rows, dtype=np.int64)
+        latest = int(self.last_day[rows].max())
+        if day < latest:
+            raise ValueError(f"day {day} comes before a day already added ({latest})")
+        if -self._rates.min() * (day - self.ref_day) / np.log(2) > self._MAX_DOUBLINGS:
+            self._rebase(day)
+        weight = np.exp(-self._rates * (day - self.ref_day)).astype(np.float32)  # one per half-life
+        n, n_h, depth = len(rows), len(weight), self.layout.depth
+        code = np.concatenate([np.asarray(codes[c]) for c in self.layout.columns], axis=1)  # [n, C*depth]
+        known = code >= 0
+        entries = np.zeros((n, len(self._offsets)), dtype=np.int64)
+        entries[:, : self._n_sketch_entries] = np.tile(np.where(known, code, 0), n_h)
+        entries += self._offsets
+        entries += (rows * self.layout.state_dim)[:, None]
+        values = np.nan_to_num(np.asarray(values, dtype=np.float32))
+        w = np.empty((n, len(self._offsets)), dtype=np.float32)
+        per_h = len(self.layout.columns) * depth
+        for k in range(n_h):
+            w[:, k * per_h : (k + 1) * per_h] = known * weight[k]  # unknown codes add 0
+        dense = self._n_sketch_entries
+        w[:, dense : dense + n_h] = weight
+        w[:, dense + n_h : dense + 2 * n_h] = values[:, None] * weight
+        w[:, dense + 2 * n_h] = 1.0
+        w[:, dense + 2 * n_h + 1] = values
+        np.add.at(self.state.reshape(-1), entries.reshape(-1), w.reshape(-1))
+        self.last_day[rows] = day
+
+    def snapshot(self, rows: np.ndarray, day: int) -> np.ndarray:
+        """float32[len(rows), state_dim]: true states of `rows` at the end of `day`."""
+        out = np.take(self.state, rows, axis=0)
+        out *= np.exp(self.log_decay * (day - self.ref_day)).astype(np.float32)
+        return out
 
 
 def profiles_at(state: np.ndarray, last_day: np.ndarray, as_of: int, log_decay: np.ndarray) -> np.ndarray:
@@ -297,19 +357,17 @@ def build_profiles_window(
     prev_ids, prev_last, prev_state = latest_states(wh, start)
     if len(prev_ids) and prev_state.shape[1] != layout.state_dim:
         raise ProfileOrderError(
-            f"stored profile states have {prev_state.shape[1]} dims, the layout now gives {layout.state_dim}; "
+            f"stored profile states have {prev_state.shape[1]} dims, the layout now gives "
+            f"{layout.state_dim}; "
             f"backfill every partition from {data_start}"
         )
     table = wh.table(events_table)
     window = f"event_date >= DATE '{start}' AND event_date < DATE '{end}'"
     window_ids = wh.fetch_df(f"SELECT DISTINCT client_id FROM {table} WHERE {window}")["client_id"]
     vocab = np.unique(np.concatenate([prev_ids, window_ids.astype(str).to_numpy()]))
-    state = np.zeros((len(vocab), layout.state_dim), dtype=np.float32)
-    last = np.full(len(vocab), -1, dtype=np.int64)
+    state = ProfileState(layout, len(vocab), ref_day=day_number(start))
     if len(prev_ids):
-        pos = np.searchsorted(vocab, prev_ids)
-        state[pos], last[pos] = prev_state, prev_last
-    log_decay = layout.log_decay()
+        state.set_rows(np.searchsorted(vocab, prev_ids), prev_state, prev_last)
     cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in layout.columns)
     wh.execute(
         [
@@ -324,17 +382,14 @@ def build_profiles_window(
     while day < end:
         events = wh.fetch_df(f"SELECT client_id, value, {cols} FROM {table} WHERE event_date = DATE '{day}'")
         rows_global = np.searchsorted(vocab, events["client_id"].astype(str).to_numpy())
+        state.add_day(day_number(day), rows_global, encode_events(coders, events), events["value"].to_numpy())
         active, local = np.unique(rows_global, return_inverse=True)
-        increment = day_increment(
-            encode_events(coders, events), local, events["value"].to_numpy(), len(active), layout
-        )
-        advance_state(state, last, active, increment, day_number(day), log_decay)
         frame = pd.DataFrame(
             {
                 "client_id": vocab[active],
                 "profile_date": pd.Timestamp(day),
                 "events_today": np.bincount(local, minlength=len(active)).astype(np.int64),
-                "state": _list_column(state[active]),
+                "state": _list_column(state.snapshot(active, day_number(day))),
             }
         )
         frame["profile_date"] = frame["profile_date"].dt.date
@@ -342,15 +397,15 @@ def build_profiles_window(
             BEHAVIORAL_PROFILES,
             frame,
             before=[
-                f"INSERT INTO {wh.table(PROFILE_DAYS_TABLE)} VALUES (DATE '{day}', {len(active)}, {len(events)}, "
-                f"'{fingerprint}')"
+                f"INSERT INTO {wh.table(PROFILE_DAYS_TABLE)} "
+                f"VALUES (DATE '{day}', {len(active)}, {len(events)}, '{fingerprint}')"
             ],
         )
         n_events += len(events)
         n_rows += len(active)
         day += dt.timedelta(days=1)
     return ProfileBuild(
-        start, end, (end - start).days, n_events, n_rows, int((last >= 0).sum()), layout.state_dim
+        start, end, (end - start).days, n_events, n_rows, int((state.last_day >= 0).sum()), layout.state_dim
     )
 
 
@@ -426,9 +481,8 @@ def export_profiles(
 __all__ = [
     "BEHAVIORAL_PROFILES",
     "ProfileLayout",
-    "advance_state",
+    "ProfileState",
     "batch_profiles",
-    "day_increment",
     "encode_events",
     "export_profiles",
     "load_profiles",
