@@ -197,7 +197,8 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         description=f"Daily {task.name} scores of the fine-tuned model for every client with a profile: the "
-        "row dated D predicts [D+1, D+1+h) from events up to the end of D.",
+        "row dated D predicts [D+1, D+1+h) from events up to the end of D. Days before the training cutoff "
+        "(the model's training period) are not scored.",
     )
     def task_scores(
         context: AssetExecutionContext,
@@ -214,7 +215,10 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             labels, item_codes = _label_space(wh, dataset, task)
             data = TaskData(task, {}, labels, [], item_codes)
             predict = rebuild(data, name, bundle[name]["artifact"])
-            day = start
+            # Days before the training cutoff are the model's own training period: scoring them
+            # would only cost time (a whole-history backfill), so they are left empty.
+            day = max(start, dataset.load().temporal.training_cutoff)
+            first_scored = day
             while day < end:
                 ids, x = load_profiles(wh, day)
                 if len(ids):
@@ -238,6 +242,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 "dagster/row_count": len(scores),
                 "model": name,
                 "window": f"{start} .. {end} (exclusive)",
+                "scored_from": str(first_scored),
             }
         )
 
