@@ -116,3 +116,17 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
         "2017-06-29",
     ]
     assert scores["score"].between(0, 1).all() and scores["client_id"].nunique() > 100
+
+
+def test_mlflow_resource_store_location(bm_home, tmp_path, monkeypatch):
+    from bm_assets.resources import MLflowResource
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert MLflowResource().uri() == f"sqlite:///{bm_home / 'mlflow.db'}"
+    other = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    res = MLflowResource(experiment="t")
+    with res.start_run("r") as run:
+        mlflow.log_metric("m", 1.0)
+    assert res.uri() == other
+    assert MlflowClient(tracking_uri=other).get_run(run.info.run_id).info.status == "FINISHED"
