@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=str(REPO / "data" / "completejourney" / "dataset.yaml"))
     parser.add_argument("--home", default=str(REPO / "benchmarks" / "out" / "tasks"))
     parser.add_argument("--keep", action="store_true", help="reuse BM_HOME (skip stages already built)")
+    parser.add_argument(
+        "--start-at",
+        help="with --keep: skip the stages before this one (their timings are "
+        "read from the previous run's timings.json)",
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS_tasks.md"))
     args = parser.parse_args(argv)
     home = Path(args.home).resolve()
@@ -95,8 +100,16 @@ def main(argv: list[str] | None = None) -> int:
             (f"{t.name}_evaluation", [f"{t.name}_evaluation"], {}),
             (f"{t.name}_scores", [f"{t.name}_scores"], last),
         ]
+    timings_file = home / "timings.json"
     timings: dict[str, tuple[float, float]] = {}
-    start_all = time.perf_counter()
+    if args.start_at:
+        if not args.keep:
+            parser.error("--start-at needs --keep")
+        previous = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+        names = [n for n, _, _ in stages]
+        timings = {n: tuple(previous[n]) for n in names[: names.index(args.start_at)]}
+        stages = stages[names.index(args.start_at) :]
+    start_all = time.perf_counter() - sum(s for s, _ in timings.values())
     for name, selection, tags in stages:
         reset_peak()
         start = time.perf_counter()
@@ -114,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             f"peak RSS {timings[name][1]:.0f} MB",
             flush=True,
         )
+        timings_file.write_text(json.dumps(timings))
         if not result.success:
             return 1
     total = time.perf_counter() - start_all

@@ -3,6 +3,7 @@ once, in definitions.py, by choosing which warehouse resource to bind."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,6 +80,13 @@ class MLflowResource(ConfigurableResource):
             exp_id = exp.experiment_id
         with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
             yield run
+
+    @staticmethod
+    def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+        """Log to the active run; MLflow refuses '@' in names (ndcg@10 -> ndcg_at_10) and
+        undefined (NaN) values are left out."""
+        clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if math.isfinite(v)}
+        mlflow.log_metrics(clean, step=step)
 
     def run_link(self, run: mlflow.ActiveRun) -> str:
         """Where to find the run: its id in the store, for the UI or `mlflow.get_run`."""

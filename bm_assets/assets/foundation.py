@@ -93,7 +93,7 @@ def foundation_model(
 
         def log_epoch(row: dict) -> None:
             context.log.info(f"foundation epoch {row['epoch']}: {row}")
-            mlflow.log_metrics(
+            mlflow_tracking.log_metrics(
                 {
                     "train_loss": row["train_loss"],
                     "val_cross_entropy": -row["val_score"],
@@ -105,7 +105,7 @@ def foundation_model(
         result = train_foundation(
             x_tr, y_tr, x_va, y_va, layout_of(coders), f.hidden, f.layers, f.dropout, train_cfg, log_epoch
         )
-        mlflow.log_metrics(
+        mlflow_tracking.log_metrics(
             {
                 "best_val_cross_entropy": -result.best_score,
                 "best_epoch": result.best_epoch,

@@ -96,14 +96,14 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             )
 
             def log_epoch(name: str, row: dict) -> None:
-                mlflow.log_metrics(
+                mlflow_tracking.log_metrics(
                     {f"{name}_train_loss": row["train_loss"], f"{name}_val_score": row["val_score"]},
                     step=row["epoch"],
                 )
 
             result = run_task(data, foundation, mcfg.foundation, mcfg.evaluation, on_epoch=log_epoch)
             for name, row in result.report.items():
-                mlflow.log_metrics({f"{name}_{k}": v for k, v in row.items() if np.isfinite(v)})
+                mlflow_tracking.log_metrics({f"{name}_{k}": v for k, v in row.items()})
             bundle = {
                 n: {"artifact": m.artifact, "seconds": m.seconds, "epochs": m.epochs, "history": m.history}
                 for n, m in result.models.items()
@@ -160,7 +160,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             )
             path = write_report(report, bm_home() / "reports")
             for name, row in metrics.items():
-                mlflow.log_metrics({f"{name}_{k}": v for k, v in row.items() if np.isfinite(v)})
+                mlflow_tracking.log_metrics({f"{name}_{k}": v for k, v in row.items()})
             mlflow.log_artifact(str(path))
             meta = {
                 "report": str(path),
