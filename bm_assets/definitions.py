@@ -14,7 +14,7 @@ from bm_assets.assets.ingest import build_ingest_assets
 from bm_assets.assets.representations import build_representation_assets
 from bm_assets.assets.tasks import build_task_assets
 from bm_assets.config import load_dataset_config
-from bm_assets.core.tasks import ModelingConfig, load_modeling_config, tasks_path_for
+from bm_assets.core.tasks import load_modeling_config, tasks_path_for
 from bm_assets.jobs import build_jobs_and_schedules
 from bm_assets.partitions import daily_partitions
 from bm_assets.resources import DatasetResource, DuckDBWarehouseResource, MLflowResource, WarehouseResource
@@ -32,15 +32,16 @@ def build_definitions(dataset_file: str | Path | None = None, warehouse: Warehou
     dataset_file = str(dataset_file or dataset_path())
     cfg = load_dataset_config(dataset_file)
     daily = daily_partitions(cfg)
-    tasks_file = tasks_path_for(dataset_file)
-    modeling = load_modeling_config(tasks_file) if tasks_file.exists() else ModelingConfig()
     assets = [
         *build_ingest_assets(daily),
         *build_denormalize_assets(daily),
         *build_representation_assets(daily),
-        foundation_model,
-        *build_task_assets(modeling, daily),
     ]
+    # The modeling stage (foundation model, task models) is configured by tasks.yaml beside the
+    # dataset YAML; a dataset without one stops at the representations.
+    tasks_file = tasks_path_for(dataset_file)
+    if tasks_file.exists():
+        assets += [foundation_model, *build_task_assets(load_modeling_config(tasks_file), daily)]
     jobs, schedules = build_jobs_and_schedules(daily, assets)
     return Definitions(
         assets=assets,

@@ -127,6 +127,8 @@ def test_mlflow_resource_store_location(bm_home, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
     res = MLflowResource(experiment="t")
     with res.start_run("r") as run:
-        mlflow.log_metric("m", 1.0)
+        res.log_metrics({"finetuned_test_ndcg@10": 0.5, "undefined": float("nan")})
     assert res.uri() == other
-    assert MlflowClient(tracking_uri=other).get_run(run.info.run_id).info.status == "FINISHED"
+    logged = MlflowClient(tracking_uri=other).get_run(run.info.run_id)
+    assert logged.info.status == "FINISHED"
+    assert logged.data.metrics == {"finetuned_test_ndcg_at_10": 0.5}
