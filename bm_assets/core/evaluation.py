@@ -362,7 +362,7 @@ def learning_curve(
     data: TaskData, foundation: BehavioralNet, fcfg: FoundationConfig, ev: EvaluationConfig
 ) -> list[dict]:
     """Validation and test metric per labeled fraction for fine-tuned, scratch and LightGBM.
-    Fractions draw clients' examples with a seeded permutation, nested (5% is inside 10%)."""
+    Fractions are training examples drawn by one seeded permutation, so they nest."""
     t = data.task
     n = len(data.splits["train"].y)
     order = np.random.default_rng(ev.seed).permutation(n)
