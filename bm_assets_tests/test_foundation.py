@@ -167,3 +167,20 @@ def test_inputs_come_from_the_day_before_the_split_and_targets_from_the_window(w
     want = np.zeros(8, np.float32)
     want[[code_i2[0], 4 + code_i2[1]]] = 1.0  # both window events are i2: all mass on its buckets
     np.testing.assert_array_equal(y[0], want)
+
+
+def test_popularity_decode_shares_a_buckets_probability_by_item_frequency():
+    codes = torch.tensor([[0, 0], [0, 0], [1, 1]])  # items 0 and 1 share every bucket
+    log_prior = torch.log(torch.tensor([3.0, 1.0, 4.0]))
+    logp = torch.log(torch.tensor([[[0.5, 0.5], [0.5, 0.5]]]))
+    plain = item_scores(logp, codes)
+    assert plain[0, 0] == plain[0, 1]
+    scored = item_scores(logp, codes, log_prior)
+    # p(bucket 0) = 0.5 split 3:1 between items 0 and 1; item 2 alone in bucket 1.
+    probs = scored.exp()[0]
+    torch.testing.assert_close(probs[0] / probs[1], torch.tensor(3.0))
+    assert probs.argmax() == 2
+    # Equally frequent items in buckets of equal mass: the same ranking as the plain decode.
+    one_each = torch.tensor([[0, 0], [1, 1]])
+    diff = item_scores(logp, one_each, torch.zeros(2)) - item_scores(logp, one_each)
+    torch.testing.assert_close(diff[0, 0], diff[0, 1])

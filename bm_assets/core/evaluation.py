@@ -114,6 +114,7 @@ class TaskData:
     labels: list[str] | None = None
     layout: SketchLayout = field(default_factory=list)
     item_codes: np.ndarray | None = None  # int64[n_candidates, depth] for recommendation
+    item_log_prior: np.ndarray | None = None  # float[n_candidates]: log frequency before the cutoff
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -138,15 +139,26 @@ def _n_out(data: TaskData) -> int:
     return len(data.labels or [])
 
 
-def network_predictor(data: TaskData) -> Callable[[BehavioralNet, np.ndarray], np.ndarray]:
-    """Predictions of a task network on profiles; recommendation ranks candidate items."""
+#: Suffix of the recommendation models ranked with the popularity-aware decode.
+POPULARITY_DECODE = "_popdecode"
+
+
+def network_predictor(
+    data: TaskData, popularity: bool = False
+) -> Callable[[BehavioralNet, np.ndarray], np.ndarray]:
+    """Predictions of a task network on profiles; recommendation ranks candidate items (with
+    `popularity`, by the popularity-aware decode of `item_scores`)."""
     t = data.task
     if t.type == "recommendation":
         codes = torch.from_numpy(data.item_codes.astype(np.int64))
+        prior = torch.from_numpy(np.asarray(data.item_log_prior, np.float32)) if popularity else None
         column = t.target.column
-        return lambda net, x: predict(
-            net, x, lambda n, xb: item_scores(n.sketch_logp(xb, column), codes.to(xb.device)), batch_size=256
-        )
+
+        def rank(n: BehavioralNet, xb: torch.Tensor) -> torch.Tensor:
+            p = None if prior is None else prior.to(xb.device)
+            return item_scores(n.sketch_logp(xb, column), codes.to(xb.device), p)
+
+        return lambda net, x: predict(net, x, rank, batch_size=256)
     out = task_output(t.type)
     return lambda net, x: predict(net, x, out)
 
@@ -280,7 +292,7 @@ def prior_predictor(rate: np.ndarray) -> Callable[[Split], np.ndarray]:
 def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np.ndarray]:
     """The predictor of a saved model (network, LightGBM list or prior rates) on `data`."""
     if isinstance(artifact, BehavioralNet):
-        pred = network_predictor(data)
+        pred = network_predictor(data, popularity=name.endswith(POPULARITY_DECODE))
         return lambda s: pred(artifact, s.x)
     if name == "lightgbm":
         return gbdt_predictor(data, artifact)  # type: ignore[arg-type]
@@ -350,6 +362,11 @@ def run_task(
             data, init, fcfg, ev, on_epoch=(lambda r, n=name: on_epoch(n, r)) if on_epoch else None
         )
         models[name] = ModelResult(name, fn, res.seconds, res.best_epoch, res.history, artifact=res.net)
+        if data.task.type == "recommendation" and data.item_log_prior is not None:
+            pop = name + POPULARITY_DECODE
+            models[pop] = ModelResult(
+                pop, rebuild(data, pop, res.net), res.seconds, res.best_epoch, artifact=res.net
+            )
     gbdt = fit_gbdt(data, ev)
     if gbdt is not None:
         models[gbdt.name] = gbdt

@@ -30,6 +30,7 @@ from bm_assets.core.tasks import (
     is_holdout,
     protocol_dates,
     task_labels,
+    value_counts,
 )
 from bm_assets.core.warehouse import Warehouse
 
@@ -145,7 +146,7 @@ def task_examples(
     cutoff = cfg.temporal.training_cutoff
     dates = protocol_dates(cfg.data_start, cfg.temporal, ev, task.horizon_days)
     labels = task_labels(wh, task, cutoff, ev.candidates)
-    item_codes = None
+    item_codes = item_log_prior = None
     target_coders: dict[str, SketchCoder] = {}
     if task.type == "recommendation":
         coder = coders.get(task.target.column)
@@ -154,9 +155,12 @@ def task_examples(
                 f"{task.name}: target.column {task.target.column!r} has no sketch coder; "
                 f"sketched columns are {list(coders)}"
             )
-        codes = coder.encode(np.asarray(labels))
-        labels = [v for v, ok in zip(labels, codes[:, 0] >= 0, strict=True) if ok]
-        item_codes = codes[codes[:, 0] >= 0].astype(np.int64)
+        counts = value_counts(wh, task.target.column, task.target.where, cutoff, ev.candidates)
+        codes = coder.encode(counts["v"].to_numpy())
+        known = codes[:, 0] >= 0
+        labels = counts["v"][known].tolist()
+        item_codes = codes[known].astype(np.int64)
+        item_log_prior = np.log(counts["n"].to_numpy(np.float64)[known])
         target_coders = {task.target.column: coder}
     tops = feature_tops(wh, ev, cutoff)
     roles = {
@@ -178,4 +182,4 @@ def task_examples(
         splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train)
         frames[role] = ex
     layout = layout_of(coders)
-    return TaskData(task, splits, labels, layout, item_codes), frames
+    return TaskData(task, splits, labels, layout, item_codes, item_log_prior), frames

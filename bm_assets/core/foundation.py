@@ -253,11 +253,27 @@ def task_network(
     return net
 
 
-def item_scores(logp: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def item_scores(
+    logp: torch.Tensor, codes: torch.Tensor, log_prior: torch.Tensor | None = None
+) -> torch.Tensor:
     """Ranking scores float[n, n_items]: for each item, the sum over depth levels of the log
-    predicted probability of its bucket. logp [n, depth, width], codes int64[n_items, depth]."""
+    predicted probability of its bucket. logp [n, depth, width], codes int64[n_items, depth].
+
+    With `log_prior` (log item frequency, float[n_items]) the decode is popularity-aware: every
+    item of a bucket otherwise gets the same score, so the bucket's probability is shared in
+    proportion to frequency: log prior(item) + sum_d [log p_d(b_d) - log prior_d(b_d)]."""
     depth = torch.arange(codes.shape[1], device=logp.device)
-    return logp[:, depth[None, :], codes].sum(-1)
+    scores = logp[:, depth[None, :], codes].sum(-1)
+    if log_prior is None:
+        return scores
+    weight = torch.exp(log_prior - log_prior.max())
+    bucket_mass = torch.zeros(codes.shape[1], logp.shape[2], dtype=weight.dtype, device=logp.device)
+    bucket_mass.scatter_add_(1, codes.T, weight.expand(codes.shape[1], -1).contiguous())
+    log_bucket = torch.log(bucket_mass / weight.sum())
+    correction = (
+        log_prior - log_prior.max() - torch.log(weight.sum()) - log_bucket[depth[None, :], codes].sum(-1)
+    )
+    return scores + correction[None, :].to(scores.dtype)
 
 
 def supervised_loss(kind: str) -> Callable[[BehavioralNet, torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -297,16 +297,19 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def top_values(wh: Warehouse, column: str, where: str, before: dt.date, n: int | None) -> list[str]:
-    """The n most frequent values of `column` among events matching `where` before `before`
-    (the training cutoff: labels never look at the evaluated windows)."""
+def value_counts(wh: Warehouse, column: str, where: str, before: dt.date, n: int | None) -> pd.DataFrame:
+    """(v, n): the n most frequent values of `column` among events matching `where` before
+    `before` (the training cutoff: labels never look at the evaluated windows), with counts."""
     limit = f"LIMIT {n}" if n else ""
-    df = wh.fetch_df(
+    return wh.fetch_df(
         f"""SELECT CAST({_col(column)} AS VARCHAR) AS v, count(*) AS n FROM {wh.table(EVENTS)}
         WHERE event_date < {_d(before)} AND ({where}) AND {_col(column)} IS NOT NULL
         GROUP BY 1 ORDER BY n DESC, v {limit}"""
     )
-    return df["v"].tolist()
+
+
+def top_values(wh: Warehouse, column: str, where: str, before: dt.date, n: int | None) -> list[str]:
+    return value_counts(wh, column, where, before, n)["v"].tolist()
 
 
 def future_window_sql(wh: Warehouse, dates: list[dt.date], horizon_days: int, where: str, cols: str) -> str:
