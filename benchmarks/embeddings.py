@@ -95,7 +95,8 @@ def main() -> None:
             )
             rows.append(
                 f"| {dim} | {cleora.iterations} | {cleora.whiten} | {t['bare']:.2f} | {t['input']:.2f} | "
-                f"{t['core']:.2f} | {t['ours']:.2f} | {t['core'] / t['bare']:.2f}x | {t['ours'] / t['bare']:.2f}x |"
+                f"{t['core']:.2f} | {t['ours']:.2f} | {t['core'] / t['bare']:.2f}x | "
+                f"{t['ours'] / t['bare']:.2f}x |"
             )
         wh.close()
     print(
@@ -104,7 +105,8 @@ def main() -> None:
         f"{rep.graph.expansion} expansion; temporal_graph SQL {graph_s:.1f} s. Best of {args.repeat}.\n"
     )
     print(
-        "| dim | iterations | whiten | bare pycleora s | SQL tokens (cleora_input) s | embed_graph s (same lines) | "
+        "| dim | iterations | whiten | bare pycleora s | SQL tokens (cleora_input) s | "
+        "embed_graph s (same lines) | "
         "build_entity_embeddings s (SQL tokens + split + inductive) | overhead, embed_graph | "
         "overhead, build_entity_embeddings |"
     )
