@@ -492,3 +492,48 @@ __all__ = [
     "profile_feature_names",
     "profiles_at",
 ]
+
+
+def batch_check(
+    wh: Warehouse,
+    coders: dict[str, SketchCoder],
+    half_lives_days: list[float],
+    as_of: dt.date,
+    max_clients: int = 50,
+    events_table: str = "events_denormalized",
+) -> tuple[int, float]:
+    """Recompute from scratch the profiles as of `as_of` of up to `max_clients` clients active that
+    day (a stable hash sample) and compare them with the stored, incremental ones. Returns
+    (clients compared, largest |difference| / (1 + |value|))."""
+    table = wh.table(events_table)
+    sample = wh.fetch_df(
+        f"SELECT DISTINCT client_id FROM {table} WHERE event_date = DATE '{as_of}' "
+        f"ORDER BY hash(client_id), client_id LIMIT {int(max_clients)}"
+    )["client_id"]
+    if sample.empty:
+        return 0, 0.0
+    layout = ProfileLayout.from_coders(coders, half_lives_days)
+    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in layout.columns)
+    in_list = ", ".join("'" + str(c).replace("'", "''") + "'" for c in sample)
+    events = wh.fetch_df(
+        f"SELECT client_id, event_date, value, {cols} FROM {table} "
+        f"WHERE event_date <= DATE '{as_of}' AND client_id IN ({in_list})"
+    )
+    ids, rows = np.unique(events["client_id"].astype(str).to_numpy(), return_inverse=True)
+    days = pd.to_datetime(events["event_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
+    _, batch = batch_profiles(
+        encode_events(coders, events),
+        rows,
+        days,
+        events["value"].to_numpy(),
+        len(ids),
+        day_number(as_of),
+        layout,
+    )
+    stored_ids, stored = load_profiles(wh, as_of)
+    pos = np.searchsorted(stored_ids, ids)
+    if (pos >= len(stored_ids)).any() or not np.array_equal(
+        stored_ids[np.minimum(pos, len(stored_ids) - 1)], ids
+    ):
+        return len(ids), float("inf")
+    return len(ids), float((np.abs(stored[pos] - batch) / (1 + np.abs(batch))).max())
