@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bm_assets.config import GraphConfig
@@ -68,12 +69,10 @@ def test_embeddings_are_deterministic_and_inductive_items_use_their_attributes(
     expected /= np.linalg.norm(expected)
     np.testing.assert_allclose(items.vectors[np.searchsorted(items.ids, new_item)], expected, atol=1e-6)
     # items seen before the cutoff keep their graph embedding
-    assert not items.inductive[np.isin(items.ids, again["item_id"].ids)].any()
+    assert not items.inductive[pd.Index(items.ids).isin(again["item_id"].ids)].any()
 
 
 def test_add_inductive_skips_entities_without_known_attributes(sample_warehouse, sample_config):
-    import pandas as pd
-
     wh, cfg = sample_warehouse, sample_config
     rep = cfg.representation
     build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff)

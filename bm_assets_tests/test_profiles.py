@@ -13,6 +13,7 @@ from bm_assets.core.profiles import (
     ProfileLayout,
     ProfileOrderError,
     ProfileState,
+    batch_check,
     batch_profiles,
     build_profiles_window,
     day_number,
@@ -108,6 +109,17 @@ def test_incremental_profiles_equal_a_batch_computation_for_any_day(sample_wareh
     since = names.index("days_since_last_event")
     np.testing.assert_array_equal(b[sel_b, since], a[idle, since] + 1)
     assert stored_feature_names(wh) == names
+
+    # the asset check's comparison passes, and fails once a stored state is wrong
+    checked, worst = batch_check(wh, coders, HALF_LIVES, dt.date(2017, 2, 28))
+    assert checked > 10 and worst < 1e-4
+    wh.execute(
+        [
+            "UPDATE behavioral_profiles SET state = list_transform(state, lambda x: x * 1.01) "
+            "WHERE profile_date = DATE '2017-02-28'"
+        ]
+    )
+    assert batch_check(wh, coders, HALF_LIVES, dt.date(2017, 2, 28))[1] > 1e-3
 
 
 def test_a_profile_as_of_d_never_reads_a_later_event(sample_warehouse):

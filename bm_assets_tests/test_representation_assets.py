@@ -64,6 +64,9 @@ def test_whole_graph_in_process_then_a_single_day_again(tmp_path, bm_home, monke
     }
     assert meta["temporal_graph"]["nodes"].value > 1000 and meta["temporal_graph"]["edges"].value > 500
     assert meta["behavioral_profiles"]["days"].value == 31
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["incremental_equals_batch"].passed
+    assert checks["incremental_equals_batch"].metadata["clients"].value > 10
     coders = load_sketch_coders(bm_home)
     assert list(coders) == ["item_id", "product_category", "department"]
 

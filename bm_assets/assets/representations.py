@@ -2,12 +2,15 @@
 behavioral_profiles (daily, incremental). Graph, embeddings and coders see only events before
 the dataset's training cutoff; profiles of day D see only events up to D."""
 
+import datetime as dt
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
@@ -26,7 +29,7 @@ from bm_assets.core.embeddings import (
     save_embeddings,
 )
 from bm_assets.core.graph import TEMPORAL_GRAPH, build_temporal_graph
-from bm_assets.core.profiles import BEHAVIORAL_PROFILES, build_profiles_window
+from bm_assets.core.profiles import BEHAVIORAL_PROFILES, batch_check, build_profiles_window
 from bm_assets.core.sketches import (
     CODERS_DIR,
     coders_fingerprint,
@@ -171,29 +174,34 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
         ],
         group_name=GROUP,
         backfill_policy=BackfillPolicy.single_run(),
+        check_specs=[
+            AssetCheckSpec(
+                "incremental_equals_batch",
+                asset="behavioral_profiles",
+                description="On the window's last day, the profiles of up to 50 clients active that day "
+                "equal a from-scratch computation over their whole history (relative difference < 1e-4).",
+            )
+        ],
         description="Per client, EMDE sketches decayed at each half-life plus recency/frequency/value, at "
         "the end of each day: yesterday's state decayed by a day plus today's events. One row per "
         "(client, day with events); load_profiles decays to any date.",
     )
     def behavioral_profiles(
         context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource
-    ) -> MaterializeResult:
+    ):
         cfg = dataset.load()
+        half_lives = cfg.representation.profile.half_lives_days
         start, end = window_of(context)
+        last_day = end - dt.timedelta(days=1)
         coders = load_sketch_coders(artifacts_dir() / CODERS_DIR)
         t0 = time.perf_counter()
         with warehouse.open() as wh:
             build = build_profiles_window(
-                wh,
-                coders,
-                cfg.representation.profile.half_lives_days,
-                start,
-                end,
-                cfg.data_start,
-                coders_fingerprint(coders),
+                wh, coders, half_lives, start, end, cfg.data_start, coders_fingerprint(coders)
             )
-        seconds = time.perf_counter() - t0
-        return MaterializeResult(
+            seconds = time.perf_counter() - t0
+            checked, worst = batch_check(wh, coders, half_lives, last_day)
+        yield MaterializeResult(
             metadata={
                 "dagster/row_count": build.rows,
                 "window": f"{start} .. {end} (exclusive)",
@@ -204,6 +212,11 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
                 "table": BEHAVIORAL_PROFILES,
                 "events_per_second": round(build.events / seconds, 1) if seconds > 0 else 0.0,
             }
+        )
+        yield AssetCheckResult(
+            check_name="incremental_equals_batch",
+            passed=worst < 1e-4,
+            metadata={"day": str(last_day), "clients": checked, "max_relative_difference": worst},
         )
 
     return [temporal_graph, entity_embeddings, sketch_coders, behavioral_profiles]

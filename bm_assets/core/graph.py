@@ -16,6 +16,9 @@ from bm_assets.core.denormalize import EVENTS_DENORMALIZED
 from bm_assets.core.warehouse import Warehouse
 
 TEMPORAL_GRAPH = "temporal_graph"
+#: Companion tables in pycleora's terms: node ids, and each hyperedge's members as one string.
+GRAPH_NODES = "temporal_graph_nodes"
+GRAPH_MEMBERS = "temporal_graph_members"
 
 
 @dataclass
@@ -75,10 +78,23 @@ def build_temporal_graph(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, c
         )
     basket = cfg.basket_column if cfg.basket_column in available else None
     target = wh.table(TEMPORAL_GRAPH)
+    nodes_t, members_t = wh.table(GRAPH_NODES), wh.table(GRAPH_MEMBERS)
     wh.execute(
         [
             f"CREATE OR REPLACE TABLE {target} AS {graph_select(wh, cfg, data_start, cutoff, basket)} "
-            "ORDER BY edge_id, column_name, entity"
+            "ORDER BY edge_id, column_name, entity",
+            # node k is the token n<k>: entity values may hold spaces, and equal values in two
+            # columns are different nodes
+            f"""CREATE OR REPLACE TABLE {nodes_t} AS SELECT column_name, entity,
+                CAST(row_number() OVER (ORDER BY column_name, entity) - 1 AS BIGINT) AS node
+                FROM (SELECT DISTINCT column_name, entity FROM {target}) ORDER BY node""",
+            f"""CREATE OR REPLACE TABLE {members_t} AS SELECT edge_id,
+                CAST(row_number() OVER (ORDER BY edge_id) AS BIGINT) AS edge_index, members FROM (
+                    SELECT g.edge_id,
+                        string_agg('n' || CAST(n.node AS VARCHAR), ' ' ORDER BY n.node) AS members
+                    FROM {target} g JOIN {nodes_t} n ON g.column_name = n.column_name AND g.entity = n.entity
+                    GROUP BY g.edge_id)
+                ORDER BY edge_index""",
         ]
     )
     nodes = wh.fetch_df(f"SELECT column_name, count(DISTINCT entity) AS n FROM {target} GROUP BY 1")
@@ -106,27 +122,18 @@ class CleoraInput:
 
 
 def cleora_input(wh: Warehouse, expansion: str) -> CleoraInput:
-    """Tokenise temporal_graph and aggregate each hyperedge's members into a line, in SQL."""
-    if not wh.table_exists(TEMPORAL_GRAPH):
-        raise LookupError(f"no table {TEMPORAL_GRAPH}: materialize temporal_graph first")
-    g = wh.table(TEMPORAL_GRAPH)
-    nodes_sql = (
-        "SELECT column_name, entity, "
-        "CAST(row_number() OVER (ORDER BY column_name, entity) - 1 AS BIGINT) AS node "
-        f"FROM (SELECT DISTINCT column_name, entity FROM {g})"
-    )
-    members = (
-        f"SELECT g.edge_id, string_agg('n' || CAST(n.node AS VARCHAR), ' ' ORDER BY n.node) AS members "
-        f"FROM {g} g JOIN ({nodes_sql}) n ON g.column_name = n.column_name AND g.entity = n.entity "
-        "GROUP BY g.edge_id"
-    )
+    """The lines of temporal_graph's hyperedges (tokenised by build_temporal_graph, in SQL)."""
+    if not wh.table_exists(GRAPH_MEMBERS):
+        raise LookupError(f"no table {GRAPH_MEMBERS}: materialize temporal_graph first")
     if expansion == "clique":
         line, columns = "members", "complex::reflexive::entity"
     else:
-        line = "'e' || CAST(row_number() OVER (ORDER BY edge_id) AS VARCHAR) || chr(9) || members"
-        columns = "hyperedge complex::entity"
-    lines = wh.fetch_df(f"SELECT {line} AS line FROM ({members}) ORDER BY edge_id")["line"].tolist()
-    nodes = wh.fetch_df(f"SELECT column_name, entity FROM ({nodes_sql}) ORDER BY node")
+        line, columns = "'e' || CAST(edge_index AS VARCHAR) || chr(9) || members", "hyperedge complex::entity"
+    lines = wh.fetch_df(f"SELECT {line} AS line FROM {wh.table(GRAPH_MEMBERS)} ORDER BY edge_index")["line"]
+    nodes = wh.fetch_df(f"SELECT column_name, entity FROM {wh.table(GRAPH_NODES)} ORDER BY node")
     return CleoraInput(
-        lines, columns, nodes["column_name"].astype(str).to_numpy(), nodes["entity"].astype(str).to_numpy()
+        lines.tolist(),
+        columns,
+        nodes["column_name"].astype(str).to_numpy(),
+        nodes["entity"].astype(str).to_numpy(),
     )

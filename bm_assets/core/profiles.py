@@ -192,23 +192,25 @@ class ProfileState:
         if -self._rates.min() * (day - self.ref_day) / np.log(2) > self._MAX_DOUBLINGS:
             self._rebase(day)
         weight = np.exp(-self._rates * (day - self.ref_day)).astype(np.float32)  # one per half-life
-        n, n_h, depth = len(rows), len(weight), self.layout.depth
+        n, n_h, ns = len(rows), len(weight), self._n_sketch_entries
         code = np.concatenate([np.asarray(codes[c]) for c in self.layout.columns], axis=1)  # [n, C*depth]
         known = code >= 0
-        entries = np.zeros((n, len(self._offsets)), dtype=np.int64)
-        entries[:, : self._n_sketch_entries] = np.tile(np.where(known, code, 0), n_h)
-        entries += self._offsets
-        entries += (rows * self.layout.state_dim)[:, None]
+        all_known = bool(known.all())
+        entries = (rows * self.layout.state_dim)[:, None] + self._offsets[None, :]  # [n, entries]
+        w = np.empty(entries.shape, dtype=np.float32)
+        sketch_entries = entries[:, :ns].reshape(n, n_h, -1)
+        sketch_w = w[:, :ns].reshape(n, n_h, -1)
+        if all_known:
+            sketch_entries += code[:, None, :]
+            sketch_w[...] = weight[None, :, None]
+        else:  # unknown codes add 0 to the level's bucket 0
+            sketch_entries += np.where(known, code, 0)[:, None, :]
+            sketch_w[...] = known[:, None, :] * weight[None, :, None]
         values = np.nan_to_num(np.asarray(values, dtype=np.float32))
-        w = np.empty((n, len(self._offsets)), dtype=np.float32)
-        per_h = len(self.layout.columns) * depth
-        for k in range(n_h):
-            w[:, k * per_h : (k + 1) * per_h] = known * weight[k]  # unknown codes add 0
-        dense = self._n_sketch_entries
-        w[:, dense : dense + n_h] = weight
-        w[:, dense + n_h : dense + 2 * n_h] = values[:, None] * weight
-        w[:, dense + 2 * n_h] = 1.0
-        w[:, dense + 2 * n_h + 1] = values
+        w[:, ns : ns + n_h] = weight
+        w[:, ns + n_h : ns + 2 * n_h] = values[:, None] * weight
+        w[:, ns + 2 * n_h] = 1.0
+        w[:, ns + 2 * n_h + 1] = values
         np.add.at(self.state.reshape(-1), entries.reshape(-1), w.reshape(-1))
         self.last_day[rows] = day
 
@@ -284,9 +286,8 @@ def load_profiles(wh: Warehouse, as_of: dt.date) -> tuple[np.ndarray, np.ndarray
     ids, last, state = latest_states(wh, as_of, inclusive=True)
     if len(ids) == 0:
         return ids, np.zeros((0, 0), np.float32)
-    n_half = profile_half_lives(wh)
-    layout_decay = _log_decay_from_state_dim(state.shape[1], n_half)
-    return ids, profiles_at(state, last, day_number(as_of), layout_decay)
+    log_decay = _log_decay_from_state_dim(state.shape[1], profile_half_lives(wh))
+    return ids, profiles_at(state, last, day_number(as_of), log_decay)
 
 
 PROFILE_LAYOUT_TABLE = "behavioral_profiles_layout"
@@ -455,6 +456,7 @@ def stored_feature_names(wh: Warehouse) -> list[str]:
 
 
 def _log_decay_from_state_dim(state_dim: int, half_lives: list[float]) -> np.ndarray:
+    """ProfileLayout.log_decay of stored states, from their width and half-lives alone."""
     n_h = len(half_lives)
     sketch_dim = (state_dim - 2) // n_h - 2
     rates = [_LN_HALF / h for h in half_lives]
@@ -490,3 +492,48 @@ __all__ = [
     "profile_feature_names",
     "profiles_at",
 ]
+
+
+def batch_check(
+    wh: Warehouse,
+    coders: dict[str, SketchCoder],
+    half_lives_days: list[float],
+    as_of: dt.date,
+    max_clients: int = 50,
+    events_table: str = "events_denormalized",
+) -> tuple[int, float]:
+    """Recompute from scratch the profiles as of `as_of` of up to `max_clients` clients active that
+    day (a stable hash sample) and compare them with the stored, incremental ones. Returns
+    (clients compared, largest |difference| / (1 + |value|))."""
+    table = wh.table(events_table)
+    sample = wh.fetch_df(
+        f"SELECT DISTINCT client_id FROM {table} WHERE event_date = DATE '{as_of}' "
+        f"ORDER BY hash(client_id), client_id LIMIT {int(max_clients)}"
+    )["client_id"]
+    if sample.empty:
+        return 0, 0.0
+    layout = ProfileLayout.from_coders(coders, half_lives_days)
+    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in layout.columns)
+    in_list = ", ".join("'" + str(c).replace("'", "''") + "'" for c in sample)
+    events = wh.fetch_df(
+        f"SELECT client_id, event_date, value, {cols} FROM {table} "
+        f"WHERE event_date <= DATE '{as_of}' AND client_id IN ({in_list})"
+    )
+    ids, rows = np.unique(events["client_id"].astype(str).to_numpy(), return_inverse=True)
+    days = pd.to_datetime(events["event_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
+    _, batch = batch_profiles(
+        encode_events(coders, events),
+        rows,
+        days,
+        events["value"].to_numpy(),
+        len(ids),
+        day_number(as_of),
+        layout,
+    )
+    stored_ids, stored = load_profiles(wh, as_of)
+    pos = np.searchsorted(stored_ids, ids)
+    if (pos >= len(stored_ids)).any() or not np.array_equal(
+        stored_ids[np.minimum(pos, len(stored_ids) - 1)], ids
+    ):
+        return len(ids), float("inf")
+    return len(ids), float((np.abs(stored[pos] - batch) / (1 + np.abs(batch))).max())
