@@ -113,10 +113,14 @@ class DuckDBWarehouse(Warehouse):
         return bool(rows)
 
     def _reader(self, path: str, fmt: str, rejects: str | None) -> str:
+        """A table function reading one file. Without `rejects` (schema look-ups only) bad CSV
+        records are skipped; with it they are kept in the rejects table."""
         if fmt == "parquet":
             return f"read_parquet({_q(path)})"
         opts = "header=true, all_varchar=true"
-        if rejects:
+        if not rejects:
+            opts += ", ignore_errors=true"
+        else:
             opts += f", store_rejects=true, rejects_table={_q(rejects)}, rejects_scan={_q(rejects + '_scan')}"
         return f"read_csv({_q(path)}, {opts})"
 
