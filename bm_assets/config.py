@@ -195,8 +195,10 @@ class DatasetConfig(_Strict):
 
 def source_schema(path: str, fmt: str) -> dict[str, str]:
     """Column -> DuckDB type of a file, read from its header/footer only."""
-    reader = f"read_parquet('{_sql_str(path)}')" if fmt == "parquet" else (
-        f"read_csv('{_sql_str(path)}', header=true, all_varchar=true, ignore_errors=true)"
+    reader = (
+        f"read_parquet('{_sql_str(path)}')"
+        if fmt == "parquet"
+        else (f"read_csv('{_sql_str(path)}', header=true, all_varchar=true, ignore_errors=true)")
     )
     rows = duckdb.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
     return {r[0]: r[1] for r in rows}

@@ -24,7 +24,9 @@ def warehouse_from_env() -> WarehouseResource:
     raise ValueError(f"storage {kind!r} is not available in this build")
 
 
-def build_definitions(dataset_file: str | Path | None = None, warehouse: WarehouseResource | None = None) -> Definitions:
+def build_definitions(
+    dataset_file: str | Path | None = None, warehouse: WarehouseResource | None = None
+) -> Definitions:
     dataset_file = str(dataset_file or dataset_path())
     cfg = load_dataset_config(dataset_file)
     daily = daily_partitions(cfg)

@@ -105,9 +105,11 @@ def test_generated_event_ids_keep_identical_rows(tmp_path, warehouse):
 
 
 def test_non_utf8_line_is_quarantined_with_its_line(tmp_path, warehouse):
-    csv = (HEADER + "e1,1,A,2024-01-02 10:00:00,1,1,s\n").encode() + b"e2,1,\xff\xfeB,2024-01-02 10:00:00,1,1,s\n" + (
-        "e3,2,C,2024-01-03 10:00:00,1,1,s\n"
-    ).encode()
+    csv = (
+        (HEADER + "e1,1,A,2024-01-02 10:00:00,1,1,s\n").encode()
+        + b"e2,1,\xff\xfeB,2024-01-02 10:00:00,1,1,s\n"
+        + (b"e3,2,C,2024-01-03 10:00:00,1,1,s\n")
+    )
     cfg, report = _ingest(tmp_path, warehouse, csv)
     q = _quarantine(warehouse)
     assert q["source_row"].tolist() == [3]
@@ -140,7 +142,9 @@ def test_missing_required_column_fails_and_writes_nothing(tmp_path, warehouse):
     ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
     before = warehouse.fetch_df("SELECT * FROM raw_events")
     # The file changes after the config was validated: the item column disappears.
-    (tmp_path / "ds" / "events.csv").write_text("event_id,client,ts,qty,amount,shop\ne9,1,2024-01-02 10:00:00,1,1,s\n")
+    (tmp_path / "ds" / "events.csv").write_text(
+        "event_id,client,ts,qty,amount,shop\ne9,1,2024-01-02 10:00:00,1,1,s\n"
+    )
     with pytest.raises(SourceReadError) as err:
         ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
     assert "events.csv" in str(err.value) and "'item'" in str(err.value)

@@ -76,10 +76,15 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
                 "(set multi_valued: true to aggregate)"
             )
         exprs = [
-            f"TRY_CAST({_text(c)} AS DOUBLE) AS {_ident(c)}" if k == "numeric" else f"{_text(c)} AS {_ident(c)}"
+            f"TRY_CAST({_text(c)} AS DOUBLE) AS {_ident(c)}"
+            if k == "numeric"
+            else f"{_text(c)} AS {_ident(c)}"
             for c, k in cols.items()
         ]
-        return f"SELECT {prefixed_key} AS {key_name}, {', '.join([*exprs]) or 'NULL AS _none'} FROM {stage}", out_kinds
+        return (
+            f"SELECT {prefixed_key} AS {key_name}, {', '.join([*exprs]) or 'NULL AS _none'} FROM {stage}",
+            out_kinds,
+        )
     exprs = [f"count(*) AS {_ident(table.name + '_rows')}"] + [
         f"string_agg(DISTINCT {_text(c)}, '|' ORDER BY {_text(c)}) AS {_ident(attribute_output_name(table, c))}"
         for c in cols
@@ -109,7 +114,9 @@ def build_attributes(
         keys = " UNION ".join(f"SELECT {key_name} FROM {_ident('t_' + n)}" for n, _ in parts)
         joins = " ".join(f"LEFT JOIN {_ident('t_' + n)} USING ({key_name})" for n, _ in parts)
         cols = ", ".join(_ident(c) for c in kinds)
-        select = f"WITH {ctes}, keys AS ({keys}) SELECT {key_name}, {cols} FROM keys {joins} ORDER BY {key_name}"
+        select = (
+            f"WITH {ctes}, keys AS ({keys}) SELECT {key_name}, {cols} FROM keys {joins} ORDER BY {key_name}"
+        )
     else:
         select = f"SELECT CAST(NULL AS VARCHAR) AS {key_name} WHERE FALSE"
     wh.execute([f"CREATE OR REPLACE TABLE {wh.table(target)} AS {select}"])

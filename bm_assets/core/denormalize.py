@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bm_assets.core.ingest import RAW_EVENTS, _ident
 from bm_assets.core.attributes import CLIENT_PROPERTIES, PRODUCT_CATALOG
+from bm_assets.core.ingest import RAW_EVENTS, _ident
 from bm_assets.core.warehouse import Warehouse
 
 EVENTS_DENORMALIZED = "events_denormalized"
@@ -21,7 +21,7 @@ def denormalized_select(wh: Warehouse, start: dt.date, end: dt.date) -> str:
     client_cols = _columns(wh, CLIENT_PROPERTIES, "client_id")
     cols = ", ".join([*(f"i.{_ident(c)}" for c in item_cols), *(f"c.{_ident(c)}" for c in client_cols)])
     return f"""
-        SELECT e.*, {cols + ',' if cols else ''}
+        SELECT e.*, {cols + "," if cols else ""}
                i.item_id IS NOT NULL AS item_in_catalog,
                c.client_id IS NOT NULL AS client_in_properties
         FROM {wh.table(RAW_EVENTS)} e

@@ -148,8 +148,11 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str) -> str:
         if col:
             typed += [f"{_text(col)} AS {role}_raw", f"TRY_CAST({_text(col)} AS DOUBLE) AS {role}"]
             checks += [
-                (f"{role}_raw IS NOT NULL AND ({role} IS NULL OR NOT isfinite({role}))", col,
-                 f"non-numeric {role} in column {col}"),
+                (
+                    f"{role}_raw IS NOT NULL AND ({role} IS NULL OR NOT isfinite({role}))",
+                    col,
+                    f"non-numeric {role} in column {col}",
+                ),
                 (f"{role} < 0", col, f"negative {role} in column {col}"),
             ]
         else:
@@ -158,15 +161,27 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str) -> str:
         if c not in src.context:
             typed.append(f"CAST(NULL AS {'DOUBLE' if kind == 'numeric' else 'VARCHAR'}) AS {_ident(c)}")
         elif kind == "numeric":
-            typed += [f"{_text(c)} AS {_ident(c + '__raw')}", f"TRY_CAST({_text(c)} AS DOUBLE) AS {_ident(c)}"]
-            checks.append((f"{_ident(c + '__raw')} IS NOT NULL AND {_ident(c)} IS NULL", c, f"non-numeric {c}"))
+            typed += [
+                f"{_text(c)} AS {_ident(c + '__raw')}",
+                f"TRY_CAST({_text(c)} AS DOUBLE) AS {_ident(c)}",
+            ]
+            checks.append(
+                (f"{_ident(c + '__raw')} IS NOT NULL AND {_ident(c)} IS NULL", c, f"non-numeric {c}")
+            )
         else:
             typed.append(f"{_text(c)} AS {_ident(c)}")
-    reason = "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {_q(r)} END" for cond, _, r in checks) + ")"
-    column = "CASE " + " ".join(f"WHEN {cond} THEN {_q(col)}" for cond, col, _ in checks) + " END"
-    in_range = (
-        f"event_time >= TIMESTAMP '{cfg.data_start}' AND event_time < TIMESTAMP '{cfg.end_exclusive}'"
+    reason = (
+        "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {_q(r)} END" for cond, _, r in checks) + ")"
     )
+    column = "CASE " + " ".join(f"WHEN {cond} THEN {_q(col)}" for cond, col, _ in checks) + " END"
+    if src.event_id:
+        # The first occurrence (by file and row) of an event id wins, across the whole source.
+        win = "OVER (PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row)"
+        dup_rank = f"CASE WHEN reason IS NULL THEN row_number() {win} END"
+        first_seen = f"CASE WHEN reason IS NULL THEN first_value(parse_filename(source_file) || ':' || source_row) {win} END"
+    else:  # generated ids are unique by construction
+        dup_rank, first_seen = "CAST(NULL AS BIGINT)", "CAST(NULL AS VARCHAR)"
+    in_range = f"event_time >= TIMESTAMP '{cfg.data_start}' AND event_time < TIMESTAMP '{cfg.end_exclusive}'"
     return f"""
     WITH typed AS (SELECT {", ".join(typed)} FROM {stage}),
     checked AS (
@@ -176,18 +191,13 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str) -> str:
         FROM typed
     ),
     ranked AS (
-        SELECT *,
-            CASE WHEN reason IS NULL THEN row_number() OVER (
-                PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row) END AS dup_rank,
-            CASE WHEN reason IS NULL THEN first_value(parse_filename(source_file) || ':' || source_row)
-                OVER (PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row) END AS first_seen
-        FROM checked
+        SELECT *, {dup_rank} AS dup_rank, {first_seen} AS first_seen FROM checked
     )
     SELECT * EXCLUDE (reason, column_name, item_raw),
         {_q(src.item_prefix)} || item_raw AS item_id,
         CASE WHEN dup_rank > 1 THEN 'duplicate event_id ' || event_id || ' (first seen at ' || first_seen || ')'
              ELSE reason END AS reason,
-        CASE WHEN dup_rank > 1 THEN {_q(src.event_id or 'event_id')} ELSE column_name END AS column_name
+        CASE WHEN dup_rank > 1 THEN {_q(src.event_id or "event_id")} ELSE column_name END AS column_name
     FROM ranked"""
 
 
@@ -213,8 +223,10 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         reader_rejects = f"""SELECT {_q(src.name)} AS source, __file AS source_file, __row AS source_row,
             column_name, 'unreadable record: ' || reason AS reason, raw AS raw_record,
             DATE '{cfg.data_start}' AS partition_date FROM {stage}_rejects
-            WHERE {'TRUE' if first_day_in_window else 'FALSE'}"""
-        select_cols = ", ".join(_ident(c) if c != "event_date" else "partition_date AS event_date" for c in cols)
+            WHERE {"TRUE" if first_day_in_window else "FALSE"}"""
+        select_cols = ", ".join(
+            _ident(c) if c != "event_date" else "partition_date AS event_date" for c in cols
+        )
         statements += [
             f"INSERT INTO {wh.table(RAW_EVENTS)} ({', '.join(map(_ident, cols))}) "
             f"SELECT {select_cols} FROM {classified} WHERE reason IS NULL AND {window} "
