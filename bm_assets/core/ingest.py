@@ -178,7 +178,8 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str) -> str:
         # The first occurrence (by file and row) of an event id wins, across the whole source.
         win = "OVER (PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row)"
         dup_rank = f"CASE WHEN reason IS NULL THEN row_number() {win} END"
-        first_seen = f"CASE WHEN reason IS NULL THEN first_value(parse_filename(source_file) || ':' || source_row) {win} END"
+        location = "parse_filename(source_file) || ':' || source_row"
+        first_seen = f"CASE WHEN reason IS NULL THEN first_value({location}) {win} END"
     else:  # generated ids are unique by construction
         dup_rank, first_seen = "CAST(NULL AS BIGINT)", "CAST(NULL AS VARCHAR)"
     in_range = f"event_time >= TIMESTAMP '{cfg.data_start}' AND event_time < TIMESTAMP '{cfg.end_exclusive}'"
