@@ -56,3 +56,13 @@ def test_attribute_collision_with_event_column(tmp_path):
     _edit(path, lambda c: c["items"][0].update(columns={"brand": "categorical", "shop": "categorical"}))
     with pytest.raises(DatasetConfigError, match="collides with event column 'shop'"):
         load_dataset_config(path)
+
+
+def test_base_dir_expands_environment_variables(tmp_path, monkeypatch):
+    path = write_dataset(tmp_path / "real", GOOD)
+    _edit(path, lambda c: c.update(base_dir="${BM_TEST_DATA:-/nowhere}"))
+    monkeypatch.setenv("BM_TEST_DATA", str(tmp_path / "real"))
+    assert load_dataset_config(path).base_dir == tmp_path / "real"
+    monkeypatch.delenv("BM_TEST_DATA")
+    with pytest.raises(DatasetConfigError, match="/nowhere/events.csv does not exist"):
+        load_dataset_config(path)
