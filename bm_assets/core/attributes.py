@@ -71,7 +71,7 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
         )
         if len(dup):
             raise AttributeDataError(
-                f"{dup.iloc[0]['f']}: rows {list(dup.iloc[0]['rows'])[:5]}: key {dup.iloc[0]['k']!r} in column "
+                f"{dup.iloc[0]['f']}: rows {[int(r) for r in dup.iloc[0]['rows']][:5]}: key {dup.iloc[0]['k']!r} in column "
                 f"{table.key!r} appears more than once; {table.name} needs one row per key "
                 "(set multi_valued: true to aggregate)"
             )
