@@ -70,8 +70,10 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
             f"GROUP BY 1 HAVING count(*) > 1 ORDER BY min(__row) LIMIT 1"
         )
         if len(dup):
+            first = dup.iloc[0]
+            rows = [int(r) for r in first["rows"]][:5]
             raise AttributeDataError(
-                f"{dup.iloc[0]['f']}: rows {[int(r) for r in dup.iloc[0]['rows']][:5]}: key {dup.iloc[0]['k']!r} in column "
+                f"{first['f']}: rows {rows}: key {first['k']!r} in column "
                 f"{table.key!r} appears more than once; {table.name} needs one row per key "
                 "(set multi_valued: true to aggregate)"
             )
