@@ -195,6 +195,8 @@ class BigQueryWarehouse(Warehouse):
         for field in table.schema:
             if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
                 df[field.name] = table.column(field.name).to_pylist()
+            elif pa.types.is_date(field.type):
+                df[field.name] = df[field.name].astype("datetime64[us]")
         return df
 
     def table_exists(self, name: str) -> bool:
