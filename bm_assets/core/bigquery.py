@@ -189,13 +189,11 @@ class BigQueryWarehouse(Warehouse):
 
     def fetch_df(self, sql: str) -> pd.DataFrame:
         """Rows as pandas with the dtypes DuckDB's .df() gives (dates as datetime64, lists as
-        Python lists), so core code reads results the same from both engines."""
+        numpy arrays), so core code reads results the same from both engines."""
         table = self._run(self._bq(sql)).to_arrow(create_bqstorage_client=False)
         df = table.to_pandas(date_as_object=False)
         for field in table.schema:
-            if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
-                df[field.name] = table.column(field.name).to_pylist()
-            elif pa.types.is_date(field.type):
+            if pa.types.is_date(field.type):
                 df[field.name] = df[field.name].astype("datetime64[us]")
         return df
 
