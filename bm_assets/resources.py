@@ -66,6 +66,7 @@ class BigQueryWarehouseResource(WarehouseResource):
     def open(self) -> Iterator[Warehouse]:
         with self.bigquery.get_client() as client:
             wh = BigQueryWarehouse(client, self.dataset, location=self.bigquery.location)
+            wh.ensure_dataset()
             try:
                 yield wh
             finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -245,3 +246,19 @@ def test_execute_is_all_or_nothing(bq_warehouse):
         bq_warehouse.execute([f"DELETE FROM {t} WHERE a = 1", f"INSERT INTO {t} VALUES (2)",
                               f"INSERT INTO {bq_warehouse.table('no_such_table')} VALUES (3)"])
     assert bq_warehouse.fetch_df(f"SELECT a FROM {t}")["a"].tolist() == [1]
+
+
+@pytest.mark.bigquery
+def test_open_creates_a_missing_dataset(bq_emulator):
+    from dagster_gcp import BigQueryResource
+
+    from bm_assets_tests.conftest import EMULATOR_PROJECT
+
+    name = f"t_new_{uuid.uuid4().hex[:10]}"
+    res = BigQueryWarehouseResource(bigquery=BigQueryResource(project=EMULATOR_PROJECT), dataset=name)
+    with res.open() as wh:
+        try:
+            wh.execute([f"CREATE TABLE IF NOT EXISTS {wh.table('t')} (a BIGINT)"])
+            assert wh.table_exists("t") and not wh.table_exists("u")
+        finally:
+            wh.client.delete_dataset(name, delete_contents=True, not_found_ok=True)

@@ -168,6 +168,16 @@ class BigQueryWarehouse(Warehouse):
         self._prefix = f"_bm_scratch_{uuid.uuid4().hex[:10]}_"
         self._job_config = bigquery.QueryJobConfig(default_dataset=f"{self.project}.{self.dataset}")
 
+    def ensure_dataset(self) -> None:
+        """Create the dataset on first use; an existing one needs no project-level permission."""
+        try:
+            self.client.get_dataset(f"{self.project}.{self.dataset}")
+        except NotFound:
+            ds = bigquery.Dataset(f"{self.project}.{self.dataset}")
+            if self.location:
+                ds.location = self.location
+            self.client.create_dataset(ds, exists_ok=True, timeout=60)
+
     def _ref(self, name: str) -> str:
         return f"{self.project}.{self.dataset}.{name}"
 
