@@ -57,6 +57,7 @@ SCRATCH = {"stage_x": "`p.d._s_stage_x`"}
         ("SELECT stage_x.a FROM stage_x", "FROM `p.d._s_stage_x` AS stage_x"),
         ("SELECT s.a FROM stage_x s", "FROM `p.d._s_stage_x` AS s"),
         ('SELECT * FROM "my-proj"."ds"."raw_events"', "FROM `my-proj`.`ds`.`raw_events`"),
+        ("INSERT INTO t BY NAME SELECT 1 AS b, 2 AS a", "INSERT INTO t (b, a) SELECT 1 AS b, 2 AS a"),
     ],
 )
 def test_translate_rewrites_duckdb_constructs(duckdb_sql, expected):

@@ -59,6 +59,12 @@ def _fix(node: exp.Expression, scratch: Mapping[str, str]) -> exp.Expression:
     if isinstance(node, exp.DPipe):
         node.set("this", _string(node.this))
         node.set("expression", _string(node.expression))
+    if isinstance(node, exp.Insert) and node.args.get("by_name") and isinstance(node.expression, exp.Select):
+        # BigQuery has no BY NAME: name the target columns after the SELECT's output columns.
+        names = node.expression.named_selects
+        if names and not any(isinstance(e, exp.Star) or e.is_star for e in node.expression.expressions):
+            node.set("this", exp.Schema(this=node.this, expressions=[exp.to_identifier(n) for n in names]))
+            node.set("by_name", None)
     if isinstance(node, exp.Create):
         props = node.args.get("properties")
         if props:  # TEMP tables -> scratch tables (BigQuery has temp tables only in scripts/sessions)
@@ -132,8 +138,8 @@ def transaction_script(statements: Sequence[str]) -> str:
     return ";\n".join(parts) + ";"
 
 
-#: DuckDB column type -> (BigQuery type, DuckDB cast applied before upload).
 def _bq_type(duck_type: str) -> tuple[str, str | None]:
+    """DuckDB column type -> (BigQuery type, DuckDB cast applied before the upload)."""
     t = duck_type.upper()
     if t in {"VARCHAR", "UUID"}:
         return "STRING", None
