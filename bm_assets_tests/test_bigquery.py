@@ -58,6 +58,7 @@ SCRATCH = {"stage_x": "`p.d._s_stage_x`"}
         ("SELECT s.a FROM stage_x s", "FROM `p.d._s_stage_x` AS s"),
         ('SELECT * FROM "my-proj"."ds"."raw_events"', "FROM `my-proj`.`ds`.`raw_events`"),
         ("INSERT INTO t BY NAME SELECT 1 AS b, 2 AS a", "INSERT INTO t (b, a) SELECT 1 AS b, 2 AS a"),
+        ("SELECT CAST(NULL AS VARCHAR) AS k WHERE FALSE", "FROM UNNEST([1]) WHERE FALSE"),
     ],
 )
 def test_translate_rewrites_duckdb_constructs(duckdb_sql, expected):
@@ -154,6 +155,14 @@ def _materialize_days(dataset_yaml: Path, warehouse: WarehouseResource) -> None:
         assert materialize(assets, resources=resources, selection=daily_keys, **run).success
 
 
+TABLE_ORDER = {
+    "raw_events": "event_id",
+    "raw_events_quarantine": "source, source_row",
+    "raw_events_ingest_log": "source, partition_date",
+    "events_denormalized": "event_id",
+}
+
+
 @pytest.mark.bigquery
 def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
     dataset_yaml = _sample_subset(tmp_path / "sample")
@@ -170,7 +179,7 @@ def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
         assert len(joined) == len(events) and joined["brand"].notna().any()
         _assert_same(d, b, "client_properties", "client_id")
         _assert_same(d, b, "product_catalog", "item_id")
-        before = _frame(b, "events_denormalized", "event_id")
+        before = {t: _frame(b, t, o) for t, o in TABLE_ORDER.items()}
     # Re-materializing a day on BigQuery replaces it: the tables come out the same.
     cfg = load_dataset_config(dataset_yaml)
     assets = [*build_ingest_assets(daily_partitions(cfg)), *build_denormalize_assets(daily_partitions(cfg))]
@@ -178,8 +187,11 @@ def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
     assert materialize(assets, resources=resources, partition_key="2017-01-03",
                        selection=["raw_events", "raw_events_quarantine", "events_denormalized"]).success
     with bq_resource.open() as b:
-        pd.testing.assert_frame_equal(_frame(b, "events_denormalized", "event_id"), before)
-        assert _frame(b, "raw_events", "event_id").equals(events)
+        for table, order in TABLE_ORDER.items():
+            pd.testing.assert_frame_equal(_frame(b, table, order), before[table])
+        tables = sorted(t.table_id for t in b.client.list_tables(b.dataset))
+    # Scratch tables (the stages) are gone once the assets finish.
+    assert tables == sorted(["client_properties", "product_catalog", *TABLE_ORDER])
 
 
 BAD_CSV = (HEADER + "ok1,1,A,2024-01-05 10:00:00,1,1,s\n"
@@ -263,3 +275,33 @@ def test_open_creates_a_missing_dataset(bq_emulator):
             assert wh.table_exists("t") and not wh.table_exists("u")
         finally:
             wh.client.delete_dataset(name, delete_contents=True, not_found_ok=True)
+
+
+PORTABLE_QUERIES = [
+    "SELECT parse_filename('/data/in/events.csv') AS f, 'row ' || 7 AS r",
+    "SELECT TRY_STRPTIME('2024-01-02 03:04:05', '%Y-%m-%d %H:%M:%S') AS ok, "
+    "TRY_STRPTIME('2024-13-45', '%Y-%m-%d') AS bad",
+    "SELECT isfinite(CAST('inf' AS DOUBLE)) AS a, isfinite(1.5) AS b, TRY_CAST('x' AS DOUBLE) AS c",
+    "SELECT concat_ws('; ', NULL, 'a', CASE WHEN FALSE THEN 'b' END, 'c') AS s",
+    "SELECT string_agg(DISTINCT v, '|' ORDER BY v) AS s, count(*) FILTER (WHERE v > 'a') AS n "
+    "FROM (SELECT 'b' AS v UNION ALL SELECT 'a' UNION ALL SELECT 'b')",
+    "SELECT CAST(NULL AS VARCHAR) AS k WHERE FALSE",
+    "SELECT k, count(*) AS n FROM (SELECT 'x' AS k UNION ALL SELECT 'x') GROUP BY ALL",
+]
+
+
+@pytest.mark.bigquery
+@pytest.mark.parametrize("sql", PORTABLE_QUERIES)
+def test_duckdb_sql_gives_the_same_result_on_bigquery(warehouse, bq_warehouse, sql):
+    left, right = warehouse.fetch_df(sql), bq_warehouse.fetch_df(sql)
+    pd.testing.assert_frame_equal(left.astype(object), right.astype(object), check_dtype=False)
+
+
+@pytest.mark.bigquery
+def test_temp_tables_and_insert_by_name_run_on_bigquery(bq_warehouse):
+    bq_warehouse.execute(["CREATE OR REPLACE TEMP TABLE scratch_t (a BIGINT, b VARCHAR)",
+                          "INSERT INTO scratch_t BY NAME SELECT 'x' AS b, 1 AS a"])
+    assert bq_warehouse.fetch_df("SELECT a, b FROM scratch_t").values.tolist() == [[1, "x"]]
+    assert not bq_warehouse.table_exists("scratch_t")  # a scratch table, not a managed one
+    bq_warehouse.close()
+    assert not any("scratch_t" in t.table_id for t in bq_warehouse.client.list_tables(bq_warehouse.dataset))

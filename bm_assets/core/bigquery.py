@@ -59,6 +59,9 @@ def _fix(node: exp.Expression, scratch: Mapping[str, str]) -> exp.Expression:
     if isinstance(node, exp.DPipe):
         node.set("this", _string(node.this))
         node.set("expression", _string(node.expression))
+    if isinstance(node, exp.Select) and node.args.get("where") and not node.args.get("from_"):
+        # BigQuery refuses WHERE without FROM; one dummy row keeps the meaning.
+        node.from_("UNNEST([1])", dialect="bigquery", copy=False)
     if isinstance(node, exp.Insert) and node.args.get("by_name") and isinstance(node.expression, exp.Select):
         # BigQuery has no BY NAME: name the target columns after the SELECT's output columns.
         names = node.expression.named_selects
