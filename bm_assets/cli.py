@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import shutil
 import sys
@@ -37,15 +38,37 @@ def run_all(start: str | None = None, end: str | None = None) -> bool:
     return result.success
 
 
+def export_profiles_cli(date: str, out: str, dtype: str) -> int:
+    """Write the profiles at the end of `date` as client_ids.npy + embeddings.npy under `out`."""
+    from bm_assets.core.profiles import export_profiles
+    from bm_assets.definitions import warehouse_from_env
+
+    try:
+        as_of = dt.date.fromisoformat(date)
+    except ValueError:
+        print(f"--date: expected YYYY-MM-DD, found {date!r}", file=sys.stderr)
+        return 2
+    with warehouse_from_env().open() as wh:
+        ids_path, emb_path = export_profiles(wh, as_of, out, dtype=dtype)
+    print(f"wrote {ids_path} and {emb_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bm-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize every asset on the configured dataset")
     run.add_argument("--start", help="first partition (YYYY-MM-DD); default the dataset's first day")
     run.add_argument("--end", help="last partition (YYYY-MM-DD); default the dataset's last day")
+    export = sub.add_parser("export-profiles", help="write the behavioral profiles of a date as .npy files")
+    export.add_argument("--date", required=True, help="profiles at the end of this day (YYYY-MM-DD)")
+    export.add_argument("--out", required=True, help="folder for client_ids.npy and embeddings.npy")
+    export.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     args = parser.parse_args(argv)
     if args.command == "run":
         return 0 if run_all(args.start, args.end) else 1
+    if args.command == "export-profiles":
+        return export_profiles_cli(args.date, args.out, args.dtype)
     return 2
 
 

@@ -147,6 +147,107 @@ class TemporalSplit(_Strict):
         return self
 
 
+class GraphConfig(_Strict):
+    """Which event columns form the hyperedges of `temporal_graph`, and how they are grouped."""
+
+    columns: list[str] = Field(
+        default_factory=lambda: ["item_id", "manufacturer_id", "product_category", "department", "store_id"],
+        min_length=1,
+        description="events_denormalized columns whose values become graph nodes",
+    )
+    window_days: int = Field(
+        default=7, ge=1, description="one hyperedge per client and window of this length"
+    )
+    basket_column: str | None = Field(
+        default="basket_id", description="also one hyperedge per basket, where this column exists and is set"
+    )
+    expansion: Literal["clique", "star"] = Field(
+        default="star",
+        description="clique: every pair of a hyperedge's nodes is an edge (k^2 edges); star: the hyperedge "
+        "is a node linked to its members (k edges), which scales to large windows",
+    )
+
+
+class CleoraConfig(_Strict):
+    """pycleora settings for `entity_embeddings`."""
+
+    dim: int = Field(default=64, ge=2)
+    iterations: int = Field(default=4, ge=1)
+    whiten: bool = False
+    propagation: Literal["left", "symmetric"] = "left"
+
+
+class InductiveConfig(_Strict):
+    """Items never seen before the cutoff are embedded as the mean of their attributes' embeddings
+    (looked up in product_catalog), so a new item still has a sketch code."""
+
+    column: str = "item_id"
+    attributes: list[str] = Field(
+        default_factory=lambda: ["manufacturer_id", "product_category", "department"],
+        description="product_catalog columns that are also graph columns",
+    )
+
+
+class SketchConfig(_Strict):
+    """EMDE coders: `depth` independent partitions of the embedding space into 2**bits buckets."""
+
+    columns: list[str] | None = Field(
+        default=None, description="graph columns that get a coder and a profile sketch; None = all"
+    )
+    depth: int = Field(default=8, ge=1)
+    bits: int = Field(default=6, ge=1, le=16)
+
+    @property
+    def width(self) -> int:
+        return 2**self.bits
+
+
+class ProfileConfig(_Strict):
+    """Behavioral profiles: sketches and counts decayed with each half-life (days)."""
+
+    half_lives_days: list[float] = Field(default_factory=lambda: [7.0, 60.0], min_length=1)
+
+    @field_validator("half_lives_days")
+    @classmethod
+    def _positive(cls, values: list[float]) -> list[float]:
+        if any(v <= 0 for v in values):
+            raise ValueError(f"half-lives must be > 0 days, found {values}")
+        return values
+
+
+class RepresentationConfig(_Strict):
+    """Settings of the representation stage: graph, Cleora embeddings, EMDE coders, profiles."""
+
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    cleora: CleoraConfig = Field(default_factory=CleoraConfig)
+    inductive: InductiveConfig | None = Field(default_factory=InductiveConfig)
+    sketch: SketchConfig = Field(default_factory=SketchConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RepresentationConfig:
+        graph_cols = self.graph.columns
+        if len(set(graph_cols)) != len(graph_cols):
+            raise ValueError(f"graph.columns has duplicates: {graph_cols}")
+        unknown = [c for c in self.sketch.columns or [] if c not in graph_cols]
+        if unknown:
+            raise ValueError(f"sketch.columns {unknown} are not graph.columns {graph_cols}")
+        if self.inductive is not None:
+            if self.inductive.column not in graph_cols:
+                raise ValueError(
+                    f"inductive.column {self.inductive.column!r} is not in graph.columns {graph_cols}"
+                )
+            missing = [c for c in self.inductive.attributes if c not in graph_cols]
+            if missing:
+                raise ValueError(f"inductive.attributes {missing} are not graph.columns {graph_cols}")
+        return self
+
+    @property
+    def sketch_columns(self) -> list[str]:
+        return list(self.sketch.columns or self.graph.columns)
+
+
 class DatasetConfig(_Strict):
     name: str
     data_start: dt.date
@@ -156,6 +257,7 @@ class DatasetConfig(_Strict):
     items: list[AttributeTable] = Field(default_factory=list)
     catalog_coverage_min: float = Field(default=0.9, ge=0, le=1)
     temporal: TemporalSplit
+    representation: RepresentationConfig = Field(default_factory=RepresentationConfig)
     base_dir: Path = Field(default=Path("."), description="folder relative paths resolve against")
     config_file: Path | None = None
 

@@ -12,6 +12,7 @@ from dagster_gcp import BigQueryResource
 
 from bm_assets.assets.denormalize import build_denormalize_assets
 from bm_assets.assets.ingest import build_ingest_assets
+from bm_assets.assets.representations import build_representation_assets
 from bm_assets.config import load_dataset_config
 from bm_assets.jobs import build_jobs_and_schedules
 from bm_assets.partitions import daily_partitions
@@ -47,7 +48,11 @@ def build_definitions(
     dataset_file = str(dataset_file or dataset_path())
     cfg = load_dataset_config(dataset_file)
     daily = daily_partitions(cfg)
-    assets = [*build_ingest_assets(daily), *build_denormalize_assets(daily)]
+    assets = [
+        *build_ingest_assets(daily),
+        *build_denormalize_assets(daily),
+        *build_representation_assets(daily),
+    ]
     jobs, schedules = build_jobs_and_schedules(daily, assets)
     return Definitions(
         assets=assets,

@@ -104,3 +104,34 @@ def bq_resource(bq_dataset) -> BigQueryWarehouseResource:
 def bq_warehouse(bq_resource) -> Iterator[Warehouse]:
     with bq_resource.open() as wh:
         yield wh
+
+
+@pytest.fixture(scope="session")
+def sample_events_db(tmp_path_factory, sample_config) -> Path:
+    """A DuckDB file holding the bundled sample ingested and denormalized over its whole range
+    (built once per session; tests copy it before changing it)."""
+    from bm_assets.core.attributes import build_client_properties, build_product_catalog
+    from bm_assets.core.denormalize import denormalize_window
+    from bm_assets.core.ingest import ingest_window
+
+    path = tmp_path_factory.mktemp("sample_db") / "events.duckdb"
+    wh = DuckDBWarehouse(str(path))
+    cfg = sample_config
+    ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
+    build_client_properties(wh, cfg)
+    build_product_catalog(wh, cfg)
+    denormalize_window(wh, cfg.data_start, cfg.end_exclusive, covers_all_days=True)
+    wh.close()
+    return path
+
+
+@pytest.fixture
+def sample_warehouse(sample_events_db, tmp_path):
+    """A private copy of the sample events warehouse."""
+    import shutil
+
+    path = tmp_path / "sample.duckdb"
+    shutil.copy(sample_events_db, path)
+    wh = DuckDBWarehouse(str(path))
+    yield wh
+    wh.close()

@@ -1,0 +1,139 @@
+"""temporal_graph: the hyperedges Cleora embeds, built by SQL in the warehouse from the events
+strictly before a cutoff date. One hyperedge per client and time window, and one per basket
+where the data has a basket column; its members are the values of the configured columns
+(items, manufacturers, categories, ...) the events touched. Stored long: one row per
+(hyperedge, column, entity) with the number of events behind it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+
+from bm_assets.config import GraphConfig
+from bm_assets.core.denormalize import EVENTS_DENORMALIZED
+from bm_assets.core.warehouse import Warehouse
+
+TEMPORAL_GRAPH = "temporal_graph"
+#: Companion tables in pycleora's terms: node ids, and each hyperedge's members as one string.
+GRAPH_NODES = "temporal_graph_nodes"
+GRAPH_MEMBERS = "temporal_graph_members"
+
+
+@dataclass
+class GraphBuild:
+    cutoff: dt.date
+    rows: int
+    nodes: dict[str, int]
+    edges: dict[str, int]
+    basket_column: str | None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def graph_select(
+    wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date, basket_column: str | None
+) -> str:
+    """SQL of the hyperedge rows (edge_kind, edge_id, column_name, entity, events) of the events
+    with event_date < cutoff."""
+    cols = ", ".join(
+        _ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])])
+    )
+    window = f"CAST(floor(date_diff('day', DATE '{data_start}', event_date) / {cfg.window_days}) AS BIGINT)"
+    source = (
+        f"SELECT client_id, {window} AS window_index, {cols} FROM {wh.table(EVENTS_DENORMALIZED)} "
+        f"WHERE event_date < DATE '{cutoff}'"
+    )
+    kinds = [("client_window", "'cw:' || client_id || ':' || CAST(window_index AS VARCHAR)", "TRUE")]
+    if basket_column:
+        b = _ident(basket_column)
+        kinds.append(("basket", f"'b:' || CAST({b} AS VARCHAR)", f"{b} IS NOT NULL"))
+    parts = [
+        f"SELECT '{kind}' AS edge_kind, {edge_id} AS edge_id, {_lit(col)} AS column_name, "
+        f"CAST({_ident(col)} AS VARCHAR) AS entity, count(*) AS events FROM ev "
+        f"WHERE {cond} AND {_ident(col)} IS NOT NULL GROUP BY 1, 2, 3, 4"
+        for kind, edge_id, cond in kinds
+        for col in cfg.columns
+    ]
+    return f"WITH ev AS ({source}) " + " UNION ALL ".join(parts)
+
+
+def build_temporal_graph(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date) -> GraphBuild:
+    """(Re)write table temporal_graph from events_denormalized before `cutoff`."""
+    if not wh.table_exists(EVENTS_DENORMALIZED):
+        raise LookupError(f"no table {EVENTS_DENORMALIZED}: materialize it before temporal_graph")
+    available = set(wh.fetch_df(f"SELECT * FROM {wh.table(EVENTS_DENORMALIZED)} LIMIT 0").columns)
+    missing = [c for c in cfg.columns if c not in available]
+    if missing:
+        raise KeyError(
+            f"representation.graph.columns {missing} are not columns of {EVENTS_DENORMALIZED} "
+            f"(found {sorted(available)})"
+        )
+    basket = cfg.basket_column if cfg.basket_column in available else None
+    target = wh.table(TEMPORAL_GRAPH)
+    nodes_t, members_t = wh.table(GRAPH_NODES), wh.table(GRAPH_MEMBERS)
+    wh.execute(
+        [
+            f"CREATE OR REPLACE TABLE {target} AS {graph_select(wh, cfg, data_start, cutoff, basket)} "
+            "ORDER BY edge_id, column_name, entity",
+            # node k is the token n<k>: entity values may hold spaces, and equal values in two
+            # columns are different nodes
+            f"""CREATE OR REPLACE TABLE {nodes_t} AS SELECT column_name, entity,
+                CAST(row_number() OVER (ORDER BY column_name, entity) - 1 AS BIGINT) AS node
+                FROM (SELECT DISTINCT column_name, entity FROM {target}) ORDER BY node""",
+            f"""CREATE OR REPLACE TABLE {members_t} AS SELECT edge_id,
+                CAST(row_number() OVER (ORDER BY edge_id) AS BIGINT) AS edge_index, members FROM (
+                    SELECT g.edge_id,
+                        string_agg('n' || CAST(n.node AS VARCHAR), ' ' ORDER BY n.node) AS members
+                    FROM {target} g JOIN {nodes_t} n ON g.column_name = n.column_name AND g.entity = n.entity
+                    GROUP BY g.edge_id)
+                ORDER BY edge_index""",
+        ]
+    )
+    nodes = wh.fetch_df(f"SELECT column_name, count(DISTINCT entity) AS n FROM {target} GROUP BY 1")
+    edges = wh.fetch_df(f"SELECT edge_kind, count(DISTINCT edge_id) AS n FROM {target} GROUP BY 1")
+    rows = int(wh.fetch_df(f"SELECT count(*) AS n FROM {target}")["n"].iloc[0])
+    return GraphBuild(
+        cutoff=cutoff,
+        rows=rows,
+        nodes={c: int(nodes.set_index("column_name")["n"].get(c, 0)) for c in cfg.columns},
+        edges={str(k): int(v) for k, v in zip(edges["edge_kind"], edges["n"], strict=True)},
+        basket_column=basket,
+    )
+
+
+@dataclass
+class CleoraInput:
+    """pycleora input built in the warehouse: one line per hyperedge; node k is token `n<k>`
+    (entity values may hold spaces, and equal values in two columns are different nodes), and
+    hyperedge j is token `e<j>` in star expansion."""
+
+    lines: list[str]
+    columns: str
+    node_column: np.ndarray
+    node_entity: np.ndarray
+
+
+def cleora_input(wh: Warehouse, expansion: str) -> CleoraInput:
+    """The lines of temporal_graph's hyperedges (tokenised by build_temporal_graph, in SQL)."""
+    if not wh.table_exists(GRAPH_MEMBERS):
+        raise LookupError(f"no table {GRAPH_MEMBERS}: materialize temporal_graph first")
+    if expansion == "clique":
+        line, columns = "members", "complex::reflexive::entity"
+    else:
+        line, columns = "'e' || CAST(edge_index AS VARCHAR) || chr(9) || members", "hyperedge complex::entity"
+    lines = wh.fetch_df(f"SELECT {line} AS line FROM {wh.table(GRAPH_MEMBERS)} ORDER BY edge_index")["line"]
+    nodes = wh.fetch_df(f"SELECT column_name, entity FROM {wh.table(GRAPH_NODES)} ORDER BY node")
+    return CleoraInput(
+        lines.tolist(),
+        columns,
+        nodes["column_name"].astype(str).to_numpy(),
+        nodes["entity"].astype(str).to_numpy(),
+    )

@@ -1,0 +1,197 @@
+"""behavioral_profiles: the incremental day-by-day state equals a from-scratch batch over the
+whole history for any day; a profile as of D never reads an event after D; the export."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from bm_assets.cli import main as cli_main
+from bm_assets.core.profiles import (
+    ProfileLayout,
+    ProfileOrderError,
+    ProfileState,
+    batch_check,
+    batch_profiles,
+    build_profiles_window,
+    day_number,
+    encode_events,
+    export_profiles,
+    load_profiles,
+    profile_feature_names,
+    stored_feature_names,
+)
+from bm_assets.core.sketches import coders_fingerprint, fit_sketch_coder
+
+START = dt.date(2017, 1, 1)
+HALF_LIVES = [7.0, 60.0]
+
+
+def _coders(wh, columns=("item_id", "department"), depth=4, bits=4):
+    """Coders over random embeddings of each column's values (the profile arithmetic does not
+    depend on where embeddings come from); every 10th value is left out to exercise unknowns."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for c in columns:
+        ids = wh.fetch_df(
+            f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM events_denormalized '
+            f'WHERE "{c}" IS NOT NULL ORDER BY 1'
+        )["v"].to_numpy()
+        ids = np.delete(ids, np.arange(0, len(ids), 10))
+        out[c] = fit_sketch_coder(c, ids, rng.standard_normal((len(ids), 8)), depth, bits, seed=1)
+    return out
+
+
+def _build(wh, coders, start, end, fingerprint=None):
+    return build_profiles_window(
+        wh, coders, HALF_LIVES, start, end, START, fingerprint or coders_fingerprint(coders)
+    )
+
+
+def _batch(wh, coders, as_of: dt.date):
+    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in coders)
+    events = wh.fetch_df(
+        f"SELECT client_id, event_date, value, {cols} FROM events_denormalized "
+        f"WHERE event_date >= DATE '{START}' ORDER BY event_id"
+    )
+    ids, rows = np.unique(events["client_id"].to_numpy().astype(str), return_inverse=True)
+    days = events["event_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    layout = ProfileLayout.from_coders(coders, HALF_LIVES)
+    present, profiles = batch_profiles(
+        encode_events(coders, events),
+        rows,
+        days,
+        events["value"].to_numpy(),
+        len(ids),
+        day_number(as_of),
+        layout,
+    )
+    return ids[present], profiles[present]
+
+
+def test_incremental_profiles_equal_a_batch_computation_for_any_day(sample_warehouse):
+    wh = sample_warehouse
+    coders = _coders(wh)
+    # a range run, then single days, then another range: the states must chain exactly
+    _build(wh, coders, START, dt.date(2017, 1, 20))
+    for d in range(20, 23):
+        _build(wh, coders, dt.date(2017, 1, d), dt.date(2017, 1, d + 1))
+    _build(wh, coders, dt.date(2017, 1, 23), dt.date(2017, 3, 1))
+    layout = ProfileLayout.from_coders(coders, HALF_LIVES)
+    for as_of in [
+        dt.date(2017, 1, 1),
+        dt.date(2017, 1, 19),
+        dt.date(2017, 1, 21),
+        dt.date(2017, 2, 14),
+        dt.date(2017, 2, 28),
+    ]:
+        ids, profiles = load_profiles(wh, as_of)
+        ref_ids, ref = _batch(wh, coders, as_of)
+        assert np.array_equal(ids, ref_ids), as_of
+        assert profiles.shape == (len(ids), layout.profile_dim)
+        np.testing.assert_allclose(profiles, ref, rtol=2e-5, atol=1e-4, err_msg=str(as_of))
+    # clients without events on a day carry over, decayed
+    ids_a, a = load_profiles(wh, dt.date(2017, 2, 27))
+    ids_b, b = load_profiles(wh, dt.date(2017, 2, 28))
+    active = set(
+        wh.fetch_df(
+            "SELECT DISTINCT client_id FROM events_denormalized WHERE event_date = DATE '2017-02-28'"
+        )["client_id"]
+    )
+    idle = np.array([i not in active for i in ids_a])
+    assert idle.sum() > 50
+    sel_b = np.searchsorted(ids_b, ids_a[idle])
+    names = profile_feature_names(layout)
+    h7 = slice(0, len(coders) * layout.depth * layout.width)
+    np.testing.assert_allclose(b[sel_b, h7], a[idle, h7] * 0.5 ** (1 / 7), rtol=1e-5, atol=1e-6)
+    since = names.index("days_since_last_event")
+    np.testing.assert_array_equal(b[sel_b, since], a[idle, since] + 1)
+    assert stored_feature_names(wh) == names
+
+    # the asset check's comparison passes, and fails once a stored state is wrong
+    checked, worst = batch_check(wh, coders, HALF_LIVES, dt.date(2017, 2, 28))
+    assert checked > 10 and worst < 1e-4
+    wh.execute(
+        [
+            "UPDATE behavioral_profiles SET state = list_transform(state, lambda x: x * 1.01) "
+            "WHERE profile_date = DATE '2017-02-28'"
+        ]
+    )
+    assert batch_check(wh, coders, HALF_LIVES, dt.date(2017, 2, 28))[1] > 1e-3
+
+
+def test_a_profile_as_of_d_never_reads_a_later_event(sample_warehouse):
+    wh = sample_warehouse
+    coders = _coders(wh)
+    day = dt.date(2017, 2, 10)
+    _build(wh, coders, START, day + dt.timedelta(days=1))
+    ids, before = load_profiles(wh, day)
+    wh.execute(
+        [
+            f"""UPDATE events_denormalized SET value = value * 1000, item_id = 'poison:' || item_id,
+            department = 'POISON' WHERE event_date > DATE '{day}'""",
+            f"""INSERT INTO events_denormalized BY NAME
+            SELECT * REPLACE (DATE '{day + dt.timedelta(days=1)}' AS event_date, 'intruder' AS client_id)
+            FROM events_denormalized WHERE event_date = DATE '{day}'""",
+        ]
+    )
+    _build(wh, coders, START, day + dt.timedelta(days=1))
+    ids_after, after = load_profiles(wh, day)
+    assert np.array_equal(ids, ids_after) and np.array_equal(before, after)
+    # control: changing day D itself does change the profile
+    wh.execute([f"UPDATE events_denormalized SET value = value * 1000 WHERE event_date = DATE '{day}'"])
+    _build(wh, coders, day, day + dt.timedelta(days=1))
+    assert not np.array_equal(before, load_profiles(wh, day)[1])
+
+
+def test_days_must_be_built_in_order_with_the_same_coders(sample_warehouse):
+    wh = sample_warehouse
+    coders = _coders(wh)
+    with pytest.raises(ProfileOrderError, match="2017-01-09"):
+        _build(wh, coders, dt.date(2017, 1, 10), dt.date(2017, 1, 11))
+    _build(wh, coders, START, dt.date(2017, 1, 10))
+    with pytest.raises(ProfileOrderError, match="sketch coders"):
+        _build(wh, coders, dt.date(2017, 1, 10), dt.date(2017, 1, 11), fingerprint="other")
+
+
+def test_export_writes_ids_and_embeddings(sample_warehouse, tmp_path):
+    wh = sample_warehouse
+    coders = _coders(wh)
+    _build(wh, coders, START, dt.date(2017, 1, 15))
+    ids_path, emb_path = export_profiles(wh, dt.date(2017, 1, 14), tmp_path / "out", dtype="float16")
+    ids, profiles = load_profiles(wh, dt.date(2017, 1, 14))
+    assert np.array_equal(np.load(ids_path), ids)
+    emb = np.load(emb_path)
+    assert emb.dtype == np.float16 and emb.shape == profiles.shape
+    with pytest.raises(LookupError, match="2016-12-31"):
+        export_profiles(wh, dt.date(2016, 12, 31), tmp_path / "none")
+    assert cli_main(["export-profiles", "--date", "2017-13-01", "--out", str(tmp_path)]) == 2
+
+
+def test_profile_state_matches_batch_on_generated_events_across_rebases():
+    rng = np.random.default_rng(5)
+    n_clients, n_days, n_events, depth, width = 40, 120, 3000, 3, 8
+    layout = ProfileLayout(("a", "b"), depth, width, (2.0, 30.0))
+    days = np.sort(rng.integers(0, n_days, n_events))
+    rows = rng.integers(0, n_clients, n_events)
+    codes = {c: rng.integers(-1, width, (n_events, depth)).astype(np.int32) for c in layout.columns}
+    values = rng.lognormal(0, 1, n_events).astype(np.float32)
+    values[::17] = np.nan
+    state = ProfileState(layout, n_clients, ref_day=0)
+    state._MAX_DOUBLINGS = 3.0  # rebase every few days, to exercise it
+    bounds = np.searchsorted(days, np.arange(n_days + 1))
+    for day in range(n_days):
+        sl = slice(bounds[day], bounds[day + 1])
+        state.add_day(day, rows[sl], {c: v[sl] for c, v in codes.items()}, values[sl])
+        if day in (0, 37, 119):
+            present, ref = batch_profiles(codes, rows, days, np.nan_to_num(values), n_clients, day, layout)
+            seen = np.flatnonzero(state.last_day >= 0)
+            assert np.array_equal(seen, np.flatnonzero(present))
+            # snapshot() gives true states at `day`; days since the last event come from last_day
+            got = np.concatenate([state.snapshot(seen, day), (day - state.last_day[seen])[:, None]], axis=1)
+            np.testing.assert_allclose(got, ref[seen], rtol=1e-4, atol=1e-4)
+    assert state.ref_day > 100
+    with pytest.raises(ValueError, match="before a day already added"):
+        state.add_day(5, rows[:3], {c: v[:3] for c, v in codes.items()}, values[:3])
