@@ -9,12 +9,14 @@ uploaded as scratch tables; they are deleted when the warehouse closes."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlglot
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
@@ -163,6 +165,29 @@ def _bq_type(duck_type: str) -> tuple[str, str | None]:
     return "STRING", "VARCHAR"
 
 
+def _arrow_field(field: pa.Field) -> tuple[bigquery.SchemaField, pa.DataType]:
+    """An Arrow column -> (BigQuery field, Arrow type to upload it as). Lists become REPEATED
+    fields; narrow ints and floats widen to BigQuery's only sizes (float32 -> FLOAT64 is exact)."""
+    t, mode = field.type, "NULLABLE"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t, mode = t.value_type, "REPEATED"
+    if pa.types.is_boolean(t):
+        bq, up = "BOOL", pa.bool_()
+    elif pa.types.is_integer(t):
+        bq, up = "INT64", pa.int64()
+    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+        bq, up = "FLOAT64", pa.float64()
+    elif pa.types.is_date(t):
+        bq, up = "DATE", pa.date32()
+    elif pa.types.is_timestamp(t):
+        bq, up = ("TIMESTAMP", pa.timestamp("us", "UTC")) if t.tz else ("DATETIME", pa.timestamp("us"))
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        bq, up = "BYTES", pa.binary()
+    else:
+        bq, up = "STRING", pa.string()
+    return bigquery.SchemaField(field.name, bq, mode=mode), pa.list_(up) if mode == "REPEATED" else up
+
+
 class BigQueryWarehouse(Warehouse):
     """One BigQuery dataset. Managed tables are `project.dataset.name`; scratch tables (stages,
     DuckDB TEMP tables) get a per-instance prefix so concurrent runs do not collide."""
@@ -256,6 +281,39 @@ class BigQueryWarehouse(Warehouse):
 
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         self._stage(stage, lambda local: local.stage_attributes(table, path, stage))
+
+    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = ()) -> None:
+        """Upload `df` to a scratch table (a load job: BigQuery cannot take rows inside a
+        transaction), then one script: create the target from the frame's schema if missing
+        (DDL, before the transaction), then `before` and INSERT ... SELECT in one transaction.
+        A failure leaves the target as it was; the scratch table is dropped either way."""
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        fields = [_arrow_field(f) for f in table.schema]
+        table = pa.table(
+            [col.cast(up) for col, (_, up) in zip(table.columns, fields, strict=True)],
+            names=table.column_names,
+        )
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        buf.seek(0)
+        scratch = self._ref(f"{self._prefix}insert_{uuid.uuid4().hex[:8]}")
+        config = bigquery.LoadJobConfig(
+            schema=[f for f, _ in fields], source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition="WRITE_TRUNCATE",
+        )
+        config.parquet_options = bigquery.ParquetOptions()
+        config.parquet_options.enable_list_inference = True  # parquet LIST -> REPEATED, not a RECORD
+        target = f"`{self._ref(name)}`"
+        cols = ", ".join(f"`{c}`" for c in table.column_names)
+        try:
+            self.client.load_table_from_file(buf, scratch, job_config=config, location=self.location).result()
+            self._run(transaction_script([
+                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM `{scratch}` LIMIT 0",
+                *(self._bq(s) for s in before),
+                f"INSERT INTO {target} ({cols}) SELECT {cols} FROM `{scratch}`",
+            ]))
+        finally:
+            self.client.delete_table(scratch, not_found_ok=True)
 
     def close(self) -> None:
         """Delete this instance's scratch tables."""
