@@ -59,6 +59,15 @@ SCRATCH = {"stage_x": "`p.d._s_stage_x`"}
         ('SELECT * FROM "my-proj"."ds"."raw_events"', "FROM `my-proj`.`ds`.`raw_events`"),
         ("INSERT INTO t BY NAME SELECT 1 AS b, 2 AS a", "INSERT INTO t (b, a) SELECT 1 AS b, 2 AS a"),
         ("SELECT CAST(NULL AS VARCHAR) AS k WHERE FALSE", "FROM UNNEST([1]) WHERE FALSE"),
+        # constructs of the representation stages (graph, profiles)
+        ("CREATE TABLE IF NOT EXISTS t (state FLOAT[])", "(state ARRAY<FLOAT64>)"),
+        ("SELECT md5(CAST(c AS VARCHAR)) FROM t", "TO_HEX(MD5(CAST(c AS STRING)))"),
+        ("SELECT date_diff('day', DATE '2017-01-01', d) FROM t", "DATE_DIFF(d, CAST('2017-01-01' AS DATE), DAY)"),
+        ("SELECT string_agg('n' || CAST(k AS VARCHAR), ' ' ORDER BY k) FROM t",
+         "STRING_AGG('n' || CAST(k AS STRING), ' ' ORDER BY k)"),
+        ("SELECT 'e' || CAST(i AS VARCHAR) || chr(9) || m FROM t", "CAST(CHR(9) AS STRING)"),
+        ("SELECT c FROM t WHERE d < DATE '2017-01-02' QUALIFY row_number() OVER (PARTITION BY c "
+         "ORDER BY d DESC) = 1", "QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY d DESC) = 1"),
     ],
 )
 def test_translate_rewrites_duckdb_constructs(duckdb_sql, expected):
@@ -287,6 +296,10 @@ PORTABLE_QUERIES = [
     "FROM (SELECT 'b' AS v UNION ALL SELECT 'a' UNION ALL SELECT 'b')",
     "SELECT CAST(NULL AS VARCHAR) AS k WHERE FALSE",
     "SELECT k, count(*) AS n FROM (SELECT 'x' AS k UNION ALL SELECT 'x') GROUP BY ALL",
+    "SELECT md5(CAST(42 AS VARCHAR)) AS h, 'e' || CAST(7 AS VARCHAR) || chr(9) || 'n1 n2' AS line, "
+    "CAST(floor(date_diff('day', DATE '2017-01-01', DATE '2017-01-15') / 7) AS BIGINT) AS w",
+    "SELECT string_agg('n' || CAST(k AS VARCHAR), ' ' ORDER BY k) AS m "
+    "FROM (SELECT 2 AS k UNION ALL SELECT 10 UNION ALL SELECT 1)",
 ]
 
 
