@@ -180,13 +180,15 @@ def test_insert_df_creates_appends_and_is_all_or_nothing(warehouse, bq_warehouse
         wh.execute([f"CREATE TABLE IF NOT EXISTS {wh.table('log')} (k VARCHAR)"])
         wh.insert_df("t", frame, before=[f"INSERT INTO {wh.table('log')} VALUES ('first')"])
         wh.insert_df("t", frame.iloc[:1], before=[f"DELETE FROM {wh.table('t')} WHERE client_id = 'b'"])
+        # a day without events: no rows, but its `before` statements still apply
+        wh.insert_df("t", frame.iloc[:0], before=[f"INSERT INTO {wh.table('log')} VALUES ('empty')"])
         with pytest.raises(Exception, match="no_such_table"):
             wh.insert_df("t", frame, before=[f"DELETE FROM {wh.table('t')}",
                                              f"INSERT INTO {wh.table('no_such_table')} VALUES (1)"])
         df = wh.fetch_df(f"SELECT * FROM {wh.table('t')} ORDER BY client_id")
         df["v"] = [[float(e) for e in v] for v in df["v"]]
         results.append(df.astype(object).where(df.notna(), None))
-        assert wh.fetch_df(f"SELECT k FROM {wh.table('log')}")["k"].tolist() == ["first"]
+        assert wh.fetch_df(f"SELECT k FROM {wh.table('log')} ORDER BY k")["k"].tolist() == ["empty", "first"]
     pd.testing.assert_frame_equal(results[0], results[1], check_dtype=False)
     assert results[1]["client_id"].tolist() == ["a", "a"]
     assert results[1]["v"].iloc[0] == pytest.approx([0.0, 1 / 3, 2 / 3], abs=1e-7)
