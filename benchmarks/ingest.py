@@ -81,7 +81,8 @@ def _dagster(dataset: str, db: str) -> dict:
     from bm_assets.resources import DuckDBWarehouseResource
 
     defs = build_definitions(dataset, warehouse=DuckDBWarehouseResource(database=db))
-    assets = list(defs.assets)
+    ingest = {"raw_events", "client_properties", "product_catalog", "events_denormalized"}
+    assets = [a for a in defs.assets if any(k.to_user_string() in ingest for k in a.keys)]
     keys = [a for a in assets if a.partitions_def is not None][0].partitions_def.get_partition_keys()
     t, cpu = time.perf_counter(), time.process_time()
     result = materialize(
