@@ -25,8 +25,9 @@ def dagster_instance() -> DagsterInstance:
 def run_all(start: str | None = None, end: str | None = None) -> bool:
     """Materialize every asset: partitioned ones over [start, end] (default: every day) in one
     run per stage, in dependency order."""
-    from bm_assets.definitions import defs
+    from bm_assets.definitions import build_definitions
 
+    defs = build_definitions()  # built now, so BM_HOME / BM_DATASET of this call apply
     instance = dagster_instance()
     assets = list(defs.assets)
     partitioned = [a for a in assets if a.partitions_def is not None]

@@ -5,6 +5,7 @@ data is written, with a message naming the config file and the key."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -297,8 +298,10 @@ class DatasetConfig(_Strict):
 
 def source_schema(path: str, fmt: str) -> dict[str, str]:
     """Column -> DuckDB type of a file, read from its header/footer only."""
-    reader = f"read_parquet('{_sql_str(path)}')" if fmt == "parquet" else (
-        f"read_csv('{_sql_str(path)}', header=true, all_varchar=true)"
+    reader = (
+        f"read_parquet('{_sql_str(path)}')"
+        if fmt == "parquet"
+        else (f"read_csv('{_sql_str(path)}', header=true, all_varchar=true, ignore_errors=true)")
     )
     rows = duckdb.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
     return {r[0]: r[1] for r in rows}
@@ -379,6 +382,14 @@ def _schema_or_error(path: str, fmt: str, where: str) -> dict[str, str]:
         raise DatasetConfigError(f"{where}: cannot read {path} as {fmt}: {exc}") from None
 
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: str) -> str:
+    """Expand ${VAR} and ${VAR:-default} so one YAML serves several machines."""
+    return _ENV_REF.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+
+
 def load_dataset_config(path: str | Path, check_files: bool = True) -> DatasetConfig:
     """Load and validate a dataset YAML. Relative paths inside resolve against its folder."""
     path = Path(path).resolve()
@@ -390,7 +401,7 @@ def load_dataset_config(path: str | Path, check_files: bool = True) -> DatasetCo
         raise DatasetConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise DatasetConfigError(f"{path}: expected a mapping at the top level")
-    raw["base_dir"] = str((path.parent / str(raw.get("base_dir", "."))).resolve())
+    raw["base_dir"] = str((path.parent / _expand_env(str(raw.get("base_dir", ".")))).resolve())
     raw["config_file"] = str(path)
     try:
         cfg = DatasetConfig.model_validate(raw)

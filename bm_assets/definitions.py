@@ -4,9 +4,11 @@ Storage is chosen here once, from BM_STORAGE; asset code never branches on it.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from dagster import Definitions, in_process_executor
+from dagster import Definitions, EnvVar, in_process_executor
+from dagster_gcp import BigQueryResource
 
 from bm_assets.assets.denormalize import build_denormalize_assets
 from bm_assets.assets.foundation import foundation_model
@@ -17,7 +19,13 @@ from bm_assets.config import load_dataset_config
 from bm_assets.core.tasks import load_modeling_config, tasks_path_for
 from bm_assets.jobs import build_jobs_and_schedules
 from bm_assets.partitions import daily_partitions
-from bm_assets.resources import DatasetResource, DuckDBWarehouseResource, MLflowResource, WarehouseResource
+from bm_assets.resources import (
+    BigQueryWarehouseResource,
+    DatasetResource,
+    DuckDBWarehouseResource,
+    MLflowResource,
+    WarehouseResource,
+)
 from bm_assets.settings import bm_home, dataset_path, storage_kind
 
 
@@ -25,7 +33,17 @@ def warehouse_from_env() -> WarehouseResource:
     kind = storage_kind()
     if kind == "duckdb":
         return DuckDBWarehouseResource(database=str(bm_home() / "bm_assets.duckdb"))
-    raise ValueError(f"storage {kind!r} is not available in this build")
+    missing = [v for v in ("BM_GCP_PROJECT", "BM_BQ_DATASET") if not os.environ.get(v)]
+    if missing:
+        raise ValueError(f"BM_STORAGE=bigquery needs {' and '.join(missing)} (the GCP project and dataset)")
+    # EnvVar: the UI shows which variable configures each field, never a value read from it.
+    return BigQueryWarehouseResource(
+        bigquery=BigQueryResource(
+            project=EnvVar("BM_GCP_PROJECT"),
+            location=EnvVar("BM_BQ_LOCATION") if os.environ.get("BM_BQ_LOCATION") else None,
+        ),
+        dataset=EnvVar("BM_BQ_DATASET"),
+    )
 
 
 def build_definitions(

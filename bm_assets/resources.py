@@ -11,8 +11,11 @@ from functools import cache
 
 import mlflow
 from dagster import ConfigurableResource
+from dagster_gcp import BigQueryResource
+from pydantic import Field
 
 from bm_assets.config import DatasetConfig, load_dataset_config
+from bm_assets.core.bigquery import BigQueryWarehouse
 from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
 from bm_assets.settings import bm_home
 
@@ -91,3 +94,23 @@ class MLflowResource(ConfigurableResource):
     def run_link(self, run: mlflow.ActiveRun) -> str:
         """Where to find the run: its id in the store, for the UI or `mlflow.get_run`."""
         return f"{self.uri()}#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+
+class BigQueryWarehouseResource(WarehouseResource):
+    """A BigQuery dataset. The client comes from dagster-gcp's BigQueryResource: project and
+    location from config, credentials from Application Default Credentials (or its
+    gcp_credentials field). It has no endpoint field and needs none: the BigQuery client
+    library itself honours BIGQUERY_EMULATOR_HOST, which is how an emulator is selected."""
+
+    bigquery: BigQueryResource
+    dataset: str = Field(description="BigQuery dataset holding the managed tables (BM_BQ_DATASET)")
+
+    @contextmanager
+    def open(self) -> Iterator[Warehouse]:
+        with self.bigquery.get_client() as client:
+            wh = BigQueryWarehouse(client, self.dataset, location=self.bigquery.location)
+            wh.ensure_dataset()
+            try:
+                yield wh
+            finally:
+                wh.close()

@@ -1,13 +1,24 @@
-"""Shared fixtures: a temporary BM_HOME, the bundled sample config, a scratch DuckDB file."""
+"""Shared fixtures: a temporary BM_HOME, the bundled sample config, a scratch DuckDB file, and
+a BigQuery emulator dataset for tests marked `bigquery`."""
 
 from __future__ import annotations
 
+import os
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import google.auth
+import google.cloud.bigquery.client
 import pytest
+from dagster_gcp import BigQueryResource
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
 
 from bm_assets.config import load_dataset_config
-from bm_assets.core.warehouse import DuckDBWarehouse
+from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
+from bm_assets.resources import BigQueryWarehouseResource
 from bm_assets.settings import BUNDLED_DATASET
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -32,6 +43,67 @@ def warehouse(tmp_path):
     wh = DuckDBWarehouse(str(tmp_path / "test.duckdb"))
     yield wh
     wh.close()
+
+
+# --- BigQuery emulator -------------------------------------------------------------------
+# Tests marked `bigquery` run against a BigQuery emulator at BIGQUERY_EMULATOR_HOST (started by
+# scripts/bigquery_emulator.sh). With neither that variable nor CI=true set they are
+# deselected, unless selected explicitly (-m bigquery); once selected, an unreachable emulator fails.
+
+EMULATOR_PROJECT = os.environ.get("BQEMU_PROJECT", "test-proj")
+
+
+def _bigquery_expected() -> bool:
+    return bool(os.environ.get("BIGQUERY_EMULATOR_HOST")) or os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(config, items):
+    if _bigquery_expected() or "bigquery" in (config.getoption("markexpr") or ""):
+        return
+    skipped = [i for i in items if i.get_closest_marker("bigquery")]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [i for i in items if not i.get_closest_marker("bigquery")]
+
+
+@pytest.fixture(scope="session")
+def bq_emulator() -> Iterator[str]:
+    """The emulator's URL, with the two client-side patches it needs (test set-up only):
+    multipart uploads as application/octet-stream, and anonymous credentials for clients that
+    dagster-gcp builds itself."""
+    host = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    if not host:
+        pytest.fail("BIGQUERY_EMULATOR_HOST is not set; start scripts/bigquery_emulator.sh and export it")
+    try:
+        urllib.request.urlopen(f"{host.rstrip('/')}/healthz", timeout=5).read()
+    except OSError as exc:
+        pytest.fail(f"BigQuery emulator at {host} is unreachable: {exc}")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(google.cloud.bigquery.client, "_GENERIC_CONTENT_TYPE", "application/octet-stream")
+        mp.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), EMULATOR_PROJECT))
+        yield host
+
+
+@pytest.fixture
+def bq_dataset(bq_emulator) -> Iterator[str]:
+    """A fresh dataset per test, deleted afterwards."""
+    client = bigquery.Client(project=EMULATOR_PROJECT, credentials=AnonymousCredentials())
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    client.create_dataset(name)
+    yield name
+    client.delete_dataset(name, delete_contents=True, not_found_ok=True)
+    client.close()
+
+
+@pytest.fixture
+def bq_resource(bq_dataset) -> BigQueryWarehouseResource:
+    return BigQueryWarehouseResource(bigquery=BigQueryResource(project=EMULATOR_PROJECT), dataset=bq_dataset)
+
+
+@pytest.fixture
+def bq_warehouse(bq_resource) -> Iterator[Warehouse]:
+    with bq_resource.open() as wh:
+        yield wh
 
 
 @pytest.fixture(scope="session")

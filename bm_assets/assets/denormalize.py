@@ -1,6 +1,5 @@
 """events_denormalized: events with item and client attributes, joined in the warehouse."""
 
-
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -41,15 +40,21 @@ def build_denormalize_assets(partitions: DailyPartitionsDefinition) -> list:
         cfg = dataset.load()
         start, end = window_of(context)
         with warehouse.open() as wh:
-            rows = denormalize_window(wh, start, end, covers_all_days=(start, end) == (cfg.data_start, cfg.end_exclusive))
+            rows = denormalize_window(
+                wh, start, end, covers_all_days=(start, end) == (cfg.data_start, cfg.end_exclusive)
+            )
             share, n = catalog_coverage(wh, start, end)
             preview = wh.fetch_df(
                 f"SELECT * FROM {wh.table(EVENTS_DENORMALIZED)} WHERE event_date >= DATE '{start}' "
                 f"AND event_date < DATE '{end}' LIMIT 5"
             )
         yield MaterializeResult(
-            metadata={"dagster/row_count": rows, "window": f"{start} .. {end} (exclusive)",
-                      "catalog_coverage": share, "preview": md_table(preview)}
+            metadata={
+                "dagster/row_count": rows,
+                "window": f"{start} .. {end} (exclusive)",
+                "catalog_coverage": share,
+                "preview": md_table(preview),
+            }
         )
         yield AssetCheckResult(
             check_name="catalog_coverage",

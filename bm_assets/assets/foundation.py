@@ -1,6 +1,8 @@
 """foundation_model: self-supervised pretraining on the behavioral profiles, tracked in MLflow."""
 
 import dataclasses
+import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -13,7 +15,7 @@ from bm_assets.core.examples import CachedProfiles, foundation_examples, layout_
 from bm_assets.core.foundation import TrainConfig, train_foundation
 from bm_assets.core.profiles import load_profiles
 from bm_assets.core.sketches import load_sketch_coders
-from bm_assets.core.tasks import ModelingConfig, load_modeling_config, tasks_path_for
+from bm_assets.core.tasks import ModelingConfig, events_end, load_modeling_config, tasks_path_for
 from bm_assets.resources import DatasetResource, MLflowResource, WarehouseResource
 from bm_assets.settings import bm_home
 
@@ -51,19 +53,31 @@ def modeling_config(dataset: DatasetResource) -> ModelingConfig:
     deps=["sketch_coders", "behavioral_profiles"],
     group_name=MODELS_GROUP,
     description="Profile at split date T -> per-column sketch of the client's events in [T, T+h); "
-    "no task label is used. Registered in MLflow; later task models start from its weights.",
+    "no task label is used. Registered in MLflow; later task models start from its weights. "
+    "Skipped (with the task assets after it) while the events do not reach the end of the "
+    "validation window.",
+    output_required=False,
 )
 def foundation_model(
     context: AssetExecutionContext,
     dataset: DatasetResource,
     warehouse: WarehouseResource,
     mlflow_tracking: MLflowResource,
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult]:
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
     f = mcfg.foundation
-    coders = load_sketch_coders(bm_home())
     with warehouse.open() as wh:
+        last = events_end(wh)
+        needed = cfg.temporal.test_start - dt.timedelta(days=1)
+        if last is None or last < needed:
+            # e.g. `bm-assets run` over a few days: there is nothing to pretrain on yet.
+            context.log.warning(
+                f"events_denormalized ends at {last}; the foundation model needs events through the "
+                f"validation window (to {needed}): skipped, and the task assets after it"
+            )
+            return
+        coders = load_sketch_coders(bm_home())
         data = foundation_examples(wh, cfg, mcfg, coders, CachedProfiles(lambda d: load_profiles(wh, d)))
     (ex_tr, x_tr, y_tr), (ex_va, x_va, y_va) = data["train"], data["validation"]
     train_cfg = TrainConfig(
@@ -74,9 +88,7 @@ def foundation_model(
         patience=f.patience,
         seed=mcfg.evaluation.seed,
     )
-    with mlflow_tracking.start_run(
-        "foundation_model", tags={"dataset": cfg.name, "stage": "pretraining"}
-    ) as run:
+    with mlflow_tracking.start_run("foundation_model", tags={"dataset": cfg.name, "stage": "pretraining"}) as run:
         mlflow.log_params(
             {
                 **f.model_dump(exclude={"eligible"}),
@@ -115,7 +127,7 @@ def foundation_model(
         torch.save(result.net, foundation_path())
         info = log_network(result.net, "model", registered_model_name=f"{cfg.name}_foundation")
         link = mlflow_tracking.run_link(run)
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={
             "mlflow_run_id": run.info.run_id,
             "mlflow_run": MetadataValue.url(link) if link.startswith("http") else link,

@@ -1,6 +1,5 @@
 """Ingest assets: raw_events (+ its quarantine) by day, and the attribute snapshots."""
 
-
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -29,18 +28,35 @@ INGEST_GROUP = "ingest"
 def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
     @multi_asset(
         specs=[
-            AssetSpec("raw_events", description="Typed, validated events of every source, by day.",
-                      group_name=INGEST_GROUP, partitions_def=partitions),
-            AssetSpec("raw_events_quarantine", description="One row per rejected source row, with its reason.",
-                      group_name=INGEST_GROUP, partitions_def=partitions),
+            AssetSpec(
+                "raw_events",
+                description="Typed, validated events of every source, by day.",
+                group_name=INGEST_GROUP,
+                partitions_def=partitions,
+            ),
+            AssetSpec(
+                "raw_events_quarantine",
+                description="One row per rejected source row, with its reason.",
+                group_name=INGEST_GROUP,
+                partitions_def=partitions,
+            ),
         ],
         check_specs=[
-            AssetCheckSpec("rows_in_equal_loaded_plus_quarantined", asset="raw_events",
-                           description="Every source row of the window is loaded or quarantined, once."),
-            AssetCheckSpec("no_null_keys", asset="raw_events",
-                           description="No loaded event lacks a client id, item id or timestamp."),
-            AssetCheckSpec("events_inside_partition", asset="raw_events",
-                           description="Every event's timestamp falls on its partition's day."),
+            AssetCheckSpec(
+                "rows_in_equal_loaded_plus_quarantined",
+                asset="raw_events",
+                description="Every source row of the window is loaded or quarantined, once.",
+            ),
+            AssetCheckSpec(
+                "no_null_keys",
+                asset="raw_events",
+                description="No loaded event lacks a client id, item id or timestamp.",
+            ),
+            AssetCheckSpec(
+                "events_inside_partition",
+                asset="raw_events",
+                description="Every event's timestamp falls on its partition's day.",
+            ),
         ],
         backfill_policy=BackfillPolicy.single_run(),
     )
@@ -77,19 +93,32 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
             metadata={"dagster/row_count": quality.rows_quarantined, "reasons": md_table(reasons)},
         )
         yield AssetCheckResult(
-            asset_key="raw_events", check_name="rows_in_equal_loaded_plus_quarantined",
+            asset_key="raw_events",
+            check_name="rows_in_equal_loaded_plus_quarantined",
             passed=quality.balanced,
-            metadata={"rows_in": quality.rows_in, "rows_loaded": quality.rows_loaded,
-                      "rows_quarantined": quality.rows_quarantined},
+            metadata={
+                "rows_in": quality.rows_in,
+                "rows_loaded": quality.rows_loaded,
+                "rows_quarantined": quality.rows_quarantined,
+            },
         )
-        yield AssetCheckResult(asset_key="raw_events", check_name="no_null_keys",
-                               passed=quality.null_keys == 0, metadata={"rows": quality.null_keys})
-        yield AssetCheckResult(asset_key="raw_events", check_name="events_inside_partition",
-                               passed=quality.outside_partition == 0,
-                               severity=AssetCheckSeverity.ERROR,
-                               metadata={"rows": quality.outside_partition})
+        yield AssetCheckResult(
+            asset_key="raw_events",
+            check_name="no_null_keys",
+            passed=quality.null_keys == 0,
+            metadata={"rows": quality.null_keys},
+        )
+        yield AssetCheckResult(
+            asset_key="raw_events",
+            check_name="events_inside_partition",
+            passed=quality.outside_partition == 0,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"rows": quality.outside_partition},
+        )
 
-    @asset(group_name=INGEST_GROUP, description="One row per client: client attribute tables, joined on the id.")
+    @asset(
+        group_name=INGEST_GROUP, description="One row per client: client attribute tables, joined on the id."
+    )
     def client_properties(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
         with warehouse.open() as wh:
             build = build_client_properties(wh, dataset.load())

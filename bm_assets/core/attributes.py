@@ -70,16 +70,23 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
             f"GROUP BY 1 HAVING count(*) > 1 ORDER BY min(__row) LIMIT 1"
         )
         if len(dup):
+            first = dup.iloc[0]
+            rows = [int(r) for r in first["rows"]][:5]
             raise AttributeDataError(
-                f"{dup.iloc[0]['f']}: rows {list(dup.iloc[0]['rows'])[:5]}: key {dup.iloc[0]['k']!r} in column "
+                f"{first['f']}: rows {rows}: key {first['k']!r} in column "
                 f"{table.key!r} appears more than once; {table.name} needs one row per key "
                 "(set multi_valued: true to aggregate)"
             )
         exprs = [
-            f"TRY_CAST({_text(c)} AS DOUBLE) AS {_ident(c)}" if k == "numeric" else f"{_text(c)} AS {_ident(c)}"
+            f"TRY_CAST({_text(c)} AS DOUBLE) AS {_ident(c)}"
+            if k == "numeric"
+            else f"{_text(c)} AS {_ident(c)}"
             for c, k in cols.items()
         ]
-        return f"SELECT {prefixed_key} AS {key_name}, {', '.join([*exprs]) or 'NULL AS _none'} FROM {stage}", out_kinds
+        return (
+            f"SELECT {prefixed_key} AS {key_name}, {', '.join([*exprs]) or 'NULL AS _none'} FROM {stage}",
+            out_kinds,
+        )
     exprs = [f"count(*) AS {_ident(table.name + '_rows')}"] + [
         f"string_agg(DISTINCT {_text(c)}, '|' ORDER BY {_text(c)}) AS {_ident(attribute_output_name(table, c))}"
         for c in cols
@@ -109,7 +116,9 @@ def build_attributes(
         keys = " UNION ".join(f"SELECT {key_name} FROM {_ident('t_' + n)}" for n, _ in parts)
         joins = " ".join(f"LEFT JOIN {_ident('t_' + n)} USING ({key_name})" for n, _ in parts)
         cols = ", ".join(_ident(c) for c in kinds)
-        select = f"WITH {ctes}, keys AS ({keys}) SELECT {key_name}, {cols} FROM keys {joins} ORDER BY {key_name}"
+        select = (
+            f"WITH {ctes}, keys AS ({keys}) SELECT {key_name}, {cols} FROM keys {joins} ORDER BY {key_name}"
+        )
     else:
         select = f"SELECT CAST(NULL AS VARCHAR) AS {key_name} WHERE FALSE"
     wh.execute([f"CREATE OR REPLACE TABLE {wh.table(target)} AS {select}"])

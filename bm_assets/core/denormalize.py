@@ -1,12 +1,13 @@
 """events_denormalized: each event joined with its item's and client's attributes, as one SQL
-statement in the warehouse (no dataframe merges), replaced by date window."""
+statement in the warehouse (no dataframe merges), replaced by date window. Lineage columns
+(source_file, source_row) stay in raw_events; event_id links the two."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from bm_assets.core.ingest import RAW_EVENTS, _ident
 from bm_assets.core.attributes import CLIENT_PROPERTIES, PRODUCT_CATALOG
+from bm_assets.core.ingest import RAW_EVENTS, _ident
 from bm_assets.core.warehouse import Warehouse
 
 EVENTS_DENORMALIZED = "events_denormalized"
@@ -21,7 +22,7 @@ def denormalized_select(wh: Warehouse, start: dt.date, end: dt.date) -> str:
     client_cols = _columns(wh, CLIENT_PROPERTIES, "client_id")
     cols = ", ".join([*(f"i.{_ident(c)}" for c in item_cols), *(f"c.{_ident(c)}" for c in client_cols)])
     return f"""
-        SELECT e.*, {cols + ',' if cols else ''}
+        SELECT e.* EXCLUDE (source_file, source_row), {cols + "," if cols else ""}
                i.item_id IS NOT NULL AS item_in_catalog,
                c.client_id IS NOT NULL AS client_in_properties
         FROM {wh.table(RAW_EVENTS)} e
@@ -52,7 +53,7 @@ def denormalize_window(wh: Warehouse, start: dt.date, end: dt.date, covers_all_d
             statements = [f"DROP TABLE {target}", *statements]
     statements += [
         f"DELETE FROM {target} WHERE event_date >= DATE '{start}' AND event_date < DATE '{end}'",
-        f"INSERT INTO {target} {select} ORDER BY e.event_time, e.event_id",
+        f"INSERT INTO {target} {select}",
     ]
     wh.execute(statements)
     return int(

@@ -98,37 +98,47 @@ def _ident(col: str) -> str:
     return '"' + col.replace('"', '""') + '"'
 
 
-def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str) -> str:
+def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_columns: set[str]) -> str:
     """SELECT over a staged source giving every row its typed values, its reject reason (NULL
-    when valid) and its home partition date."""
+    when valid) and its home partition date. `string_columns`: staged columns that hold text
+    (CSV, or text in Parquet); columns already typed by the file skip the string round trip."""
+
+    def text(col: str) -> str:
+        return _text(col) if col in string_columns else f"CAST({_ident(col)} AS VARCHAR)"
+
+    def present(col: str) -> str:
+        return f"({text(col) if col in string_columns else _ident(col)} IS NOT NULL)"
+
+    def number(col: str) -> str:
+        return f"TRY_CAST({text(col) if col in string_columns else _ident(col)} AS DOUBLE)"
+
     ts_col = src.timestamp.column
-    ts_raw = _text(ts_col)
-    ts = (
-        f"TRY_STRPTIME({ts_raw}, {_q(src.timestamp.format)})"
-        if src.timestamp.format
-        else f"TRY_CAST({_ident(ts_col)} AS TIMESTAMP)"
-    )
-    event_type = _text(src.event_type) if src.event_type else _q(src.event_type_value or src.name)
+    if src.timestamp.format:
+        ts = f"TRY_STRPTIME({text(ts_col)}, {_q(src.timestamp.format)})"
+    else:
+        ts = f"TRY_CAST({text(ts_col) if ts_col in string_columns else _ident(ts_col)} AS TIMESTAMP)"
+    event_type = text(src.event_type) if src.event_type else _q(src.event_type_value or src.name)
     event_id = (
-        _text(src.event_id)
+        text(src.event_id)
         if src.event_id
         else f"{_q(src.name + ':')} || parse_filename(__file) || ':' || CAST(__row AS VARCHAR)"
     )
+    helpers = ["item_raw", "ts_given"]
     typed = [
         f"{_q(src.name)} AS source",
         "__file AS source_file",
         "__row AS source_row",
-        f"{_text(src.client_id)} AS client_id",
-        f"{_text(src.item_id)} AS item_raw",
-        f"{ts_raw} AS ts_raw",
+        f"{text(src.client_id)} AS client_id",
+        f"{text(src.item_id)} AS item_raw",
+        f"{present(ts_col)} AS ts_given",
         f"{ts} AS event_time",
         f"{event_type} AS event_type",
         f"{event_id} AS event_id",
     ]
     checks: list[tuple[str, str, str]] = [  # (condition, column, reason)
-        ("ts_raw IS NULL", ts_col, f"missing timestamp in column {ts_col}"),
+        ("NOT ts_given", ts_col, f"missing timestamp in column {ts_col}"),
         (
-            "ts_raw IS NOT NULL AND event_time IS NULL",
+            "ts_given AND event_time IS NULL",
             ts_col,
             f"unparsable timestamp in column {ts_col}"
             + (f" (format {src.timestamp.format})" if src.timestamp.format else ""),
@@ -146,10 +156,14 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str) -> str:
     for role in ("quantity", "value"):
         col = getattr(src, role)
         if col:
-            typed += [f"{_text(col)} AS {role}_raw", f"TRY_CAST({_text(col)} AS DOUBLE) AS {role}"]
+            typed += [f"{present(col)} AS {role}_given", f"{number(col)} AS {role}"]
+            helpers.append(f"{role}_given")
             checks += [
-                (f"{role}_raw IS NOT NULL AND ({role} IS NULL OR NOT isfinite({role}))", col,
-                 f"non-numeric {role} in column {col}"),
+                (
+                    f"{role}_given AND ({role} IS NULL OR NOT isfinite({role}))",
+                    col,
+                    f"non-numeric {role} in column {col}",
+                ),
                 (f"{role} < 0", col, f"negative {role} in column {col}"),
             ]
         else:
@@ -158,15 +172,25 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str) -> str:
         if c not in src.context:
             typed.append(f"CAST(NULL AS {'DOUBLE' if kind == 'numeric' else 'VARCHAR'}) AS {_ident(c)}")
         elif kind == "numeric":
-            typed += [f"{_text(c)} AS {_ident(c + '__raw')}", f"TRY_CAST({_text(c)} AS DOUBLE) AS {_ident(c)}"]
-            checks.append((f"{_ident(c + '__raw')} IS NOT NULL AND {_ident(c)} IS NULL", c, f"non-numeric {c}"))
+            flag = _ident(c + "__given")
+            typed += [f"{present(c)} AS {flag}", f"{number(c)} AS {_ident(c)}"]
+            helpers.append(c + "__given")
+            checks.append((f"{flag} AND {_ident(c)} IS NULL", c, f"non-numeric {c}"))
         else:
-            typed.append(f"{_text(c)} AS {_ident(c)}")
-    reason = "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {_q(r)} END" for cond, _, r in checks) + ")"
-    column = "CASE " + " ".join(f"WHEN {cond} THEN {_q(col)}" for cond, col, _ in checks) + " END"
-    in_range = (
-        f"event_time >= TIMESTAMP '{cfg.data_start}' AND event_time < TIMESTAMP '{cfg.end_exclusive}'"
+            typed.append(f"{text(c)} AS {_ident(c)}")
+    reason = (
+        "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {_q(r)} END" for cond, _, r in checks) + ")"
     )
+    column = "CASE " + " ".join(f"WHEN {cond} THEN {_q(col)}" for cond, col, _ in checks) + " END"
+    if src.event_id:
+        # The first occurrence (by file and row) of an event id wins, across the whole source.
+        win = "OVER (PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row)"
+        dup_rank = f"CASE WHEN reason IS NULL THEN row_number() {win} END"
+        location = "parse_filename(source_file) || ':' || source_row"
+        first_seen = f"CASE WHEN reason IS NULL THEN first_value({location}) {win} END"
+    else:  # generated ids are unique by construction
+        dup_rank, first_seen = "CAST(NULL AS BIGINT)", "CAST(NULL AS VARCHAR)"
+    in_range = f"event_time >= TIMESTAMP '{cfg.data_start}' AND event_time < TIMESTAMP '{cfg.end_exclusive}'"
     return f"""
     WITH typed AS (SELECT {", ".join(typed)} FROM {stage}),
     checked AS (
@@ -176,18 +200,13 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str) -> str:
         FROM typed
     ),
     ranked AS (
-        SELECT *,
-            CASE WHEN reason IS NULL THEN row_number() OVER (
-                PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row) END AS dup_rank,
-            CASE WHEN reason IS NULL THEN first_value(parse_filename(source_file) || ':' || source_row)
-                OVER (PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row) END AS first_seen
-        FROM checked
+        SELECT *, {dup_rank} AS dup_rank, {first_seen} AS first_seen FROM checked
     )
-    SELECT * EXCLUDE (reason, column_name, item_raw),
+    SELECT * EXCLUDE (reason, column_name, {", ".join(map(_ident, helpers))}),
         {_q(src.item_prefix)} || item_raw AS item_id,
         CASE WHEN dup_rank > 1 THEN 'duplicate event_id ' || event_id || ' (first seen at ' || first_seen || ')'
              ELSE reason END AS reason,
-        CASE WHEN dup_rank > 1 THEN {_q(src.event_id or 'event_id')} ELSE column_name END AS column_name
+        CASE WHEN dup_rank > 1 THEN {_q(src.event_id or "event_id")} ELSE column_name END AS column_name
     FROM ranked"""
 
 
@@ -209,12 +228,16 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         stage = f"stage_{src.name}"
         wh.stage_events(src, cfg.resolve(src.path), stage)
         classified = f"classified_{src.name}"
-        wh.execute([f"CREATE OR REPLACE TEMP TABLE {classified} AS {classify_sql(cfg, src, stage)}"])
+        staged = wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0")
+        strings = {c for c in staged.columns if staged[c].dtype == object}
+        wh.execute([f"CREATE OR REPLACE TEMP TABLE {classified} AS {classify_sql(cfg, src, stage, strings)}"])
         reader_rejects = f"""SELECT {_q(src.name)} AS source, __file AS source_file, __row AS source_row,
             column_name, 'unreadable record: ' || reason AS reason, raw AS raw_record,
             DATE '{cfg.data_start}' AS partition_date FROM {stage}_rejects
-            WHERE {'TRUE' if first_day_in_window else 'FALSE'}"""
-        select_cols = ", ".join(_ident(c) if c != "event_date" else "partition_date AS event_date" for c in cols)
+            WHERE {"TRUE" if first_day_in_window else "FALSE"}"""
+        select_cols = ", ".join(
+            _ident(c) if c != "event_date" else "partition_date AS event_date" for c in cols
+        )
         statements += [
             f"INSERT INTO {wh.table(RAW_EVENTS)} ({', '.join(map(_ident, cols))}) "
             f"SELECT {select_cols} FROM {classified} WHERE reason IS NULL AND {window} "

@@ -503,12 +503,12 @@ def batch_check(
     events_table: str = "events_denormalized",
 ) -> tuple[int, float]:
     """Recompute from scratch the profiles as of `as_of` of up to `max_clients` clients active that
-    day (a stable hash sample) and compare them with the stored, incremental ones. Returns
-    (clients compared, largest |difference| / (1 + |value|))."""
+    day (a stable sample by MD5 of the id, the same on every engine) and compare them with the
+    stored, incremental ones. Returns (clients compared, largest |difference| / (1 + |value|))."""
     table = wh.table(events_table)
     sample = wh.fetch_df(
-        f"SELECT DISTINCT client_id FROM {table} WHERE event_date = DATE '{as_of}' "
-        f"ORDER BY hash(client_id), client_id LIMIT {int(max_clients)}"
+        f"SELECT client_id FROM (SELECT DISTINCT client_id FROM {table} WHERE event_date = DATE '{as_of}') "
+        f"ORDER BY md5(CAST(client_id AS VARCHAR)), client_id LIMIT {int(max_clients)}"
     )["client_id"]
     if sample.empty:
         return 0, 0.0

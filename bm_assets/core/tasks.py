@@ -219,6 +219,14 @@ def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
                 ) from None
 
 
+def events_end(wh: Warehouse) -> dt.date | None:
+    """The last event day in the warehouse (None when empty): how far the protocol can reach."""
+    if not wh.table_exists(EVENTS):
+        return None
+    day = wh.fetch_df(f"SELECT max(event_date) AS d FROM {wh.table(EVENTS)}")["d"].iloc[0]
+    return None if pd.isna(day) else pd.Timestamp(day).date()
+
+
 def _col(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

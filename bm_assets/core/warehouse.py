@@ -37,9 +37,6 @@ class Warehouse(ABC):
     def table_exists(self, name: str) -> bool: ...
 
     @abstractmethod
-    def record_json_sql(self, alias: str) -> str:
-        return f"CAST(to_json({alias}) AS VARCHAR)"
-
     def stage_events(self, source: EventSource, path: str, stage: str) -> None:
         """Load the raw rows of an event source into temp tables: `<stage>` holds the source
         columns plus __file and __row (1-based row in the file, or line for CSV);
@@ -118,44 +115,71 @@ class DuckDBWarehouse(Warehouse):
         return bool(rows)
 
     def _reader(self, path: str, fmt: str, rejects: str | None) -> str:
+        """A table function reading one file. Without `rejects` (schema look-ups only) bad CSV
+        records are skipped; with it they are kept in the rejects table."""
         if fmt == "parquet":
             return f"read_parquet({_q(path)})"
         opts = "header=true, all_varchar=true"
-        if rejects:
+        if not rejects:
+            opts += ", ignore_errors=true"
+        else:
             opts += f", store_rejects=true, rejects_table={_q(rejects)}, rejects_scan={_q(rejects + '_scan')}"
         return f"read_csv({_q(path)}, {opts})"
 
-    def _stage(self, path_or_glob: str, fmt: str, stage: str, required: dict[str, str], rejects: bool) -> None:
-        self.con.execute(f"DROP TABLE IF EXISTS {stage}")
-        self.con.execute(f"DROP TABLE IF EXISTS {stage}_rejects")
+    def _drop(self, name: str) -> None:
+        """Drop a temp table or view of that name, whichever it is."""
+        for kind in ("VIEW", "TABLE"):
+            try:
+                self.con.execute(f"DROP {kind} IF EXISTS {name}")
+            except duckdb.CatalogException:
+                continue
+
+    def _stage(
+        self, path_or_glob: str, fmt: str, stage: str, required: dict[str, str], rejects: bool
+    ) -> None:
+        self._drop(stage)
+        self._drop(f"{stage}_rejects")
         self.con.execute(
             f"CREATE TEMP TABLE {stage}_rejects (__file VARCHAR, __row BIGINT, column_name VARCHAR, "
             "reason VARCHAR, raw VARCHAR)"
         )
-        for i, path in enumerate(expand_paths(path_or_glob)):
-            schema = {r[0] for r in self.con.execute(
-                f"DESCRIBE SELECT * FROM {self._reader(path, fmt, None)}").fetchall()}
+        files = expand_paths(path_or_glob)
+        for path in files:
+            schema = {
+                r[0]
+                for r in self.con.execute(
+                    f"DESCRIBE SELECT * FROM {self._reader(path, fmt, None)}"
+                ).fetchall()
+            }
             for role, col in required.items():
                 if col not in schema:
                     raise SourceReadError(
                         f"{path}: required column {col!r} (role {role}) is missing; found {sorted(schema)}"
                     )
-            reject_tbl = f"{stage}_csvrej{i}" if rejects and fmt == "csv" else None
-            if reject_tbl:
-                self.con.execute(f"DROP TABLE IF EXISTS {reject_tbl}")
-                self.con.execute(f"DROP TABLE IF EXISTS {reject_tbl}_scan")
+        if fmt == "parquet":
+            # Parquet needs no copy: a view over the files, rows numbered by the reader.
+            file_list = "[" + ", ".join(_q(p) for p in files) + "]"
+            self.con.execute(
+                f"CREATE TEMP VIEW {stage} AS SELECT * EXCLUDE (filename, file_row_number), "
+                f"filename AS __file, file_row_number + 1 AS __row "
+                f"FROM read_parquet({file_list}, filename=true, file_row_number=true, union_by_name=true)"
+            )
+            return
+        for i, path in enumerate(files):
+            reject_tbl = f"{stage}_csvrej{i}"
+            self.con.execute(f"DROP TABLE IF EXISTS {reject_tbl}")
+            self.con.execute(f"DROP TABLE IF EXISTS {reject_tbl}_scan")
             # row_number() OVER () follows file order for a single-file scan (insertion order is
             # preserved); rejected CSV lines are re-inserted into the numbering below.
             select = (
                 f"SELECT *, {_q(path)} AS __file, row_number() OVER () AS __row "
-                f"FROM {self._reader(path, fmt, reject_tbl)}"
+                f"FROM {self._reader(path, fmt, reject_tbl if rejects else None)}"
             )
             if i == 0:
                 self.con.execute(f"CREATE TEMP TABLE {stage} AS {select}")
             else:
                 self.con.execute(f"INSERT INTO {stage} BY NAME {select}")
-            if reject_tbl:
-                self._renumber_after_rejects(stage, path, reject_tbl)
+            self._renumber_after_rejects(stage, path, reject_tbl)
 
     def _renumber_after_rejects(self, stage: str, path: str, reject_tbl: str) -> None:
         """Map parsed-row ordinals to file lines when the CSV reader rejected some lines, and

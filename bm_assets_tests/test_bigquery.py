@@ -1,0 +1,320 @@
+"""BigQuery as the warehouse: the DuckDB-dialect SQL translates, and the same assets on the
+same input give the same tables, quarantine rows and errors on BigQuery (an emulator) as on
+DuckDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+import yaml
+from dagster import EnvVar, materialize
+
+from bm_assets.assets.denormalize import build_denormalize_assets
+from bm_assets.assets.ingest import build_ingest_assets
+from bm_assets.config import load_dataset_config
+from bm_assets.core.attributes import AttributeDataError, build_client_properties
+from bm_assets.core.bigquery import transaction_script, translate
+from bm_assets.core.ingest import ingest_window
+from bm_assets.core.warehouse import SourceReadError, Warehouse
+from bm_assets.definitions import warehouse_from_env
+from bm_assets.partitions import daily_partitions
+from bm_assets.resources import (
+    BigQueryWarehouseResource,
+    DatasetResource,
+    DuckDBWarehouseResource,
+    WarehouseResource,
+)
+from bm_assets.settings import BUNDLED_DATASET
+from bm_assets_tests.factories import HEADER, write_dataset
+
+D = dt.date
+SCRATCH = {"stage_x": "`p.d._s_stage_x`"}
+
+
+# --- translation, no emulator needed -----------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("duckdb_sql", "expected"),
+    [
+        ("SELECT parse_filename(f) FROM t", "REGEXP_EXTRACT(f, '[^/]*$')"),
+        ("SELECT TRY_STRPTIME(ts, '%d/%m/%Y') FROM t", "SAFE.PARSE_DATETIME('%d/%m/%Y', ts)"),
+        ("SELECT NOT isfinite(q) FROM t", "NOT (NOT (IS_INF(q) OR IS_NAN(q)))"),
+        ("SELECT concat_ws('; ', a, 'x') FROM t", "ARRAY_TO_STRING([CAST(a AS STRING), 'x'], '; ')"),
+        ("SELECT 'row ' || n FROM t", "'row ' || CAST(n AS STRING)"),
+        ("SELECT count(*) FILTER (WHERE ok) FROM t", "COUNTIF(ok)"),
+        ("SELECT list(r ORDER BY r) FROM t", "ARRAY_AGG(r ORDER BY r)"),
+        ("SELECT * EXCLUDE (a) FROM t", "SELECT * EXCEPT (a)"),
+        ("SELECT a FROM t UNION SELECT a FROM u", "UNION DISTINCT"),
+        ("SELECT CAST(t AS TIMESTAMP) FROM t", "CAST(t AS DATETIME)"),
+        ("CREATE OR REPLACE TEMP TABLE stage_x AS SELECT 1 AS a",
+         "CREATE OR REPLACE TABLE `p.d._s_stage_x` AS"),
+        ("SELECT stage_x.a FROM stage_x", "FROM `p.d._s_stage_x` AS stage_x"),
+        ("SELECT s.a FROM stage_x s", "FROM `p.d._s_stage_x` AS s"),
+        ('SELECT * FROM "my-proj"."ds"."raw_events"', "FROM `my-proj`.`ds`.`raw_events`"),
+        ("INSERT INTO t BY NAME SELECT 1 AS b, 2 AS a", "INSERT INTO t (b, a) SELECT 1 AS b, 2 AS a"),
+        ("SELECT CAST(NULL AS VARCHAR) AS k WHERE FALSE", "FROM UNNEST([1]) WHERE FALSE"),
+        # constructs of the representation stages (graph, profiles)
+        ("CREATE TABLE IF NOT EXISTS t (state FLOAT[])", "(state ARRAY<FLOAT64>)"),
+        ("SELECT md5(CAST(c AS VARCHAR)) FROM t", "TO_HEX(MD5(CAST(c AS STRING)))"),
+        ("SELECT date_diff('day', DATE '2017-01-01', d) FROM t", "DATE_DIFF(d, CAST('2017-01-01' AS DATE), DAY)"),
+        ("SELECT string_agg('n' || CAST(k AS VARCHAR), ' ' ORDER BY k) FROM t",
+         "STRING_AGG('n' || CAST(k AS STRING), ' ' ORDER BY k)"),
+        ("SELECT 'e' || CAST(i AS VARCHAR) || chr(9) || m FROM t", "CAST(CHR(9) AS STRING)"),
+        ("SELECT c FROM t WHERE d < DATE '2017-01-02' QUALIFY row_number() OVER (PARTITION BY c "
+         "ORDER BY d DESC) = 1", "QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY d DESC) = 1"),
+    ],
+)
+def test_translate_rewrites_duckdb_constructs(duckdb_sql, expected):
+    assert expected in translate(duckdb_sql, SCRATCH)
+
+
+def test_translate_leaves_no_temp_table_and_no_unknown_function():
+    sql = "CREATE TEMP TABLE stage_x AS SELECT concat_ws(',', parse_filename(f), isfinite(1.0))"
+    out = translate(sql, SCRATCH)
+    for duckdb_only in ("TEMP", "parse_filename", "isfinite", "CONCAT_WS"):
+        assert duckdb_only.lower() not in out.lower()
+
+
+def test_transaction_script_wraps_dml_after_ddl():
+    script = transaction_script(["CREATE TABLE IF NOT EXISTS t (a INT64)", "DELETE FROM t WHERE a = 1",
+                                 "INSERT INTO t VALUES (1)"])
+    assert script == ("CREATE TABLE IF NOT EXISTS t (a INT64);\nBEGIN TRANSACTION;\n"
+                      "DELETE FROM t WHERE a = 1;\nINSERT INTO t VALUES (1);\nCOMMIT TRANSACTION;")
+
+
+def test_storage_switch(monkeypatch):
+    monkeypatch.delenv("BM_STORAGE", raising=False)
+    assert isinstance(warehouse_from_env(), DuckDBWarehouseResource)
+    monkeypatch.setenv("BM_STORAGE", "bigquery")
+    monkeypatch.delenv("BM_BQ_DATASET", raising=False)
+    monkeypatch.setenv("BM_GCP_PROJECT", "proj")
+    with pytest.raises(ValueError, match="BM_BQ_DATASET"):
+        warehouse_from_env()
+    monkeypatch.setenv("BM_BQ_DATASET", "events")
+    monkeypatch.setenv("BM_BQ_LOCATION", "EU")
+    res = warehouse_from_env()
+    assert isinstance(res, BigQueryWarehouseResource)
+    # EnvVar fields hold the variable's name (shown in the UI); Dagster reads the value at run time.
+    fields = (res.bigquery.project, res.bigquery.location, res.dataset)
+    assert fields == ("BM_GCP_PROJECT", "BM_BQ_LOCATION", "BM_BQ_DATASET")
+    assert all(isinstance(f, EnvVar) for f in fields)
+
+
+# --- the same assets on both engines (emulator) ------------------------------------------
+
+def _frame(wh: Warehouse, table: str, order: str) -> pd.DataFrame:
+    """A table as comparable values: JSON records parsed, dtypes left to the values."""
+    df = wh.fetch_df(f"SELECT * FROM {wh.table(table)} ORDER BY {order}")
+    if "raw_record" in df:
+        df["raw_record"] = [json.loads(r) if r and r.startswith("{") else r for r in df["raw_record"]]
+    return df.astype(object).where(df.notna(), None)
+
+
+def _assert_same(a: Warehouse, b: Warehouse, table: str, order: str) -> pd.DataFrame:
+    left, right = _frame(a, table, order), _frame(b, table, order)
+    pd.testing.assert_frame_equal(left, right, check_dtype=False)
+    return left
+
+
+def _sample_subset(folder: Path) -> Path:
+    """The bundled sample cut to 2017-01-01..2017-01-07 (events after the 4th are outside the
+    configured range, so quarantined), its products cut to those bought."""
+    src = BUNDLED_DATASET.parent
+    folder.mkdir()
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM '{src}/transactions.parquet' WHERE transaction_timestamp < "
+                f"TIMESTAMP '2017-01-07') TO '{folder}/transactions.parquet'")
+    con.execute(f"COPY (SELECT * FROM '{src}/coupon_redemptions.parquet' WHERE redemption_date < "
+                f"TIMESTAMP '2017-01-07') TO '{folder}/coupon_redemptions.parquet'")
+    con.execute(f"COPY (SELECT * FROM '{src}/products.parquet' WHERE product_id IN (SELECT product_id FROM "
+                f"'{folder}/transactions.parquet')) TO '{folder}/products.parquet'")
+    for name in ("demographics", "campaigns", "coupons"):
+        con.execute(f"COPY (SELECT * FROM '{src}/{name}.parquet') TO '{folder}/{name}.parquet'")
+    con.close()
+    cfg = yaml.safe_load(BUNDLED_DATASET.read_text())
+    temporal = {"training_cutoff": "2017-01-02", "test_start": "2017-01-03", "test_end": "2017-01-05"}
+    cfg.update(data_start="2017-01-01", data_end="2017-01-04", temporal=temporal)
+    path = folder / "dataset.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _materialize_days(dataset_yaml: Path, warehouse: WarehouseResource) -> None:
+    """Attributes, then days 1-2 as one single-run backfill, day 3, and day 2 again."""
+    cfg = load_dataset_config(dataset_yaml)
+    daily = daily_partitions(cfg)
+    assets = [*build_ingest_assets(daily), *build_denormalize_assets(daily)]
+    resources = {"dataset": DatasetResource(config_path=str(dataset_yaml)), "warehouse": warehouse}
+    attributes = ["client_properties", "product_catalog"]
+    assert materialize(assets, resources=resources, selection=attributes).success
+    daily_keys = ["raw_events", "raw_events_quarantine", "events_denormalized"]
+    runs = [
+        {"tags": {"dagster/asset_partition_range_start": "2017-01-01",
+                  "dagster/asset_partition_range_end": "2017-01-02"}},
+        {"partition_key": "2017-01-03"},
+        {"partition_key": "2017-01-02"},
+    ]
+    for run in runs:
+        assert materialize(assets, resources=resources, selection=daily_keys, **run).success
+
+
+TABLE_ORDER = {
+    "raw_events": "event_id",
+    "raw_events_quarantine": "source, source_row",
+    "raw_events_ingest_log": "source, partition_date",
+    "events_denormalized": "event_id",
+}
+
+
+@pytest.mark.bigquery
+def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
+    dataset_yaml = _sample_subset(tmp_path / "sample")
+    duck = DuckDBWarehouseResource(database=str(tmp_path / "duck.duckdb"))
+    _materialize_days(dataset_yaml, duck)
+    _materialize_days(dataset_yaml, bq_resource)
+    with duck.open() as d, bq_resource.open() as b:
+        events = _assert_same(d, b, "raw_events", "event_id")
+        assert events["event_date"].nunique() == 3 and len(events) > 1000
+        quarantine = _assert_same(d, b, "raw_events_quarantine", "source, source_row")
+        assert "timestamp outside the configured range" in quarantine["reason"].iloc[0]
+        _assert_same(d, b, "raw_events_ingest_log", "source, partition_date")
+        joined = _assert_same(d, b, "events_denormalized", "event_id")
+        assert len(joined) == len(events) and joined["brand"].notna().any()
+        _assert_same(d, b, "client_properties", "client_id")
+        _assert_same(d, b, "product_catalog", "item_id")
+        before = {t: _frame(b, t, o) for t, o in TABLE_ORDER.items()}
+    # Re-materializing a day on BigQuery replaces it: the tables come out the same.
+    cfg = load_dataset_config(dataset_yaml)
+    assets = [*build_ingest_assets(daily_partitions(cfg)), *build_denormalize_assets(daily_partitions(cfg))]
+    resources = {"dataset": DatasetResource(config_path=str(dataset_yaml)), "warehouse": bq_resource}
+    assert materialize(assets, resources=resources, partition_key="2017-01-03",
+                       selection=["raw_events", "raw_events_quarantine", "events_denormalized"]).success
+    with bq_resource.open() as b:
+        for table, order in TABLE_ORDER.items():
+            pd.testing.assert_frame_equal(_frame(b, table, order), before[table])
+        tables = sorted(t.table_id for t in b.client.list_tables(b.dataset))
+    # Scratch tables (the stages) are gone once the assets finish.
+    assert tables == sorted(["client_properties", "product_catalog", *TABLE_ORDER])
+
+
+BAD_CSV = (HEADER + "ok1,1,A,2024-01-05 10:00:00,1,1,s\n"
+           "e1,1,A,2024-13-45 10:00,1,1,s\n"          # unparsable timestamp
+           "e2,,A,2024-01-02 10:00:00,1,1,s\n"        # missing client id
+           "e3,1,A,2024-01-02 10:00:00,-3,1,s\n"      # negative quantity
+           "e4,1,A,2024-01-02 10:00:00,lots,1.2.3,s\n"  # non-numeric quantity and value
+           "e5,1,A,2023-12-31 23:59:59,1,1,s\n"       # outside the range
+           "ok1,2,B,2024-01-06 10:00:00,1,1,s\n"      # duplicate event id
+           ).encode() + b"e6,1,\xff\xfeB,2024-01-02 10:00:00,1,1,s\n" + b"ok2,2,C,2024-01-03 10:00:00,1,1,s\n"
+
+
+@pytest.mark.bigquery
+def test_bad_input_is_quarantined_the_same(tmp_path, warehouse, bq_warehouse):
+    cfg = load_dataset_config(write_dataset(tmp_path / "ds", BAD_CSV))
+    reports = [ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive) for wh in (warehouse, bq_warehouse)]
+    assert reports[0] == reports[1]
+    q = _assert_same(warehouse, bq_warehouse, "raw_events_quarantine", "source_row")
+    assert q["source_row"].tolist() == [3, 4, 5, 6, 7, 8, 9]
+    assert q["column_name"].tolist() == ["ts", "client", "qty", "qty", "ts", "event_id", "item"]
+    assert "INVALID ENCODING" in q["reason"].iloc[6]
+    ev = _assert_same(warehouse, bq_warehouse, "raw_events", "event_id")
+    assert ev[["event_id", "source_row"]].values.tolist() == [["ok1", 2], ["ok2", 10]]
+
+
+@pytest.mark.bigquery
+def test_missing_required_column_fails_the_same_and_writes_nothing(tmp_path, warehouse, bq_warehouse):
+    cfg = load_dataset_config(write_dataset(tmp_path / "ds", HEADER + "e1,1,A,2024-01-02 10:00:00,1,1,s\n"))
+    for wh in (warehouse, bq_warehouse):
+        ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
+    no_item = "event_id,client,ts,qty,amount,shop\ne9,1,2024-01-02 10:00:00,1,1,s\n"
+    (tmp_path / "ds" / "events.csv").write_text(no_item)
+    errors = []
+    for wh in (warehouse, bq_warehouse):
+        with pytest.raises(SourceReadError) as err:
+            ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
+        errors.append(str(err.value))
+    assert errors[0] == errors[1] and "'item'" in errors[0]
+    assert _assert_same(warehouse, bq_warehouse, "raw_events", "event_id")["event_id"].tolist() == ["e1"]
+
+
+@pytest.mark.bigquery
+@pytest.mark.parametrize(
+    ("clients_csv", "message"),
+    [
+        ("cid,segment\n1,x\n2,y\n1,z\n", "key '1' in column 'cid' appears more than once"),
+        ("cid,segment\n1,x\n,y\n", "row 3: missing key in column 'cid'"),
+    ],
+)
+def test_bad_attribute_table_fails_the_same(tmp_path, warehouse, bq_warehouse, clients_csv, message):
+    cfg = load_dataset_config(write_dataset(tmp_path / "ds", HEADER, clients_csv=clients_csv))
+    errors = []
+    for wh in (warehouse, bq_warehouse):
+        with pytest.raises(AttributeDataError) as err:
+            build_client_properties(wh, cfg)
+        errors.append(str(err.value))
+    assert errors[0] == errors[1] and message in errors[0]
+
+
+@pytest.mark.bigquery
+def test_execute_is_all_or_nothing(bq_warehouse):
+    t = bq_warehouse.table("t")
+    bq_warehouse.execute([f"CREATE TABLE IF NOT EXISTS {t} (a BIGINT)", f"INSERT INTO {t} VALUES (1)"])
+    with pytest.raises(Exception, match="no_such_table"):
+        bq_warehouse.execute([f"DELETE FROM {t} WHERE a = 1", f"INSERT INTO {t} VALUES (2)",
+                              f"INSERT INTO {bq_warehouse.table('no_such_table')} VALUES (3)"])
+    assert bq_warehouse.fetch_df(f"SELECT a FROM {t}")["a"].tolist() == [1]
+
+
+@pytest.mark.bigquery
+def test_open_creates_a_missing_dataset(bq_emulator):
+    from dagster_gcp import BigQueryResource
+
+    from bm_assets_tests.conftest import EMULATOR_PROJECT
+
+    name = f"t_new_{uuid.uuid4().hex[:10]}"
+    res = BigQueryWarehouseResource(bigquery=BigQueryResource(project=EMULATOR_PROJECT), dataset=name)
+    with res.open() as wh:
+        try:
+            wh.execute([f"CREATE TABLE IF NOT EXISTS {wh.table('t')} (a BIGINT)"])
+            assert wh.table_exists("t") and not wh.table_exists("u")
+        finally:
+            wh.client.delete_dataset(name, delete_contents=True, not_found_ok=True)
+
+
+PORTABLE_QUERIES = [
+    "SELECT parse_filename('/data/in/events.csv') AS f, 'row ' || 7 AS r",
+    "SELECT TRY_STRPTIME('2024-01-02 03:04:05', '%Y-%m-%d %H:%M:%S') AS ok, "
+    "TRY_STRPTIME('2024-13-45', '%Y-%m-%d') AS bad",
+    "SELECT isfinite(CAST('inf' AS DOUBLE)) AS a, isfinite(1.5) AS b, TRY_CAST('x' AS DOUBLE) AS c",
+    "SELECT concat_ws('; ', NULL, 'a', CASE WHEN FALSE THEN 'b' END, 'c') AS s",
+    "SELECT string_agg(DISTINCT v, '|' ORDER BY v) AS s, count(*) FILTER (WHERE v > 'a') AS n "
+    "FROM (SELECT 'b' AS v UNION ALL SELECT 'a' UNION ALL SELECT 'b')",
+    "SELECT CAST(NULL AS VARCHAR) AS k WHERE FALSE",
+    "SELECT k, count(*) AS n FROM (SELECT 'x' AS k UNION ALL SELECT 'x') GROUP BY ALL",
+    "SELECT md5(CAST(42 AS VARCHAR)) AS h, 'e' || CAST(7 AS VARCHAR) || chr(9) || 'n1 n2' AS line, "
+    "CAST(floor(date_diff('day', DATE '2017-01-01', DATE '2017-01-15') / 7) AS BIGINT) AS w",
+    "SELECT string_agg('n' || CAST(k AS VARCHAR), ' ' ORDER BY k) AS m "
+    "FROM (SELECT 2 AS k UNION ALL SELECT 10 UNION ALL SELECT 1)",
+]
+
+
+@pytest.mark.bigquery
+@pytest.mark.parametrize("sql", PORTABLE_QUERIES)
+def test_duckdb_sql_gives_the_same_result_on_bigquery(warehouse, bq_warehouse, sql):
+    left, right = warehouse.fetch_df(sql), bq_warehouse.fetch_df(sql)
+    pd.testing.assert_frame_equal(left.astype(object), right.astype(object), check_dtype=False)
+
+
+@pytest.mark.bigquery
+def test_temp_tables_and_insert_by_name_run_on_bigquery(bq_warehouse):
+    bq_warehouse.execute(["CREATE OR REPLACE TEMP TABLE scratch_t (a BIGINT, b VARCHAR)",
+                          "INSERT INTO scratch_t BY NAME SELECT 'x' AS b, 1 AS a"])
+    assert bq_warehouse.fetch_df("SELECT a, b FROM scratch_t").values.tolist() == [[1, "x"]]
+    assert not bq_warehouse.table_exists("scratch_t")  # a scratch table, not a managed one
+    bq_warehouse.close()
+    assert not any("scratch_t" in t.table_id for t in bq_warehouse.client.list_tables(bq_warehouse.dataset))

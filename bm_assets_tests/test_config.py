@@ -1,0 +1,68 @@
+import pytest
+import yaml
+
+from bm_assets.config import DatasetConfigError, load_dataset_config
+from bm_assets.settings import BUNDLED_DATASET
+from bm_assets_tests.factories import HEADER, write_dataset
+
+GOOD = HEADER + "e1,1,A,2024-01-02 10:00:00,1,2.5,s1\n"
+
+
+def _edit(path, mutate):
+    cfg = yaml.safe_load(path.read_text())
+    mutate(cfg)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_bundled_sample_config_loads():
+    cfg = load_dataset_config(BUNDLED_DATASET)
+    assert [s.name for s in cfg.events] == ["purchase", "coupon_redemption"]
+    assert (cfg.data_end - cfg.data_start).days + 1 == 366
+
+
+def test_missing_column_names_key_and_file(tmp_path):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["events"][0].update(item_id="product"))
+    with pytest.raises(DatasetConfigError) as err:
+        load_dataset_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "item_id" in msg and "'product'" in msg and "events.csv" in msg
+
+
+def test_unknown_role_is_rejected(tmp_path):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["events"][0].update(basket="x"))
+    with pytest.raises(DatasetConfigError, match=r"events\.0\.basket"):
+        load_dataset_config(path)
+
+
+@pytest.mark.parametrize("fmt", ["%Y-%Q-%d", "no directives"])
+def test_bad_timestamp_format(tmp_path, fmt):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["events"][0]["timestamp"].update(format=fmt))
+    with pytest.raises(DatasetConfigError, match=r"events\.0\.timestamp\.format"):
+        load_dataset_config(path)
+
+
+def test_missing_file_and_bad_dates(tmp_path):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["items"][0].update(path="nope.csv"))
+    with pytest.raises(DatasetConfigError, match=r"items\[0\]\.path: file .*nope\.csv does not exist"):
+        load_dataset_config(path)
+    path = _edit(write_dataset(tmp_path / "b", GOOD), lambda c: c.update(data_end="2023-12-01"))
+    with pytest.raises(DatasetConfigError, match="before data_start"):
+        load_dataset_config(path)
+
+
+def test_attribute_collision_with_event_column(tmp_path):
+    path = write_dataset(tmp_path, GOOD, items_csv="sku,brand,shop\nA,b1,s\n")
+    _edit(path, lambda c: c["items"][0].update(columns={"brand": "categorical", "shop": "categorical"}))
+    with pytest.raises(DatasetConfigError, match="collides with event column 'shop'"):
+        load_dataset_config(path)
+
+
+def test_base_dir_expands_environment_variables(tmp_path, monkeypatch):
+    path = write_dataset(tmp_path / "real", GOOD)
+    _edit(path, lambda c: c.update(base_dir="${BM_TEST_DATA:-/nowhere}"))
+    monkeypatch.setenv("BM_TEST_DATA", str(tmp_path / "real"))
+    assert load_dataset_config(path).base_dir == tmp_path / "real"
+    monkeypatch.delenv("BM_TEST_DATA")
+    with pytest.raises(DatasetConfigError, match="/nowhere/events.csv does not exist"):
+        load_dataset_config(path)
