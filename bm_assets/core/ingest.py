@@ -240,8 +240,7 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         )
         statements += [
             f"INSERT INTO {wh.table(RAW_EVENTS)} ({', '.join(map(_ident, cols))}) "
-            f"SELECT {select_cols} FROM {classified} WHERE reason IS NULL AND {window} "
-            "ORDER BY event_time, event_id",
+            f"SELECT {select_cols} FROM {classified} WHERE reason IS NULL AND {window}",
             f"INSERT INTO {wh.table(QUARANTINE)} "
             f"SELECT c.source, c.source_file, c.source_row, c.column_name, c.reason, "
             f"{wh.record_json_sql('s')}, c.partition_date FROM {classified} c JOIN {stage} s "
