@@ -247,19 +247,17 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
             f"ON s.__file = c.source_file AND s.__row = c.source_row "
             f"WHERE c.reason IS NOT NULL AND {window} UNION ALL {reader_rejects}",
         ]
-        counts = wh.fetch_df(
-            f"""SELECT partition_date, count(*) FILTER (WHERE reason IS NULL) AS loaded,
+        per_day = f"""SELECT partition_date, count(*) FILTER (WHERE reason IS NULL) AS loaded,
                        count(*) FILTER (WHERE reason IS NOT NULL) AS quarantined
                 FROM (SELECT partition_date, reason FROM {classified} WHERE {window}
                       UNION ALL SELECT partition_date, reason FROM ({reader_rejects}))
                 GROUP BY partition_date"""
+        statements.append(
+            f"INSERT INTO {wh.table(INGEST_LOG)} SELECT {_q(src.name)}, partition_date, loaded + quarantined, "
+            f"loaded, quarantined FROM ({per_day})"
         )
-        loaded, quarantined = int(counts["loaded"].sum()), int(counts["quarantined"].sum())
-        for row in counts.itertuples(index=False):
-            statements.append(
-                f"INSERT INTO {wh.table(INGEST_LOG)} VALUES ({_q(src.name)}, DATE '{row.partition_date:%Y-%m-%d}', "
-                f"{row.loaded + row.quarantined}, {row.loaded}, {row.quarantined})"
-            )
+        totals = wh.fetch_df(f"SELECT sum(loaded) AS loaded, sum(quarantined) AS quarantined FROM ({per_day})")
+        loaded, quarantined = (int(v) if v == v and v is not None else 0 for v in totals.iloc[0])
         schema_cols = set(wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0").columns)
         ignored = sorted(schema_cols - set(src.required_columns().values()) - {"__file", "__row"})
         reports.append(SourceIngest(src.name, loaded + quarantined, loaded, quarantined, ignored))
