@@ -19,6 +19,7 @@ ColumnKind = Literal["categorical", "numeric", "text"]
 #: Column names of the canonical event table; attribute and context columns may not reuse them.
 CANONICAL_EVENT_COLUMNS = (
     "event_id",
+    "basket_id",
     "source",
     "source_file",
     "source_row",
@@ -42,12 +43,62 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Derived(_Strict):
+    """A value computed from the source's columns: one SQL expression (DuckDB dialect) over the
+    columns of one row, e.g. `{expr: "Quantity * UnitPrice"}`. Checked at load: a single
+    expression, allow-listed functions, no tables or files (see docs/configuration.md)."""
+
+    expr: str = Field(min_length=1, description="SQL expression over the source's columns")
+
+    @field_validator("expr")
+    @classmethod
+    def _safe(cls, text: str) -> str:
+        expression_columns(text, "expr")
+        return text
+
+
+#: A role is a source column (its name) or a derived value ({expr: ...}).
+ColumnRef = str | Derived
+
+
+class ContextColumn(_Strict):
+    """An extra event column with its kind; `expr` derives it from the source's columns."""
+
+    kind: ColumnKind = "categorical"
+    expr: str | None = Field(default=None, description="SQL expression; default: the column of this name")
+
+    @field_validator("expr")
+    @classmethod
+    def _safe(cls, text: str | None) -> str | None:
+        if text is not None:
+            expression_columns(text, "expr")
+        return text
+
+
 class TimestampSpec(_Strict):
     """Where an event's time is and how to parse it. No format: the column is a native
     timestamp/date or an ISO-8601 string."""
 
-    column: str
+    column: str | None = Field(default=None, description="the column holding the time")
+    expr: str | None = Field(default=None, description="or an SQL expression giving it, e.g. Date || ' ' || Time")
     format: str | None = Field(default=None, description="strptime format, e.g. '%Y-%m-%d %H:%M:%S'")
+
+    @field_validator("expr")
+    @classmethod
+    def _safe(cls, text: str | None) -> str | None:
+        if text is not None:
+            expression_columns(text, "expr")
+        return text
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TimestampSpec:
+        if (self.column is None) == (self.expr is None):
+            raise ValueError("set timestamp.column or timestamp.expr (exactly one)")
+        return self
+
+    @property
+    def ref(self) -> ColumnRef:
+        return self.column if self.column is not None else Derived(expr=self.expr or "")
 
     @field_validator("format")
     @classmethod
@@ -69,16 +120,24 @@ class EventSource(_Strict):
     name: str
     path: str
     format: Literal["csv", "parquet"] | None = None
-    client_id: str
-    item_id: str
+    client_id: ColumnRef = Field(description="column (or {expr}) identifying the client")
+    item_id: ColumnRef | None = Field(
+        default=None, description="column (or {expr}) identifying the item; omit for a log without items"
+    )
     timestamp: TimestampSpec
-    event_type: str | None = Field(default=None, description="column holding the event type")
+    event_type: ColumnRef | None = Field(default=None, description="column (or {expr}) holding the event type")
     event_type_value: str | None = Field(default=None, description="constant type; default: the source name")
-    quantity: str | None = None
-    value: str | None = None
-    event_id: str | None = Field(default=None, description="unique id column; duplicates are kept once")
+    quantity: ColumnRef | None = None
+    value: ColumnRef | None = Field(default=None, description="monetary value, e.g. {expr: 'Quantity * UnitPrice'}")
+    event_id: ColumnRef | None = Field(default=None, description="unique id column; duplicates are kept once")
+    basket_id: ColumnRef | None = Field(
+        default=None,
+        description="column grouping events into a visit/order/invoice; omit to group by the dataset's `baskets` rule",
+    )
     item_prefix: str = Field(default="", description="namespace prepended to item ids, e.g. 'coupon:'")
-    context: dict[str, ColumnKind] = Field(default_factory=dict, description="extra columns kept as is")
+    context: dict[str, ColumnKind | ContextColumn] = Field(
+        default_factory=dict, description="extra columns kept as is: name -> kind, or {kind, expr}"
+    )
 
     @model_validator(mode="after")
     def _infer_format(self) -> EventSource:
@@ -92,37 +151,72 @@ class EventSource(_Strict):
             raise ValueError("set event_type (a column) or event_type_value (a constant), not both")
         return self
 
-    def required_columns(self) -> dict[str, str]:
-        """Role -> source column, for every role this source maps."""
-        roles = {
+    def role_refs(self) -> dict[str, ColumnRef]:
+        """Role -> column or derived expression, for every role this source maps."""
+        roles: dict[str, ColumnRef | None] = {
             "client_id": self.client_id,
             "item_id": self.item_id,
-            "timestamp.column": self.timestamp.column,
+            "timestamp": self.timestamp.ref,
             "event_type": self.event_type,
             "quantity": self.quantity,
             "value": self.value,
             "event_id": self.event_id,
+            "basket_id": self.basket_id,
         }
-        roles.update({f"context.{c}": c for c in self.context})
-        return {role: col for role, col in roles.items() if col}
+        for c, spec in self.context.items():
+            roles[f"context.{c}"] = Derived(expr=spec.expr) if isinstance(spec, ContextColumn) and spec.expr else c
+        return {role: ref for role, ref in roles.items() if ref is not None}
+
+    def context_kinds(self) -> dict[str, ColumnKind]:
+        return {c: (spec.kind if isinstance(spec, ContextColumn) else spec) for c, spec in self.context.items()}
+
+    def required_columns(self) -> dict[str, str]:
+        """Role -> source column, for every column the roles read (an expression's columns are
+        listed as `<role>.expr:<column>`)."""
+        out: dict[str, str] = {}
+        for role, ref in self.role_refs().items():
+            if isinstance(ref, Derived):
+                for col in expression_columns(ref.expr, f"events ({self.name}).{role}.expr"):
+                    out[f"{role}.expr:{col}"] = col
+            else:
+                out[role] = ref
+        return out
 
 
 class AttributeTable(_Strict):
     """A client or item attribute table keyed by the client/item id. A multi-valued table
     (several rows per key, e.g. campaigns a client received) is aggregated to one row per key:
-    a row count plus the sorted distinct values of each column joined by '|'."""
+    a row count plus the sorted distinct values of each column joined by '|'.
+
+    `from_events` takes the attributes from an event source's lines instead of a table of their
+    own (e.g. a country column repeated on every invoice line): one row per client (or item), the
+    value picked by `pick`; lines without a key are skipped and counted, not fatal."""
 
     name: str
-    path: str
+    path: str | None = Field(default=None, description="the table's file (or glob); not with from_events")
     format: Literal["csv", "parquet"] | None = None
-    key: str
+    key: str | None = Field(default=None, description="the id column; with from_events: the source's id role")
     key_prefix: str = ""
     columns: dict[str, ColumnKind] | None = Field(default=None, description="allow-list; None = all")
     deny: list[str] = Field(default_factory=list)
     multi_valued: bool = False
+    from_events: str | None = Field(default=None, description="name of the event source whose lines hold them")
+    pick: Literal["most_frequent", "first", "last"] = Field(
+        default="most_frequent", description="with from_events: which line's value a client (item) gets"
+    )
 
     @model_validator(mode="after")
     def _infer_format(self) -> AttributeTable:
+        if self.from_events is not None:
+            if self.path is not None or self.key is not None:
+                raise ValueError("from_events takes the source's file and id; drop path and key")
+            if not self.columns:
+                raise ValueError("from_events needs columns: the event columns to take, with their kinds")
+            if self.multi_valued:
+                raise ValueError("from_events picks one value per key; multi_valued does not apply")
+            return self
+        if self.path is None or self.key is None:
+            raise ValueError("an attribute table needs path and key (or from_events: <event source>)")
         if self.format is None:
             suffix = Path(self.path).suffix.lower()
             object.__setattr__(self, "format", "csv" if suffix == ".csv" else "parquet")
@@ -150,16 +244,17 @@ class TemporalSplit(_Strict):
 class GraphConfig(_Strict):
     """Which event columns form the hyperedges of `temporal_graph`, and how they are grouped."""
 
-    columns: list[str] = Field(
-        default_factory=lambda: ["item_id", "manufacturer_id", "product_category", "department", "store_id"],
-        min_length=1,
-        description="events_denormalized columns whose values become graph nodes",
+    columns: list[str] | None = Field(
+        default=None,
+        description="events_denormalized columns whose values become graph nodes; default: item_id (where "
+        "sources have items), the categorical item attributes and the categorical context columns, "
+        "or event_type when the data has none of these",
     )
     window_days: int = Field(
         default=7, ge=1, description="one hyperedge per client and window of this length"
     )
     basket_column: str | None = Field(
-        default="basket_id", description="also one hyperedge per basket, where this column exists and is set"
+        default="basket_id", description="also one hyperedge per basket (set to null to leave baskets out)"
     )
     expansion: Literal["clique", "star"] = Field(
         default="star",
@@ -182,9 +277,9 @@ class InductiveConfig(_Strict):
     (looked up in product_catalog), so a new item still has a sketch code."""
 
     column: str = "item_id"
-    attributes: list[str] = Field(
-        default_factory=lambda: ["manufacturer_id", "product_category", "department"],
-        description="product_catalog columns that are also graph columns",
+    attributes: list[str] | None = Field(
+        default=None,
+        description="product_catalog columns that are also graph columns; default: every such column",
     )
 
 
@@ -220,14 +315,22 @@ class RepresentationConfig(_Strict):
 
     graph: GraphConfig = Field(default_factory=GraphConfig)
     cleora: CleoraConfig = Field(default_factory=CleoraConfig)
-    inductive: InductiveConfig | None = Field(default_factory=InductiveConfig)
+    inductive: InductiveConfig | None = Field(
+        default_factory=InductiveConfig,
+        description="embed unseen catalogue items from their attributes; applies where item_id and item "
+        "attributes are graph columns (null turns it off)",
+    )
     sketch: SketchConfig = Field(default_factory=SketchConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
     seed: int = 0
 
     @model_validator(mode="after")
     def _consistent(self) -> RepresentationConfig:
+        if self.graph.columns is None:
+            return self  # defaults are resolved from the dataset (resolve_representation)
         graph_cols = self.graph.columns
+        if not graph_cols:
+            raise ValueError("graph.columns is empty; name at least one column (or omit it for the default)")
         if len(set(graph_cols)) != len(graph_cols):
             raise ValueError(f"graph.columns has duplicates: {graph_cols}")
         unknown = [c for c in self.sketch.columns or [] if c not in graph_cols]
@@ -238,14 +341,14 @@ class RepresentationConfig(_Strict):
                 raise ValueError(
                     f"inductive.column {self.inductive.column!r} is not in graph.columns {graph_cols}"
                 )
-            missing = [c for c in self.inductive.attributes if c not in graph_cols]
+            missing = [c for c in self.inductive.attributes or [] if c not in graph_cols]
             if missing:
                 raise ValueError(f"inductive.attributes {missing} are not graph.columns {graph_cols}")
         return self
 
     @property
     def sketch_columns(self) -> list[str]:
-        return list(self.sketch.columns or self.graph.columns)
+        return list(self.sketch.columns or self.graph.columns or [])
 
 
 class DatasetConfig(_Strict):
@@ -256,6 +359,11 @@ class DatasetConfig(_Strict):
     clients: list[AttributeTable] = Field(default_factory=list)
     items: list[AttributeTable] = Field(default_factory=list)
     catalog_coverage_min: float = Field(default=0.9, ge=0, le=1)
+    baskets: Literal["timestamp", "day"] = Field(
+        default="timestamp",
+        description="how events form baskets (visits) where a source maps no basket_id: one client's events "
+        "at one timestamp, or on one day",
+    )
     temporal: TemporalSplit
     representation: RepresentationConfig = Field(default_factory=RepresentationConfig)
     base_dir: Path = Field(default=Path("."), description="folder relative paths resolve against")
@@ -278,7 +386,24 @@ class DatasetConfig(_Strict):
         for n in names:
             if not _IDENTIFIER.match(n):
                 raise ValueError(f"name {n!r} must be a SQL identifier (letters, digits, _)")
+        sources = [s.name for s in self.events]
+        for role in ("clients", "items"):
+            for i, table in enumerate(getattr(self, role)):
+                if table.from_events is not None and table.from_events not in sources:
+                    raise ValueError(
+                        f"{role}[{i}] ({table.name}).from_events names {table.from_events!r}, which is not an "
+                        f"event source (sources: {sources})"
+                    )
+                if role == "items" and table.from_events is not None:
+                    src = next(s for s in self.events if s.name == table.from_events)
+                    if src.item_id is None:
+                        raise ValueError(f"items[{i}] ({table.name}).from_events: source {src.name!r} has no item_id")
         return self
+
+    @property
+    def has_items(self) -> bool:
+        """Whether any event source maps an item id."""
+        return any(s.item_id is not None for s in self.events)
 
     def resolve(self, path: str) -> str:
         p = Path(path)
@@ -292,8 +417,18 @@ class DatasetConfig(_Strict):
         """Union of the event sources' context columns, in config order."""
         out: dict[str, ColumnKind] = {}
         for s in self.events:
-            out.update(s.context)
+            out.update(s.context_kinds())
         return out
+
+
+def expression_columns(text: str, where: str) -> list[str]:
+    """The source columns a derived value reads; raises if the expression is not allowed."""
+    from bm_assets.core.sql import UnsafeExpressionError, parse_expression, referenced_columns
+
+    try:
+        return referenced_columns(parse_expression(text, where, aggregate=False))
+    except UnsafeExpressionError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def source_schema(path: str, fmt: str) -> dict[str, str]:
@@ -331,12 +466,16 @@ def attribute_output_name(table: AttributeTable, column: str) -> str:
     return f"{table.name}_{column}" if table.multi_valued else column
 
 
-def _check_files(cfg: DatasetConfig, where: str) -> None:
-    """Every mapped column exists in its file; attribute columns don't collide."""
+def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
+    """Every mapped column exists in its file; attribute columns don't collide. Returns the
+    attribute columns (output name -> kind; 'list' for multi-valued) of "clients" and "items"."""
     seen_attr: dict[str, str] = {}
+    kinds: dict[str, dict[str, ColumnKind]] = {"clients": {}, "items": {}}
+    schemas: dict[str, dict[str, str]] = {}
     for i, src in enumerate(cfg.events):
         path = cfg.resolve(src.path)
         schema = _schema_or_error(path, src.format or "parquet", f"{where}: events[{i}].path")
+        schemas[src.name] = schema
         for role, col in src.required_columns().items():
             if col not in schema:
                 raise DatasetConfigError(
@@ -348,29 +487,49 @@ def _check_files(cfg: DatasetConfig, where: str) -> None:
                 raise DatasetConfigError(f"{where}: events[{i}].context.{c} reuses a canonical column name")
     for role in ("clients", "items"):
         for i, table in enumerate(getattr(cfg, role)):
-            path = cfg.resolve(table.path)
+            if table.from_events is not None:
+                schema = schemas[table.from_events]
+                src_path = cfg.resolve(next(s for s in cfg.events if s.name == table.from_events).path)
+                for c in table.columns or {}:
+                    if c not in schema:
+                        raise DatasetConfigError(
+                            f"{where}: {role}[{i}] ({table.name}).columns.{c} is not a column of event source "
+                            f"{table.from_events!r} ({src_path}; columns: {sorted(schema)})"
+                        )
+                    out = attribute_output_name(table, c)
+                    _check_attribute_name(cfg, where, role, i, c, out, seen_attr)
+                    seen_attr[out] = table.name
+                    kinds[role][out] = (table.columns or {})[c]
+                continue
+            path = cfg.resolve(table.path or "")
             schema = _schema_or_error(path, table.format or "parquet", f"{where}: {role}[{i}].path")
             if table.key not in schema:
                 raise DatasetConfigError(
                     f"{where}: {role}[{i}] ({table.name}).key names column {table.key!r}, "
                     f"which is not in {path} (columns: {sorted(schema)})"
                 )
-            for c in attribute_columns(table, schema):
+            for c, kind in attribute_columns(table, schema).items():
                 out = attribute_output_name(table, c)
                 if c not in schema:
                     raise DatasetConfigError(
                         f"{where}: {role}[{i}] ({table.name}).columns.{c} is not in {path} "
                         f"(columns: {sorted(schema)})"
                     )
-                if out in CANONICAL_EVENT_COLUMNS or out in cfg.context_columns():
-                    raise DatasetConfigError(
-                        f"{where}: {role}[{i}].columns.{c} collides with event column {out!r}; deny it"
-                    )
-                if out in seen_attr:
-                    raise DatasetConfigError(
-                        f"{where}: {role}[{i}].columns.{c} is also an attribute of {seen_attr[out]}; deny one"
-                    )
+                _check_attribute_name(cfg, where, role, i, c, out, seen_attr)
                 seen_attr[out] = table.name
+                kinds[role][out] = "list" if table.multi_valued else kind
+            if table.multi_valued:
+                kinds[role][f"{table.name}_rows"] = "numeric"
+    return kinds
+
+
+def _check_attribute_name(
+    cfg: DatasetConfig, where: str, role: str, i: int, column: str, out: str, seen: dict[str, str]
+) -> None:
+    if out in CANONICAL_EVENT_COLUMNS or out in cfg.context_columns():
+        raise DatasetConfigError(f"{where}: {role}[{i}].columns.{column} collides with event column {out!r}; deny it")
+    if out in seen:
+        raise DatasetConfigError(f"{where}: {role}[{i}].columns.{column} is also an attribute of {seen[out]}; deny one")
 
 
 def _schema_or_error(path: str, fmt: str, where: str) -> dict[str, str]:
@@ -380,6 +539,71 @@ def _schema_or_error(path: str, fmt: str, where: str) -> dict[str, str]:
         return source_schema(path, fmt)
     except duckdb.Error as exc:
         raise DatasetConfigError(f"{where}: cannot read {path} as {fmt}: {exc}") from None
+
+
+def declared_attributes(cfg: DatasetConfig) -> dict[str, dict[str, str]]:
+    """Attribute columns known without reading files (tables with an explicit `columns` list)."""
+    out: dict[str, dict[str, str]] = {"clients": {}, "items": {}}
+    for role in out:
+        for table in getattr(cfg, role):
+            for c, kind in (table.columns or {}).items():
+                out[role][attribute_output_name(table, c)] = "list" if table.multi_valued else kind
+            if table.multi_valued:
+                out[role][f"{table.name}_rows"] = "numeric"
+    return out
+
+
+def denormalized_columns(cfg: DatasetConfig, attributes: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Column -> kind of events_denormalized, known from the config (and attribute schemas)."""
+    cols: dict[str, str] = {c: "categorical" for c in CANONICAL_EVENT_COLUMNS if c not in ("source_file", "source_row")}
+    cols.update(event_time="timestamp", event_date="date", quantity="numeric", value="numeric")
+    cols.update(cfg.context_columns())
+    cols.update(attributes["items"])
+    cols.update(attributes["clients"])
+    cols.update(item_in_catalog="boolean", client_in_properties="boolean")
+    return cols
+
+
+def default_graph_columns(cfg: DatasetConfig, attributes: dict[str, dict[str, str]]) -> list[str]:
+    """item_id (where sources have items), the categorical item attributes, the categorical
+    context columns; event_type when there is none of these (every dataset has it)."""
+    cols = ["item_id"] if cfg.has_items else []
+    cols += [c for c, k in attributes["items"].items() if k == "categorical"]
+    cols += [c for c, k in cfg.context_columns().items() if k == "categorical"]
+    return list(dict.fromkeys(cols)) or ["event_type"]
+
+
+def resolve_representation(
+    cfg: DatasetConfig, attributes: dict[str, dict[str, str]], where: str
+) -> DatasetConfig:
+    """Fill the representation defaults from the data and check every column it names."""
+    rep = cfg.representation
+    available = denormalized_columns(cfg, attributes)
+    graph_cols = rep.graph.columns or default_graph_columns(cfg, attributes)
+    inductive = rep.inductive
+    item_attrs = [c for c in graph_cols if attributes["items"].get(c) == "categorical"]
+    if inductive is not None and inductive.attributes is None:
+        usable = inductive.column in graph_cols and bool(item_attrs)
+        inductive = inductive.model_copy(update={"attributes": item_attrs}) if usable else None
+    raw = rep.model_dump()
+    raw["graph"]["columns"] = graph_cols
+    raw["inductive"] = inductive.model_dump() if inductive is not None else None
+    try:
+        resolved = RepresentationConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise DatasetConfigError(f"{where}: key representation: {problems}") from None
+    named = {"graph.columns": graph_cols, "sketch.columns": rep.sketch.columns or []}
+    if resolved.inductive is not None:
+        named["inductive.attributes"] = resolved.inductive.attributes or []
+    for key, cols in named.items():
+        missing = [c for c in cols if c not in available]
+        if missing:
+            raise DatasetConfigError(
+                f"{where}: key representation.{key}: {missing} are not columns of events_denormalized "
+                f"(columns: {sorted(available)})"
+            )
+    return cfg.model_copy(update={"representation": resolved})
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -410,6 +634,5 @@ def load_dataset_config(path: str | Path, check_files: bool = True) -> DatasetCo
             f"key {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
         )
         raise DatasetConfigError(f"{path}: {problems}") from None
-    if check_files:
-        _check_files(cfg, str(path))
-    return cfg
+    attributes = _check_files(cfg, str(path)) if check_files else declared_attributes(cfg)
+    return resolve_representation(cfg, attributes, str(path))

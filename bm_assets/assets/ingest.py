@@ -65,7 +65,7 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
         start, end = window_of(context)
         with warehouse.open() as wh:
             report = ingest_window(wh, cfg, start, end)
-            quality = ingest_quality(wh, start, end)
+            quality = ingest_quality(wh, start, end, [s.name for s in cfg.events if s.item_id is not None])
             reasons = wh.fetch_df(
                 f"SELECT source, column_name, reason, count(*) AS rows, min(source_row) AS first_row "
                 f"FROM {wh.table(QUARANTINE)} WHERE partition_date >= DATE '{start}' "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from bm_assets.config import DatasetConfig, EventSource
+from bm_assets.config import DatasetConfig, Derived, EventSource
+from bm_assets.core.sql import ident, map_columns, parse_expression, referenced_columns
 from bm_assets.core.warehouse import Warehouse, _q
 
 RAW_EVENTS = "raw_events"
@@ -50,6 +51,7 @@ def raw_events_columns(cfg: DatasetConfig) -> dict[str, str]:
     """Column -> SQL type of raw_events."""
     cols = {
         "event_id": "VARCHAR",
+        "basket_id": "VARCHAR",
         "source": "VARCHAR",
         "source_file": "VARCHAR",
         "source_row": "BIGINT",
@@ -86,7 +88,7 @@ INGEST_LOG_COLUMNS = {
 
 
 def create_table_sql(wh: Warehouse, name: str, columns: dict[str, str]) -> str:
-    body = ", ".join(f"{c} {t}" for c, t in columns.items())
+    body = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
     return f"CREATE TABLE IF NOT EXISTS {wh.table(name)} ({body})"
 
 
@@ -95,89 +97,147 @@ def _text(col: str) -> str:
 
 
 def _ident(col: str) -> str:
-    return '"' + col.replace('"', '""') + '"'
+    return ident(col)
 
 
-def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_columns: set[str]) -> str:
+def _label(ref: str | Derived) -> str:
+    """How a role's source is named in a quarantine reason."""
+    return f"column {ref}" if isinstance(ref, str) else f"expression {ref.expr}"
+
+
+def _column_name(ref: str | Derived) -> str:
+    """The quarantine row's column_name: the column, or the expression's columns."""
+    if isinstance(ref, str):
+        return ref
+    return ", ".join(referenced_columns(parse_expression(ref.expr, "expr", aggregate=False))) or ref.expr
+
+
+def basket_sql(cfg: DatasetConfig, src: EventSource) -> str:
+    """The basket (visit) of an event: the source's basket_id (staged as basket_raw), or the
+    client's events at one timestamp (or on one day), per the dataset's `baskets` rule."""
+    if src.basket_id is not None:
+        return "basket_raw"
+    if cfg.baskets == "day":
+        return "client_id || '@' || CAST(CAST(event_time AS DATE) AS VARCHAR)"
+    return "client_id || '@' || strftime(event_time, '%Y-%m-%dT%H:%M:%S')"
+
+
+def classify_sql(
+    cfg: DatasetConfig,
+    src: EventSource,
+    stage: str,
+    string_columns: set[str],
+    column_types: dict[str, str] | None = None,
+) -> str:
     """SELECT over a staged source giving every row its typed values, its reject reason (NULL
     when valid) and its home partition date. `string_columns`: staged columns that hold text
-    (CSV, or text in Parquet); columns already typed by the file skip the string round trip."""
+    (CSV, or text in Parquet); columns already typed by the file skip the string round trip.
+    `column_types`: the types a reader would infer for those text columns (a CSV sniff), which
+    derived expressions see, so `Quantity * UnitPrice` multiplies numbers."""
+    types = column_types or {}
 
-    def text(col: str) -> str:
-        return _text(col) if col in string_columns else f"CAST({_ident(col)} AS VARCHAR)"
+    def typed_column(col: str) -> str:
+        if col not in string_columns:
+            return _ident(col)
+        ty = types.get(col, "VARCHAR")
+        return _text(col) if ty.upper() == "VARCHAR" else f"TRY_CAST({_text(col)} AS {ty})"
 
-    def present(col: str) -> str:
-        return f"({text(col) if col in string_columns else _ident(col)} IS NOT NULL)"
+    def expr(ref: Derived) -> str:
+        node = parse_expression(ref.expr, "expr", aggregate=False)
+        return "(" + map_columns(node, typed_column).sql(dialect="duckdb") + ")"
 
-    def number(col: str) -> str:
-        return f"TRY_CAST({text(col) if col in string_columns else _ident(col)} AS DOUBLE)"
+    def text(ref: str | Derived) -> str:
+        if isinstance(ref, Derived):
+            return f"NULLIF(TRIM(CAST({expr(ref)} AS VARCHAR)), '')"
+        return _text(ref) if ref in string_columns else f"CAST({_ident(ref)} AS VARCHAR)"
 
-    ts_col = src.timestamp.column
+    def present(ref: str | Derived) -> str:
+        if isinstance(ref, Derived):
+            cols = referenced_columns(parse_expression(ref.expr, "expr", aggregate=False))
+            return "(" + " AND ".join(present(c) for c in cols) + ")" if cols else "TRUE"
+        return f"({text(ref) if ref in string_columns else _ident(ref)} IS NOT NULL)"
+
+    def number(ref: str | Derived) -> str:
+        if isinstance(ref, Derived):
+            return f"TRY_CAST({expr(ref)} AS DOUBLE)"
+        return f"TRY_CAST({text(ref) if ref in string_columns else _ident(ref)} AS DOUBLE)"
+
+    ts_ref = src.timestamp.ref
     if src.timestamp.format:
-        ts = f"TRY_STRPTIME({text(ts_col)}, {_q(src.timestamp.format)})"
+        ts = f"TRY_STRPTIME({text(ts_ref)}, {_q(src.timestamp.format)})"
+    elif isinstance(ts_ref, Derived):
+        ts = f"TRY_CAST({expr(ts_ref)} AS TIMESTAMP)"
     else:
-        ts = f"TRY_CAST({text(ts_col) if ts_col in string_columns else _ident(ts_col)} AS TIMESTAMP)"
+        ts = f"TRY_CAST({text(ts_ref) if ts_ref in string_columns else _ident(ts_ref)} AS TIMESTAMP)"
     event_type = text(src.event_type) if src.event_type else _q(src.event_type_value or src.name)
     event_id = (
         text(src.event_id)
         if src.event_id
         else f"{_q(src.name + ':')} || parse_filename(__file) || ':' || CAST(__row AS VARCHAR)"
     )
-    helpers = ["item_raw", "ts_given"]
+    helpers = ["item_raw", "ts_given", "basket_raw"]
     typed = [
+        f"{text(src.basket_id) if src.basket_id is not None else 'CAST(NULL AS VARCHAR)'} AS basket_raw",
         f"{_q(src.name)} AS source",
         "__file AS source_file",
         "__row AS source_row",
         f"{text(src.client_id)} AS client_id",
-        f"{text(src.item_id)} AS item_raw",
-        f"{present(ts_col)} AS ts_given",
+        f"{text(src.item_id) if src.item_id is not None else 'CAST(NULL AS VARCHAR)'} AS item_raw",
+        f"{present(ts_ref)} AS ts_given",
         f"{ts} AS event_time",
         f"{event_type} AS event_type",
         f"{event_id} AS event_id",
     ]
+    ts_label = _label(ts_ref)
     checks: list[tuple[str, str, str]] = [  # (condition, column, reason)
-        ("NOT ts_given", ts_col, f"missing timestamp in column {ts_col}"),
+        ("NOT ts_given", _column_name(ts_ref), f"missing timestamp in {ts_label}"),
         (
             "ts_given AND event_time IS NULL",
-            ts_col,
-            f"unparsable timestamp in column {ts_col}"
+            _column_name(ts_ref),
+            f"unparsable timestamp in {ts_label}"
             + (f" (format {src.timestamp.format})" if src.timestamp.format else ""),
         ),
         (
             f"event_time < TIMESTAMP '{cfg.data_start}' OR event_time >= TIMESTAMP '{cfg.end_exclusive}'",
-            ts_col,
+            _column_name(ts_ref),
             f"timestamp outside the configured range [{cfg.data_start}, {cfg.data_end}]",
         ),
-        ("client_id IS NULL", src.client_id, f"missing client id in column {src.client_id}"),
-        ("item_raw IS NULL", src.item_id, f"missing item id in column {src.item_id}"),
+        ("client_id IS NULL", _column_name(src.client_id), f"missing client id in {_label(src.client_id)}"),
     ]
+    if src.item_id is not None:
+        checks.append(("item_raw IS NULL", _column_name(src.item_id), f"missing item id in {_label(src.item_id)}"))
     if src.event_id:
-        checks.append(("event_id IS NULL", src.event_id, f"missing event id in column {src.event_id}"))
+        checks.append(
+            ("event_id IS NULL", _column_name(src.event_id), f"missing event id in {_label(src.event_id)}")
+        )
     for role in ("quantity", "value"):
-        col = getattr(src, role)
-        if col:
-            typed += [f"{present(col)} AS {role}_given", f"{number(col)} AS {role}"]
+        ref = getattr(src, role)
+        if ref:
+            typed += [f"{present(ref)} AS {role}_given", f"{number(ref)} AS {role}"]
             helpers.append(f"{role}_given")
             checks += [
                 (
                     f"{role}_given AND ({role} IS NULL OR NOT isfinite({role}))",
-                    col,
-                    f"non-numeric {role} in column {col}",
+                    _column_name(ref),
+                    f"non-numeric {role} in {_label(ref)}",
                 ),
-                (f"{role} < 0", col, f"negative {role} in column {col}"),
+                (f"{role} < 0", _column_name(ref), f"negative {role} in {_label(ref)}"),
             ]
         else:
             typed.append(f"CAST(NULL AS DOUBLE) AS {role}")
+    refs = src.role_refs()
     for c, kind in cfg.context_columns().items():
         if c not in src.context:
             typed.append(f"CAST(NULL AS {'DOUBLE' if kind == 'numeric' else 'VARCHAR'}) AS {_ident(c)}")
-        elif kind == "numeric":
+            continue
+        ref = refs[f"context.{c}"]
+        if kind == "numeric":
             flag = _ident(c + "__given")
-            typed += [f"{present(c)} AS {flag}", f"{number(c)} AS {_ident(c)}"]
+            typed += [f"{present(ref)} AS {flag}", f"{number(ref)} AS {_ident(c)}"]
             helpers.append(c + "__given")
-            checks.append((f"{flag} AND {_ident(c)} IS NULL", c, f"non-numeric {c}"))
+            checks.append((f"{flag} AND {_ident(c)} IS NULL", _column_name(ref), f"non-numeric {c}"))
         else:
-            typed.append(f"{text(c)} AS {_ident(c)}")
+            typed.append(f"{text(ref)} AS {_ident(c)}")
     reason = (
         "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {_q(r)} END" for cond, _, r in checks) + ")"
     )
@@ -204,10 +264,30 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
     )
     SELECT * EXCLUDE (reason, column_name, {", ".join(map(_ident, helpers))}),
         {_q(src.item_prefix)} || item_raw AS item_id,
+        {basket_sql(cfg, src)} AS basket_id,
         CASE WHEN dup_rank > 1 THEN 'duplicate event_id ' || event_id || ' (first seen at ' || first_seen || ')'
              ELSE reason END AS reason,
-        CASE WHEN dup_rank > 1 THEN {_q(src.event_id or "event_id")} ELSE column_name END AS column_name
+        CASE WHEN dup_rank > 1 THEN {_q(_column_name(src.event_id) if src.event_id else "event_id")}
+             ELSE column_name END AS column_name
     FROM ranked"""
+
+
+def _has_expressions(src: EventSource) -> bool:
+    return any(isinstance(r, Derived) for r in src.role_refs().values())
+
+
+def sniffed_types(path: str) -> dict[str, str]:
+    """Column -> type a CSV reader infers (the types a user sees in the file), for the columns
+    derived expressions read; the file itself is staged as text so bad values can be quarantined."""
+    import duckdb
+
+    from bm_assets.core.warehouse import expand_paths
+
+    first = expand_paths(path)[0]
+    rows = duckdb.execute(
+        f"DESCRIBE SELECT * FROM read_csv({_q(first)}, header=true, ignore_errors=true, sample_size=20480)"
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
 
 
 def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.date) -> IngestReport:
@@ -230,7 +310,10 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         classified = f"classified_{src.name}"
         staged = wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0")
         strings = {c for c in staged.columns if staged[c].dtype == object}
-        wh.execute([f"CREATE OR REPLACE TEMP TABLE {classified} AS {classify_sql(cfg, src, stage, strings)}"])
+        types = sniffed_types(cfg.resolve(src.path)) if src.format == "csv" and _has_expressions(src) else {}
+        wh.execute(
+            [f"CREATE OR REPLACE TEMP TABLE {classified} AS {classify_sql(cfg, src, stage, strings, types)}"]
+        )
         reader_rejects = f"""SELECT {_q(src.name)} AS source, __file AS source_file, __row AS source_row,
             column_name, 'unreadable record: ' || reason AS reason, raw AS raw_record,
             DATE '{cfg.data_start}' AS partition_date FROM {stage}_rejects

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bm_assets.core.denormalize import EVENTS_DENORMALIZED
 from bm_assets.core.ingest import INGEST_LOG, QUARANTINE, RAW_EVENTS
+from bm_assets.core.sql import literal as _lit
 from bm_assets.core.warehouse import Warehouse
 
 
@@ -29,9 +30,13 @@ def _scalar(wh: Warehouse, sql: str) -> int:
     return 0 if value is None or value != value else int(value)
 
 
-def ingest_quality(wh: Warehouse, start: dt.date, end: dt.date) -> IngestQuality:
-    """Rows the sources held for the window versus rows the tables now hold for it."""
+def ingest_quality(
+    wh: Warehouse, start: dt.date, end: dt.date, item_sources: list[str] | None = None
+) -> IngestQuality:
+    """Rows the sources held for the window versus rows the tables now hold for it. A key is
+    missing when client or time is NULL, or the item of a source that maps items."""
     d = f"DATE '{start}'", f"DATE '{end}'"
+    sources = ", ".join(_lit(s) for s in item_sources or []) or "NULL"
     ev = f"event_date >= {d[0]} AND event_date < {d[1]}"
     part = f"partition_date >= {d[0]} AND partition_date < {d[1]}"
     return IngestQuality(
@@ -41,7 +46,7 @@ def ingest_quality(wh: Warehouse, start: dt.date, end: dt.date) -> IngestQuality
         null_keys=_scalar(
             wh,
             f"SELECT count(*) FROM {wh.table(RAW_EVENTS)} WHERE {ev} AND "
-            "(client_id IS NULL OR item_id IS NULL OR event_time IS NULL)",
+            f"(client_id IS NULL OR event_time IS NULL OR (item_id IS NULL AND source IN ({sources})))",
         ),
         outside_partition=_scalar(
             wh,
@@ -51,11 +56,11 @@ def ingest_quality(wh: Warehouse, start: dt.date, end: dt.date) -> IngestQuality
 
 
 def catalog_coverage(wh: Warehouse, start: dt.date, end: dt.date) -> tuple[float, int]:
-    """Share of the window's events whose item is in product_catalog, and the event count."""
+    """Share of the window's events with an item whose item is in product_catalog, and their count."""
     df = wh.fetch_df(
         f"SELECT avg(CASE WHEN item_in_catalog THEN 1.0 ELSE 0.0 END) AS share, count(*) AS n "
         f"FROM {wh.table(EVENTS_DENORMALIZED)} "
-        f"WHERE event_date >= DATE '{start}' AND event_date < DATE '{end}'"
+        f"WHERE event_date >= DATE '{start}' AND event_date < DATE '{end}' AND item_id IS NOT NULL"
     )
     n = int(df["n"].iloc[0])
     return (float(df["share"].iloc[0]) if n else 1.0), n

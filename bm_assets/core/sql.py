@@ -1,0 +1,180 @@
+"""One way to say a name, a value or a user's expression in SQL, for every engine.
+
+Identifiers and literals from a user's files or config are never pasted into SQL as they are:
+`ident` and `literal` quote them. Expressions written by users (a derived event column in the
+dataset YAML, a task's target or filter in tasks.yaml) are parsed with sqlglot and accepted only
+as a single scalar or aggregate expression over known columns, with functions from an
+allow-list: no statements, no subqueries, no tables or table functions, no file access. What
+runs is the SQL re-rendered from the checked syntax tree, never the text as written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+
+class UnsafeExpressionError(ValueError):
+    """A user expression that is not a single, allowed SQL expression over known columns."""
+
+
+def ident(name: str) -> str:
+    """A quoted identifier (DuckDB dialect; the BigQuery translation re-quotes it)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def literal(value: str) -> str:
+    """A quoted string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+#: Functions a user expression may call (upper-case SQL names as sqlglot renders them).
+ALLOWED_FUNCTIONS = frozenset(
+    {
+        # aggregates (task targets)
+        "COUNT", "SUM", "AVG", "MIN", "MAX", "ANY_VALUE", "COUNT_IF", "COUNTIF", "MEDIAN",
+        "STDDEV", "STDDEV_POP", "STDDEV_SAMP", "VARIANCE", "VAR_POP", "VAR_SAMP", "BOOL_OR",
+        "BOOL_AND", "LOGICAL_OR", "LOGICAL_AND", "APPROX_DISTINCT", "APPROX_COUNT_DISTINCT",
+        "ARG_MAX", "ARG_MIN", "ARGMAX", "ARGMIN", "MODE", "FIRST", "LAST",
+        # conditionals and types
+        "CASE", "IF", "IFF", "COALESCE", "NULLIF", "IFNULL", "NVL", "CAST", "TRY_CAST",
+        "GREATEST", "LEAST",
+        # numbers
+        "ABS", "ROUND", "FLOOR", "CEIL", "CEILING", "SIGN", "LN", "LOG", "LOG10", "LOG2", "EXP",
+        "SQRT", "POW", "POWER", "MOD", "TRUNC", "ISNAN", "ISFINITE", "ISINF",
+        # text
+        "LOWER", "UPPER", "TRIM", "LTRIM", "RTRIM", "LENGTH", "SUBSTRING", "SUBSTR", "LEFT",
+        "RIGHT", "CONCAT", "CONCAT_WS", "REPLACE", "STARTS_WITH", "STARTSWITH", "ENDS_WITH",
+        "CONTAINS", "STRPOS", "REGEXP_MATCHES", "REGEXP_LIKE", "REGEXP_REPLACE",
+        "REGEXP_EXTRACT", "LPAD", "RPAD", "SPLIT_PART", "MD5", "REVERSE",
+        # dates and times
+        "STRPTIME", "TRY_STRPTIME", "STRFTIME", "STR_TO_TIME", "STR_TO_DATE", "TIME_STR_TO_TIME",
+        "DATE_DIFF", "DATEDIFF", "DATE_TRUNC", "DATETRUNC", "TIMESTAMP_TRUNC", "DATE_ADD",
+        "DATE_SUB", "EXTRACT", "DAYOFWEEK", "DAY_OF_WEEK", "DAYOFMONTH", "DAY_OF_MONTH",
+        "DAYOFYEAR", "DAY_OF_YEAR", "YEAR", "MONTH", "DAY", "HOUR", "MINUTE", "WEEK", "QUARTER",
+        "MAKE_DATE", "MAKE_TIMESTAMP", "TO_TIMESTAMP", "EPOCH", "TS_OR_DS_TO_DATE", "DATE",
+        "TIMESTAMP", "DATE_FROM_PARTS", "TIMESTAMP_FROM_PARTS", "UNIX_TO_TIME",
+        "STR_POSITION", "TIME_TO_STR", "DATE_TO_DATE_STR", "DATE_STR_TO_DATE", "TS_OR_DS_ADD",
+        "TS_OR_DS_DIFF", "TIME_STR_TO_DATE", "INTERVAL",
+    }
+)
+
+#: Syntax that reaches beyond one row's columns: statements, queries, tables, variables.
+_FORBIDDEN = (
+    exp.Query,
+    exp.Subquery,
+    exp.Table,
+    exp.Join,
+    exp.From,
+    exp.Create,
+    exp.Drop,
+    exp.Insert,
+    exp.Delete,
+    exp.Update,
+    exp.Command,
+    exp.Copy,
+    exp.Pragma,
+    exp.Set,
+    exp.Use,
+    exp.Placeholder,
+    exp.Parameter,
+    exp.Window,
+    exp.Lambda,
+)
+
+
+def _function_name(node: exp.Func) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).upper()
+    return node.sql_name().upper()
+
+
+def referenced_columns(node: exp.Expression) -> list[str]:
+    """Column names an expression reads, in order of first use."""
+    return list(dict.fromkeys(c.name for c in node.find_all(exp.Column)))
+
+
+def parse_expression(
+    text: str,
+    where: str,
+    columns: Iterable[str] | None = None,
+    aggregate: bool | None = None,
+) -> exp.Expression:
+    """The checked syntax tree of one user expression; `where` (file and key) prefixes every
+    error. `columns`: the names it may read (case-insensitive, as in SQL); None skips that check.
+    `aggregate`: True requires an aggregate, False forbids one, None accepts either."""
+    if not isinstance(text, str) or not text.strip():
+        raise UnsafeExpressionError(f"{where}: is empty; write an SQL expression")
+    try:
+        statements = [s for s in sqlglot.parse(f"SELECT {text}", dialect="duckdb") if s is not None]
+    except ParseError as exc:
+        first = str(exc).splitlines()[0]
+        raise UnsafeExpressionError(f"{where}: {text!r} is not a valid SQL expression: {first}") from None
+    if len(statements) != 1:
+        raise UnsafeExpressionError(
+            f"{where}: {text!r} holds {len(statements)} statements; write one expression, without ';'"
+        )
+    select = statements[0]
+    clauses = [k for k in ("from", "joins", "where", "group", "having", "order", "limit", "with", "qualify")
+               if select.args.get(k)]
+    if not isinstance(select, exp.Select) or clauses or len(select.expressions) != 1:
+        raise UnsafeExpressionError(
+            f"{where}: {text!r} is not a single expression (found {', '.join(clauses) or 'several'}); "
+            "write one expression over the columns, e.g. \"Quantity * UnitPrice\""
+        )
+    node = select.expressions[0]
+    if isinstance(node, exp.Alias):
+        raise UnsafeExpressionError(f"{where}: {text!r}: drop the alias (AS ...); the key names the result")
+    for sub in node.walk():
+        if isinstance(sub, _FORBIDDEN):
+            part = sub.sql(dialect="duckdb")[:80]
+            raise UnsafeExpressionError(
+                f"{where}: {text!r}: {type(sub).__name__.lower()} {part!r} is not allowed; an expression "
+                "may read the row's columns only (no statements, subqueries, tables or files)"
+            )
+        if isinstance(sub, exp.Func) and _function_name(sub) not in ALLOWED_FUNCTIONS:
+            raise UnsafeExpressionError(
+                f"{where}: {text!r}: function {_function_name(sub).lower()}() is not allowed; allowed "
+                "functions are listed in docs/configuration.md"
+            )
+    if columns is not None:
+        known = {c.lower(): c for c in columns}
+        unknown = [c for c in referenced_columns(node) if c.lower() not in known]
+        if unknown:
+            raise UnsafeExpressionError(
+                f"{where}: {text!r} reads column {unknown[0]!r}, which does not exist here "
+                f"(columns: {sorted(known.values())})"
+            )
+    if aggregate is not None:
+        has_agg = any(isinstance(s, exp.AggFunc) for s in node.walk())
+        if aggregate and not has_agg:
+            raise UnsafeExpressionError(
+                f"{where}: {text!r} is not an aggregate; a target value summarises the window's "
+                "events, e.g. count(*) or sum(value)"
+            )
+        if not aggregate and has_agg:
+            raise UnsafeExpressionError(f"{where}: {text!r} uses an aggregate; it applies to one row")
+    return node
+
+
+def render(node: exp.Expression) -> str:
+    """SQL of a checked expression (DuckDB dialect), parenthesised so it composes."""
+    return f"({node.sql(dialect='duckdb')})"
+
+
+def safe_sql(text: str, where: str, columns: Iterable[str] | None = None, aggregate: bool | None = None) -> str:
+    """parse_expression + render: the only way a user's expression enters a statement."""
+    return render(parse_expression(text, where, columns, aggregate))
+
+
+def map_columns(node: exp.Expression, fn) -> exp.Expression:
+    """A copy of the expression with each column reference replaced by fn(name) (SQL text)."""
+
+    def replace(sub: exp.Expression) -> exp.Expression:
+        if isinstance(sub, exp.Column):
+            return sqlglot.parse_one(fn(sub.name), dialect="duckdb")
+        return sub
+
+    return node.copy().transform(replace)
