@@ -10,6 +10,8 @@ import sys
 
 from dagster import DagsterInstance, materialize
 
+from bm_assets.config import DatasetConfigError
+from bm_assets.core.tasks import TaskConfigError
 from bm_assets.settings import REPO_ROOT, bm_home
 
 
@@ -24,7 +26,8 @@ def dagster_instance() -> DagsterInstance:
 
 def run_all(start: str | None = None, end: str | None = None) -> bool:
     """Materialize every asset: partitioned ones over [start, end] (default: every day) in one
-    run per stage, in dependency order."""
+    run, in dependency order. A failing asset skips only what depends on it (one task's failure
+    leaves the other tasks running); the failures are summarised at the end."""
     from bm_assets.definitions import build_definitions
 
     defs = build_definitions()  # built now, so BM_HOME / BM_DATASET of this call apply
@@ -34,8 +37,36 @@ def run_all(start: str | None = None, end: str | None = None) -> bool:
     keys = partitioned[0].partitions_def.get_partition_keys() if partitioned else []
     first, last = start or keys[0], end or keys[-1]
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    result = materialize(assets, resources=defs.resources, instance=instance, tags=tags)
+    result = materialize(assets, resources=defs.resources, instance=instance, tags=tags, raise_on_error=False)
+    failures = step_failures(result)
+    for step, message in failures.items():
+        print(f"FAILED {step}: {message}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} asset(s) failed; what depends on them was skipped, the rest ran", file=sys.stderr)
     return result.success
+
+
+def step_failures(result) -> dict[str, str]:
+    """Step key -> the first line of its error, for every failed step of a run."""
+    out: dict[str, str] = {}
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error is not None and error.cause is not None:  # the user's error, not Dagster's wrapper
+                error = error.cause
+            message = error.message.strip().splitlines()[0] if error else "failed"
+            out[str(event.step_key)] = message
+    return out
+
+
+def validate_cli() -> int:
+    """Check the dataset YAML and tasks.yaml against the data; print a short report."""
+    from bm_assets.settings import dataset_path
+    from bm_assets.validate import validate_dataset
+
+    report = validate_dataset(dataset_path())
+    print(report.text())
+    return 0 if report.ok else 1
 
 
 def export_profiles_cli(date: str, out: str, dtype: str) -> int:
@@ -60,11 +91,27 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize every asset on the configured dataset")
     run.add_argument("--start", help="first partition (YYYY-MM-DD); default the dataset's first day")
     run.add_argument("--end", help="last partition (YYYY-MM-DD); default the dataset's last day")
+    sub.add_parser(
+        "validate", help="check the dataset YAML and tasks.yaml (BM_DATASET) against the data, in seconds"
+    )
     export = sub.add_parser("export-profiles", help="write the behavioral profiles of a date as .npy files")
     export.add_argument("--date", required=True, help="profiles at the end of this day (YYYY-MM-DD)")
     export.add_argument("--out", required=True, help="folder for client_ids.npy and embeddings.npy")
     export.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of a config error")
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (DatasetConfigError, TaskConfigError) as exc:
+        if args.debug:
+            raise
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        return validate_cli()
     if args.command == "run":
         return 0 if run_all(args.start, args.end) else 1
     if args.command == "export-profiles":

@@ -368,6 +368,9 @@ class DatasetConfig(_Strict):
     representation: RepresentationConfig = Field(default_factory=RepresentationConfig)
     base_dir: Path = Field(default=Path("."), description="folder relative paths resolve against")
     config_file: Path | None = None
+    attribute_kinds: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="set at load: attribute output column -> kind, per clients/items"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
@@ -399,6 +402,10 @@ class DatasetConfig(_Strict):
                     if src.item_id is None:
                         raise ValueError(f"items[{i}] ({table.name}).from_events: source {src.name!r} has no item_id")
         return self
+
+    def event_columns(self) -> dict[str, str]:
+        """Column -> kind of events_denormalized (what task SQL and representation columns read)."""
+        return denormalized_columns(self, self.attribute_kinds or declared_attributes(self))
 
     @property
     def has_items(self) -> bool:
@@ -603,7 +610,7 @@ def resolve_representation(
                 f"{where}: key representation.{key}: {missing} are not columns of events_denormalized "
                 f"(columns: {sorted(available)})"
             )
-    return cfg.model_copy(update={"representation": resolved})
+    return cfg.model_copy(update={"representation": resolved, "attribute_kinds": attributes})
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -140,6 +140,7 @@ def _attribute_result(build, preview: pd.DataFrame) -> MaterializeResult:
         metadata={
             "dagster/row_count": build.rows,
             "source_rows": MetadataValue.json(build.source_rows),
+            "lines_without_key_skipped": MetadataValue.json(build.skipped_rows or {}),
             "columns": MetadataValue.json(build.columns),
             "preview": md_table(preview),
         }

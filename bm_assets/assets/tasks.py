@@ -120,6 +120,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 "mlflow_run": link,
                 "validation": MetadataValue.md(metrics_markdown(result.report)),
                 **{f"n_{r}": len(f) for r, f in frames.items()},
+                "train_sampled_from": int(frames["train"].attrs.get("sampled_from", len(frames["train"]))),
             }
         )
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bm_assets.config import AttributeTable, DatasetConfig, attribute_columns, attribute_output_name
-from bm_assets.core.ingest import _ident, _text
+from bm_assets.core.ingest import SourceColumns, _ident, _text, sniffed_types
 from bm_assets.core.warehouse import Warehouse, _q
 
 CLIENT_PROPERTIES = "client_properties"
@@ -28,6 +28,7 @@ class AttributeBuild:
     rows: int
     columns: dict[str, str]  # output column -> kind
     source_rows: dict[str, int]
+    skipped_rows: dict[str, int] | None = None  # lines without a key, per table taken from events
 
 
 def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) -> tuple[str, dict[str, str]]:
@@ -95,14 +96,72 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
     return f"SELECT {prefixed_key} AS {key_name}, {', '.join(exprs)} FROM {stage} GROUP BY 1", out_kinds
 
 
+def _from_events_sql(
+    wh: Warehouse, cfg: DatasetConfig, table: AttributeTable, stage: str, key_name: str
+) -> tuple[str, dict[str, str], str]:
+    """One row per client (item) from an event source's lines: each column's most frequent
+    non-empty value (ties: the smallest), or its value on the first/last line in file order.
+    Returns (SELECT, output kinds, SQL counting the lines without a key)."""
+    src = next(s for s in cfg.events if s.name == table.from_events)
+    empty = wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0")
+    strings = {c for c in empty.columns if empty[c].dtype == object}
+    types = sniffed_types(cfg.resolve(src.path)) if src.format == "csv" else {}
+    cols = SourceColumns(strings, types)
+    ref = src.client_id if key_name == "client_id" else src.item_id
+    assert ref is not None  # checked at load: an item table from events needs a source with items
+    prefix = src.item_prefix if key_name == "item_id" else ""
+    key = f"{_q(prefix)} || {cols.text(ref)}"
+    kinds = dict(table.columns or {})
+    values = [f"{key} AS k", "__file", "__row"]
+    for c, kind in kinds.items():
+        values.append(
+            f"{'TRY_CAST(' + cols.text(c) + ' AS DOUBLE)' if kind == 'numeric' else cols.text(c)} AS {_ident(c)}"
+        )
+    lines = f"SELECT {', '.join(values)} FROM {stage}"
+    picks = []
+    for i, c in enumerate(kinds):
+        if table.pick == "most_frequent":
+            order = "n DESC, v"
+            ranked = (
+                f"SELECT k, {_ident(c)} AS v, count(*) AS n FROM lines "
+                f"WHERE k IS NOT NULL AND {_ident(c)} IS NOT NULL GROUP BY 1, 2"
+            )
+        else:
+            order = "f, r" if table.pick == "first" else "f DESC, r DESC"
+            ranked = (
+                f"SELECT k, {_ident(c)} AS v, __file AS f, __row AS r FROM lines "
+                f"WHERE k IS NOT NULL AND {_ident(c)} IS NOT NULL"
+            )
+        picks.append(
+            f"p{i} AS (SELECT k, v AS {_ident(c)} FROM ("
+            f"SELECT *, row_number() OVER (PARTITION BY k ORDER BY {order}) AS rank FROM ({ranked})) WHERE rank = 1)"
+        )
+    joins = " ".join(f"LEFT JOIN p{i} USING (k)" for i in range(len(kinds)))
+    select = (
+        f"WITH lines AS ({lines}), keys AS (SELECT DISTINCT k FROM lines WHERE k IS NOT NULL), "
+        f"{', '.join(picks)} SELECT k AS {key_name}, {', '.join(_ident(c) for c in kinds)} FROM keys {joins}"
+    )
+    skipped = f"SELECT count(*) AS n FROM {stage} WHERE {key} IS NULL"
+    return select, {attribute_output_name(table, c): k for c, k in kinds.items()}, skipped
+
+
 def build_attributes(
     wh: Warehouse, cfg: DatasetConfig, tables: list[AttributeTable], target: str, key_name: str
 ) -> AttributeBuild:
     """Replace `target` with the outer union of the given attribute tables on their keys."""
-    parts, kinds, source_rows = [], {}, {}
+    parts, kinds, source_rows, skipped = [], {}, {}, {}
     for t in tables:
         stage = f"stage_attr_{t.name}"
-        wh.stage_attributes(t, cfg.resolve(t.path), stage)
+        if t.from_events is not None:
+            src = next(s for s in cfg.events if s.name == t.from_events)
+            wh.stage_events(src, cfg.resolve(src.path), stage)
+            sql, out, skipped_sql = _from_events_sql(wh, cfg, t, stage, key_name)
+            parts.append((t.name, sql))
+            kinds.update(out)
+            source_rows[t.name] = int(wh.fetch_df(f"SELECT count(*) AS n FROM {stage}")["n"].iloc[0])
+            skipped[t.name] = int(wh.fetch_df(skipped_sql)["n"].iloc[0])
+            continue
+        wh.stage_attributes(t, cfg.resolve(t.path or ""), stage)
         rejects = wh.fetch_df(f"SELECT __file, __row, reason FROM {stage}_rejects ORDER BY __row LIMIT 1")
         if len(rejects):
             r = rejects.iloc[0]
@@ -123,7 +182,7 @@ def build_attributes(
         select = f"SELECT CAST(NULL AS VARCHAR) AS {key_name} WHERE FALSE"
     wh.execute([f"CREATE OR REPLACE TABLE {wh.table(target)} AS {select}"])
     rows = int(wh.fetch_df(f"SELECT count(*) AS n FROM {wh.table(target)}")["n"].iloc[0])
-    return AttributeBuild(target, rows, kinds, source_rows)
+    return AttributeBuild(target, rows, kinds, source_rows, skipped)
 
 
 def build_client_properties(wh: Warehouse, cfg: DatasetConfig) -> AttributeBuild:

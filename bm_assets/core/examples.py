@@ -26,6 +26,7 @@ from bm_assets.core.tasks import (
     build_labels,
     check_target_not_empty,
     eligible_clients,
+    feature_columns,
     future_window_sql,
     is_holdout,
     protocol_dates,
@@ -100,6 +101,16 @@ def future_sketches(
     return normalise_sketch(raw, layout_of(coders))
 
 
+def sample_examples(ex: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of n examples in their original order; `attrs["sampled_from"]` keeps
+    the count before sampling, so reports can say that they sampled."""
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(ex), size=n, replace=False))
+    out = ex.iloc[keep].reset_index(drop=True)
+    out.attrs["sampled_from"] = len(ex)
+    return out
+
+
 def _split_examples(
     wh: Warehouse, eligible: Eligibility, dates: list[dt.date], holdout_fraction: float, holdout: bool | None
 ) -> pd.DataFrame:
@@ -124,6 +135,8 @@ def foundation_examples(
     out = {}
     for role in ("train", "validation"):
         ex = _split_examples(wh, f.eligible, dates[role], ev.holdout_fraction, holdout=False)
+        if role == "train" and len(ex) > f.max_train_examples:
+            ex = sample_examples(ex, f.max_train_examples, ev.seed)
         y = future_sketches(wh, coders, ex, f.horizon_days)
         keep = y.sum(1) > 0
         ex = ex[keep].reset_index(drop=True)
@@ -162,7 +175,7 @@ def task_examples(
         item_codes = codes[known].astype(np.int64)
         item_log_prior = np.log(counts["n"].to_numpy(np.float64)[known])
         target_coders = {task.target.column: coder}
-    tops = feature_tops(wh, ev, cutoff)
+    tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cutoff)
     roles = {
         "train": ("train", False),
         "validation": ("validation", False),
@@ -173,6 +186,8 @@ def task_examples(
     frames: dict[str, pd.DataFrame] = {}
     for role, (window, hold) in roles.items():
         ex = _split_examples(wh, task.eligible, dates[window], ev.holdout_fraction, hold)
+        if role == "train" and len(ex) > ev.max_train_examples:
+            ex = sample_examples(ex, ev.max_train_examples, ev.seed)
         y = build_labels(wh, task, ex, labels)
         check_target_not_empty(task, y, role)
         y_train = None

@@ -38,10 +38,10 @@ def aggregate_features_sql(
         for j, v in enumerate(values):
             match = f"CAST(e.{_col(column)} AS VARCHAR) = '{v.replace(chr(39), chr(39) * 2)}'"
             for w in windows:
-                aggs.append(f"count(*) FILTER (WHERE {match} AND {age} <= {w}) AS {column}_{j}_n_{w}d")
+                aggs.append(f"count(*) FILTER (WHERE {match} AND {age} <= {w}) AS {_col(f'{column}_{j}_n_{w}d')}")
             aggs.append(
                 f"coalesce(sum(e.value) FILTER (WHERE {match} AND {age} <= {longest}), 0) "
-                f"AS {column}_{j}_value_{longest}d"
+                f"AS {_col(f'{column}_{j}_value_{longest}d')}"
             )
     return f"""
         WITH {_splits_cte(dates)}
@@ -51,9 +51,11 @@ def aggregate_features_sql(
         GROUP BY e.client_id, s.t"""
 
 
-def feature_tops(wh: Warehouse, ev: EvaluationConfig, cutoff: dt.date) -> dict[str, list[str]]:
+def feature_tops(
+    wh: Warehouse, columns: list[str], ev: EvaluationConfig, cutoff: dt.date
+) -> dict[str, list[str]]:
     """The top values per feature column, counted before the training cutoff."""
-    return {c: top_values(wh, c, "TRUE", cutoff, ev.feature_top_n) for c in ev.feature_columns}
+    return {c: top_values(wh, c, "TRUE", cutoff, ev.feature_top_n) for c in columns}
 
 
 def aggregate_features(

@@ -112,6 +112,42 @@ def _column_name(ref: str | Derived) -> str:
     return ", ".join(referenced_columns(parse_expression(ref.expr, "expr", aggregate=False))) or ref.expr
 
 
+class SourceColumns:
+    """SQL for a role's value over a staged source. `string_columns` hold text (CSV, or text in
+    Parquet); `types` are the types a reader would infer for them (a CSV sniff), which derived
+    expressions see, so `Quantity * UnitPrice` multiplies numbers."""
+
+    def __init__(self, string_columns: set[str], types: dict[str, str] | None = None):
+        self.strings = string_columns
+        self.types = types or {}
+
+    def typed_column(self, col: str) -> str:
+        if col not in self.strings:
+            return _ident(col)
+        ty = self.types.get(col, "VARCHAR")
+        return _text(col) if ty.upper() == "VARCHAR" else f"TRY_CAST({_text(col)} AS {ty})"
+
+    def expr(self, ref: Derived) -> str:
+        node = parse_expression(ref.expr, "expr", aggregate=False)
+        return "(" + map_columns(node, self.typed_column).sql(dialect="duckdb") + ")"
+
+    def text(self, ref: str | Derived) -> str:
+        if isinstance(ref, Derived):
+            return f"NULLIF(TRIM(CAST({self.expr(ref)} AS VARCHAR)), '')"
+        return _text(ref) if ref in self.strings else f"CAST({_ident(ref)} AS VARCHAR)"
+
+    def present(self, ref: str | Derived) -> str:
+        if isinstance(ref, Derived):
+            cols = referenced_columns(parse_expression(ref.expr, "expr", aggregate=False))
+            return "(" + " AND ".join(self.present(c) for c in cols) + ")" if cols else "TRUE"
+        return f"({self.text(ref) if ref in self.strings else _ident(ref)} IS NOT NULL)"
+
+    def number(self, ref: str | Derived) -> str:
+        if isinstance(ref, Derived):
+            return f"TRY_CAST({self.expr(ref)} AS DOUBLE)"
+        return f"TRY_CAST({self.text(ref) if ref in self.strings else _ident(ref)} AS DOUBLE)"
+
+
 def basket_sql(cfg: DatasetConfig, src: EventSource) -> str:
     """The basket (visit) of an event: the source's basket_id (staged as basket_raw), or the
     client's events at one timestamp (or on one day), per the dataset's `baskets` rule."""
@@ -130,37 +166,9 @@ def classify_sql(
     column_types: dict[str, str] | None = None,
 ) -> str:
     """SELECT over a staged source giving every row its typed values, its reject reason (NULL
-    when valid) and its home partition date. `string_columns`: staged columns that hold text
-    (CSV, or text in Parquet); columns already typed by the file skip the string round trip.
-    `column_types`: the types a reader would infer for those text columns (a CSV sniff), which
-    derived expressions see, so `Quantity * UnitPrice` multiplies numbers."""
-    types = column_types or {}
-
-    def typed_column(col: str) -> str:
-        if col not in string_columns:
-            return _ident(col)
-        ty = types.get(col, "VARCHAR")
-        return _text(col) if ty.upper() == "VARCHAR" else f"TRY_CAST({_text(col)} AS {ty})"
-
-    def expr(ref: Derived) -> str:
-        node = parse_expression(ref.expr, "expr", aggregate=False)
-        return "(" + map_columns(node, typed_column).sql(dialect="duckdb") + ")"
-
-    def text(ref: str | Derived) -> str:
-        if isinstance(ref, Derived):
-            return f"NULLIF(TRIM(CAST({expr(ref)} AS VARCHAR)), '')"
-        return _text(ref) if ref in string_columns else f"CAST({_ident(ref)} AS VARCHAR)"
-
-    def present(ref: str | Derived) -> str:
-        if isinstance(ref, Derived):
-            cols = referenced_columns(parse_expression(ref.expr, "expr", aggregate=False))
-            return "(" + " AND ".join(present(c) for c in cols) + ")" if cols else "TRUE"
-        return f"({text(ref) if ref in string_columns else _ident(ref)} IS NOT NULL)"
-
-    def number(ref: str | Derived) -> str:
-        if isinstance(ref, Derived):
-            return f"TRY_CAST({expr(ref)} AS DOUBLE)"
-        return f"TRY_CAST({text(ref) if ref in string_columns else _ident(ref)} AS DOUBLE)"
+    when valid) and its home partition date (see SourceColumns for the two column arguments)."""
+    cols = SourceColumns(string_columns, column_types or {})
+    text, present, number, expr = cols.text, cols.present, cols.number, cols.expr
 
     ts_ref = src.timestamp.ref
     if src.timestamp.format:

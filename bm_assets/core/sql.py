@@ -104,7 +104,8 @@ def parse_expression(
 ) -> exp.Expression:
     """The checked syntax tree of one user expression; `where` (file and key) prefixes every
     error. `columns`: the names it may read (case-insensitive, as in SQL); None skips that check.
-    `aggregate`: True requires an aggregate, False forbids one, None accepts either."""
+    `aggregate`: True requires every column to be read inside an aggregate (a value per group),
+    False forbids aggregates (a value per row), None accepts either."""
     if not isinstance(text, str) or not text.strip():
         raise UnsafeExpressionError(f"{where}: is empty; write an SQL expression")
     try:
@@ -149,10 +150,11 @@ def parse_expression(
             )
     if aggregate is not None:
         has_agg = any(isinstance(s, exp.AggFunc) for s in node.walk())
-        if aggregate and not has_agg:
+        loose = [c.name for c in node.find_all(exp.Column) if c.find_ancestor(exp.AggFunc, exp.Filter) is None]
+        if aggregate and loose:
             raise UnsafeExpressionError(
-                f"{where}: {text!r} is not an aggregate; a target value summarises the window's "
-                "events, e.g. count(*) or sum(value)"
+                f"{where}: {text!r} reads column {loose[0]!r} outside an aggregate; a target value "
+                "summarises the window's events, e.g. count(*) or sum(value)"
             )
         if not aggregate and has_agg:
             raise UnsafeExpressionError(f"{where}: {text!r} uses an aggregate; it applies to one row")

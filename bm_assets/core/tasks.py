@@ -16,7 +16,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bm_assets.config import TemporalSplit
+from bm_assets.config import DatasetConfig, TemporalSplit
+from bm_assets.core.sql import UnsafeExpressionError, parse_expression, render
 from bm_assets.core.warehouse import Warehouse
 
 EVENTS = "events_denormalized"
@@ -41,12 +42,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _checked(text: str, aggregate: bool) -> str:
+    """A task's SQL as it will run: parsed, checked against the allow-list (one expression, no
+    statements, tables or files) and re-rendered from the syntax tree."""
+    try:
+        return render(parse_expression(text, "expression", aggregate=aggregate))
+    except UnsafeExpressionError as exc:
+        raise ValueError(str(exc).removeprefix("expression: ")) from None
+
+
 class Eligibility(_Strict):
     """Who is scored at split date T: clients with at least one matching event in
     [T - active_days, T)."""
 
     active_days: int = Field(default=60, gt=0)
     where: str = Field(default="TRUE", min_length=1, description="SQL predicate on the past events")
+
+    @field_validator("where")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        return _checked(v, aggregate=False)
 
 
 class Target(_Strict):
@@ -63,12 +78,15 @@ class Target(_Strict):
     column: str | None = None
     top_n: int | None = Field(default=None, gt=0)
 
-    @field_validator("where", "value")
+    @field_validator("where")
     @classmethod
-    def _not_blank(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise ValueError("is empty; write an SQL expression")
-        return v
+    def _safe_where(cls, v: str) -> str:
+        return _checked(v, aggregate=False)
+
+    @field_validator("value")
+    @classmethod
+    def _safe_value(cls, v: str | None) -> str | None:
+        return None if v is None else _checked(v, aggregate=True)
 
 
 class TaskSpec(_Strict):
@@ -118,6 +136,9 @@ class FoundationConfig(_Strict):
     max_epochs: int = Field(default=30, gt=0)
     patience: int = Field(default=3, gt=0)
     eligible: Eligibility = Field(default_factory=Eligibility)
+    max_train_examples: int = Field(
+        default=200_000, gt=0, description="cap on pretraining examples; above it a seeded sample is drawn"
+    )
 
 
 class EvaluationConfig(_Strict):
@@ -127,10 +148,20 @@ class EvaluationConfig(_Strict):
     warmup_days: int = Field(default=56, ge=0, description="history before the first split date")
     holdout_fraction: float = Field(default=0.1, gt=0, lt=1)
     feature_top_n: int = Field(default=10, gt=0, description="brands/categories in the GBDT aggregates")
-    feature_columns: list[str] = Field(default_factory=lambda: ["manufacturer_id", "product_category"])
+    feature_columns: list[str] | None = Field(
+        default=None,
+        description="columns whose top values get counts in the GBDT aggregates; default: the columns the "
+        "multilabel/multiclass tasks target, else the dataset's categorical graph columns (at most 3)",
+    )
     feature_windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
     label_fractions: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0])
     candidates: int = Field(default=2000, gt=0, description="most popular items ranked for recommendation")
+    max_train_examples: int = Field(
+        default=50_000,
+        gt=0,
+        description="cap on a task's training examples (client, split date); above it a seeded sample is "
+        "drawn, which bounds training time; the report says when it sampled",
+    )
     task_max_epochs: int = Field(default=40, gt=0)
     task_patience: int = Field(default=4, gt=0)
     task_lr: float = Field(default=1e-3, gt=0, description="learning rate from scratch")
@@ -197,6 +228,50 @@ def _key(raw: dict, loc: tuple) -> str:
     return ".".join(parts) or "<root>"
 
 
+def feature_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> list[str]:
+    """The GBDT aggregate columns: configured, else what the tasks target, else a few of the
+    dataset's own categorical graph columns (never a Complete Journey name)."""
+    if mcfg.evaluation.feature_columns is not None:
+        return list(mcfg.evaluation.feature_columns)
+    targets = [t.target.column for t in mcfg.tasks if t.type in ("multilabel", "multiclass") and t.target.column]
+    if targets:
+        return list(dict.fromkeys(targets))
+    graph = dataset.representation.graph.columns or []
+    return [c for c in graph if c not in ("item_id", "event_type")][:3]
+
+
+def check_modeling_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> None:
+    """Every column tasks.yaml names (task SQL, target columns, feature columns) exists in
+    events_denormalized, checked from the configs alone, in milliseconds, before any run."""
+    available = dataset.event_columns()
+    where = str(mcfg.config_file)
+    for i, task in enumerate(mcfg.tasks):
+        exprs = {"target.where": task.target.where, "eligible.where": task.eligible.where}
+        if task.target.value:
+            exprs["target.value"] = task.target.value
+        for key, text in exprs.items():
+            try:
+                parse_expression(text, f"{where}: tasks[{i}] ({task.name}).{key}", available)
+            except UnsafeExpressionError as exc:
+                raise TaskConfigError(str(exc)) from None
+        if task.target.column == "item_id" and not dataset.has_items:
+            raise TaskConfigError(
+                f"{where}: tasks[{i}] ({task.name}).target.column: item_id, but no event source of "
+                f"{dataset.config_file} maps item_id; target another column or drop the task"
+            )
+        if task.target.column and task.target.column not in available:
+            raise TaskConfigError(
+                f"{where}: tasks[{i}] ({task.name}).target.column: {task.target.column!r} is not a column of "
+                f"events_denormalized (columns: {sorted(available)})"
+            )
+    for c in feature_columns(mcfg, dataset):
+        if c not in available:
+            raise TaskConfigError(
+                f"{where}: evaluation.feature_columns: {c!r} is not a column of events_denormalized "
+                f"(columns: {sorted(available)})"
+            )
+
+
 def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
     """Bind every task's SQL against events_denormalized without reading rows, so an unknown
     column fails before training with the file and key that name it."""
@@ -213,7 +288,7 @@ def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
         for key, sql in exprs.items():
             try:
                 wh.fetch_df(sql + " LIMIT 0" if key != "target.value" else sql)
-            except duckdb.Error as exc:
+            except Exception as exc:  # any engine's error, named by file and key
                 raise TaskConfigError(
                     f"{cfg.config_file}: tasks[{i}] ({task.name}).{key}: {str(exc).splitlines()[0]}"
                 ) from None
