@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bm_assets.config import AttributeTable, DatasetConfig, attribute_columns, attribute_output_name
-from bm_assets.core.ingest import SourceColumns, _ident, _text, sniffed_types
+from bm_assets.core.ingest import SourceColumns, _ident, _text
 from bm_assets.core.warehouse import Warehouse, _q
 
 CLIENT_PROPERTIES = "client_properties"
@@ -105,8 +105,7 @@ def _from_events_sql(
     src = next(s for s in cfg.events if s.name == table.from_events)
     empty = wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0")
     strings = {c for c in empty.columns if empty[c].dtype == object}
-    types = sniffed_types(cfg.resolve(src.path)) if src.format == "csv" else {}
-    cols = SourceColumns(strings, types)
+    cols = SourceColumns(strings)
     ref = src.client_id if key_name == "client_id" else src.item_id
     assert ref is not None  # checked at load: an item table from events needs a source with items
     prefix = src.item_prefix if key_name == "item_id" else ""

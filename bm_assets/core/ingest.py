@@ -10,9 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+import sqlglot
+from sqlglot import exp
+
 from bm_assets.config import DatasetConfig, Derived, EventSource
-from bm_assets.core.sql import ident, map_columns, parse_expression, referenced_columns
-from bm_assets.core.warehouse import Warehouse, _q
+from bm_assets.core.sql import ident, parse_expression, referenced_columns
+from bm_assets.core.warehouse import SourceReadError, Warehouse, _q
 
 RAW_EVENTS = "raw_events"
 QUARANTINE = "raw_events_quarantine"
@@ -112,24 +115,68 @@ def _column_name(ref: str | Derived) -> str:
     return ", ".join(referenced_columns(parse_expression(ref.expr, "expr", aggregate=False))) or ref.expr
 
 
+#: Where a text column of a CSV is read as a number in a derived expression: its type follows
+#: its use, so `Quantity * UnitPrice` multiplies while `InvoiceNo LIKE 'C%'` matches text.
+_NUMERIC_CONTEXT = tuple(
+    getattr(exp, name)
+    for name in (
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "IntDiv",
+        "Mod",
+        "Neg",
+        "Abs",
+        "Round",
+        "Floor",
+        "Ceil",
+        "Ln",
+        "Log",
+        "Exp",
+        "Sqrt",
+        "Pow",
+        "Sign",
+        "Greatest",
+        "Least",
+        "Sum",
+        "Avg",
+    )
+    if hasattr(exp, name)
+)
+_COMPARISON = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+
+
+def _numeric_use(column: exp.Column) -> bool:
+    parent = column.parent
+    while isinstance(parent, exp.Paren):
+        parent = parent.parent
+    if isinstance(parent, _NUMERIC_CONTEXT):
+        return True
+    if isinstance(parent, _COMPARISON):
+        other = parent.expression if parent.this is column else parent.this
+        return isinstance(other, exp.Literal) and other.is_number
+    return False
+
+
 class SourceColumns:
     """SQL for a role's value over a staged source. `string_columns` hold text (CSV, or text in
-    Parquet); `types` are the types a reader would infer for them (a CSV sniff), which derived
-    expressions see, so `Quantity * UnitPrice` multiplies numbers."""
+    Parquet): a text column is cleaned (trimmed, empty = NULL), and read as a number where a
+    derived expression uses it as one. Columns the file already types are used as they are."""
 
-    def __init__(self, string_columns: set[str], types: dict[str, str] | None = None):
+    def __init__(self, string_columns: set[str]):
         self.strings = string_columns
-        self.types = types or {}
-
-    def typed_column(self, col: str) -> str:
-        if col not in self.strings:
-            return _ident(col)
-        ty = self.types.get(col, "VARCHAR")
-        return _text(col) if ty.upper() == "VARCHAR" else f"TRY_CAST({_text(col)} AS {ty})"
 
     def expr(self, ref: Derived) -> str:
-        node = parse_expression(ref.expr, "expr", aggregate=False)
-        return "(" + map_columns(node, self.typed_column).sql(dialect="duckdb") + ")"
+        node = parse_expression(ref.expr, "expr", aggregate=False).copy()
+
+        def typed(sub: exp.Expression) -> exp.Expression:
+            if not isinstance(sub, exp.Column) or sub.name not in self.strings:
+                return sub
+            sql = f"TRY_CAST({_text(sub.name)} AS DOUBLE)" if _numeric_use(sub) else _text(sub.name)
+            return sqlglot.parse_one(sql, dialect="duckdb")
+
+        return "(" + node.transform(typed).sql(dialect="duckdb") + ")"
 
     def text(self, ref: str | Derived) -> str:
         if isinstance(ref, Derived):
@@ -158,16 +205,10 @@ def basket_sql(cfg: DatasetConfig, src: EventSource) -> str:
     return "client_id || '@' || strftime(event_time, '%Y-%m-%dT%H:%M:%S')"
 
 
-def classify_sql(
-    cfg: DatasetConfig,
-    src: EventSource,
-    stage: str,
-    string_columns: set[str],
-    column_types: dict[str, str] | None = None,
-) -> str:
+def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_columns: set[str]) -> str:
     """SELECT over a staged source giving every row its typed values, its reject reason (NULL
     when valid) and its home partition date (see SourceColumns for the two column arguments)."""
-    cols = SourceColumns(string_columns, column_types or {})
+    cols = SourceColumns(string_columns)
     text, present, number, expr = cols.text, cols.present, cols.number, cols.expr
 
     ts_ref = src.timestamp.ref
@@ -215,9 +256,7 @@ def classify_sql(
     if src.item_id is not None:
         checks.append(("item_raw IS NULL", _column_name(src.item_id), f"missing item id in {_label(src.item_id)}"))
     if src.event_id:
-        checks.append(
-            ("event_id IS NULL", _column_name(src.event_id), f"missing event id in {_label(src.event_id)}")
-        )
+        checks.append(("event_id IS NULL", _column_name(src.event_id), f"missing event id in {_label(src.event_id)}"))
     for role in ("quantity", "value"):
         ref = getattr(src, role)
         if ref:
@@ -246,9 +285,7 @@ def classify_sql(
             checks.append((f"{flag} AND {_ident(c)} IS NULL", _column_name(ref), f"non-numeric {c}"))
         else:
             typed.append(f"{text(ref)} AS {_ident(c)}")
-    reason = (
-        "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {_q(r)} END" for cond, _, r in checks) + ")"
-    )
+    reason = "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {_q(r)} END" for cond, _, r in checks) + ")"
     column = "CASE " + " ".join(f"WHEN {cond} THEN {_q(col)}" for cond, col, _ in checks) + " END"
     if src.event_id:
         # The first occurrence (by file and row) of an event id wins, across the whole source.
@@ -280,24 +317,6 @@ def classify_sql(
     FROM ranked"""
 
 
-def _has_expressions(src: EventSource) -> bool:
-    return any(isinstance(r, Derived) for r in src.role_refs().values())
-
-
-def sniffed_types(path: str) -> dict[str, str]:
-    """Column -> type a CSV reader infers (the types a user sees in the file), for the columns
-    derived expressions read; the file itself is staged as text so bad values can be quarantined."""
-    import duckdb
-
-    from bm_assets.core.warehouse import expand_paths
-
-    first = expand_paths(path)[0]
-    rows = duckdb.execute(
-        f"DESCRIBE SELECT * FROM read_csv({_q(first)}, header=true, ignore_errors=true, sample_size=20480)"
-    ).fetchall()
-    return {r[0]: r[1] for r in rows}
-
-
 def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.date) -> IngestReport:
     """Replace days [start, end) of raw_events and raw_events_quarantine from the sources."""
     cols = raw_events_columns(cfg)
@@ -318,17 +337,22 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         classified = f"classified_{src.name}"
         staged = wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0")
         strings = {c for c in staged.columns if staged[c].dtype == object}
-        types = sniffed_types(cfg.resolve(src.path)) if src.format == "csv" and _has_expressions(src) else {}
-        wh.execute(
-            [f"CREATE OR REPLACE TEMP TABLE {classified} AS {classify_sql(cfg, src, stage, strings, types)}"]
-        )
+        try:
+            wh.execute([f"CREATE OR REPLACE TEMP TABLE {classified} AS {classify_sql(cfg, src, stage, strings)}"])
+        except Exception as exc:
+            if not any(isinstance(r, Derived) for r in src.role_refs().values()):
+                raise
+            first = str(exc).strip().splitlines()[0]
+            raise SourceReadError(
+                f"events ({src.name}): a derived expression does not fit {src.path}: {first}. A text column "
+                "is a number in arithmetic and numeric functions, text elsewhere: cast it where needed, e.g. "
+                "TRY_CAST(col AS DOUBLE)"
+            ) from None
         reader_rejects = f"""SELECT {_q(src.name)} AS source, __file AS source_file, __row AS source_row,
             column_name, 'unreadable record: ' || reason AS reason, raw AS raw_record,
             DATE '{cfg.data_start}' AS partition_date FROM {stage}_rejects
             WHERE {"TRUE" if first_day_in_window else "FALSE"}"""
-        select_cols = ", ".join(
-            _ident(c) if c != "event_date" else "partition_date AS event_date" for c in cols
-        )
+        select_cols = ", ".join(_ident(c) if c != "event_date" else "partition_date AS event_date" for c in cols)
         statements += [
             f"INSERT INTO {wh.table(RAW_EVENTS)} ({', '.join(map(_ident, cols))}) "
             f"SELECT {select_cols} FROM {classified} WHERE reason IS NULL AND {window}",

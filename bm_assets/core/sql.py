@@ -118,8 +118,8 @@ def parse_expression(
             f"{where}: {text!r} holds {len(statements)} statements; write one expression, without ';'"
         )
     select = statements[0]
-    clauses = [k for k in ("from", "joins", "where", "group", "having", "order", "limit", "with", "qualify")
-               if select.args.get(k)]
+    # anything beside the one projection (FROM, WHERE, JOIN, LIMIT, DISTINCT...) is refused
+    clauses = [k.rstrip("_") for k, v in select.args.items() if k != "expressions" and v]
     if not isinstance(select, exp.Select) or clauses or len(select.expressions) != 1:
         raise UnsafeExpressionError(
             f"{where}: {text!r} is not a single expression (found {', '.join(clauses) or 'several'}); "
@@ -135,7 +135,8 @@ def parse_expression(
                 f"{where}: {text!r}: {type(sub).__name__.lower()} {part!r} is not allowed; an expression "
                 "may read the row's columns only (no statements, subqueries, tables or files)"
             )
-        if isinstance(sub, exp.Func) and _function_name(sub) not in ALLOWED_FUNCTIONS:
+        operator = isinstance(sub, (exp.Binary, exp.Unary, exp.Connector))  # AND, +, NOT...: not calls
+        if isinstance(sub, exp.Func) and not operator and _function_name(sub) not in ALLOWED_FUNCTIONS:
             raise UnsafeExpressionError(
                 f"{where}: {text!r}: function {_function_name(sub).lower()}() is not allowed; allowed "
                 "functions are listed in docs/configuration.md"
