@@ -69,6 +69,30 @@ def validate_cli() -> int:
     return 0 if report.ok else 1
 
 
+def init_cli(
+    events: list[str], clients: str | None, items: str | None, out: str | None, name: str | None, force: bool
+) -> int:
+    """Write a starter dataset.yaml and tasks.yaml guessed from the files; never overwrite
+    a config by accident."""
+    from pathlib import Path
+
+    from bm_assets.starter import DATASET_FILE, TASKS_FILE, StarterError, write_starter
+
+    out_dir = Path(out) if out else Path(events[0]).parent
+    existing = [str(out_dir / f) for f in (DATASET_FILE, TASKS_FILE) if (out_dir / f).exists()]
+    if existing and not force:
+        print(f"{' and '.join(existing)} exist; pass --force to overwrite", file=sys.stderr)
+        return 1
+    try:
+        dataset, tasks = write_starter(events, clients, items, out_dir, name)
+    except StarterError as exc:
+        print(f"init: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {dataset}\nwrote {tasks}")
+    print(f"next: check the guessed roles, then `BM_DATASET={dataset} bm-assets validate`, then `bm-assets run`")
+    return 0
+
+
 def export_profiles_cli(date: str, out: str, dtype: str) -> int:
     """Write the profiles at the end of `date` as client_ids.npy + embeddings.npy under `out`."""
     from bm_assets.core.profiles import export_profiles
@@ -94,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "validate", help="check the dataset YAML and tasks.yaml (BM_DATASET) against the data, in seconds"
     )
+    init = sub.add_parser("init", help="write a starter dataset.yaml and tasks.yaml guessed from data files")
+    init.add_argument("--events", action="append", required=True, help="an event file or glob (repeatable)")
+    init.add_argument("--clients", help="a client attribute file")
+    init.add_argument("--items", help="an item attribute file")
+    init.add_argument("--out", help="folder for the YAML files; default the first events file's folder")
+    init.add_argument("--name", help="the dataset's name; default the folder's name")
+    init.add_argument("--force", action="store_true", help="overwrite existing YAML files")
     export = sub.add_parser("export-profiles", help="write the behavioral profiles of a date as .npy files")
     export.add_argument("--date", required=True, help="profiles at the end of this day (YYYY-MM-DD)")
     export.add_argument("--out", required=True, help="folder for client_ids.npy and embeddings.npy")
@@ -114,6 +145,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return validate_cli()
     if args.command == "run":
         return 0 if run_all(args.start, args.end) else 1
+    if args.command == "init":
+        return init_cli(args.events, args.clients, args.items, args.out, args.name, args.force)
     if args.command == "export-profiles":
         return export_profiles_cli(args.date, args.out, args.dtype)
     return 2

@@ -1,0 +1,815 @@
+"""`bm-assets init`: a first dataset.yaml and tasks.yaml guessed from the user's files, so a new
+dataset starts from a config that loads and says what it guessed instead of from a blank page.
+
+DuckDB reads each file's schema, its first rows and the range of its time column; roles are
+guessed from column names and types. The YAML is written as text, not dumped, so that every
+section and every guess carries a comment the user can check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+from pydantic import BaseModel
+
+from bm_assets.config import CANONICAL_EVENT_COLUMNS, DatasetConfig, RepresentationConfig, expression_columns
+from bm_assets.core.sql import ident, literal
+from bm_assets.core.tasks import EvaluationConfig, FoundationConfig
+
+DATASET_FILE = "dataset.yaml"
+TASKS_FILE = "tasks.yaml"
+
+#: Rows read from the top of each file to guess kinds, cardinalities and the time format.
+SAMPLE_ROWS = 100_000
+#: Validation and test windows are at least this long (when the data allows it) ...
+MIN_WINDOW_DAYS = 14
+#: ... and task horizons at most this long (and never longer than a window).
+MAX_HORIZON_DAYS = 14
+#: A string column with more distinct values than this (in the sample) is an id or free text.
+MAX_CATEGORIES = 1000
+#: strptime formats tried on a text time column that is not ISO-8601; the most rows parsed wins.
+TIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+    "%m/%d/%Y %H:%M",
+    "%d/%m/%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M:%S",
+    "%m/%d/%Y",
+    "%d/%m/%Y",
+    "%d.%m.%Y %H:%M",
+    "%d.%m.%Y",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d",
+    "%Y%m%d",
+)
+
+_GUESSED = "guessed from the column name"
+_ID_ENDINGS = ("id", "no", "nr", "num", "number", "key", "code")
+_CLIENT_WORDS = ("client", "customer", "cust", "user", "household", "member", "account", "visitor", "shopper", "buyer")
+_ITEM_WORDS = ("item", "product", "article")
+_ITEM_CODES = {"sku", "upc", "ean", "gtin", "asin", "barcode", "plu"}
+_BASKET_WORDS = ("basket", "order", "invoice", "transaction", "receipt", "ticket", "cart", "session", "txn")
+_QUANTITY_TOKENS = {"qty", "quantity", "quantities", "units", "count", "cnt", "pieces", "pcs"}
+_QUANTITY_NAME = re.compile(r"(n|num|nb|number)(of)?(items|units|products|articles|pieces)")
+_VALUE_TOKENS = {"value", "amount", "amt", "sales", "revenue", "total", "spend", "spent", "turnover"}
+_PRICE_TOKENS = {"price", "unitprice", "prc"}
+_EVENT_TYPE_NAMES = {"event", "eventtype", "eventname", "type", "action", "actiontype", "activity", "interaction"}
+_TIME_TOKENS = {"ts", "dt"}
+_YAML_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
+_COMMENT_COLUMN = 44
+_LINE_WIDTH = 110
+
+
+class StarterError(ValueError):
+    """Files a starter config cannot be guessed from; the message names the file."""
+
+
+@dataclass
+class _Column:
+    name: str
+    type: str  # as DuckDB's CSV sniffer / Parquet schema types it
+    distinct: int  # in the sample
+    non_null: int  # in the sample
+    numbers: int  # sampled values that read as a number
+    minimum: float | None  # smallest of those
+
+
+@dataclass
+class _File:
+    path: Path
+    fmt: str
+    sample: str  # temp table holding the first SAMPLE_ROWS rows (CSV: as text, as ingest stages it)
+    columns: dict[str, _Column]
+
+    @property
+    def reader(self) -> str:
+        return _reader(self.path, self.fmt, text=True)
+
+
+@dataclass
+class _Role:
+    value: str  # YAML text
+    comment: str = ""
+    column: str | None = None  # the source column it names (None: derived)
+
+
+@dataclass
+class _Source:
+    name: str
+    file: _File
+    roles: dict[str, _Role] = field(default_factory=dict)
+    context: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (kind, comment)
+    skipped: dict[str, str] = field(default_factory=dict)  # column -> why it is not mapped
+    first: dt.datetime | None = None
+    last: dt.datetime | None = None
+
+
+@dataclass
+class _Table:
+    """An attribute table to write: from its own file, or from an event source's lines."""
+
+    name: str
+    columns: dict[str, tuple[str, str]]  # column -> (kind, comment)
+    skipped: dict[str, str] = field(default_factory=dict)
+    file: _File | None = None
+    key: _Role | None = None
+    multi_valued: bool = False
+    from_events: str | None = None
+
+
+def write_starter(
+    events: list[str], clients: str | None, items: str | None, out_dir: Path, name: str | None = None
+) -> tuple[Path, Path]:
+    """Inspect the files and write `dataset.yaml` and `tasks.yaml` into out_dir (overwriting
+    them); returns their paths. Raises StarterError when a file cannot be read or has no
+    usable client id or time column."""
+    if not events:
+        raise StarterError("name at least one events file")
+    out_dir = Path(out_dir).resolve()
+    con = duckdb.connect()
+    try:
+        files = [_inspect(con, p, f"events_{i}") for i, p in enumerate(events)]
+        names = _unique_names([_identifier(f.path.stem) for f in files])
+        sources = [_guess_source(con, n, f) for n, f in zip(names, files, strict=True)]
+        client_tables = (
+            [_attribute_table(con, _inspect(con, clients, "clients"), sources, "client_id", taken=set(names))]
+            if clients
+            else _client_attributes_from_events(con, sources, set(names))
+        )
+        taken = set(names) | {t.name for t in client_tables}
+        item_tables = [_attribute_table(con, _inspect(con, items, "items"), sources, "item_id", taken)] if items else []
+    finally:
+        con.close()
+    _drop_collisions(sources, client_tables + item_tables)
+    first = min(s.first for s in sources if s.first is not None)
+    last = max(s.last for s in sources if s.last is not None)
+    dataset_name = name or _identifier(out_dir.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset_path, tasks_path = out_dir / DATASET_FILE, out_dir / TASKS_FILE
+    split = _Split.of(first.date(), last.date())
+    dataset_path.write_text(
+        _dataset_yaml(dataset_name, sources, client_tables, item_tables, split, out_dir), encoding="utf-8"
+    )
+    tasks_path.write_text(_tasks_yaml(dataset_name, sources, item_tables, split), encoding="utf-8")
+    return dataset_path, tasks_path
+
+
+# --- reading the files --------------------------------------------------------------------------
+
+
+def _format_of(path: Path) -> str:
+    return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+
+
+def _reader(path: Path, fmt: str, text: bool) -> str:
+    """A DuckDB table function over the file. text=True reads CSV as text, as ingest stages it;
+    text=False lets the sniffer type the columns (what the user sees, what expressions see)."""
+    if fmt == "parquet":
+        return f"read_parquet({literal(str(path))})"
+    opts = "all_varchar=true" if text else "sample_size=20480"
+    return f"read_csv({literal(str(path))}, header=true, ignore_errors=true, {opts})"
+
+
+def _inspect(con: duckdb.DuckDBPyConnection, given: str, table: str) -> _File:
+    """Schema, first rows (into a temp table) and per-column counts of one file or glob."""
+    path = Path(given).resolve()
+    if not any(ch in given for ch in "*?[") and not path.exists():
+        raise StarterError(f"file {path} does not exist")
+    fmt = _format_of(path)
+    try:
+        types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {_reader(path, fmt, False)}").fetchall()}
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM {_reader(path, fmt, True)} LIMIT {SAMPLE_ROWS}")
+        stats = []
+        for c in types:
+            number = f"TRY_CAST(CAST({ident(c)} AS VARCHAR) AS DOUBLE)"
+            stats += [f"count(DISTINCT {ident(c)})", f"count({ident(c)})", f"count({number})", f"min({number})"]
+        counts = con.execute(f"SELECT {', '.join(stats)} FROM {table}").fetchone()
+    except duckdb.Error as exc:
+        raise StarterError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+    assert counts is not None
+    columns = {c: _Column(c, ty, *counts[4 * i : 4 * i + 4]) for i, (c, ty) in enumerate(types.items())}
+    return _File(path, fmt, table, columns)
+
+
+# --- guessing roles from names ------------------------------------------------------------------
+
+
+def _compact(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _tokens(name: str) -> set[str]:
+    """Words of a name: split at non-alphanumerics and camel case (CustomerID -> customer, id)."""
+    return {t.lower() for t in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)}
+
+
+def _id_hint(name: str, words: tuple[str, ...]) -> bool:
+    """The name is one of the words, or contains one and ends like an id (CustomerID, InvoiceNo)."""
+    c = _compact(name)
+    return c in words or (any(w in c for w in words) and c.endswith(_ID_ENDINGS))
+
+
+def _id_roles(name: str) -> list[str]:
+    roles = []
+    if _id_hint(name, _CLIENT_WORDS):
+        roles.append("client_id")
+    if _id_hint(name, _ITEM_WORDS) or "stockcode" in _compact(name) or _tokens(name) & _ITEM_CODES:
+        roles.append("item_id")
+    if _id_hint(name, _BASKET_WORDS):
+        roles.append("basket_id")
+    return roles
+
+
+def _time_hint(name: str) -> bool:
+    return "date" in _compact(name) or "time" in _compact(name) or bool(_tokens(name) & _TIME_TOKENS)
+
+
+def _id_like(name: str) -> bool:
+    return _compact(name).endswith(_ID_ENDINGS)
+
+
+def _is_numeric(col: _Column) -> bool:
+    """Numbers in (nearly) every sampled row: a stray bad value in a CSV column does not make
+    it text (ingest quarantines that row)."""
+    return col.non_null > 0 and col.type.upper() != "BOOLEAN" and col.numbers >= 0.95 * col.non_null
+
+
+def _is_temporal(col: _Column) -> bool:
+    return col.type.upper().startswith(("DATE", "TIMESTAMP", "TIME"))
+
+
+def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File) -> _Source:
+    """Roles, context columns and time range of one event file."""
+    src = _Source(name, f)
+    times: list[str] = []
+    price: str | None = None
+    for c, col in f.columns.items():
+        id_roles = _id_roles(c)
+        tokens, compact = _tokens(c), _compact(c)
+        if len(id_roles) > 1:
+            src.skipped[c] = f"the name hints at several roles: {', '.join(id_roles)}"
+        elif id_roles:
+            _assign(src, id_roles[0], c)
+        elif _time_hint(c) or _is_temporal(col):
+            times.append(c)
+        elif _is_numeric(col) and (tokens & _QUANTITY_TOKENS or _QUANTITY_NAME.fullmatch(compact)):
+            _assign(src, "quantity", c)
+        elif _is_numeric(col) and tokens & _VALUE_TOKENS:
+            _assign(src, "value", c)
+        elif _is_numeric(col) and (tokens | {compact}) & _PRICE_TOKENS and price is None:
+            price = c
+        elif compact in _EVENT_TYPE_NAMES and not _is_numeric(col):
+            _assign(src, "event_type", c)
+    if "client_id" not in src.roles:
+        raise StarterError(f"{f.path}: no column looks like a client id (columns: {list(f.columns)})")
+    _guess_timestamp(con, src, times)
+    _note_negatives(src)
+    quantity = src.roles.get("quantity")
+    if "value" not in src.roles and price is not None and quantity is not None and quantity.column is not None:
+        expr = f"{_sql_name(quantity.column)} * {_sql_name(price)}"
+        src.roles["value"] = _Role(
+            _flow({"expr": expr}), f"guessed: no value column, so {quantity.column} times {price}"
+        )
+    mapped = {r.column for r in src.roles.values()}
+    for c, col in f.columns.items():
+        if c in mapped or c in src.skipped:
+            continue
+        kind, note = _column_kind(col, free_text=False)
+        if kind is None:
+            src.skipped[c] = note
+        elif c in CANONICAL_EVENT_COLUMNS:
+            src.skipped[c] = "reuses a canonical event column name; map it with an expr under another name"
+        else:
+            src.context[c] = (kind, note)
+    return src
+
+
+def _note_negatives(src: _Source) -> None:
+    """Ingest quarantines negative quantities and values (returns, cancellations): say so where
+    the sample has some."""
+    for role in ("quantity", "value"):
+        ref = src.roles.get(role)
+        col = src.file.columns.get(ref.column) if ref is not None and ref.column is not None else None
+        if ref is not None and col is not None and col.minimum is not None and col.minimum < 0:
+            ref.comment += f'; negative in the sample: quarantined, unless {{expr: "abs({_sql_name(col.name)})"}}'
+
+
+def _assign(src: _Source, role: str, column: str) -> None:
+    if role in src.roles:
+        src.skipped[column] = f"also looks like {role}"
+    else:
+        src.roles[role] = _Role(_s(column), _GUESSED, column)
+
+
+def _sql_name(column: str) -> str:
+    """A column as written in an expression: bare when it parses as itself, else quoted."""
+    try:
+        bare = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", column) and expression_columns(column, "expr") == [column]
+    except ValueError:
+        bare = False
+    return column if bare else ident(column)
+
+
+def _column_kind(col: _Column, free_text: bool) -> tuple[str | None, str]:
+    """(kind, comment) of an unmapped column, or (None, why it is left out). Many-valued
+    strings are `text` where free text is kept (attribute tables), else left out."""
+    if col.non_null == 0:
+        return None, "empty in the sample"
+    if col.distinct <= 1:
+        return None, "one value in the sample"
+    if _is_temporal(col):
+        return None, "another date/time column"
+    if _is_numeric(col) and not _id_like(col.name):
+        return "numeric", ""
+    if col.distinct <= MAX_CATEGORIES and 2 * col.distinct <= col.non_null:
+        return "categorical", f"{col.distinct:,} values in the sample"
+    if free_text:
+        return "text", f"{col.distinct:,} distinct values in the sample"
+    return None, f"{col.distinct:,} distinct values in the sample: an id or free text"
+
+
+def _guess_timestamp(con: duckdb.DuckDBPyConnection, src: _Source, candidates: list[str]) -> None:
+    """Pick the time column (and strptime format) parsing the most sample rows, the first on
+    ties; read its range. Other candidates that parse are left out, the rest are plain columns."""
+    f = src.file
+    parsing = [(c, *_parse_rate(con, f, c)) for c in candidates]
+    parsing = [p for p in parsing if p[1] > 0]
+    if not parsing:
+        raise StarterError(
+            f"{f.path}: no date/time column found: none of {candidates or list(f.columns)} parses as a "
+            f"timestamp, an ISO date or one of the formats {list(TIME_FORMATS)}"
+        )
+    column, rate, fmt = max(parsing, key=lambda p: p[1])
+    for c, _, _ in parsing:
+        if c != column:
+            src.skipped[c] = "another date/time column"
+    spec: dict[str, str] = {"column": column} | ({"format": fmt} if fmt else {})
+    how = f"the format parses {rate:.0%} of the sample" if fmt else f"{rate:.0%} of the sample parse"
+    src.roles["timestamp"] = _Role(_flow(spec), f"{_GUESSED}; {how}", column)
+    parsed = _parsed(column, fmt)
+    src.first, src.last = con.execute(f"SELECT min({parsed}), max({parsed}) FROM {f.reader}").fetchone() or (None, None)
+
+
+def _parsed(column: str, fmt: str | None) -> str:
+    """The column as a timestamp, as ingest parses it (via its text)."""
+    text = f"CAST({ident(column)} AS VARCHAR)"
+    return f"try_strptime({text}, {literal(fmt)})" if fmt else f"TRY_CAST({text} AS TIMESTAMP)"
+
+
+def _parse_rate(con: duckdb.DuckDBPyConnection, f: _File, column: str) -> tuple[float, str | None]:
+    """Share of the sample's non-null values that parse, with the format that parses most
+    (None: a native or ISO-8601 timestamp, preferred on ties)."""
+    n = f.columns[column].non_null
+    if n == 0:
+        return 0.0, None
+    formats: list[str | None] = [None, *TIME_FORMATS]
+    counts = con.execute(
+        "SELECT " + ", ".join(f"count({_parsed(column, fmt)})" for fmt in formats) + f" FROM {f.sample}"
+    ).fetchone()
+    assert counts is not None
+    i = max(range(len(formats)), key=lambda j: (counts[j], -j))
+    return counts[i] / n, formats[i]
+
+
+# --- attribute tables ---------------------------------------------------------------------------
+
+
+def _client_attributes_from_events(
+    con: duckdb.DuckDBPyConnection, sources: list[_Source], taken: set[str]
+) -> list[_Table]:
+    """Categorical event columns holding one value per client (a country on every invoice
+    line) become client attributes read from the first source that has them."""
+    for src in sources:
+        client = src.roles["client_id"].column or ""
+        per_client = {
+            c: (kind, "one value per client in the sample")
+            for c, (kind, _) in src.context.items()
+            if kind == "categorical" and _one_per_client(con, src.file, client, c)
+        }
+        if per_client:
+            for c in per_client:
+                del src.context[c]
+            name = _unique_names(["client_attributes"], taken)[0]
+            return [_Table(name, per_client, from_events=src.name)]
+    return []
+
+
+def _one_per_client(con: duckdb.DuckDBPyConnection, f: _File, client: str, column: str) -> bool:
+    """Nearly every client with several lines has one value of the column, and there are
+    clearly fewer values than clients (else it is an id)."""
+    single, multi_line_clients, clients = con.execute(
+        f"""SELECT count(*) FILTER (WHERE n = 1 AND m >= 2), count(*) FILTER (WHERE m >= 2), count(*) FROM (
+            SELECT count(DISTINCT {ident(column)}) AS n, count({ident(column)}) AS m FROM {f.sample}
+            WHERE {ident(client)} IS NOT NULL GROUP BY {ident(client)})"""
+    ).fetchone() or (0, 0, 0)
+    return multi_line_clients > 0 and single >= 0.95 * multi_line_clients and 2 * f.columns[column].distinct <= clients
+
+
+def _attribute_table(
+    con: duckdb.DuckDBPyConnection, f: _File, sources: list[_Source], role: str, taken: set[str]
+) -> _Table:
+    """A client/item table from its own file: the key matches the events' id column by name,
+    else it is the first id-like column; every other column gets a kind."""
+    event_cols = {(s.roles[role].column or "").lower() for s in sources if role in s.roles}
+    same = [c for c in f.columns if c.lower() in event_cols]
+    hinted = [c for c in f.columns if role in _id_roles(c)]
+    if same:
+        key_col, why = same[0], f"guessed: the events' {role} column has this name"
+    elif hinted:
+        key_col, why = hinted[0], _GUESSED
+    else:
+        key_col, why = next(iter(f.columns)), "guessed: the first column; check it"
+    key = _Role(_s(key_col), why, key_col)
+    (multi,) = con.execute(
+        f"SELECT count({ident(key_col)}) > count(DISTINCT {ident(key_col)}) FROM {f.sample}"
+    ).fetchone() or (False,)
+    table = _Table(_unique_names([_identifier(f.path.stem)], taken)[0], {}, file=f, key=key, multi_valued=multi)
+    for c, col in f.columns.items():
+        if c == key_col:
+            continue
+        kind, note = _column_kind(col, free_text=True)
+        if kind is None:
+            table.skipped[c] = note
+        elif c in CANONICAL_EVENT_COLUMNS:
+            table.skipped[c] = "reuses a canonical event column name"
+        else:
+            table.columns[c] = (kind, note)
+    return table
+
+
+def _drop_collisions(sources: list[_Source], tables: list[_Table]) -> None:
+    """Attribute names must be unique and differ from context columns: an attribute table
+    wins over a context column of the same name, the first table over a later one."""
+    seen: dict[str, str] = {}
+    for t in tables:
+        for c in list(t.columns):
+            out = f"{t.name}_{c}" if t.multi_valued else c
+            if out in seen:
+                t.skipped[c] = f"also an attribute of {seen[out]}"
+                del t.columns[c]
+            else:
+                seen[out] = t.name
+    for src in sources:
+        for c in [c for c in src.context if c in seen]:
+            del src.context[c]
+            src.skipped[c] = f"an attribute of {seen[c]}"
+
+
+# --- dates --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Split:
+    data_start: dt.date
+    data_end: dt.date
+    training_cutoff: dt.date
+    test_start: dt.date
+    horizon_days: int
+
+    @classmethod
+    def of(cls, first: dt.date, last: dt.date) -> _Split:
+        """Validation and test windows of ~15% of the range each, at least MIN_WINDOW_DAYS when
+        the data is long enough to keep as much for training; horizons fit inside a window."""
+        days = (last - first).days + 1
+        if days < 3:
+            raise StarterError(f"the events span {days} day(s), {first} to {last}; a temporal split needs 3")
+        window = max(MIN_WINDOW_DAYS, round(0.15 * days)) if days >= 3 * MIN_WINDOW_DAYS else days // 3
+        test_start = last + dt.timedelta(days=1 - window)
+        return cls(first, last, test_start - dt.timedelta(days=window), test_start, min(MAX_HORIZON_DAYS, window))
+
+    @property
+    def test_end(self) -> dt.date:
+        return self.data_end + dt.timedelta(days=1)
+
+    @property
+    def warmup_days(self) -> int:
+        """The default warm-up, shortened so that training split dates fit before the cutoff."""
+        train_days = (self.training_cutoff - self.data_start).days
+        return min(EvaluationConfig().warmup_days, max(0, (train_days - self.horizon_days) // 2))
+
+
+# --- YAML text ----------------------------------------------------------------------------------
+
+
+def _s(text: str) -> str:
+    """A YAML string: plain when it reads back as the same string, else double-quoted (JSON
+    escapes are valid YAML), so column names with spaces or odd characters survive as-is."""
+    return text if _YAML_PLAIN.match(text) and text.lower() not in _YAML_WORDS else json.dumps(text, ensure_ascii=False)
+
+
+def _yaml(value: object) -> str:
+    """A flow-style YAML value."""
+    if isinstance(value, BaseModel):
+        return _yaml(value.model_dump(exclude_none=True))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        mantissa, _, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if exponent and "." not in mantissa else text  # YAML 1.1 wants the dot
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _s(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return _flow(value)
+    if value is None:
+        return "null"
+    raise TypeError(f"no YAML rendering for {type(value).__name__}")
+
+
+def _flow(mapping: dict) -> str:
+    return "{" + ", ".join(f"{_s(k)}: {_yaml(v)}" for k, v in mapping.items()) + "}"
+
+
+def _line(indent: int, key: str, value: str | None = None, comment: str = "") -> str:
+    """`key: value  # comment` with comments aligned; a comment too long to trail the line
+    goes above it instead."""
+    text = " " * indent + (f"{key}:" if value is None else f"{key}: {value}")
+    if not comment:
+        return text
+    trailing = f"{text.ljust(_COMMENT_COLUMN - 2)}  # {comment}"
+    if len(trailing) <= _LINE_WIDTH:
+        return trailing
+    return "\n".join([*_comment(indent, *textwrap.wrap(comment, _LINE_WIDTH - indent - 2)), text])
+
+
+def _comment(indent: int, *lines: str) -> list[str]:
+    return [" " * indent + f"# {line}" if line else " " * indent + "#" for line in lines]
+
+
+def _yaml_path(path: Path, out_dir: Path) -> str:
+    """Relative to the config's folder when the file is inside it (the folder can move)."""
+    return _s(path.relative_to(out_dir).as_posix() if path.is_relative_to(out_dir) else str(path))
+
+
+def _format_line(path: Path) -> list[str]:
+    """`format:` where the suffix does not say it (.tsv, .txt, .csv.gz ...)."""
+    return [] if path.suffix.lower() in (".csv", ".parquet", ".pq") else [_line(4, "format", _format_of(path))]
+
+
+def _dataset_yaml(
+    name: str, sources: list[_Source], clients: list[_Table], items: list[_Table], split: _Split, out_dir: Path
+) -> str:
+    files = ", ".join(s.file.path.name for s in sources)
+    lines = [
+        *_comment(
+            0,
+            f"Dataset config written by `bm-assets init` from {files}.",
+            "Every role is a guess from column names and the first rows of the data: check the lines marked",
+            "'guessed', then run `bm-assets validate`. Every key is described in docs/configuration.md.",
+        ),
+        _line(0, "name", _s(name)),
+        "",
+        *_comment(0, "The event range: first and last day (inclusive) of the data's time column."),
+        _line(0, "data_start", _yaml(split.data_start)),
+        _line(0, "data_end", _yaml(split.data_end)),
+        "",
+        *_comment(
+            0,
+            "Temporal protocol: train on events before training_cutoff, select models on",
+            "[training_cutoff, test_start), report on [test_start, test_end) (test_end exclusive).",
+        ),
+        _line(0, "temporal"),
+        _line(2, "training_cutoff", _yaml(split.training_cutoff)),
+        _line(2, "test_start", _yaml(split.test_start)),
+        _line(2, "test_end", _yaml(split.test_end)),
+        "",
+        *_comment(0, "Events without a basket_id are grouped into baskets (visits) by: timestamp | day."),
+        _line(0, "baskets", "timestamp"),
+        "",
+        *_comment(
+            0,
+            "Event sources, one file (or glob) each. A role names a column, or derives it with",
+            "{expr: SQL over one row's columns}; unmapped columns are listed under each source.",
+        ),
+        _line(0, "events"),
+    ]
+    for src in sources:
+        lines += _source_lines(src, out_dir)
+    lines += ["", *_tables_lines("clients", clients, out_dir), "", *_tables_lines("items", items, out_dir)]
+    if items:
+        lines += [
+            "",
+            *_comment(0, "Share of event item ids that must be in the items tables."),
+            _line(0, "catalog_coverage_min", _yaml(DatasetConfig.model_fields["catalog_coverage_min"].default)),
+        ]
+    rep = RepresentationConfig()
+    lines += [
+        "",
+        *_comment(
+            0,
+            "Behavioral representations (graph, Cleora embeddings, EMDE sketches, profiles). Left out,",
+            "graph and sketch columns come from the data and the rest takes these defaults; uncomment to change.",
+            "representation:",
+            *(f"  {k}: {_yaml(getattr(rep, k))}" for k in RepresentationConfig.model_fields),
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _source_lines(src: _Source, out_dir: Path) -> list[str]:
+    event_type = "" if "event_type" in src.roles else "also the event_type of its events"
+    lines = [
+        _line(2, "- name", _s(src.name), event_type),
+        _line(4, "path", _yaml_path(src.file.path, out_dir)),
+        *_format_line(src.file.path),
+    ]
+    order = ("client_id", "item_id", "timestamp", "event_type", "quantity", "value", "basket_id")
+    lines += [_line(4, role, src.roles[role].value, src.roles[role].comment) for role in order if role in src.roles]
+    missing = [r for r in order if r not in src.roles]
+    if missing:
+        lines += _comment(4, f"not guessed: {', '.join(missing)} (no column looks like one; map it if there is)")
+    if src.context:
+        lines.append(_line(4, "context", None, "extra event columns kept as they are: name -> kind"))
+        lines += [_line(6, _s(c), kind, note) for c, (kind, note) in src.context.items()]
+    lines += _comment(4, *(f"not mapped: {c} ({why})" for c, why in src.skipped.items()))
+    return lines
+
+
+def _tables_lines(role: str, tables: list[_Table], out_dir: Path) -> list[str]:
+    what = "Client attributes, one row per client" if role == "clients" else "Item attributes (the catalogue)"
+    if not tables:
+        return _comment(
+            0,
+            f"{what}: none. Add a table with `{role}: [{{name, path, key, columns}}]`",
+            f"(from a file: `bm-assets init --{role} FILE`).",
+        )
+    lines = [*_comment(0, f"{what}, keyed by the {role[:-1]} id; columns: name -> kind."), _line(0, role)]
+    for t in tables:
+        lines.append(_line(2, "- name", _s(t.name)))
+        if t.file is not None and t.key is not None:
+            lines += [_line(4, "path", _yaml_path(t.file.path, out_dir)), *_format_line(t.file.path)]
+            lines.append(_line(4, "key", t.key.value, t.key.comment))
+            if t.multi_valued:
+                lines.append(_line(4, "multi_valued", "true", "several rows per key: aggregated to one"))
+        else:
+            lines += [
+                _line(4, "from_events", _s(t.from_events or ""), f"taken from the event lines: no {role} file given"),
+                _line(4, "pick", "most_frequent", "the value a key gets: most_frequent | first | last"),
+            ]
+        lines.append(_line(4, "columns"))
+        lines += [_line(6, _s(c), kind, note) for c, (kind, note) in t.columns.items()]
+        lines += _comment(4, *(f"not mapped: {c} ({why})" for c, why in t.skipped.items()))
+    return lines
+
+
+#: Comments for the foundation/evaluation keys whose field has no description.
+_NOTES = {
+    "hidden": "width of the hidden layers",
+    "layers": "number of hidden layers",
+    "lr": "learning rate",
+    "batch_size": "clients per step",
+    "max_epochs": "upper bound on training epochs",
+    "patience": "epochs without improvement before stopping early",
+    "eligible": "clients with an event in [T - active_days, T) are used",
+    "holdout_fraction": "share of clients never trained on (a hash of the id)",
+    "feature_windows_days": "windows of the GBDT aggregates",
+    "label_fractions": "labelled fractions of the learning curves",
+    "task_max_epochs": "upper bound on a task network's epochs",
+    "task_patience": "epochs without improvement before a task network stops",
+    "seed": "random seed",
+}
+
+
+def _settings_lines(model: type[BaseModel], overrides: dict[str, tuple[object, str]]) -> list[str]:
+    """Every field of a settings model with its default (or override) and a comment."""
+    lines = []
+    for key, info in model.model_fields.items():
+        if key in overrides:
+            value, note = overrides[key]
+        else:
+            value = info.get_default(call_default_factory=True)
+            note = info.description or _NOTES.get(key, "")
+        lines.append(_line(2, key, _yaml(value), note))
+    return lines
+
+
+def _tasks_yaml(name: str, sources: list[_Source], items: list[_Table], split: _Split) -> str:
+    h = split.horizon_days
+    item_attrs = [c for t in items if not t.multi_valued for c, (kind, _) in t.columns.items() if kind == "categorical"]
+    warmup_note = EvaluationConfig.model_fields["warmup_days"].description or ""
+    if split.warmup_days < EvaluationConfig().warmup_days:
+        warmup_note += " (shortened to fit the training window)"
+    lines = [
+        *_comment(
+            0,
+            f"Prediction tasks for {name}, written by `bm-assets init`: the standard tasks this data",
+            "supports, scored at split dates T on each client's events in [T, T + horizon_days).",
+            "Targets are SQL (DuckDB) over events_denormalized; see docs/tasks.md and docs/configuration.md.",
+        ),
+        "",
+        *_comment(0, "The self-supervised foundation model: profile at T -> sketch of the events that follow."),
+        _line(0, "foundation"),
+        *_settings_lines(FoundationConfig, {"horizon_days": (h, "predict the events in [T, T + horizon_days)")}),
+        "",
+        *_comment(0, "The temporal protocol's knobs; its dates are in dataset.yaml (temporal)."),
+        _line(0, "evaluation"),
+        *_settings_lines(EvaluationConfig, {"warmup_days": (split.warmup_days, warmup_note)}),
+        "",
+        *_comment(0, "Prediction tasks: a task is YAML only (type, horizon, target SQL, eligible clients)."),
+        _line(0, "tasks"),
+    ]
+    for note, task in _standard_tasks(sources, item_attrs, h):
+        lines += ["", *_comment(2, note), _line(2, "- name", _yaml(task.pop("name")))]
+        lines += [_line(4, k, _yaml(v)) for k, v in task.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _standard_tasks(sources: list[_Source], item_attrs: list[str], h: int) -> list[tuple[str, dict]]:
+    """(comment, task) of the standard tasks the mapped roles support."""
+
+    def task(name: str, kind: str, description: str, target: dict, active_days: int = 60) -> dict:
+        return {
+            "name": name,
+            "description": description,
+            "type": kind,
+            "horizon_days": h,
+            "target": target,
+            "eligible": {"active_days": active_days},
+        }
+
+    tasks = [
+        (
+            f"binary: an active client (an event in the last 30 days) has no event in the next {h} days",
+            task(
+                "churn",
+                "binary",
+                f"An active client has no event in the next {h} days.",
+                {"value": "count(*) = 0", "default": 1},
+                active_days=30,
+            ),
+        )
+    ]
+    if any("value" in s.roles for s in sources):
+        tasks.append(
+            (
+                f"regression: the client's total value in the next {h} days",
+                task(
+                    "spend",
+                    "regression",
+                    f"Total value of the client's events in the next {h} days.",
+                    {"value": "coalesce(sum(value), 0)", "default": 0},
+                ),
+            )
+        )
+    if any("item_id" in s.roles for s in sources):
+        tasks.append(
+            (
+                f"recommendation: the items of the client's events in the next {h} days",
+                task(
+                    "next_purchases",
+                    "recommendation",
+                    f"The items of the client's events in the next {h} days.",
+                    {"column": "item_id"},
+                ),
+            )
+        )
+    if item_attrs:
+        col = item_attrs[0]
+        tasks.append(
+            (
+                f"multilabel: which of the 10 most frequent {col} values the client's next {h} days have",
+                task(
+                    _identifier(f"{col}_propensity"),
+                    "multilabel",
+                    f"Has an event with each of the 10 most frequent {col} values in the next {h} days.",
+                    {"column": col, "top_n": 10},
+                ),
+            )
+        )
+    return tasks
+
+
+# --- names --------------------------------------------------------------------------------------
+
+
+def _identifier(text: str) -> str:
+    """A SQL identifier from a file or folder name (source and table names must be one)."""
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower() or "events"
+    return f"t_{name}" if name[0].isdigit() else name
+
+
+def _unique_names(names: list[str], taken: set[str] | None = None) -> list[str]:
+    """The names, with _2, _3 ... appended where one is taken or repeated."""
+    used = set(taken or ())
+    out = []
+    for n in names:
+        candidate, i = n, 1
+        while candidate in used:
+            i += 1
+            candidate = f"{n}_{i}"
+        used.add(candidate)
+        out.append(candidate)
+    return out

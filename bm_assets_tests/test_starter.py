@@ -1,0 +1,173 @@
+"""`bm-assets init` writes starter YAMLs that load as they are, and docs/configuration.md stays
+in step with the config models it documents."""
+
+import csv
+import datetime as dt
+import random
+
+import pandas as pd
+import pytest
+import yaml
+
+from bm_assets.cli import main
+from bm_assets.config import AttributeTable, Derived, EventSource, TimestampSpec, load_dataset_config
+from bm_assets.config_reference import REFERENCE_FILE, render_reference
+from bm_assets.core.tasks import EvaluationConfig, TaskSpec, load_modeling_config
+from bm_assets.starter import write_starter
+
+
+def _invoice_lines(path, days: int = 70):
+    """Online-Retail-like invoice lines: US dates, a country per customer, some lines without one."""
+    rng = random.Random(0)
+    countries = {str(12000 + i): ["United Kingdom", "France", "Germany", "Spain"][i % 4] for i in range(30)}
+    products = {f"8{i:04d}": f"PRODUCT {i}" for i in range(20)}
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(
+            ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
+        )
+        for invoice in range(300):
+            at = dt.datetime(2010, 12, 1, 8) + dt.timedelta(days=invoice * days // 300, minutes=rng.randint(0, 600))
+            customer = rng.choice(list(countries))
+            for _ in range(rng.randint(1, 4)):
+                code = rng.choice(list(products))
+                out.writerow(
+                    [
+                        536000 + invoice,
+                        code,
+                        products[code],
+                        rng.randint(1, 12),
+                        at.strftime("%m/%d/%Y %H:%M"),
+                        f"{rng.uniform(0.5, 9):.2f}",
+                        "" if invoice % 10 == 0 else customer,
+                        countries[customer],
+                    ]
+                )
+    return path
+
+
+def _purchase_log(path):
+    """A CDNOW-like log without items: customer, yyyymmdd date, item count, amount."""
+    rng = random.Random(1)
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["customer_id", "date", "n_items", "amount"])
+        for _ in range(400):
+            day = dt.date(1997, 1, 1) + dt.timedelta(days=rng.randint(0, 90))
+            out.writerow([rng.randint(1, 50), day.strftime("%Y%m%d"), rng.randint(1, 5), f"{rng.uniform(5, 80):.2f}"])
+    return path
+
+
+def test_reference_doc_is_current():
+    assert REFERENCE_FILE.read_text(encoding="utf-8") == render_reference(), (
+        "docs/configuration.md is out of date with the config models: run `python -m bm_assets.config_reference`"
+    )
+
+
+@pytest.mark.parametrize("model", [EventSource, AttributeTable, TaskSpec, EvaluationConfig])
+def test_reference_documents_every_field(model):
+    text = render_reference()
+    assert [f for f in model.model_fields if f".{f}`" not in text] == []
+
+
+def test_reference_lists_the_expression_functions():
+    text = render_reference()
+    assert "## Expressions" in text
+    assert "coalesce, concat" in text and "COALESCE" not in text
+
+
+def test_starter_for_invoice_lines(tmp_path):
+    events = _invoice_lines(tmp_path / "online_retail.csv")
+    dataset, tasks = write_starter([str(events)], None, None, tmp_path)
+    cfg = load_dataset_config(dataset)
+    (src,) = cfg.events
+    assert src.path == "online_retail.csv"
+    assert (src.client_id, src.item_id, src.basket_id, src.quantity) == (
+        "CustomerID",
+        "StockCode",
+        "InvoiceNo",
+        "Quantity",
+    )
+    assert src.value == Derived(expr="Quantity * UnitPrice")
+    assert src.timestamp == TimestampSpec(column="InvoiceDate", format="%m/%d/%Y %H:%M")
+    assert src.context_kinds() == {"Description": "categorical", "UnitPrice": "numeric"}
+    (home,) = cfg.clients
+    assert (home.from_events, home.columns, home.pick) == ("online_retail", {"Country": "categorical"}, "most_frequent")
+    assert (cfg.data_start, cfg.data_end) == (dt.date(2010, 12, 1), dt.date(2011, 2, 8))
+    t = cfg.temporal
+    assert (t.test_start - t.training_cutoff).days >= 14 and (t.test_end - t.test_start).days >= 14
+    assert t.test_end == cfg.data_end + dt.timedelta(days=1)
+
+    mcfg = load_modeling_config(tasks)
+    assert [(x.name, x.type) for x in mcfg.tasks] == [
+        ("churn", "binary"),
+        ("spend", "regression"),
+        ("next_purchases", "recommendation"),
+    ]
+    assert all(x.horizon_days <= 14 for x in mcfg.tasks)
+    assert mcfg.evaluation.warmup_days + 14 <= (t.training_cutoff - cfg.data_start).days
+
+    text = dataset.read_text()
+    assert yaml.safe_load(text)["events"][0]["value"] == {"expr": "Quantity * UnitPrice"}
+    assert "client_id: CustomerID                   # guessed from the column name" in text
+    assert "# Temporal protocol" in text and "# Event sources" in text and "# Client attributes" in text
+    task_text = tasks.read_text()
+    assert "# The self-supervised foundation model" in task_text and "# The temporal protocol's knobs" in task_text
+
+
+def test_starter_for_a_log_without_items(tmp_path):
+    dataset, tasks = write_starter([str(_purchase_log(tmp_path / "purchases.csv"))], None, None, tmp_path / "cfg")
+    cfg = load_dataset_config(dataset)
+    (src,) = cfg.events
+    assert src.path == str(tmp_path / "purchases.csv")  # outside the output folder: absolute
+    assert src.item_id is None and not cfg.items and not cfg.clients
+    assert (src.client_id, src.quantity, src.value) == ("customer_id", "n_items", "amount")
+    assert src.timestamp == TimestampSpec(column="date", format="%Y%m%d")
+    assert [x.name for x in load_modeling_config(tasks).tasks] == ["churn", "spend"]
+    assert "# not guessed: item_id, event_type, basket_id" in dataset.read_text()
+
+
+def test_starter_quotes_odd_names_and_reads_attribute_files(tmp_path):
+    rng = random.Random(2)
+    start = dt.datetime(2023, 1, 1)
+    pd.DataFrame(
+        {
+            "User Id": [f"u{rng.randint(1, 40)}" for _ in range(600)],
+            "product_id": [f"p{rng.randint(1, 30)}" for _ in range(600)],
+            "order": [f"o{i // 3}" for i in range(600)],
+            "Event Time": [(start + dt.timedelta(hours=7 * i)).isoformat(sep=" ") for i in range(600)],
+            "Qty": [rng.randint(-1, 3) for _ in range(600)],
+            "Unit Price": [rng.uniform(1, 9) for _ in range(600)],
+        }
+    ).to_parquet(tmp_path / "log.parquet")
+    pd.DataFrame({"product_id": [f"p{i}" for i in range(1, 31)], "Category": [f"c{i % 5}" for i in range(30)]}).to_csv(
+        tmp_path / "products.csv", index=False
+    )
+    pd.DataFrame({"user_id": [f"u{i}" for i in range(1, 41)], "age": range(40)}).to_csv(
+        tmp_path / "users.tsv", sep="\t", index=False
+    )
+    dataset, tasks = write_starter(
+        [str(tmp_path / "log.parquet")], str(tmp_path / "users.tsv"), str(tmp_path / "products.csv"), tmp_path, "shop"
+    )
+    cfg = load_dataset_config(dataset)
+    (src,) = cfg.events
+    assert (cfg.name, src.client_id, src.basket_id) == ("shop", "User Id", "order")
+    assert src.timestamp == TimestampSpec(column="Event Time")  # ISO text: no format
+    assert src.value == Derived(expr='Qty * "Unit Price"')
+    assert (cfg.clients[0].key, cfg.clients[0].format, cfg.clients[0].columns) == ("user_id", "csv", {"age": "numeric"})
+    assert (cfg.items[0].key, cfg.items[0].columns) == ("product_id", {"Category": "categorical"})
+    assert "abs(Qty)" in dataset.read_text()  # negative quantities are pointed out
+    mcfg = load_modeling_config(tasks)
+    assert mcfg.task("category_propensity").target.column == "Category"
+    assert mcfg.task("category_propensity").target.top_n == 10
+
+
+def test_init_cli_refuses_to_overwrite(tmp_path, capsys):
+    events = str(_purchase_log(tmp_path / "purchases.csv"))
+    assert main(["init", "--events", events]) == 0
+    out = capsys.readouterr().out
+    assert f"BM_DATASET={tmp_path / 'dataset.yaml'} bm-assets validate" in out and "bm-assets run" in out
+    assert main(["init", "--events", events]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert main(["init", "--events", events, "--force", "--name", "cdnow"]) == 0
+    assert load_dataset_config(tmp_path / "dataset.yaml").name == "cdnow"
