@@ -328,7 +328,8 @@ def _column_kind(col: _Column, free_text: bool) -> tuple[str | None, str]:
         return None, "another date/time column"
     if _is_numeric(col) and not _id_like(col.name):
         return "numeric", ""
-    if col.distinct <= MAX_CATEGORIES and 2 * col.distinct <= col.non_null:
+    # an id column that repeats (a brand or manufacturer id) is a category however many it has
+    if (col.distinct <= MAX_CATEGORIES or _id_like(col.name)) and 2 * col.distinct <= col.non_null:
         return "categorical", f"{col.distinct:,} values in the sample"
     if free_text:
         return "text", f"{col.distinct:,} distinct values in the sample"
