@@ -8,11 +8,11 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import duckdb
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ColumnKind = Literal["categorical", "numeric", "text"]
 
@@ -43,18 +43,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _safe_expression(text: str) -> str:
+    expression_columns(text, "expr")  # raises ValueError naming what is refused
+    return text
+
+
+#: A user's SQL expression over one row's columns, checked against the allow-list at load.
+SafeExpression = Annotated[str, AfterValidator(_safe_expression)]
+
+
 class Derived(_Strict):
     """A value computed from the source's columns: one SQL expression (DuckDB dialect) over the
     columns of one row, e.g. `{expr: "Quantity * UnitPrice"}`. Checked at load: a single
     expression, allow-listed functions, no tables or files (see docs/configuration.md)."""
 
-    expr: str = Field(min_length=1, description="SQL expression over the source's columns")
-
-    @field_validator("expr")
-    @classmethod
-    def _safe(cls, text: str) -> str:
-        expression_columns(text, "expr")
-        return text
+    expr: SafeExpression = Field(min_length=1, description="SQL expression over the source's columns")
 
 
 #: A role is a source column (its name) or a derived value ({expr: ...}).
@@ -65,14 +68,7 @@ class ContextColumn(_Strict):
     """An extra event column with its kind; `expr` derives it from the source's columns."""
 
     kind: ColumnKind = "categorical"
-    expr: str | None = Field(default=None, description="SQL expression; default: the column of this name")
-
-    @field_validator("expr")
-    @classmethod
-    def _safe(cls, text: str | None) -> str | None:
-        if text is not None:
-            expression_columns(text, "expr")
-        return text
+    expr: SafeExpression | None = Field(default=None, description="SQL expression; default: the column of this name")
 
 
 class TimestampSpec(_Strict):
@@ -80,15 +76,10 @@ class TimestampSpec(_Strict):
     timestamp/date or an ISO-8601 string."""
 
     column: str | None = Field(default=None, description="the column holding the time")
-    expr: str | None = Field(default=None, description="or an SQL expression giving it, e.g. Date || ' ' || Time")
+    expr: SafeExpression | None = Field(
+        default=None, description="or an SQL expression giving it, e.g. Date || ' ' || Time"
+    )
     format: str | None = Field(default=None, description="strptime format, e.g. '%Y-%m-%d %H:%M:%S'")
-
-    @field_validator("expr")
-    @classmethod
-    def _safe(cls, text: str | None) -> str | None:
-        if text is not None:
-            expression_columns(text, "expr")
-        return text
 
     @model_validator(mode="after")
     def _one_source(self) -> TimestampSpec:

@@ -11,13 +11,13 @@ import inspect
 import json
 import types
 from pathlib import Path
-from typing import Literal, Union, get_args, get_origin
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import annotated_types as at
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from bm_assets.config import DatasetConfig, Derived
+from bm_assets.config import DatasetConfig, Derived, SafeExpression
 from bm_assets.core.sql import ALLOWED_FUNCTIONS
 from bm_assets.core.tasks import ModelingConfig
 from bm_assets.settings import REPO_ROOT
@@ -132,6 +132,8 @@ def _model_sections(root: type[BaseModel]) -> list[str]:
 def _type(tp: object) -> str:
     """A readable type: `str | {expr}` for a column or derived value, Literal choices listed."""
     origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:  # a checked type, e.g. SafeExpression: document the underlying type
+        return "SQL expression" if tp is SafeExpression else _type(args[0])
     if origin is Literal:
         return " | ".join(str(a) for a in args)
     if origin in (Union, types.UnionType):
