@@ -98,7 +98,7 @@ def test_baskets_default_to_one_timestamp_or_one_day(tmp_path, warehouse):
     cfg = load_dataset_config(_write(tmp_path / "ts", source))
     _ingest(warehouse, cfg)
     baskets = warehouse.fetch_df("SELECT DISTINCT basket_id FROM raw_events WHERE client_id = '17850' ORDER BY 1")
-    assert baskets["basket_id"].tolist() == ["17850@2010-12-01T08:26:00", "17850@2010-12-01T08:28:00"]
+    assert baskets["basket_id"].tolist() == ["17850@2010-12-01 08:26:00", "17850@2010-12-01 08:28:00"]
     cfg_day = load_dataset_config(_write(tmp_path / "day", source, baskets="day"))
     _ingest(warehouse, cfg_day)
     baskets = warehouse.fetch_df("SELECT DISTINCT basket_id FROM raw_events WHERE client_id = '17850'")

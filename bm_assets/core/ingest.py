@@ -202,7 +202,7 @@ def basket_sql(cfg: DatasetConfig, src: EventSource) -> str:
         return "basket_raw"
     if cfg.baskets == "day":
         return "client_id || '@' || CAST(CAST(event_time AS DATE) AS VARCHAR)"
-    return "client_id || '@' || strftime(event_time, '%Y-%m-%dT%H:%M:%S')"
+    return "client_id || '@' || CAST(event_time AS VARCHAR)"  # one engine-neutral cast, no format string
 
 
 def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_columns: set[str]) -> str:
