@@ -88,9 +88,11 @@ def _materialize_all(dataset_yaml: Path, warehouse, home: Path, monkeypatch) -> 
 
 
 def _rows(wh: Warehouse, table: str, order: str) -> pd.DataFrame:
-    """A table as comparable values; profile states (float32 on DuckDB, FLOAT64 on BigQuery)
-    are compared through load_profiles, so left out."""
-    df = wh.fetch_df(f"SELECT * FROM {wh.table(table)} ORDER BY {order}").drop(columns="state", errors="ignore")
+    """A table as comparable values; profile state values (float32 on DuckDB, FLOAT64 on
+    BigQuery) are compared through load_profiles, so left out; their sparse dims stay."""
+    df = wh.fetch_df(f"SELECT * FROM {wh.table(table)} ORDER BY {order}").drop(columns="vals", errors="ignore")
+    if "dims" in df:
+        df["dims"] = df["dims"].map(lambda v: tuple(int(x) for x in v))
     return df.astype(object).where(df.notna(), None)
 
 

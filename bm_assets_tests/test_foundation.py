@@ -144,9 +144,9 @@ def test_inputs_come_from_the_day_before_the_split_and_targets_from_the_window(w
     events in [T, T+h) and nothing else."""
     asked: list[dt.date] = []
 
-    def source(as_of: dt.date):
-        asked.append(as_of)
-        return np.array(["a", "b"]), np.full((2, 3), as_of.toordinal(), np.float32)
+    def source(dates: list[dt.date]):
+        asked.extend(dates)
+        return {d: (np.array(["a", "b"]), np.full((2, 3), d.toordinal(), np.float32)) for d in dates}
 
     t = dt.date(2017, 3, 1)
     ex = pd.DataFrame({"client_id": ["b", "c", "a"], "t": [t, t, t + dt.timedelta(days=7)]})

@@ -87,14 +87,14 @@ def test_incremental_profiles_equal_a_batch_computation_for_any_day(sample_wareh
         dt.date(2017, 2, 14),
         dt.date(2017, 2, 28),
     ]:
-        ids, profiles = load_profiles(wh, as_of)
+        ids, profiles = load_profiles(wh, as_of, coders)
         ref_ids, ref = _batch(wh, coders, as_of)
         assert np.array_equal(ids, ref_ids), as_of
         assert profiles.shape == (len(ids), layout.profile_dim)
         np.testing.assert_allclose(profiles, ref, rtol=2e-5, atol=1e-4, err_msg=str(as_of))
     # clients without events on a day carry over, decayed
-    ids_a, a = load_profiles(wh, dt.date(2017, 2, 27))
-    ids_b, b = load_profiles(wh, dt.date(2017, 2, 28))
+    ids_a, a = load_profiles(wh, dt.date(2017, 2, 27), coders)
+    ids_b, b = load_profiles(wh, dt.date(2017, 2, 28), coders)
     active = set(
         wh.fetch_df(
             "SELECT DISTINCT client_id FROM events_denormalized WHERE event_date = DATE '2017-02-28'"
@@ -115,7 +115,7 @@ def test_incremental_profiles_equal_a_batch_computation_for_any_day(sample_wareh
     assert checked > 10 and worst < 1e-4
     wh.execute(
         [
-            "UPDATE behavioral_profiles SET state = list_transform(state, lambda x: x * 1.01) "
+            "UPDATE behavioral_profiles SET vals = list_transform(vals, lambda x: x * 1.01) "
             "WHERE profile_date = DATE '2017-02-28'"
         ]
     )
@@ -127,7 +127,7 @@ def test_a_profile_as_of_d_never_reads_a_later_event(sample_warehouse):
     coders = _coders(wh)
     day = dt.date(2017, 2, 10)
     _build(wh, coders, START, day + dt.timedelta(days=1))
-    ids, before = load_profiles(wh, day)
+    ids, before = load_profiles(wh, day, coders)
     wh.execute(
         [
             f"""UPDATE events_denormalized SET value = value * 1000, item_id = 'poison:' || item_id,
@@ -138,12 +138,12 @@ def test_a_profile_as_of_d_never_reads_a_later_event(sample_warehouse):
         ]
     )
     _build(wh, coders, START, day + dt.timedelta(days=1))
-    ids_after, after = load_profiles(wh, day)
+    ids_after, after = load_profiles(wh, day, coders)
     assert np.array_equal(ids, ids_after) and np.array_equal(before, after)
     # control: changing day D itself does change the profile
     wh.execute([f"UPDATE events_denormalized SET value = value * 1000 WHERE event_date = DATE '{day}'"])
     _build(wh, coders, day, day + dt.timedelta(days=1))
-    assert not np.array_equal(before, load_profiles(wh, day)[1])
+    assert not np.array_equal(before, load_profiles(wh, day, coders)[1])
 
 
 def test_days_must_be_built_in_order_with_the_same_coders(sample_warehouse):
@@ -160,13 +160,13 @@ def test_export_writes_ids_and_embeddings(sample_warehouse, tmp_path):
     wh = sample_warehouse
     coders = _coders(wh)
     _build(wh, coders, START, dt.date(2017, 1, 15))
-    ids_path, emb_path = export_profiles(wh, dt.date(2017, 1, 14), tmp_path / "out", dtype="float16")
-    ids, profiles = load_profiles(wh, dt.date(2017, 1, 14))
+    ids_path, emb_path = export_profiles(wh, dt.date(2017, 1, 14), tmp_path / "out", dtype="float16", coders=coders)
+    ids, profiles = load_profiles(wh, dt.date(2017, 1, 14), coders)
     assert np.array_equal(np.load(ids_path), ids)
     emb = np.load(emb_path)
     assert emb.dtype == np.float16 and emb.shape == profiles.shape
     with pytest.raises(LookupError, match="2016-12-31"):
-        export_profiles(wh, dt.date(2016, 12, 31), tmp_path / "none")
+        export_profiles(wh, dt.date(2016, 12, 31), tmp_path / "none", coders=coders)
     assert cli_main(["export-profiles", "--date", "2017-13-01", "--out", str(tmp_path)]) == 2
 
 

@@ -13,7 +13,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from bm_assets.core.examples import CachedProfiles, foundation_examples, layout_of
 from bm_assets.core.foundation import TrainConfig, train_foundation
-from bm_assets.core.profiles import load_profiles
+from bm_assets.core.profiles import profiles_at_dates
 from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import ModelingConfig, events_end, load_modeling_config, tasks_path_for
 from bm_assets.resources import DatasetResource, MLflowResource, WarehouseResource
@@ -78,7 +78,7 @@ def foundation_model(
             )
             return
         coders = load_sketch_coders(bm_home())
-        data = foundation_examples(wh, cfg, mcfg, coders, CachedProfiles(lambda d: load_profiles(wh, d)))
+        data = foundation_examples(wh, cfg, mcfg, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds)))
     (ex_tr, x_tr, y_tr), (ex_va, x_va, y_va) = data["train"], data["validation"]
     train_cfg = TrainConfig(
         lr=f.lr,

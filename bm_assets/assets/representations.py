@@ -183,8 +183,9 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
             )
         ],
         description="Per client, EMDE sketches decayed at each half-life plus recency/frequency/value, at "
-        "the end of each day: yesterday's state decayed by a day plus today's events. One row per "
-        "(client, day with events); load_profiles decays to any date.",
+        "the end of each day: yesterday's state decayed by a day plus today's events. Stored sparse, one "
+        "row per client (its state as of its last event day, decayed on read); a window is written in one "
+        "transaction. Past days are replayed from the events (iter_profiles).",
     )
     def behavioral_profiles(
         context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource
@@ -207,7 +208,8 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
                 "window": f"{start} .. {end} (exclusive)",
                 "days": build.days,
                 "events": build.events,
-                "clients_in_window": build.clients,
+                "rows_written": build.rows,
+                "clients_with_history": build.clients,
                 "profile_dim": build.state_dim + 1,
                 "table": BEHAVIORAL_PROFILES,
                 "events_per_second": round(build.events / seconds, 1) if seconds > 0 else 0.0,

@@ -24,7 +24,7 @@ from dagster import (
 from bm_assets.assets.foundation import foundation_path, log_network, modeling_config, models_dir
 from bm_assets.core.evaluation import ModelResult, TaskData, evaluate, learning_curve, rebuild, run_task
 from bm_assets.core.examples import CachedProfiles, task_examples
-from bm_assets.core.profiles import load_profiles
+from bm_assets.core.profiles import iter_profiles, profiles_at_dates
 from bm_assets.core.report import build_report, curves_png, metrics_markdown, write_report
 from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql, task_labels
@@ -42,7 +42,7 @@ def _load_data(dataset: DatasetResource, warehouse: WarehouseResource, task: Tas
     with warehouse.open() as wh:
         check_task_sql(wh, ModelingConfig(tasks=[task], config_file=mcfg.config_file))
         data, frames = task_examples(
-            wh, cfg, mcfg, task, coders, CachedProfiles(lambda d: load_profiles(wh, d))
+            wh, cfg, mcfg, task, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds))
         )
     return cfg, mcfg, data, frames
 
@@ -218,13 +218,12 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             predict = rebuild(data, name, bundle[name]["artifact"])
             # Days before the training cutoff are the model's own training period: scoring them
             # would only cost time (a whole-history backfill), so they are left empty.
-            day = max(start, dataset.load().temporal.training_cutoff)
-            first_scored = day
-            while day < end:
-                ids, x = load_profiles(wh, day)
+            first_scored = max(start, dataset.load().temporal.training_cutoff)
+            days = [first_scored + dt.timedelta(days=i) for i in range((end - first_scored).days)]
+            coders = load_sketch_coders(bm_home())
+            for day, ids, x in iter_profiles(wh, coders, days):  # one pass over the window, a day at a time
                 if len(ids):
                     frames.append(_score_frame(task, labels, ids, predict(_Inputs(x)), day))
-                day += dt.timedelta(days=1)
             scores = (
                 pd.concat(frames)
                 if frames

@@ -282,7 +282,9 @@ class BigQueryWarehouse(Warehouse):
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         self._stage(stage, lambda local: local.stage_attributes(table, path, stage))
 
-    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = ()) -> None:
+    def insert_df(
+        self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()
+    ) -> None:
         """Upload `df` to a scratch table (a load job: BigQuery cannot take rows inside a
         transaction), then one script: create the target from the frame's schema if missing
         (DDL, before the transaction), then `before` and INSERT ... SELECT in one transaction.
@@ -311,6 +313,7 @@ class BigQueryWarehouse(Warehouse):
                 f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM `{scratch}` LIMIT 0",
                 *(self._bq(s) for s in before),
                 f"INSERT INTO {target} ({cols}) SELECT {cols} FROM `{scratch}`",
+                *(self._bq(s) for s in after),
             ]))
         finally:
             self.client.delete_table(scratch, not_found_ok=True)

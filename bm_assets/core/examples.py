@@ -35,21 +35,23 @@ from bm_assets.core.tasks import (
 )
 from bm_assets.core.warehouse import Warehouse
 
-#: as_of date -> (client_ids str[n], float32[n, d]) with events dated <= as_of.
-ProfileSource = Callable[[dt.date], tuple[np.ndarray, np.ndarray]]
+#: as_of dates -> {as_of: (client_ids str[n], float32[n, d])} with events dated <= as_of.
+ProfileSource = Callable[[list[dt.date]], dict[dt.date, tuple[np.ndarray, np.ndarray]]]
 
 
 class CachedProfiles:
-    """Profiles by as_of date, loaded once per date (every task reuses the same split dates)."""
+    """Profiles by as_of date; the dates not seen yet are loaded together (one replay pass over
+    the events), and every date once (the tasks reuse the same split dates)."""
 
-    def __init__(self, load: ProfileSource):
-        self.load = load
+    def __init__(self, load_many: ProfileSource):
+        self.load_many = load_many
         self.cache: dict[dt.date, tuple[np.ndarray, np.ndarray]] = {}
 
-    def __call__(self, as_of: dt.date) -> tuple[np.ndarray, np.ndarray]:
-        if as_of not in self.cache:
-            self.cache[as_of] = self.load(as_of)
-        return self.cache[as_of]
+    def __call__(self, dates: list[dt.date]) -> dict[dt.date, tuple[np.ndarray, np.ndarray]]:
+        missing = sorted(set(dates) - set(self.cache))
+        if missing:
+            self.cache.update(self.load_many(missing))
+        return {d: self.cache[d] for d in dates}
 
 
 def layout_of(coders: dict[str, SketchCoder]) -> SketchLayout:
@@ -61,8 +63,10 @@ def profile_inputs(profiles: ProfileSource, examples: pd.DataFrame) -> np.ndarra
     history). One profile load per split date; rows are gathered with an index, not a loop."""
     out: np.ndarray | None = None
     t = examples["t"].to_numpy()
-    for day in sorted(set(t)):
-        ids, x = profiles(day - dt.timedelta(days=1))
+    days = sorted(set(t))
+    loaded = profiles([d - dt.timedelta(days=1) for d in days])
+    for day in days:
+        ids, x = loaded[day - dt.timedelta(days=1)]
         if len(ids) == 0:
             continue
         if out is None:

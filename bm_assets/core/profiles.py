@@ -11,6 +11,7 @@ scratch over the whole history; tests check that both agree."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,45 +258,26 @@ def batch_profiles(
 
 
 # --- warehouse storage --------------------------------------------------------------------
-
-
-def latest_states(
-    wh: Warehouse, before: dt.date, inclusive: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(client_ids str[n], last_day int64[n], state float32[n, state_dim]) from each client's
-    latest row dated before `before` (or at it, if inclusive)."""
-    if not wh.table_exists(BEHAVIORAL_PROFILES):
-        return np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, 0), np.float32)
-    op = "<=" if inclusive else "<"
-    df = wh.fetch_df(
-        f"""SELECT client_id, profile_date, state FROM {wh.table(BEHAVIORAL_PROFILES)}
-        WHERE profile_date {op} DATE '{before}'
-        QUALIFY row_number() OVER (PARTITION BY client_id ORDER BY profile_date DESC) = 1
-        ORDER BY client_id"""
-    )
-    if df.empty:
-        return np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, 0), np.float32)
-    days = pd.to_datetime(df["profile_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
-    state = np.stack(df["state"].to_numpy()).astype(np.float32)
-    return df["client_id"].astype(str).to_numpy(), days, state
-
-
-def load_profiles(wh: Warehouse, as_of: dt.date) -> tuple[np.ndarray, np.ndarray]:
-    """(client_ids str[n] sorted, float32[n, profile_dim]): profiles at the END of day `as_of`
-    (events with event_date <= as_of) of every client with an event by then."""
-    ids, last, state = latest_states(wh, as_of, inclusive=True)
-    if len(ids) == 0:
-        return ids, np.zeros((0, 0), np.float32)
-    log_decay = _log_decay_from_state_dim(state.shape[1], profile_half_lives(wh))
-    return ids, profiles_at(state, last, day_number(as_of), log_decay)
-
-
-PROFILE_LAYOUT_TABLE = "behavioral_profiles_layout"
-PROFILE_DAYS_TABLE = "behavioral_profiles_days"
+#
+# `behavioral_profiles` holds sparse states: per client ONE row, its state as of its last event
+# day (decay is lazy, applied on read), with the non-zero entries as two lists (dims, vals). A
+# run writes the rows of the clients whose state changed and drops their older rows, in the
+# same transaction, so the table stays about one row per client, not one per client-day.
+# What changed on a day is that day's events, already in events_denormalized: profiles of a
+# past day are replayed from them through ProfileState (millions of events/s), which is
+# cheaper than storing them a second time (docs/representations.md has the measurements).
 
 
 class ProfileOrderError(RuntimeError):
     """A day's profiles were requested before the previous day's, or with other coders."""
+
+
+class StaleProfilesError(LookupError):
+    """Profiles were asked for a day that behavioral_profiles has not (completely) built."""
+
+
+PROFILE_LAYOUT_TABLE = "behavioral_profiles_layout"
+PROFILE_DAYS_TABLE = "behavioral_profiles_days"
 
 
 @dataclass
@@ -312,10 +294,218 @@ class ProfileBuild:
 def _create_statements(wh: Warehouse) -> list[str]:
     return [
         f"CREATE TABLE IF NOT EXISTS {wh.table(BEHAVIORAL_PROFILES)} (client_id VARCHAR, profile_date DATE, "
-        "events_today BIGINT, state FLOAT[])",
+        "dims INTEGER[], vals FLOAT[])",
         f"CREATE TABLE IF NOT EXISTS {wh.table(PROFILE_DAYS_TABLE)} (profile_date DATE, clients BIGINT, "
         "events BIGINT, coders VARCHAR)",
     ]
+
+
+def _days(values: pd.Series) -> np.ndarray:
+    return pd.to_datetime(values).to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
+def _date(day: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=int(day))
+
+
+def built_through(wh: Warehouse) -> dt.date | None:
+    """The last day behavioral_profiles has built (None before the first run)."""
+    if not wh.table_exists(PROFILE_DAYS_TABLE):
+        return None
+    d = wh.fetch_df(f"SELECT max(profile_date) AS d FROM {wh.table(PROFILE_DAYS_TABLE)}")["d"].iloc[0]
+    return None if pd.isna(d) else pd.Timestamp(d).date()
+
+
+def _no_states(state_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, state_dim), np.float32)
+
+
+def stored_states(wh: Warehouse, state_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(client_ids str[n] sorted, last_day int64[n], state float32[n, state_dim]) of the stored
+    rows: each client's state as of its last event day up to the last built day."""
+    empty = _no_states(state_dim)
+    if not wh.table_exists(BEHAVIORAL_PROFILES):
+        return empty
+    df = wh.fetch_df(
+        f"""SELECT client_id, profile_date, dims, vals FROM {wh.table(BEHAVIORAL_PROFILES)}
+        QUALIFY row_number() OVER (PARTITION BY client_id ORDER BY profile_date DESC) = 1
+        ORDER BY client_id"""
+    )
+    if df.empty:
+        return empty
+    counts = df["dims"].map(len).to_numpy()
+    rows = np.repeat(np.arange(len(df)), counts)
+    state = np.zeros((len(df), state_dim), dtype=np.float32)
+    if counts.sum():
+        dims = np.concatenate(df["dims"].to_numpy()).astype(np.int64)
+        if dims.max() >= state_dim:
+            raise ProfileOrderError(
+                f"stored profile states have dimension {int(dims.max()) + 1} or more, the layout now gives "
+                f"{state_dim}; backfill every partition of behavioral_profiles"
+            )
+        state[rows, dims] = np.concatenate(df["vals"].to_numpy()).astype(np.float32)
+    return df["client_id"].astype(str).to_numpy(), _days(df["profile_date"]), state
+
+
+def sparse_rows(ids: np.ndarray, last_day: np.ndarray, state: np.ndarray) -> pd.DataFrame:
+    """(client_id, profile_date, dims, vals) rows of dense states, non-zero entries only; the
+    lists are built as Arrow arrays in one vectorised pass (no per-row Python objects)."""
+    nz = state != 0
+    counts = nz.sum(1)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    dims = pa.ListArray.from_arrays(offsets, pa.array(np.nonzero(nz)[1].astype(np.int32)))
+    vals = pa.ListArray.from_arrays(offsets, pa.array(state[nz].astype(np.float32)))
+    frame = pd.DataFrame(
+        {
+            "client_id": ids.astype(str),
+            "profile_date": (last_day.astype("datetime64[D]")).astype("datetime64[s]"),
+            "dims": pd.arrays.ArrowExtensionArray(dims),
+            "vals": pd.arrays.ArrowExtensionArray(vals),
+        }
+    )
+    frame["profile_date"] = frame["profile_date"].dt.date
+    return frame
+
+
+@dataclass
+class _EventLog:
+    """Encoded events sorted by day: client ids, day numbers, codes per column, values."""
+
+    clients: np.ndarray
+    days: np.ndarray
+    codes: dict[str, np.ndarray]
+    values: np.ndarray
+
+
+def _read_events(
+    wh: Warehouse, coders: dict[str, SketchCoder], after: dt.date | None, through: dt.date, events_table: str
+) -> _EventLog:
+    """The events of days (after, through], in one query, encoded for the profile kernel."""
+    cols = "".join(f', CAST("{c}" AS VARCHAR) AS "{c}"' for c in coders)
+    lower = f"event_date > DATE '{after}' AND " if after is not None else ""
+    ev = wh.fetch_df(
+        f"SELECT client_id, event_date, value{cols} FROM {wh.table(events_table)} "
+        f"WHERE {lower}event_date <= DATE '{through}' ORDER BY event_date"
+    )
+    return _EventLog(
+        ev["client_id"].astype(str).to_numpy(),
+        _days(ev["event_date"]) if len(ev) else np.array([], dtype=np.int64),
+        encode_events(coders, ev),
+        ev["value"].to_numpy(np.float64),
+    )
+
+
+class _Replay:
+    """ProfileState over a client vocabulary, started from stored states and advanced through
+    an event log one day at a time."""
+
+    def __init__(self, layout: ProfileLayout, ids, last, state, log: _EventLog, first_day: int):
+        self.vocab = np.unique(np.concatenate([ids, log.clients]))
+        self.state = ProfileState(layout, len(self.vocab), ref_day=first_day)
+        if len(ids):
+            self.state.set_rows(np.searchsorted(self.vocab, ids), state, last)
+        self.log = log
+        self.rows = np.searchsorted(self.vocab, log.clients)
+        self.bounds = {}
+        if len(log.days):
+            uniq, first = np.unique(log.days, return_index=True)
+            stops = np.r_[first[1:], len(log.days)]
+            self.bounds = {int(d): (int(a), int(b)) for d, a, b in zip(uniq, first, stops, strict=True)}
+
+    def add(self, day: int) -> tuple[np.ndarray, int]:
+        """Add the day's events; returns (rows of the clients active that day, events added)."""
+        if day not in self.bounds:
+            return np.array([], dtype=np.int64), 0
+        a, b = self.bounds[day]
+        sl = slice(a, b)
+        self.state.add_day(day, self.rows[sl], {c: v[sl] for c, v in self.log.codes.items()}, self.log.values[sl])
+        return np.unique(self.rows[sl]), b - a
+
+    def seen(self) -> np.ndarray:
+        return np.flatnonzero(self.state.last_day >= 0)
+
+
+def _has_events(wh: Warehouse, events_table: str, after: dt.date, through: dt.date) -> bool:
+    n = wh.fetch_df(
+        f"SELECT count(*) AS n FROM {wh.table(events_table)} "
+        f"WHERE event_date > DATE '{after}' AND event_date <= DATE '{through}'"
+    )["n"].iloc[0]
+    return int(n) > 0
+
+
+def read_layout_of(wh: Warehouse, coders: dict[str, SketchCoder]) -> ProfileLayout:
+    """The layout the stored states were built with: the coders plus the stored half-lives."""
+    return ProfileLayout.from_coders(coders, profile_half_lives(wh))
+
+
+def profiles_at_dates(
+    wh: Warehouse,
+    coders: dict[str, SketchCoder],
+    dates: list[dt.date],
+    events_table: str = "events_denormalized",
+) -> dict[dt.date, tuple[np.ndarray, np.ndarray]]:
+    """{date: (client_ids str[n] sorted, float32[n, profile_dim])}: see iter_profiles."""
+    return {d: (ids, x) for d, ids, x in iter_profiles(wh, coders, dates, events_table)}
+
+
+def iter_profiles(
+    wh: Warehouse,
+    coders: dict[str, SketchCoder],
+    dates: list[dt.date],
+    events_table: str = "events_denormalized",
+) -> Iterator[tuple[dt.date, np.ndarray, np.ndarray]]:
+    """(date, client_ids str[n] sorted, float32[n, profile_dim]) in date order: the profiles at
+    the END of each date (events with event_date <= date) of every client with an event by then.
+    Dates at or after the last built day read the stored rows (decayed: there are no events
+    after it); earlier dates are replayed in ONE pass over the events up to the last of them;
+    one date's matrix is held at a time. Raises StaleProfilesError for a date with events that
+    behavioral_profiles has not built."""
+    if not dates:
+        return
+    layout = read_layout_of(wh, coders)
+    built = built_through(wh)
+    last_needed = max(dates)
+    if built is None or (last_needed > built and _has_events(wh, events_table, built, last_needed)):
+        raise StaleProfilesError(
+            f"profiles are built through {built or 'no day yet'}, but {last_needed} was asked for and "
+            "events_denormalized has events in between; materialize behavioral_profiles up to that day first"
+        )
+    if min(dates) >= built:  # the stored rows are the states at `built`: no replay
+        base, (ids, last, state) = built, stored_states(wh, layout.state_dim)
+    else:
+        base, (ids, last, state) = None, _no_states(layout.state_dim)
+    log = _read_events(wh, coders, base, last_needed, events_table)
+    first_day = day_number(base) if base is not None else (int(log.days[0]) if len(log.days) else 0)
+    replay = _Replay(layout, ids, last, state, log, first_day)
+    wanted = sorted({day_number(d) for d in dates})
+    empty = np.array([], dtype=str), np.zeros((0, layout.profile_dim), np.float32)
+    day = first_day if base is None else first_day + 1
+    for target in wanted:
+        while day <= target:
+            replay.add(day)
+            day += 1
+        seen = replay.seen()
+        if target < first_day or len(seen) == 0:
+            yield _date(target), *empty
+        else:
+            yield _date(target), replay.vocab[seen], _profile(replay, seen, target, layout)
+
+
+def _profile(replay: _Replay, rows: np.ndarray, day: int, layout: ProfileLayout) -> np.ndarray:
+    since = (day - replay.state.last_day[rows]).astype(np.float32)
+    return np.concatenate([replay.state.snapshot(rows, day), since[:, None]], axis=1)
+
+
+def load_profiles(
+    wh: Warehouse, as_of: dt.date, coders: dict[str, SketchCoder] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(client_ids str[n] sorted, float32[n, profile_dim]): profiles at the END of day `as_of`
+    (events with event_date <= as_of). Coders default to the materialized sketch_coders."""
+    if coders is None:
+        from bm_assets.settings import bm_home
+
+        coders = load_sketch_coders(bm_home())
+    return profiles_at_dates(wh, coders, [as_of])[as_of]
 
 
 def _check_previous_day(wh: Warehouse, start: dt.date, data_start: dt.date, fingerprint: str) -> None:
@@ -349,71 +539,64 @@ def build_profiles_window(
     fingerprint: str,
     events_table: str = "events_denormalized",
 ) -> ProfileBuild:
-    """Compute and store the profiles of days [start, end), in order, each from the previous
-    day's state plus that day's events. Memory: one day's events plus the state of the clients
-    active in the window."""
+    """Compute the profiles of days [start, end) from the state at the end of start-1 plus each
+    day's events, and store them in ONE transaction: the new rows of the clients whose state
+    changed (their older rows dropped) and the day ledger. A crash leaves the previous state
+    whole. Continuing from the last built day reads the stored rows; re-running an earlier
+    window replays from the first day and re-derives every later built day with it."""
     layout = ProfileLayout.from_coders(coders, half_lives_days)
     wh.execute(_create_statements(wh) + write_layout(wh, layout))
     _check_previous_day(wh, start, data_start, fingerprint)
-    prev_ids, prev_last, prev_state = latest_states(wh, start)
-    if len(prev_ids) and prev_state.shape[1] != layout.state_dim:
-        raise ProfileOrderError(
-            f"stored profile states have {prev_state.shape[1]} dims, the layout now gives "
-            f"{layout.state_dim}; "
-            f"backfill every partition from {data_start}"
-        )
-    table = wh.table(events_table)
-    window = f"event_date >= DATE '{start}' AND event_date < DATE '{end}'"
-    window_ids = wh.fetch_df(f"SELECT DISTINCT client_id FROM {table} WHERE {window}")["client_id"]
-    vocab = np.unique(np.concatenate([prev_ids, window_ids.astype(str).to_numpy()]))
-    state = ProfileState(layout, len(vocab), ref_day=day_number(start))
-    if len(prev_ids):
-        state.set_rows(np.searchsorted(vocab, prev_ids), prev_state, prev_last)
-    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in layout.columns)
-    wh.execute(
-        [
-            f"DELETE FROM {wh.table(BEHAVIORAL_PROFILES)} WHERE profile_date >= DATE '{start}' "
-            f"AND profile_date < DATE '{end}'",
-            f"DELETE FROM {wh.table(PROFILE_DAYS_TABLE)} WHERE profile_date >= DATE '{start}' "
-            f"AND profile_date < DATE '{end}'",
-        ]
+    built = built_through(wh)
+    prev = start - dt.timedelta(days=1)
+    forward = start > data_start and built == prev  # continue from the stored rows
+    base, (ids, last, state) = (prev, stored_states(wh, layout.state_dim)) if forward else (
+        None, _no_states(layout.state_dim)
     )
-    n_events = n_rows = 0
-    day = start
-    while day < end:
-        events = wh.fetch_df(f"SELECT client_id, value, {cols} FROM {table} WHERE event_date = DATE '{day}'")
-        rows_global = np.searchsorted(vocab, events["client_id"].astype(str).to_numpy())
-        state.add_day(day_number(day), rows_global, encode_events(coders, events), events["value"].to_numpy())
-        active, local = np.unique(rows_global, return_inverse=True)
-        frame = pd.DataFrame(
-            {
-                "client_id": vocab[active],
-                "profile_date": pd.Timestamp(day),
-                "events_today": np.bincount(local, minlength=len(active)).astype(np.int64),
-                "state": _list_column(state.snapshot(active, day_number(day))),
-            }
-        )
-        frame["profile_date"] = frame["profile_date"].dt.date
-        wh.insert_df(
-            BEHAVIORAL_PROFILES,
-            frame,
-            before=[
-                f"INSERT INTO {wh.table(PROFILE_DAYS_TABLE)} "
-                f"VALUES (DATE '{day}', {len(active)}, {len(events)}, '{fingerprint}')"
-            ],
-        )
-        n_events += len(events)
-        n_rows += len(active)
-        day += dt.timedelta(days=1)
-    return ProfileBuild(
-        start, end, (end - start).days, n_events, n_rows, int((state.last_day >= 0).sum()), layout.state_dim
+    # re-running a window before the last built day re-derives the later days too (in the same
+    # replay), so the store never holds days built on a state that has changed under them
+    through = end - dt.timedelta(days=1) if forward or built is None else max(end - dt.timedelta(days=1), built)
+    log = _read_events(wh, coders, base, through, events_table)
+    first_day = day_number(start) if forward else day_number(data_start)
+    replay = _Replay(layout, ids, last, state, log, first_day)
+    ledger: list[str] = []
+    changed = np.zeros(len(replay.vocab), dtype=bool)
+    n_events = 0
+    for day in range(first_day, day_number(through) + 1):
+        active, n = replay.add(day)
+        if day >= day_number(start):
+            changed[active] = True
+            n_events += n
+            ledger.append(f"(DATE '{_date(day)}', {len(active)}, {n}, '{fingerprint}')")
+    # forward: only the clients that changed; otherwise every client (all rows are rewritten)
+    rows = np.flatnonzero(changed) if forward else replay.seen()
+    lasts = replay.state.last_day[rows]
+    frame = sparse_rows(replay.vocab[rows], lasts, _states_at_last_day(replay, rows, lasts))
+    t, days_t = wh.table(BEHAVIORAL_PROFILES), wh.table(PROFILE_DAYS_TABLE)
+    wh.insert_df(
+        BEHAVIORAL_PROFILES,
+        frame,
+        before=[
+            f"DELETE FROM {days_t} WHERE profile_date >= DATE '{start}'",
+            *([] if forward else [f"DELETE FROM {t} WHERE TRUE"]),
+            *([f"INSERT INTO {days_t} VALUES {', '.join(ledger)}"] if ledger else []),
+        ],
+        # a client keeps one row: its newest
+        after=[
+            f"DELETE FROM {t} AS old WHERE EXISTS (SELECT 1 FROM {t} AS newer "
+            "WHERE newer.client_id = old.client_id AND newer.profile_date > old.profile_date)"
+        ],
     )
+    return ProfileBuild(start, end, (end - start).days, n_events, len(frame), len(replay.seen()), layout.state_dim)
 
 
-def _list_column(matrix: np.ndarray) -> pd.arrays.ArrowExtensionArray:
-    """float32[n, d] as an Arrow list column: no per-row Python objects."""
-    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).ravel())
-    return pd.arrays.ArrowExtensionArray(pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]))
+def _states_at_last_day(replay: _Replay, rows: np.ndarray, lasts: np.ndarray) -> np.ndarray:
+    """States of `rows`, each as of its own last event day (lazy decay: a reader decays them)."""
+    out = np.empty((len(rows), replay.state.state.shape[1]), dtype=np.float32)
+    for day in np.unique(lasts):
+        sel = lasts == day
+        out[sel] = replay.state.snapshot(rows[sel], int(day))
+    return out
 
 
 def write_layout(wh: Warehouse, layout: ProfileLayout) -> list[str]:
@@ -455,22 +638,18 @@ def stored_feature_names(wh: Warehouse) -> list[str]:
     return names
 
 
-def _log_decay_from_state_dim(state_dim: int, half_lives: list[float]) -> np.ndarray:
-    """ProfileLayout.log_decay of stored states, from their width and half-lives alone."""
-    n_h = len(half_lives)
-    sketch_dim = (state_dim - 2) // n_h - 2
-    rates = [_LN_HALF / h for h in half_lives]
-    return np.concatenate([np.repeat(rates, sketch_dim), rates, rates, np.zeros(2)])
-
-
 def export_profiles(
-    wh: Warehouse, as_of: dt.date, out_dir: str | Path, dtype: str = "float32"
+    wh: Warehouse,
+    as_of: dt.date,
+    out_dir: str | Path,
+    dtype: str = "float32",
+    coders: dict[str, SketchCoder] | None = None,
 ) -> tuple[Path, Path]:
     """Write `client_ids.npy` (str[n]) and `embeddings.npy` (float16/float32[n, profile_dim])
     of the profiles at the end of `as_of`."""
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, found {dtype!r}")
-    ids, profiles = load_profiles(wh, as_of)
+    ids, profiles = load_profiles(wh, as_of, coders)
     if len(ids) == 0:
         raise LookupError(f"no profiles at or before {as_of} in {BEHAVIORAL_PROFILES}")
     out = Path(out_dir)
@@ -530,7 +709,7 @@ def batch_check(
         day_number(as_of),
         layout,
     )
-    stored_ids, stored = load_profiles(wh, as_of)
+    stored_ids, stored = load_profiles(wh, as_of, coders)
     pos = np.searchsorted(stored_ids, ids)
     if (pos >= len(stored_ids)).any() or not np.array_equal(
         stored_ids[np.minimum(pos, len(stored_ids) - 1)], ids

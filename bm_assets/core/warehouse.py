@@ -51,9 +51,12 @@ class Warehouse(ABC):
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         """Load an attribute table's raw rows into temp table `<stage>`, with __file, __row."""
 
-    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = ()) -> None:
+    def insert_df(
+        self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()
+    ) -> None:
         """Append `df` to managed table `name` (created from df's schema if missing), after
-        running `before` (e.g. a DELETE of the rows being replaced), all in one transaction."""
+        running `before` (e.g. a DELETE of the rows being replaced) and before `after` (e.g. a
+        compaction that needs the new rows), all in one transaction."""
         raise NotImplementedError(f"{type(self).__name__} cannot insert a DataFrame into {name}")
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -215,13 +218,16 @@ class DuckDBWarehouse(Warehouse):
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         self._stage(path, table.format or "parquet", stage, {"key": table.key}, rejects=True)
 
-    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = ()) -> None:
+    def insert_df(
+        self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()
+    ) -> None:
         self.con.register("__insert_df", df)
         try:
             self.execute([
                 f"CREATE TABLE IF NOT EXISTS {self.table(name)} AS SELECT * FROM __insert_df WHERE FALSE",
                 *before,
                 f"INSERT INTO {self.table(name)} BY NAME SELECT * FROM __insert_df",
+                *after,
             ])
         finally:
             self.con.unregister("__insert_df")
