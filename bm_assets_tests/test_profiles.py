@@ -4,8 +4,10 @@ whole history for any day; a profile as of D never reads an event after D; the e
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bm_assets.cli import main as cli_main
@@ -13,6 +15,7 @@ from bm_assets.core.profiles import (
     ProfileLayout,
     ProfileOrderError,
     ProfileState,
+    StaleProfilesError,
     batch_check,
     batch_profiles,
     build_profiles_window,
@@ -36,8 +39,7 @@ def _coders(wh, columns=("item_id", "department"), depth=4, bits=4):
     out = {}
     for c in columns:
         ids = wh.fetch_df(
-            f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM events_denormalized '
-            f'WHERE "{c}" IS NOT NULL ORDER BY 1'
+            f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM events_denormalized WHERE "{c}" IS NOT NULL ORDER BY 1'
         )["v"].to_numpy()
         ids = np.delete(ids, np.arange(0, len(ids), 10))
         out[c] = fit_sketch_coder(c, ids, rng.standard_normal((len(ids), 8)), depth, bits, seed=1)
@@ -45,9 +47,7 @@ def _coders(wh, columns=("item_id", "department"), depth=4, bits=4):
 
 
 def _build(wh, coders, start, end, fingerprint=None):
-    return build_profiles_window(
-        wh, coders, HALF_LIVES, start, end, START, fingerprint or coders_fingerprint(coders)
-    )
+    return build_profiles_window(wh, coders, HALF_LIVES, start, end, START, fingerprint or coders_fingerprint(coders))
 
 
 def _batch(wh, coders, as_of: dt.date):
@@ -96,9 +96,9 @@ def test_incremental_profiles_equal_a_batch_computation_for_any_day(sample_wareh
     ids_a, a = load_profiles(wh, dt.date(2017, 2, 27), coders)
     ids_b, b = load_profiles(wh, dt.date(2017, 2, 28), coders)
     active = set(
-        wh.fetch_df(
-            "SELECT DISTINCT client_id FROM events_denormalized WHERE event_date = DATE '2017-02-28'"
-        )["client_id"]
+        wh.fetch_df("SELECT DISTINCT client_id FROM events_denormalized WHERE event_date = DATE '2017-02-28'")[
+            "client_id"
+        ]
     )
     idle = np.array([i not in active for i in ids_a])
     assert idle.sum() > 50
@@ -195,3 +195,96 @@ def test_profile_state_matches_batch_on_generated_events_across_rebases():
     assert state.ref_day > 100
     with pytest.raises(ValueError, match="before a day already added"):
         state.add_day(5, rows[:3], {c: v[:3] for c, v in codes.items()}, values[:3])
+
+
+def test_the_store_keeps_one_sparse_row_per_client_and_rebuilds_later_days(sample_warehouse):
+    wh = sample_warehouse
+    coders = _coders(wh)
+    _build(wh, coders, START, dt.date(2017, 2, 1))
+    for d in range(1, 5):
+        _build(wh, coders, dt.date(2017, 2, d), dt.date(2017, 2, d + 1))
+    rows = wh.fetch_df("SELECT client_id, profile_date, len(dims) AS nnz FROM behavioral_profiles")
+    active = wh.fetch_df(
+        "SELECT client_id, max(event_date) AS last FROM events_denormalized "
+        "WHERE event_date <= DATE '2017-02-04' GROUP BY 1"
+    )
+    # one row per client, dated its last event day (lazy decay), sparse
+    assert rows["client_id"].is_unique and len(rows) == len(active)
+    merged = rows.merge(active, on="client_id")
+    assert (merged["profile_date"] == merged["last"].dt.date).all()
+    layout = ProfileLayout.from_coders(coders, HALF_LIVES)
+    assert rows["nnz"].max() < layout.state_dim
+    expected = load_profiles(wh, dt.date(2017, 2, 4), coders)
+    # re-running a day in the middle re-derives the later days in the same transaction
+    _build(wh, coders, dt.date(2017, 2, 2), dt.date(2017, 2, 3))
+    days = wh.fetch_df("SELECT max(profile_date) AS d FROM behavioral_profiles_days")["d"].iloc[0]
+    assert str(days)[:10] == "2017-02-04"
+    again = load_profiles(wh, dt.date(2017, 2, 4), coders)
+    assert np.array_equal(expected[0], again[0])
+    np.testing.assert_allclose(again[1], expected[1], rtol=2e-5, atol=1e-4)
+    # a date with events the store has not built is refused, not silently stale
+    with pytest.raises(StaleProfilesError, match="built through 2017-02-04"):
+        load_profiles(wh, dt.date(2017, 2, 10), coders)
+
+
+def test_a_killed_build_leaves_the_previous_profiles_whole(sample_events_db, tmp_path):
+    """A real SIGKILL in the middle of a long window: the table is exactly as before, and a
+    re-run gives what a clean run gives."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from bm_assets.core.warehouse import DuckDBWarehouse
+
+    path = tmp_path / "kill.duckdb"
+    shutil.copy(sample_events_db, path)
+    script = textwrap.dedent(
+        f"""
+        import datetime as dt, sys, time
+        import bm_assets.core.profiles as p
+        from bm_assets.core.warehouse import DuckDBWarehouse
+        from bm_assets_tests.test_profiles import _coders, _build
+        wh = DuckDBWarehouse({str(path)!r})
+        coders = _coders(wh)
+        if sys.argv[1] == "first":
+            _build(wh, coders, dt.date(2017, 1, 1), dt.date(2017, 2, 1))
+        else:
+            slow = p.ProfileState.add_day
+            def add_day(self, *a, **k):  # slow each day down so the kill lands mid-window
+                time.sleep(0.02)
+                return slow(self, *a, **k)
+            p.ProfileState.add_day = add_day
+            print("started", flush=True)
+            _build(wh, coders, dt.date(2017, 2, 1), dt.date(2017, 12, 31))
+        wh.close()
+        """
+    )
+    run = [sys.executable, "-c", script]
+    subprocess.run([*run, "first"], check=True, cwd=Path(__file__).resolve().parents[1])
+    wh = DuckDBWarehouse(str(path))
+    before = wh.fetch_df("SELECT * FROM behavioral_profiles ORDER BY client_id")
+    days_before = wh.fetch_df("SELECT * FROM behavioral_profiles_days ORDER BY profile_date")
+    wh.close()
+    proc = subprocess.Popen([*run, "second"], stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout.readline().strip() == b"started"
+    time.sleep(2.0)  # 333 days x 20 ms: the build is still replaying
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wh = DuckDBWarehouse(str(path))
+    try:
+        after = wh.fetch_df("SELECT * FROM behavioral_profiles ORDER BY client_id")
+        pd.testing.assert_frame_equal(after, before)
+        pd.testing.assert_frame_equal(
+            wh.fetch_df("SELECT * FROM behavioral_profiles_days ORDER BY profile_date"), days_before
+        )
+        coders = _coders(wh)
+        _build(wh, coders, dt.date(2017, 2, 1), dt.date(2017, 3, 1))
+        ids, x = load_profiles(wh, dt.date(2017, 2, 28), coders)
+        ref_ids, ref = _batch(wh, coders, dt.date(2017, 2, 28))
+        assert np.array_equal(ids, ref_ids)
+        np.testing.assert_allclose(x, ref, rtol=2e-5, atol=1e-4)
+    finally:
+        wh.close()
