@@ -241,6 +241,9 @@ class BigQueryWarehouse(Warehouse):
                 df[field.name] = df[field.name].astype("datetime64[us]")
         return df
 
+    def fetch_arrow(self, sql: str) -> pa.Table:
+        return self._run(self._bq(sql)).to_arrow(create_bqstorage_client=False)
+
     def table_exists(self, name: str) -> bool:
         try:
             self.client.get_table(self._ref(name))

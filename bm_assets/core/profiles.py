@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bm_assets.core.sketches import SketchCoder, load_sketch_coders, sketch
 from bm_assets.core.warehouse import Warehouse
@@ -108,10 +109,7 @@ def encode_events(coders: dict[str, SketchCoder], events: pd.DataFrame) -> dict[
             raise KeyError(
                 f"events have no column {column!r} for its sketch coder; found {list(events.columns)}"
             )
-        values = events[column]
-        codes = coder.encode(values.fillna("").astype(str).to_numpy())
-        codes[values.isna().to_numpy()] = -1
-        out[column] = codes
+        out[column] = coder.encode(events[column].to_numpy())  # missing values factorise to -1
     return out
 
 
@@ -369,29 +367,49 @@ def sparse_rows(ids: np.ndarray, last_day: np.ndarray, state: np.ndarray) -> pd.
 
 @dataclass
 class _EventLog:
-    """Encoded events sorted by day: client ids, day numbers, codes per column, values."""
+    """Encoded events sorted by day: client (index into client_ids), day numbers, codes per
+    column, values."""
 
     clients: np.ndarray
+    client_ids: np.ndarray
     days: np.ndarray
     codes: dict[str, np.ndarray]
     values: np.ndarray
 
 
+def _factorize(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 codes with -1 for null, str uniques) of an Arrow column, without a Python object
+    per row: Arrow's dictionary encoding runs in C++."""
+    encoded = pc.dictionary_encode(column.cast(pa.string())).combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    codes = np.where(pc.is_null(encoded.indices).to_numpy(zero_copy_only=False), -1, codes).astype(np.int64)
+    return codes, np.asarray(encoded.dictionary.to_pylist(), dtype=object).astype(str)
+
+
 def _read_events(
     wh: Warehouse, coders: dict[str, SketchCoder], after: dt.date | None, through: dt.date, events_table: str
 ) -> _EventLog:
-    """The events of days (after, through], in one query, encoded for the profile kernel."""
+    """The events of days (after, through], in one query, encoded for the profile kernel: each
+    distinct client and entity is looked up once."""
     cols = "".join(f', CAST("{c}" AS VARCHAR) AS "{c}"' for c in coders)
     lower = f"event_date > DATE '{after}' AND " if after is not None else ""
-    ev = wh.fetch_df(
-        f"SELECT client_id, event_date, value{cols} FROM {wh.table(events_table)} "
-        f"WHERE {lower}event_date <= DATE '{through}' ORDER BY event_date"
+    ev = wh.fetch_arrow(
+        f"SELECT client_id, date_diff('day', DATE '1970-01-01', event_date) AS day, value{cols} "
+        f"FROM {wh.table(events_table)} WHERE {lower}event_date <= DATE '{through}' ORDER BY event_date"
     )
+    clients, client_ids = _factorize(ev.column("client_id"))
+    codes = {}
+    for c, coder in coders.items():
+        inverse, uniques = _factorize(ev.column(c))
+        per_unique = coder.encode(uniques)
+        codes[c] = np.where((inverse >= 0)[:, None], per_unique[np.maximum(inverse, 0)], -1).astype(np.int32)
+    value = ev.column("value").to_numpy()
     return _EventLog(
-        ev["client_id"].astype(str).to_numpy(),
-        _days(ev["event_date"]) if len(ev) else np.array([], dtype=np.int64),
-        encode_events(coders, ev),
-        ev["value"].to_numpy(np.float64),
+        clients,
+        client_ids,
+        ev.column("day").to_numpy().astype(np.int64),
+        codes,
+        np.asarray(value, dtype=np.float64),
     )
 
 
@@ -400,12 +418,12 @@ class _Replay:
     an event log one day at a time."""
 
     def __init__(self, layout: ProfileLayout, ids, last, state, log: _EventLog, first_day: int):
-        self.vocab = np.unique(np.concatenate([ids, log.clients]))
+        self.vocab = np.unique(np.concatenate([ids, log.client_ids]))
         self.state = ProfileState(layout, len(self.vocab), ref_day=first_day)
         if len(ids):
             self.state.set_rows(np.searchsorted(self.vocab, ids), state, last)
         self.log = log
-        self.rows = np.searchsorted(self.vocab, log.clients)
+        self.rows = np.searchsorted(self.vocab, log.client_ids)[log.clients] if len(log.clients) else log.clients
         self.bounds = {}
         if len(log.days):
             uniq, first = np.unique(log.days, return_index=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 #: Folder (under $BM_HOME/artifacts) holding one `<column>.npz` per coder and a manifest.
 CODERS_DIR = "sketch_coders"
@@ -56,14 +57,16 @@ class SketchCoder:
 
     def encode(self, ids: np.ndarray) -> np.ndarray:
         """int32[n, depth] codes of `ids` (str[n]); rows of ids the coder does not know are -1."""
-        ids = np.asarray(ids).astype(str)
-        out = np.full((len(ids), self.depth), -1, dtype=np.int32)
-        if len(self.entity_ids) == 0 or len(ids) == 0:
+        # look up each distinct id once (a hash factorisation, not a sort of every string)
+        inverse, uniques = pd.factorize(np.asarray(ids, dtype=object))
+        out = np.full((len(inverse), self.depth), -1, dtype=np.int32)
+        if len(self.entity_ids) == 0 or len(inverse) == 0:
             return out
-        pos = np.searchsorted(self.entity_ids, ids)
-        pos_c = np.minimum(pos, len(self.entity_ids) - 1)
-        found = self.entity_ids[pos_c] == ids
-        out[found] = self.codes[pos_c[found]]
+        uniq = np.asarray(uniques).astype(str)
+        pos = np.minimum(np.searchsorted(self.entity_ids, uniq), len(self.entity_ids) - 1)
+        per_unique = np.where((self.entity_ids[pos] == uniq)[:, None], self.codes[pos], -1).astype(np.int32)
+        known = inverse >= 0
+        out[known] = per_unique[inverse[known]]
         return out
 
     def code_embeddings(self, embeddings: np.ndarray) -> np.ndarray:

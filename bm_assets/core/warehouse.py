@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from bm_assets.config import AttributeTable, EventSource
 
@@ -32,6 +33,10 @@ class Warehouse(ABC):
 
     @abstractmethod
     def fetch_df(self, sql: str) -> pd.DataFrame: ...
+
+    @abstractmethod
+    def fetch_arrow(self, sql: str) -> pa.Table:
+        """Rows as Arrow: for bulk reads, where per-row Python objects would dominate."""
 
     @abstractmethod
     def table_exists(self, name: str) -> bool: ...
@@ -109,6 +114,9 @@ class DuckDBWarehouse(Warehouse):
 
     def fetch_df(self, sql: str) -> pd.DataFrame:
         return self.con.execute(sql).df()
+
+    def fetch_arrow(self, sql: str) -> pa.Table:
+        return self.con.sql(sql).to_arrow_table()  # a relation: no extra copy of the rows
 
     def table_exists(self, name: str) -> bool:
         rows = self.con.execute(
