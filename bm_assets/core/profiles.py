@@ -401,8 +401,9 @@ def _read_events(
     codes = {}
     for c, coder in coders.items():
         inverse, uniques = _factorize(ev.column(c))
-        per_unique = coder.encode(uniques)
-        codes[c] = np.where((inverse >= 0)[:, None], per_unique[np.maximum(inverse, 0)], -1).astype(np.int32)
+        # one gather per column: a last row of -1 serves the missing values (inverse -1)
+        table = np.vstack([coder.encode(uniques), np.full((1, coder.depth), -1, np.int32)])
+        codes[c] = np.take(table, inverse, axis=0, mode="wrap")
     value = ev.column("value").to_numpy()
     return _EventLog(
         clients,

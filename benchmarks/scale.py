@@ -1,0 +1,166 @@
+"""Scale benchmark: synthetic logs (benchmarks/synthetic.py, 10 events per client, 100k items)
+through ingest -> join -> profiles -> export of the profiles at the last day, with the core
+functions the assets call (no Dagster; the model stages are left out). Each size runs in its own
+process; per stage: wall, CPU, peak RSS of the process so far, bytes on disk; and the time per
+event across sizes (linear = constant).
+
+    python benchmarks/scale.py --sizes 1000000,3000000,10000000 [--out benchmarks/RESULTS_scale.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+DEPTH, BITS, HALF_LIVES = 8, 6, [7.0, 60.0]
+START = dt.date(2017, 1, 1)
+
+
+def _write_log(n_events: int, folder: Path) -> Path:
+    """The synthetic log as Parquet plus a dataset YAML mapping it (sketch column item_id)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from synthetic import generate
+
+    log = generate(n_events, max(n_events // 10, 1), 100_000, seed=0)
+    ts = (
+        np.datetime64(START, "s")
+        + log["day"].astype("timedelta64[D]").astype("timedelta64[s]")
+        + log["second_of_day"].astype("timedelta64[s]")
+    )
+    table = pa.table(
+        {
+            "client": pa.array(np.char.add("c", log["client"].astype(str))),
+            "item": pa.array(np.char.add("i", log["item"].astype(str))),
+            "ts": pa.array(ts),
+            "amount": pa.array(log["value"].astype(np.float64)),
+        }
+    )
+    pq.write_table(table, folder / "events.parquet")
+    (folder / "dataset.yaml").write_text(
+        "name: scale\ndata_start: 2017-01-01\ndata_end: 2017-12-31\n"
+        "temporal: {training_cutoff: 2017-10-01, test_start: 2017-11-15, test_end: 2018-01-01}\n"
+        "events:\n  - {name: purchase, path: events.parquet, client_id: client, item_id: item,"
+        " timestamp: {column: ts}, value: amount}\n"
+        f"representation: {{graph: {{columns: [item_id]}}, sketch: {{depth: {DEPTH}, bits: {BITS}}}}}\n"
+    )
+    return folder / "dataset.yaml"
+
+
+def _usage() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss / 1024
+
+
+def worker(n_events: int) -> dict:
+    from bm_assets.config import load_dataset_config
+    from bm_assets.core.denormalize import denormalize_window
+    from bm_assets.core.ingest import ingest_window
+    from bm_assets.core.profiles import build_profiles_window, export_profiles
+    from bm_assets.core.sketches import coders_fingerprint, fit_sketch_coder
+    from bm_assets.core.warehouse import DuckDBWarehouse
+
+    stages = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
+        folder = Path(tmp)
+        cfg = load_dataset_config(_write_log(n_events, folder))
+        db = folder / "scale.duckdb"
+        wh = DuckDBWarehouse(str(db))
+
+        def stage(name: str, fn, files=()):
+            cpu0, t0 = _usage()[0], time.perf_counter()
+            out = fn()
+            cpu1, peak = _usage()
+            wh.con.execute("CHECKPOINT")
+            disk = os.path.getsize(db) + sum(os.path.getsize(f) for f in files if os.path.exists(f))
+            stages.append(
+                {
+                    "stage": name,
+                    "wall_s": time.perf_counter() - t0,
+                    "cpu_s": cpu1 - cpu0,
+                    "peak_rss_mb": peak,
+                    "disk_mb": disk / 1e6,
+                }
+            )
+            return out
+
+        stage("ingest", lambda: ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive))
+        stage("join", lambda: denormalize_window(wh, cfg.data_start, cfg.end_exclusive, covers_all_days=True))
+
+        def coders():
+            ids = wh.fetch_df("SELECT DISTINCT item_id AS v FROM events_denormalized ORDER BY 1")["v"].to_numpy()
+            emb = np.random.default_rng(0).standard_normal((len(ids), 64)).astype(np.float32)
+            return {"item_id": fit_sketch_coder("item_id", ids, emb, DEPTH, BITS, 0)}
+
+        cod = stage("coders", coders)
+        stage(
+            "profiles",
+            lambda: build_profiles_window(
+                wh, cod, HALF_LIVES, cfg.data_start, cfg.end_exclusive, cfg.data_start, coders_fingerprint(cod)
+            ),
+        )
+        out = folder / "export"
+        stage(
+            "export",
+            lambda: export_profiles(wh, cfg.data_end, out, dtype="float16", coders=cod),
+            files=[out / "client_ids.npy", out / "embeddings.npy"],
+        )
+        clients = int(wh.fetch_df("SELECT count(*) AS n FROM behavioral_profiles")["n"].iloc[0])
+        wh.close()
+    return {"events": n_events, "clients": clients, "stages": stages}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000000,3000000")
+    parser.add_argument("--out")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker)))
+        return
+    results = []
+    for n in (int(float(s)) for s in args.sizes.split(",")):
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", str(n)], capture_output=True, text=True, check=True
+        ).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"{n:,} events done", file=sys.stderr)
+    lines = [
+        "| events | clients | stage | wall s | CPU s | peak RSS MB | disk MB |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    per_event = []
+    for r in results:
+        for s in r["stages"]:
+            lines.append(
+                f"| {r['events']:,} | {r['clients']:,} | {s['stage']} | {s['wall_s']:.1f} | "
+                f"{s['cpu_s']:.1f} | {s['peak_rss_mb']:.0f} | {s['disk_mb']:.0f} |"
+            )
+        total = sum(s["wall_s"] for s in r["stages"])
+        per_event.append(f"{r['events'] / 1e6:g}M: {total / r['events'] * 1e6:.2f} µs/event")
+    text = (
+        f"Synthetic logs, 10 events per client, 100k items; sketch item_id depth {DEPTH} x width {2**BITS}, "
+        f"half-lives {HALF_LIVES}; {os.cpu_count()} cores. Wall time per event over all stages: "
+        f"{', '.join(per_event)}.\n\n" + "\n".join(lines) + "\n"
+    )
+    print(text)
+    if args.out:
+        Path(args.out).write_text("# Scale benchmark\n\n" + text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
