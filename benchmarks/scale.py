@@ -67,6 +67,7 @@ def _usage() -> tuple[float, float]:
 
 def worker(n_events: int) -> dict:
     from bm_assets.config import load_dataset_config
+    from bm_assets.core.attributes import build_client_properties, build_product_catalog
     from bm_assets.core.denormalize import denormalize_window
     from bm_assets.core.ingest import ingest_window
     from bm_assets.core.profiles import build_profiles_window, export_profiles
@@ -97,7 +98,12 @@ def worker(n_events: int) -> dict:
             )
             return out
 
-        stage("ingest", lambda: ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive))
+        def ingest():
+            ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
+            build_client_properties(wh, cfg)  # empty here: the join still needs the tables
+            build_product_catalog(wh, cfg)
+
+        stage("ingest", ingest)
         stage("join", lambda: denormalize_window(wh, cfg.data_start, cfg.end_exclusive, covers_all_days=True))
 
         def coders():

@@ -589,8 +589,7 @@ def build_profiles_window(
             ledger.append(f"(DATE '{_date(day)}', {len(active)}, {n}, '{fingerprint}')")
     # forward: only the clients that changed; otherwise every client (all rows are rewritten)
     rows = np.flatnonzero(changed) if forward else replay.seen()
-    lasts = replay.state.last_day[rows]
-    frame = sparse_rows(replay.vocab[rows], lasts, _states_at_last_day(replay, rows, lasts))
+    frame = _sparse_frame(replay, rows)
     t, days_t = wh.table(BEHAVIORAL_PROFILES), wh.table(PROFILE_DAYS_TABLE)
     wh.insert_df(
         BEHAVIORAL_PROFILES,
@@ -607,6 +606,19 @@ def build_profiles_window(
         ],
     )
     return ProfileBuild(start, end, (end - start).days, n_events, len(frame), len(replay.seen()), layout.state_dim)
+
+
+def _sparse_frame(replay: _Replay, rows: np.ndarray, chunk: int = 65_536) -> pd.DataFrame:
+    """The stored rows of `rows`, built a chunk of clients at a time: memory holds one chunk's
+    dense states, not a second copy of the whole state."""
+    parts = []
+    for i in range(0, len(rows), chunk):
+        sel = rows[i : i + chunk]
+        lasts = replay.state.last_day[sel]
+        parts.append(sparse_rows(replay.vocab[sel], lasts, _states_at_last_day(replay, sel, lasts)))
+    return pd.concat(parts, ignore_index=True) if parts else sparse_rows(
+        np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, replay.state.state.shape[1]), np.float32)
+    )
 
 
 def _states_at_last_day(replay: _Replay, rows: np.ndarray, lasts: np.ndarray) -> np.ndarray:
