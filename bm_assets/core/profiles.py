@@ -220,16 +220,6 @@ class ProfileState:
         return out
 
 
-def profiles_at(state: np.ndarray, last_day: np.ndarray, as_of: int, log_decay: np.ndarray) -> np.ndarray:
-    """float32[n, profile_dim]: the states (at their last_day) decayed to day `as_of`, plus
-    days since the last event."""
-    gap = (as_of - last_day).astype(np.float64)
-    if (gap < 0).any():
-        raise ValueError(f"a state is newer ({int(last_day.max())}) than the requested day {as_of}")
-    decayed = state * np.exp(gap[:, None] * log_decay[None, :]).astype(np.float32)
-    return np.concatenate([decayed, gap[:, None].astype(np.float32)], axis=1)
-
-
 def batch_profiles(
     codes: dict[str, np.ndarray],
     client_rows: np.ndarray,
@@ -700,7 +690,7 @@ __all__ = [
     "load_profiles",
     "load_sketch_coders",
     "profile_feature_names",
-    "profiles_at",
+    "iter_profiles",
 ]
 
 
