@@ -96,10 +96,16 @@ class Split:
     f: np.ndarray
     y: np.ndarray
     y_train: np.ndarray | None = None
+    #: recommendation: per history half-life, the client's decayed past count of each candidate
+    history: list | None = None
 
     def subset(self, idx: np.ndarray) -> Split:
         return Split(
-            self.x[idx], self.f[idx], self.y[idx], None if self.y_train is None else self.y_train[idx]
+            self.x[idx],
+            self.f[idx],
+            self.y[idx],
+            None if self.y_train is None else self.y_train[idx],
+            None if self.history is None else [h[idx] for h in self.history],
         )
 
     @property
@@ -143,9 +149,7 @@ def _n_out(data: TaskData) -> int:
 POPULARITY_DECODE = "_popdecode"
 
 
-def network_predictor(
-    data: TaskData, popularity: bool = False
-) -> Callable[[BehavioralNet, np.ndarray], np.ndarray]:
+def network_predictor(data: TaskData, popularity: bool = False) -> Callable[[BehavioralNet, np.ndarray], np.ndarray]:
     """Predictions of a task network on profiles; recommendation ranks candidate items (with
     `popularity`, by the popularity-aware decode of `item_scores`)."""
     t = data.task
@@ -235,9 +239,7 @@ def fit_gbdt(data: TaskData, ev: EvaluationConfig, train_idx: np.ndarray | None 
     start = time.perf_counter()
     models: list = []
     if t.type == "regression":
-        models = [
-            lgb.LGBMRegressor(**params).fit(tr.f, tr.y, eval_X=(val.f,), eval_y=(val.y,), callbacks=stop)
-        ]
+        models = [lgb.LGBMRegressor(**params).fit(tr.f, tr.y, eval_X=(val.f,), eval_y=(val.y,), callbacks=stop)]
     elif t.type == "multiclass":
         ok, vok = tr.y >= 0, val.y >= 0
         models = [
@@ -276,9 +278,7 @@ def gbdt_predictor(data: TaskData, models: list) -> Callable[[Split], np.ndarray
         return multiclass
 
     def per_label(s: Split) -> np.ndarray:
-        cols = [
-            m.predict_proba(s.f)[:, 1] if not isinstance(m, float) else np.full(len(s.f), m) for m in models
-        ]
+        cols = [m.predict_proba(s.f)[:, 1] if not isinstance(m, float) else np.full(len(s.f), m) for m in models]
         p = np.stack(cols, 1)
         return p[:, 0] if t.type == "binary" else p
 
@@ -289,8 +289,104 @@ def prior_predictor(rate: np.ndarray) -> Callable[[Split], np.ndarray]:
     return lambda s: np.broadcast_to(rate, (len(s.x), *rate.shape)).copy()
 
 
+# --- recommendation: buy again, popularity and the model's decode ------------------------------
+#
+# On repeat-heavy data (grocery) a client's own past purchases are the strongest signal (Li et
+# al., "A Next Basket Recommendation Reality Check", TOIS 2023). The baselines score candidates
+# by the client's decayed past count; the blend adds popularity and the fine-tuned network's
+# decoded sketch, with weights chosen on the validation window.
+
+#: the blend's inputs, in weight order
+BLEND_INPUTS = ("history_short", "history_long", "popularity", "model")
+
+
+def blend_scores(s: Split, data: TaskData, weights: dict[str, float], model_logp: np.ndarray | None) -> np.ndarray:
+    """float32[n, n_candidates]: sum of weight x input, inputs log1p(decayed past counts) at
+    each history half-life, log popularity (0 for the most popular item) and the model's
+    log-probability decode (ranks only depend on relative weights)."""
+    assert s.history is not None and data.item_log_prior is not None
+    out = np.zeros((len(s.y), len(data.item_log_prior)), dtype=np.float32)
+    for key, h in zip(BLEND_INPUTS[:2], s.history, strict=True):
+        if weights.get(key):
+            out += weights[key] * np.log1p(h.toarray())
+    if weights.get("popularity"):
+        out += weights["popularity"] * (data.item_log_prior - data.item_log_prior.max()).astype(np.float32)
+    if weights.get("model") and model_logp is not None:
+        out += weights["model"] * model_logp
+    return out
+
+
+def _blend_predictor(data: TaskData, weights: dict[str, float], net: BehavioralNet | None):
+    decode = network_predictor(data) if net is not None else None
+    return lambda s: blend_scores(
+        s, data, weights, decode(net, s.x) if decode is not None and weights.get("model") else None
+    )
+
+
+def fit_blend(
+    data: TaskData, name: str, free: tuple[str, ...], start: dict[str, float], net: BehavioralNet | None = None
+) -> ModelResult:
+    """Weights of the `free` inputs by coordinate ascent on validation NDCG@10 (two sweeps over
+    a log grid), from `start`. The test windows are never looked at."""
+    t0 = time.perf_counter()
+    val = data.splits["validation"]
+    logp = network_predictor(data)(net, val.x) if net is not None else None
+    weights = dict(start)
+
+    def score(w: dict[str, float]) -> float:
+        return ranking_metrics(val.y, blend_scores(val, data, w, logp))["ndcg@10"]
+
+    best = score(weights)
+    grid = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    for _ in range(2):
+        for key in free:
+            for value in grid:
+                trial = {**weights, key: value}
+                if not any(trial.get(k) for k in BLEND_INPUTS):
+                    continue
+                got = score(trial)
+                if got > best + 1e-9:
+                    best, weights = got, trial
+    artifact = {"weights": weights, "net": net}
+    return ModelResult(name, _blend_predictor(data, weights, net), time.perf_counter() - t0, artifact=artifact)
+
+
+def fit_recommendation_baselines(data: TaskData, net: BehavioralNet | None) -> dict[str, ModelResult]:
+    """repurchase: the client's decayed past count (long half-life), popularity breaking ties;
+    repurchase_popularity: that plus popularity with a weight chosen on validation;
+    <net>_blend: both history half-lives, popularity and the network's decode, weights chosen
+    on validation."""
+    if data.splits["train"].history is None or data.item_log_prior is None:
+        return {}
+    tie = {"history_long": 1.0, "popularity": 1e-6}
+    out = {
+        "repurchase": ModelResult(
+            "repurchase", _blend_predictor(data, tie, None), 0.0, artifact={"weights": tie, "net": None}
+        ),
+        "repurchase_popularity": fit_blend(data, "repurchase_popularity", ("popularity",), tie),
+    }
+    if net is not None:
+        start = {**out["repurchase_popularity"].artifact["weights"], "model": 0.0}
+        out["finetuned_blend"] = fit_blend(data, "finetuned_blend", BLEND_INPUTS, start, net)
+    return out
+
+
+def repeat_share(s: Split, scores: np.ndarray, k: int = 10) -> float:
+    """Among the hits in each client's top k, the share of items the client had bought before
+    (a repeat rather than an exploration), over clients with a relevant item."""
+    if s.history is None:
+        return float("nan")
+    has = s.y.sum(1) > 0
+    top = np.argsort(-scores[has], axis=1, kind="stable")[:, :k]
+    hits = np.take_along_axis(s.y[has], top, 1) > 0
+    seen = np.take_along_axis(s.history[-1][np.flatnonzero(has)].toarray(), top, 1) > 0
+    return float((hits & seen).sum() / hits.sum()) if hits.sum() else float("nan")
+
+
 def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np.ndarray]:
-    """The predictor of a saved model (network, LightGBM list or prior rates) on `data`."""
+    """The predictor of a saved model (network, LightGBM list, blend weights or prior rates)."""
+    if isinstance(artifact, dict) and "weights" in artifact:
+        return _blend_predictor(data, artifact["weights"], artifact["net"])
     if isinstance(artifact, BehavioralNet):
         pred = network_predictor(data, popularity=name.endswith(POPULARITY_DECODE))
         return lambda s: pred(artifact, s.x)
@@ -339,9 +435,12 @@ def evaluate(
             s = data.splits.get(role)
             if s is None or not len(s.y):
                 continue
-            for metric, value in metrics(t.type, s.y, m.predict(s)).items():
+            pred = m.predict(s)
+            for metric, value in metrics(t.type, s.y, pred).items():
                 if metric in t.metrics:
                     row[f"{role}_{metric}"] = value
+            if t.type == "recommendation" and s.history is not None:
+                row[f"{role}_repeat_share_of_hits@10"] = repeat_share(s, pred)
         out[name] = row
     return out
 
@@ -358,20 +457,19 @@ def run_task(
     models: dict[str, ModelResult] = {}
     nets = {"finetuned": foundation, "scratch": None} if foundation is not None else {"scratch": None}
     for name, init in nets.items():
-        res, fn = fit_network(
-            data, init, fcfg, ev, on_epoch=(lambda r, n=name: on_epoch(n, r)) if on_epoch else None
-        )
+        res, fn = fit_network(data, init, fcfg, ev, on_epoch=(lambda r, n=name: on_epoch(n, r)) if on_epoch else None)
         models[name] = ModelResult(name, fn, res.seconds, res.best_epoch, res.history, artifact=res.net)
         if data.task.type == "recommendation" and data.item_log_prior is not None:
             pop = name + POPULARITY_DECODE
-            models[pop] = ModelResult(
-                pop, rebuild(data, pop, res.net), res.seconds, res.best_epoch, artifact=res.net
-            )
+            models[pop] = ModelResult(pop, rebuild(data, pop, res.net), res.seconds, res.best_epoch, artifact=res.net)
     gbdt = fit_gbdt(data, ev)
     if gbdt is not None:
         models[gbdt.name] = gbdt
     prior = fit_prior(data)
     models[prior.name] = prior
+    if data.task.type == "recommendation":
+        best_net = models["finetuned"].artifact if "finetuned" in models else None
+        models.update(fit_recommendation_baselines(data, best_net))
     return TaskRun(models, evaluate(data, models, roles=("validation",)))
 
 

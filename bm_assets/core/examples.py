@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from bm_assets.config import DatasetConfig
 from bm_assets.core.evaluation import Split, TaskData
@@ -17,12 +18,14 @@ from bm_assets.core.foundation import SketchLayout, normalise_sketch
 from bm_assets.core.profiles import encode_events
 from bm_assets.core.sketches import SketchCoder, sketch
 from bm_assets.core.tasks import (
+    EVENTS,
     Eligibility,
     ModelingConfig,
     TaskConfigError,
     TaskSpec,
     _col,
     _normalise,
+    _splits_cte,
     build_labels,
     check_target_not_empty,
     eligible_clients,
@@ -75,9 +78,7 @@ def profile_inputs(profiles: ProfileSource, examples: pd.DataFrame) -> np.ndarra
         pos = pd.Index(ids).get_indexer(examples["client_id"].to_numpy()[rows])
         out[rows[pos >= 0]] = x[pos[pos >= 0]]
     if out is None:
-        raise LookupError(
-            "no behavioral profiles before any split date: materialize behavioral_profiles first"
-        )
+        raise LookupError("no behavioral profiles before any split date: materialize behavioral_profiles first")
     return out
 
 
@@ -99,9 +100,7 @@ def future_sketches(
     rows = rows[rows >= 0]
     codes = encode_events(coders, events)
     ones = np.ones(len(rows), np.float32)
-    raw = np.concatenate(
-        [sketch(codes[c], rows, ones, len(examples), k.width) for c, k in coders.items()], axis=1
-    )
+    raw = np.concatenate([sketch(codes[c], rows, ones, len(examples), k.width) for c, k in coders.items()], axis=1)
     return normalise_sketch(raw, layout_of(coders))
 
 
@@ -113,6 +112,47 @@ def sample_examples(ex: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     out = ex.iloc[keep].reset_index(drop=True)
     out.attrs["sampled_from"] = len(ex)
     return out
+
+
+#: Half-lives (days) of the exact-item purchase history of recommendation examples, and how far
+#: back it reads: "buy again" signals, the strongest baseline on repeat-heavy (grocery) data.
+ITEM_HISTORY_HALF_LIVES = (14.0, 90.0)
+ITEM_HISTORY_DAYS = 365
+
+
+def item_history(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: list[str]) -> list[sparse.csr_matrix]:
+    """Per half-life, float32 csr[n_examples, n_candidates]: the client's decayed count of each
+    candidate item among its events matching target.where in [t - ITEM_HISTORY_DAYS, t) (before
+    the split date only: no leakage into the window being predicted)."""
+    n, m = len(examples), len(labels)
+    if n == 0 or m == 0:
+        return [sparse.csr_matrix((n, m), dtype=np.float32) for _ in ITEM_HISTORY_HALF_LIVES]
+    dates = sorted(set(examples["t"]))
+    col = _col(task.target.column)
+    weights = ", ".join(
+        f"sum(pow(0.5, date_diff('day', e.event_date, s.t) / {h})) AS w{i}"
+        for i, h in enumerate(ITEM_HISTORY_HALF_LIVES)
+    )
+    df = _normalise(
+        wh.fetch_df(
+            f"""WITH {_splits_cte(dates)}
+            SELECT e.client_id, s.t, CAST(e.{col} AS VARCHAR) AS v, {weights}
+            FROM {wh.table(EVENTS)} e JOIN splits s
+              ON e.event_date < s.t AND e.event_date >= s.t - INTERVAL {ITEM_HISTORY_DAYS} DAY
+            WHERE ({task.target.where}) AND e.{col} IS NOT NULL
+            GROUP BY ALL"""
+        )
+    )
+    key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
+    row = key.get_indexer(pd.MultiIndex.from_frame(df[["client_id", "t"]]))
+    item = pd.Index(labels).get_indexer(df["v"])
+    keep = (row >= 0) & (item >= 0)
+    return [
+        sparse.csr_matrix(
+            (df[f"w{i}"].to_numpy(np.float32)[keep], (row[keep], item[keep])), shape=(n, m), dtype=np.float32
+        )
+        for i in range(len(ITEM_HISTORY_HALF_LIVES))
+    ]
 
 
 def _split_examples(
@@ -198,7 +238,8 @@ def task_examples(
         if target_coders and role == "train":
             y_train = future_sketches(wh, target_coders, ex, task.horizon_days, task.target.where)
         f, _ = aggregate_features(wh, ex, ev, tops)
-        splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train)
+        history = item_history(wh, task, ex, labels) if task.type == "recommendation" else None
+        splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train, history)
         frames[role] = ex
     layout = layout_of(coders)
     return TaskData(task, splits, labels, layout, item_codes, item_log_prior), frames
