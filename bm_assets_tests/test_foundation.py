@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bm_assets.core.evaluation import Split, TaskData, fit_network, metrics, ranking_metrics, run_task
+from bm_assets.core.evaluation import Split, TaskData, fit_network, metrics, ranking_metrics, rebuild, run_task
 from bm_assets.core.examples import future_sketches, profile_inputs
 from bm_assets.core.foundation import (
     BehavioralNet,
@@ -120,14 +120,20 @@ def _task_data(kind: str, target: dict) -> TaskData:
     )
 
 
-def test_run_task_fits_four_models_and_reports_validation_only():
+def test_run_task_fits_every_model_and_reports_validation_only():
     data = _task_data("binary", {"value": "count(*) > 0"})
     fc, ev = FoundationConfig(hidden=32), EvaluationConfig(task_max_epochs=3, task_patience=2)
     run = run_task(data, _train().net, fc, ev)
-    assert set(run.models) == {"finetuned", "scratch", "lightgbm", "prior"}
+    assert set(run.models) == {"finetuned", "scratch", "lightgbm", "lightgbm_fm", "prior"}
     assert all(not any(k.startswith("test_") for k in row) for row in run.report.values())
     assert run.report["lightgbm"]["validation_auroc"] > 0.9  # x[:, 0] is among its features
     assert run.report["prior"]["validation_auroc"] == 0.5
+    # the hybrid sees the aggregates plus 16 components of the fine-tuned embedding, and its
+    # saved artifact rebuilds the same predictions
+    hybrid = run.models["lightgbm_fm"]
+    assert hybrid.artifact["basis"].shape == (32, 16)
+    val = data.splits["validation"]
+    np.testing.assert_allclose(rebuild(data, "lightgbm_fm", hybrid.artifact)(val), hybrid.predict(val))
 
 
 def test_recommendation_reuses_the_sketch_head():

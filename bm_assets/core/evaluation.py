@@ -213,14 +213,23 @@ def fit_network(
     return result, lambda s: pred(result.net, s.x)
 
 
-def fit_gbdt(data: TaskData, ev: EvaluationConfig, train_idx: np.ndarray | None = None) -> ModelResult | None:
-    """LightGBM on the aggregates, one booster per label, early-stopped on validation. None for
-    recommendation (ranking thousands of items is not a per-label classifier's job)."""
+def fit_gbdt(
+    data: TaskData,
+    ev: EvaluationConfig,
+    train_idx: np.ndarray | None = None,
+    features: Callable[[Split], np.ndarray] | None = None,
+    name: str = "lightgbm",
+) -> ModelResult | None:
+    """LightGBM on the aggregates (or on `features(split)`), one booster per label,
+    early-stopped on validation. None for recommendation (ranking thousands of items is not a
+    per-label classifier's job)."""
     t = data.task
     if t.type == "recommendation":
         return None
     tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
     val = data.splits["validation"]
+    if features is not None:
+        tr, val = _with_features(tr, features), _with_features(val, features)
     params = dict(
         n_estimators=400,
         learning_rate=0.05,
@@ -259,7 +268,41 @@ def fit_gbdt(data: TaskData, ev: EvaluationConfig, train_idx: np.ndarray | None 
             else:
                 models.append(float(ys[:, j].mean()))
     fn = gbdt_predictor(data, models)
-    return ModelResult("lightgbm", fn, time.perf_counter() - start, artifact=models)
+    if features is not None:
+        base = fn
+        fn = lambda s: base(_with_features(s, features))  # noqa: E731
+    return ModelResult(name, fn, time.perf_counter() - start, artifact=models)
+
+
+def _with_features(s: Split, features: Callable[[Split], np.ndarray]) -> Split:
+    return Split(s.x, features(s), s.y, s.y_train, s.history)
+
+
+#: Components of the fine-tuned network's client embedding given to the hybrid LightGBM.
+EMBEDDING_COMPONENTS = 16
+
+
+def embedding_features(net: BehavioralNet, train: Split, k: int = EMBEDDING_COMPONENTS):
+    """(features, projection): f -> [aggregates, the first k principal components of the
+    network's client embedding] (components fitted on the training split): the foundation
+    model's view of the client, compact enough for trees."""
+    e = _embed(net, train.x)
+    mean = e.mean(0)
+    _, _, vt = np.linalg.svd(e - mean, full_matrices=False)
+    projection = {"mean": mean, "basis": vt[: min(k, vt.shape[0])].T}
+    return _projected(net, projection), projection
+
+
+def _embed(net: BehavioralNet, x: np.ndarray) -> np.ndarray:
+    return predict(net, x, lambda n, xb: n.embed(xb)).astype(np.float64)
+
+
+def _projected(net: BehavioralNet, projection: dict) -> Callable[[Split], np.ndarray]:
+    def features(s: Split) -> np.ndarray:
+        z = (_embed(net, s.x) - projection["mean"]) @ projection["basis"]
+        return np.concatenate([s.f, z.astype(np.float32)], axis=1)
+
+    return features
 
 
 def gbdt_predictor(data: TaskData, models: list) -> Callable[[Split], np.ndarray]:
@@ -387,6 +430,10 @@ def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np
     """The predictor of a saved model (network, LightGBM list, blend weights or prior rates)."""
     if isinstance(artifact, dict) and "weights" in artifact:
         return _blend_predictor(data, artifact["weights"], artifact["net"])
+    if isinstance(artifact, dict) and "gbdt" in artifact:
+        features = _projected(artifact["net"], artifact)
+        base = gbdt_predictor(data, artifact["gbdt"])
+        return lambda s: base(_with_features(s, features))
     if isinstance(artifact, BehavioralNet):
         pred = network_predictor(data, popularity=name.endswith(POPULARITY_DECODE))
         return lambda s: pred(artifact, s.x)
@@ -465,6 +512,13 @@ def run_task(
     gbdt = fit_gbdt(data, ev)
     if gbdt is not None:
         models[gbdt.name] = gbdt
+        if "finetuned" in models:  # the hybrid: aggregates plus the foundation model's embedding
+            net = models["finetuned"].artifact
+            features, projection = embedding_features(net, data.splits["train"])
+            hybrid = fit_gbdt(data, ev, features=features, name="lightgbm_fm")
+            if hybrid is not None:
+                hybrid.artifact = {"gbdt": hybrid.artifact, "net": net, **projection}
+                models[hybrid.name] = hybrid
     prior = fit_prior(data)
     models[prior.name] = prior
     if data.task.type == "recommendation":
