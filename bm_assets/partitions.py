@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
-from dagster import DailyPartitionsDefinition
+from dagster import BetaWarning, DailyPartitionsDefinition
 
 from bm_assets.config import DatasetConfig
+
+# The partitioned assets use BackfillPolicy.single_run() on purpose (a range is one run); Dagster
+# warns once per asset that the parameter is in beta. Only that warning is silenced.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of function `asset`", category=BetaWarning)
 
 
 def daily_partitions(cfg: DatasetConfig) -> DailyPartitionsDefinition:

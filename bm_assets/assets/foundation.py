@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,17 @@ def models_dir() -> Path:
 
 def foundation_path() -> Path:
     return models_dir() / "foundation.pt"
+
+
+class _NotPickleCaution(logging.Filter):
+    """Drops mlflow.pytorch's caution about pickled models, logged at every save: the networks
+    are our own classes, pickled on purpose (see log_network)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Saving pytorch model by Pickle")
+
+
+logging.getLogger("mlflow.pytorch").addFilter(_NotPickleCaution())
 
 
 def log_network(net: torch.nn.Module, name: str, registered_model_name: str | None = None):
