@@ -27,7 +27,8 @@ def build_jobs_and_schedules(partitions: DailyPartitionsDefinition, assets: list
         description="Ingest, validate and process one day of events.",
     )
     schedules = [
-        ScheduleDefinition(job=attributes_job, cron_schedule="0 1 * * *"),
-        build_schedule_from_partitioned_job(daily_job, hour_of_day=2),
+        # Named like their jobs, so the UI, the README and the code use one name each.
+        ScheduleDefinition(name="attributes_refresh", job=attributes_job, cron_schedule="0 1 * * *"),
+        build_schedule_from_partitioned_job(daily_job, hour_of_day=2, name="daily_refresh"),
     ]
     return [attributes_job, daily_job], schedules
