@@ -15,9 +15,12 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of functi
 
 
 def daily_partitions(cfg: DatasetConfig) -> DailyPartitionsDefinition:
+    """Days from data_start through data_end; without data_end, through yesterday in the dataset's
+    time zone (Dagster adds a day as each one ends)."""
     return DailyPartitionsDefinition(
         start_date=cfg.data_start.isoformat(),
-        end_date=(cfg.end_exclusive).isoformat(),
+        end_date=cfg.end_exclusive.isoformat() if cfg.data_end is not None else None,
+        timezone=cfg.timezone,
     )
 
 
