@@ -26,7 +26,7 @@ def step_labels(assets: Sequence[AssetsDefinition], window: tuple[str, str, int]
     window `(first, last, days)` the run covers."""
     labels = {}
     for a in assets:
-        names = ", ".join(k.to_user_string() for k in a.keys)
+        names = ", ".join(sorted(k.to_user_string() for k in a.keys))
         if a.partitions_def is not None and window:
             first, last, days = window
             names += f"  {first}..{last} ({days} day{'s' if days != 1 else ''})"
