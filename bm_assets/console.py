@@ -82,7 +82,7 @@ def progress_logger(labels: dict[str, str]) -> LoggerDefinition:
 
 
 @contextmanager
-def quiet_libraries(names: Sequence[str] = ("mlflow", "alembic")) -> Iterator[None]:
+def quiet_libraries(names: Sequence[str] = ("mlflow",)) -> Iterator[None]:
     """Only warnings from these libraries' loggers while the run lasts (MLflow announces its
     database migrations at INFO)."""
     loggers = [logging.getLogger(n) for n in names]
