@@ -14,8 +14,8 @@ from dagster import DagsterInstance, Definitions, define_asset_job
 
 from bm_assets.config import DatasetConfigError
 from bm_assets.console import progress_logger, quiet_libraries, results_summary, step_labels
-from bm_assets.core.tasks import TaskConfigError
-from bm_assets.settings import REPO_ROOT, bm_home
+from bm_assets.core.tasks import TaskConfigError, load_modeling_config, tasks_path_for
+from bm_assets.settings import REPO_ROOT, bm_home, dataset_path
 
 RUN_JOB = "bm_assets_run"
 
@@ -60,7 +60,9 @@ def run_all(start: str | None = None, end: str | None = None, verbose: bool = Fa
         for e in result.get_asset_materialization_events()
         if "report" in (m := e.step_materialization_data.materialization).metadata
     ]
-    for line in results_summary(reports):
+    tasks_file = tasks_path_for(dataset_path())
+    headline = {t.name: t.metrics[0] for t in load_modeling_config(tasks_file).tasks} if tasks_file.exists() else {}
+    for line in results_summary(reports, headline):
         print(line)
     for step, message in failures.items():
         print(f"FAILED {step}: {message}", file=sys.stderr)
@@ -86,7 +88,6 @@ def step_failures(result) -> dict[str, str]:
 
 def validate_cli() -> int:
     """Check the dataset YAML and tasks.yaml against the data; print a short report."""
-    from bm_assets.settings import dataset_path
     from bm_assets.validate import validate_dataset
 
     report = validate_dataset(dataset_path())

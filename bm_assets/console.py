@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,16 +96,17 @@ def quiet_libraries(names: Sequence[str] = ("mlflow",)) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def results_summary(report_paths: Sequence[str | Path]) -> list[str]:
-    """Per evaluated task, one line: the headline test metric (the task's first) of each model,
-    in the report's order."""
+def results_summary(report_paths: Sequence[str | Path], headline: Mapping[str, str]) -> list[str]:
+    """Per evaluated task, one line: the headline test metric (`headline[task]`, the task's first
+    metric; else the report's first) of each model, in the report's order."""
     lines: list[str] = []
     folders = set()
     for path in report_paths:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
         folders.add(str(Path(path).parent))
         models: dict[str, dict] = report["models"]
-        metric = next((k for row in models.values() for k in row if k.startswith("test_")), None)
+        found = [k for row in models.values() for k in row if k.startswith("test_")]
+        metric = f"test_{headline[report['task']]}" if report["task"] in headline else next(iter(found), None)
         if metric is None:
             continue
         cells = [f"{name} {_short(row.get(metric))}" for name, row in models.items()]
