@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,7 +54,7 @@ class _ProgressHandler(logging.Handler):
             if message.startswith(f"Dependencies for step {step} failed"):
                 self._line(step, "skipped: an upstream step failed")
             elif record.levelno >= logging.WARNING:
-                print(f"  {step}: {message}", file=sys.stdout, flush=True)
+                print(f"  {step}: {message}", flush=True)
             return
         if event.event_type == DagsterEventType.STEP_START:
             self.started[step] = time.monotonic()
