@@ -7,12 +7,17 @@ import datetime as dt
 import os
 import shutil
 import sys
+import time
+from contextlib import nullcontext
 
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance, Definitions, define_asset_job
 
 from bm_assets.config import DatasetConfigError
-from bm_assets.core.tasks import TaskConfigError
-from bm_assets.settings import REPO_ROOT, bm_home
+from bm_assets.console import progress_logger, quiet_libraries, results_summary, step_labels
+from bm_assets.core.tasks import TaskConfigError, load_modeling_config, tasks_path_for
+from bm_assets.settings import REPO_ROOT, bm_home, dataset_path
+
+RUN_JOB = "bm_assets_run"
 
 
 def dagster_instance() -> DagsterInstance:
@@ -24,10 +29,11 @@ def dagster_instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
-def run_all(start: str | None = None, end: str | None = None) -> bool:
+def run_all(start: str | None = None, end: str | None = None, verbose: bool = False) -> bool:
     """Materialize every asset: partitioned ones over [start, end] (default: every day) in one
     run, in dependency order. A failing asset skips only what depends on it (one task's failure
-    leaves the other tasks running); the failures are summarised at the end."""
+    leaves the other tasks running); the failures are summarised at the end. Without `verbose`
+    the console shows one line per finished step and the results; the instance keeps all events."""
     from bm_assets.definitions import build_definitions
 
     defs = build_definitions()  # built now, so BM_HOME / BM_DATASET of this call apply
@@ -37,12 +43,33 @@ def run_all(start: str | None = None, end: str | None = None) -> bool:
     keys = partitioned[0].partitions_def.get_partition_keys() if partitioned else []
     first, last = start or keys[0], end or keys[-1]
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    result = materialize(assets, resources=defs.resources, instance=instance, tags=tags, raise_on_error=False)
+    days = len([k for k in keys if first <= k <= last])
+    job = Definitions(assets=assets, resources=defs.resources, jobs=[define_asset_job(RUN_JOB)]).resolve_job_def(
+        RUN_JOB
+    )
+    run_config = {}
+    if not verbose:  # a logger runs only when the run config names it
+        job = job.with_logger_defs({"progress": progress_logger(step_labels(assets, (first, last, days)))})
+        run_config = {"loggers": {"progress": {}}}
+    began = time.monotonic()
+    with nullcontext() if verbose else quiet_libraries():
+        result = job.execute_in_process(run_config, instance=instance, tags=tags, raise_on_error=False)
     failures = step_failures(result)
+    reports = [
+        str(m.metadata["report"].value)
+        for e in result.get_asset_materialization_events()
+        if "report" in (m := e.step_materialization_data.materialization).metadata
+    ]
+    tasks_file = tasks_path_for(dataset_path())
+    headline = {t.name: t.metrics[0] for t in load_modeling_config(tasks_file).tasks} if tasks_file.exists() else {}
+    for line in results_summary(reports, headline):
+        print(line)
     for step, message in failures.items():
         print(f"FAILED {step}: {message}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} asset(s) failed; what depends on them was skipped, the rest ran", file=sys.stderr)
+    print(f"{'finished' if result.success else 'finished with failures'} in {time.monotonic() - began:.0f}s; "
+          f"Dagster run {result.run_id} in {instance.root_directory}")
     return result.success
 
 
@@ -61,7 +88,6 @@ def step_failures(result) -> dict[str, str]:
 
 def validate_cli() -> int:
     """Check the dataset YAML and tasks.yaml against the data; print a short report."""
-    from bm_assets.settings import dataset_path
     from bm_assets.validate import validate_dataset
 
     report = validate_dataset(dataset_path())
@@ -115,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize every asset on the configured dataset")
     run.add_argument("--start", help="first partition (YYYY-MM-DD); default the dataset's first day")
     run.add_argument("--end", help="last partition (YYYY-MM-DD); default the dataset's last day")
+    run.add_argument("--verbose", action="store_true", help="Dagster's full event log instead of progress lines")
     sub.add_parser(
         "validate", help="check the dataset YAML and tasks.yaml (BM_DATASET) against the data, in seconds"
     )
@@ -144,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return validate_cli()
     if args.command == "run":
-        return 0 if run_all(args.start, args.end) else 1
+        return 0 if run_all(args.start, args.end, args.verbose) else 1
     if args.command == "init":
         return init_cli(args.events, args.clients, args.items, args.out, args.name, args.force)
     if args.command == "export-profiles":

@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import yaml
@@ -345,7 +346,14 @@ class RepresentationConfig(_Strict):
 class DatasetConfig(_Strict):
     name: str
     data_start: dt.date
-    data_end: dt.date = Field(description="last day (inclusive) of the event range")
+    data_end: dt.date | None = Field(
+        default=None,
+        description="last day (inclusive) of the event range; leave it out for data that keeps arriving: "
+        "partitions then run up to yesterday in `timezone`",
+    )
+    timezone: str = Field(
+        default="UTC", description="IANA time zone of the daily partitions and schedules, e.g. Europe/Warsaw"
+    )
     events: list[EventSource] = Field(min_length=1)
     clients: list[AttributeTable] = Field(default_factory=list)
     items: list[AttributeTable] = Field(default_factory=list)
@@ -363,9 +371,20 @@ class DatasetConfig(_Strict):
         default_factory=dict, description="set at load: attribute output column -> kind, per clients/items"
     )
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; expected an IANA name such as UTC or Europe/Warsaw"
+            ) from None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
-        if self.data_end < self.data_start:
+        if self.data_end is not None and self.data_end < self.data_start:
             raise ValueError(f"data_end {self.data_end} is before data_start {self.data_start}")
         t = self.temporal
         if not (self.data_start < t.training_cutoff and t.test_end <= self.end_exclusive):
@@ -409,7 +428,15 @@ class DatasetConfig(_Strict):
 
     @property
     def end_exclusive(self) -> dt.date:
+        """The day after the last one: data_end + 1, or today in `timezone` for a live dataset
+        (yesterday is the last complete day)."""
+        if self.data_end is None:
+            return dt.datetime.now(ZoneInfo(self.timezone)).date()
         return self.data_end + dt.timedelta(days=1)
+
+    @property
+    def last_day(self) -> dt.date:
+        return self.end_exclusive - dt.timedelta(days=1)
 
     def context_columns(self) -> dict[str, ColumnKind]:
         """Union of the event sources' context columns, in config order."""

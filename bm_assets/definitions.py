@@ -1,4 +1,4 @@
-"""The whole system in one place: assets, checks, jobs, schedules and resources.
+"""The whole system in one place: assets, checks, jobs, schedules, sensors and resources.
 
 Storage is chosen here once, from BM_STORAGE; asset code never branches on it."""
 
@@ -26,6 +26,7 @@ from bm_assets.resources import (
     MLflowResource,
     WarehouseResource,
 )
+from bm_assets.sensors import file_arrival_sensor
 from bm_assets.settings import bm_home, dataset_path, storage_kind
 
 
@@ -65,10 +66,13 @@ def build_definitions(
         check_modeling_columns(mcfg, cfg)  # every column tasks.yaml names, before anything runs
         assets += [foundation_model, *build_task_assets(mcfg, daily)]
     jobs, schedules = build_jobs_and_schedules(daily, assets)
+    daily_job = next(j for j in jobs if j.name == "daily_refresh")
+    sensors = [file_arrival_sensor(cfg, src, daily_job, daily) for src in cfg.events]
     return Definitions(
         assets=assets,
         jobs=jobs,
         schedules=schedules,
+        sensors=sensors,
         resources={
             "dataset": DatasetResource(config_path=dataset_file),
             "warehouse": warehouse or warehouse_from_env(),

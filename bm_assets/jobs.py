@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from zoneinfo import ZoneInfo
+
 from dagster import (
     AssetsDefinition,
     AssetSelection,
     DailyPartitionsDefinition,
+    RunRequest,
     ScheduleDefinition,
-    build_schedule_from_partitioned_job,
+    ScheduleEvaluationContext,
+    SkipReason,
     define_asset_job,
+    partition_loading_context,
+    schedule,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 
 def build_jobs_and_schedules(partitions: DailyPartitionsDefinition, assets: list[AssetsDefinition]):
@@ -27,7 +35,45 @@ def build_jobs_and_schedules(partitions: DailyPartitionsDefinition, assets: list
         description="Ingest, validate and process one day of events.",
     )
     schedules = [
-        ScheduleDefinition(job=attributes_job, cron_schedule="0 1 * * *"),
-        build_schedule_from_partitioned_job(daily_job, hour_of_day=2),
+        # Named like their jobs, so the UI, the README and the code use one name each.
+        ScheduleDefinition(
+            name="attributes_refresh",
+            job=attributes_job,
+            cron_schedule="0 1 * * *",
+            execution_timezone=partitions.timezone,
+        ),
+        daily_refresh_schedule(daily_job, partitions, hour_of_day=2),
     ]
     return [attributes_job, daily_job], schedules
+
+
+def daily_refresh_schedule(
+    job: UnresolvedAssetJobDefinition, partitions: DailyPartitionsDefinition, hour_of_day: int
+) -> ScheduleDefinition:
+    """At `hour_of_day` each day, the previous day's partition. Unlike Dagster's schedule built
+    from a partitioned job (which falls back to the last partition), a day outside the dataset's
+    range is skipped with the reason: a closed dataset (data_end) does not re-run its last day."""
+
+    @schedule(
+        name="daily_refresh",
+        job=job,
+        cron_schedule=f"0 {hour_of_day} * * *",
+        execution_timezone=partitions.timezone,
+        description="Yesterday's partition of the daily assets; skipped past the dataset's data_end.",
+    )
+    def daily_refresh(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+        now = context.scheduled_execution_time
+        now = now.astimezone(ZoneInfo(partitions.timezone)) if now.tzinfo else now
+        day = (now - dt.timedelta(days=1)).date().isoformat()
+        with partition_loading_context(now):  # the partitions as of the tick, not of the clock
+            exists, last = partitions.has_partition_key(day), partitions.get_last_partition_key()
+        if exists:
+            return RunRequest(run_key=day, partition_key=day)
+        if last is not None and day > last:
+            return SkipReason(
+                f"the dataset ends on {last} (data_end): there is no partition {day}. Remove data_end "
+                "from the dataset YAML to process data that keeps arriving."
+            )
+        return SkipReason(f"{day} is before the dataset's first day {partitions.start.date()}")
+
+    return daily_refresh

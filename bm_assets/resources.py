@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from functools import cache
 
 import mlflow
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, MetadataValue
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
@@ -57,6 +57,10 @@ class DuckDBWarehouseResource(WarehouseResource):
             wh.close()
 
 
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
 class MLflowResource(ConfigurableResource):
     """One finished MLflow run per materialization. Tracking URI: `tracking_uri` if set, else
     MLFLOW_TRACKING_URI, else a sqlite store under $BM_HOME with artifacts beside it (an
@@ -65,6 +69,11 @@ class MLflowResource(ConfigurableResource):
 
     tracking_uri: str = ""
     experiment: str = "bm_assets"
+    ui_url: str = Field(
+        default="",
+        description="address of the MLflow UI that run links point to; default BM_MLFLOW_UI, else "
+        f"{DEFAULT_MLFLOW_UI}",
+    )
 
     def uri(self) -> str:
         default = f"sqlite:///{bm_home() / 'mlflow.db'}"
@@ -78,9 +87,14 @@ class MLflowResource(ConfigurableResource):
         if exp is None:
             local = uri.startswith("sqlite:")
             location = (bm_home() / "mlartifacts" / self.experiment).as_uri() if local else None
-            exp_id = mlflow.create_experiment(self.experiment, artifact_location=location)
+            # The kind makes MLflow 3's UI open the experiment on its training runs, not on GenAI traces.
+            exp_id = mlflow.create_experiment(
+                self.experiment, artifact_location=location, tags={EXPERIMENT_KIND: "custom_model_development"}
+            )
         else:
             exp_id = exp.experiment_id
+            if EXPERIMENT_KIND not in exp.tags:  # an experiment created before the kind was set
+                mlflow.MlflowClient(uri).set_experiment_tag(exp_id, EXPERIMENT_KIND, "custom_model_development")
         with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
             yield run
 
@@ -91,9 +105,12 @@ class MLflowResource(ConfigurableResource):
         clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if math.isfinite(v)}
         mlflow.log_metrics(clean, step=step)
 
-    def run_link(self, run: mlflow.ActiveRun) -> str:
-        """Where to find the run: its id in the store, for the UI or `mlflow.get_run`."""
-        return f"{self.uri()}#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    def ui(self) -> str:
+        return (self.ui_url or os.environ.get("BM_MLFLOW_UI") or DEFAULT_MLFLOW_UI).rstrip("/")
+
+    def run_link(self, run: mlflow.ActiveRun) -> MetadataValue:
+        """The run's page in the MLflow UI (`mlflow ui` on this store), a link in Dagster's UI."""
+        return MetadataValue.url(f"{self.ui()}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
 
 
 class BigQueryWarehouseResource(WarehouseResource):

@@ -58,8 +58,9 @@ def validate_dataset(dataset_file: str | Path, quarantine_warn: float = 0.01) ->
     rep = ValidationReport()
     cfg = load_dataset_config(dataset_file)  # raises DatasetConfigError with file and key
     rep.lines.append(f"dataset {cfg.name}: {cfg.config_file}")
+    live = f" (live: up to yesterday in {cfg.timezone})" if cfg.data_end is None else ""
     rep.lines.append(
-        f"  range {cfg.data_start} .. {cfg.data_end}; validation from {cfg.temporal.training_cutoff}, "
+        f"  range {cfg.data_start} .. {cfg.last_day}{live}; validation from {cfg.temporal.training_cutoff}, "
         f"test {cfg.temporal.test_start} .. {cfg.temporal.test_end} (exclusive)"
     )
     rep.lines.append(f"  graph/sketch columns: {cfg.representation.graph.columns}")

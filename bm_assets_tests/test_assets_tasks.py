@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance, UrlMetadataValue, materialize
 from mlflow import MlflowClient
 
 from bm_assets.core.warehouse import DuckDBWarehouse
@@ -78,6 +78,16 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 1
     versions = client.search_model_versions("name = 'completejourney_sample_foundation'")
     assert [v.run_id for v in versions] == [run.info.run_id]
+    assert versions[0].tags["data_window"] == "2017-01-01..2017-05-28"
+    assert float(versions[0].tags["val_cross_entropy"]) == pytest.approx(run.data.metrics["val_cross_entropy"], 1e-3)
+    registered = client.get_registered_model("completejourney_sample_foundation")
+    assert "completejourney_sample" in registered.description
+    assert registered.tags["dataset"] == "completejourney_sample"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    link = meta["mlflow_run"]
+    assert isinstance(link, UrlMetadataValue)
+    assert link.url == f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     assert run.info.artifact_uri.startswith((bm_home / "mlartifacts").as_uri())
 
     report = json.loads((bm_home / "reports" / "churn.json").read_text())
@@ -92,6 +102,10 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
     assert report["n_train"] > 0 and report["n_holdout"] > 0
     eval_meta = result.asset_materializations_for_node("churn_evaluation")[0].metadata
     assert "| finetuned |" in eval_meta["metrics"].value
+    assert eval_meta["learning_curve"].value.startswith("not computed")
+    assert "curves" in eval_meta  # the time panel alone
+    spec = next(a for a in assets if a.node_def.name == "churn_evaluation").specs_by_key
+    assert "`$BM_HOME/reports/churn.json`" in next(iter(spec.values())).description
     evaluation_run = mlflow.get_run(eval_meta["mlflow_run_id"].value)
     assert "finetuned_test_auroc" in evaluation_run.data.metrics
 
@@ -129,6 +143,9 @@ def test_mlflow_resource_store_location(bm_home, tmp_path, monkeypatch):
     with res.start_run("r") as run:
         res.log_metrics({"finetuned_test_ndcg@10": 0.5, "undefined": float("nan")})
     assert res.uri() == other
+    assert res.run_link(run).url == f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    monkeypatch.setenv("BM_MLFLOW_UI", "https://mlflow.example.com/")
+    assert res.run_link(run).url.startswith("https://mlflow.example.com/#/experiments/")
     logged = MlflowClient(tracking_uri=other).get_run(run.info.run_id)
     assert logged.info.status == "FINISHED"
     assert logged.data.metrics == {"finetuned_test_ndcg_at_10": 0.5}

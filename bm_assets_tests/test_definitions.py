@@ -31,7 +31,7 @@ def test_definitions_load(tmp_path):
         "events_denormalized",
     } <= keys
     assert defs.resolve_job_def("daily_refresh").partitions_def is not None
-    assert {s.name for s in defs.schedules} >= {"daily_refresh_schedule", "attributes_refresh_schedule"}
+    assert {s.name for s in defs.schedules} >= {"daily_refresh", "attributes_refresh"}
     defs.validate_loadable(defs)
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import mlflow.pytorch
 import numpy as np
 import torch
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
 
 from bm_assets.core.examples import CachedProfiles, foundation_examples, layout_of
 from bm_assets.core.foundation import TrainConfig, train_foundation
@@ -33,15 +37,39 @@ def foundation_path() -> Path:
     return models_dir() / "foundation.pt"
 
 
-def log_network(net: torch.nn.Module, name: str, registered_model_name: str | None = None):
+class _NotPickleCaution(logging.Filter):
+    """Drops mlflow.pytorch's caution about pickled models, logged at every save: the networks
+    are our own classes, pickled on purpose (see log_network)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Saving pytorch model by Pickle")
+
+
+logging.getLogger("mlflow.pytorch").addFilter(_NotPickleCaution())
+
+
+def log_network(net: torch.nn.Module, name: str) -> ModelInfo:
     """Log a network to the active MLflow run as a pickled torch model: the class lives in
     bm_assets, and pickling needs no example input (mlflow's default pt2 format traces one)."""
-    return mlflow.pytorch.log_model(
-        net,
-        name=name,
-        registered_model_name=registered_model_name,
-        pip_requirements=PIP_REQUIREMENTS,
-        serialization_format="pickle",
+    return mlflow.pytorch.log_model(net, name=name, pip_requirements=PIP_REQUIREMENTS, serialization_format="pickle")
+
+
+def register_model(name: str, info: ModelInfo, description: str, tags: dict[str, str]) -> ModelVersion:
+    """A new version of registered model `name` from a logged model, with a description and tags on
+    both the model and the version (the registry page says what it is and what data made it)."""
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(name)
+    client.update_registered_model(name, description=description)
+    for key, value in tags.items():
+        client.set_registered_model_tag(name, key, value)
+    run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
+    return client.create_model_version(
+        name, info.model_uri, run_id=run_id, tags=tags, description=description, model_id=info.model_id
     )
 
 
@@ -125,14 +153,31 @@ def foundation_model(
             }
         )
         torch.save(result.net, foundation_path())
-        info = log_network(result.net, "model", registered_model_name=f"{cfg.name}_foundation")
+        info = log_network(result.net, "model")
+        window = f"{cfg.data_start}..{needed}"  # through the validation window, no test-window event
+        version = register_model(
+            f"{cfg.name}_foundation",
+            info,
+            description=f"Behavioral foundation model of dataset {cfg.name}: from a client's profile at a "
+            f"split date T, predicts the sketch of their events in [T, T+{f.horizon_days}d). Self-supervised "
+            f"(no task label), trained on events {window}; task models start from its weights.",
+            tags={
+                "dataset": cfg.name,
+                "data_window": window,
+                "train_dates": f"{min(ex_tr['t'])}..{max(ex_tr['t'])}",
+                "validation_dates": f"{min(ex_va['t'])}..{max(ex_va['t'])}",
+                "val_cross_entropy": f"{-result.best_score:.4f}",
+                "dagster_run_id": context.run_id,
+            },
+        )
         link = mlflow_tracking.run_link(run)
     yield MaterializeResult(
         metadata={
             "mlflow_run_id": run.info.run_id,
-            "mlflow_run": MetadataValue.url(link) if link.startswith("http") else link,
+            "mlflow_run": link,
             "model_uri": info.model_uri,
-            "registered_version": str(info.registered_model_version),
+            "registered_model": version.name,
+            "registered_version": str(version.version),
             "best_epoch": result.best_epoch,
             "val_cross_entropy": -result.best_score,
             "train_seconds": round(result.seconds, 2),

@@ -129,7 +129,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         deps=[f"{task.name}_model"],
         group_name=TASKS_GROUP,
         description=f"{task.name} on the test window (same clients, their future) and on held-out clients; "
-        "writes $BM_HOME/reports/<task>.json.",
+        f"writes `$BM_HOME/reports/{task.name}.json`.",
     )
     def task_evaluation(
         context: AssetExecutionContext,
@@ -170,13 +170,17 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 "metrics": MetadataValue.md(metrics_markdown(metrics)),
                 **{f"n_{r}": len(f) for r, f in frames.items()},
             }
-            if curve or time_curve:
-                png = curves_png(task, curve, time_curve)
+            png = curves_png(task, curve, time_curve)
+            if png is not None:
                 png_path = path.with_suffix(".png")
                 png_path.write_bytes(png)
                 mlflow.log_artifact(str(png_path))
                 meta["curves"] = MetadataValue.md(_md_image(png))
-            if curve:
+            if not curve:
+                meta["learning_curve"] = MetadataValue.text(
+                    "not computed for this task (set `learning_curve: true` in tasks.yaml)"
+                )
+            else:
                 meta["learning_curve"] = MetadataValue.md(
                     metrics_markdown(
                         {

@@ -257,16 +257,16 @@ def fit_gbdt(
             )
         ]
     else:
-        ys, yv = tr.y.reshape(len(tr.y), -1), val.y.reshape(len(val.y), -1)
-        for j in range(ys.shape[1]):
-            if 0 < ys[:, j].sum() < len(ys):
+        # One contiguous row per label: LightGBM copies (and warns about) a strided column slice.
+        ys = np.ascontiguousarray(tr.y.reshape(len(tr.y), -1).T)
+        yv = np.ascontiguousarray(val.y.reshape(len(val.y), -1).T)
+        for j in range(ys.shape[0]):
+            if 0 < ys[j].sum() < ys.shape[1]:
                 models.append(
-                    lgb.LGBMClassifier(**params).fit(
-                        tr.f, ys[:, j], eval_X=(val.f,), eval_y=(yv[:, j],), callbacks=stop
-                    )
+                    lgb.LGBMClassifier(**params).fit(tr.f, ys[j], eval_X=(val.f,), eval_y=(yv[j],), callbacks=stop)
                 )
             else:
-                models.append(float(ys[:, j].mean()))
+                models.append(float(ys[j].mean()))
     fn = gbdt_predictor(data, models)
     if features is not None:
         base = fn

@@ -249,7 +249,7 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
         (
             f"event_time < TIMESTAMP '{cfg.data_start}' OR event_time >= TIMESTAMP '{cfg.end_exclusive}'",
             _column_name(ts_ref),
-            f"timestamp outside the configured range [{cfg.data_start}, {cfg.data_end}]",
+            f"timestamp outside the configured range [{cfg.data_start}, {cfg.last_day}]",
         ),
         ("client_id IS NULL", _column_name(src.client_id), f"missing client id in {_label(src.client_id)}"),
     ]

@@ -64,37 +64,66 @@ def write_report(report: dict, reports_dir: Path) -> Path:
     return path
 
 
+_SPLITS = ("validation", "test", "holdout")
+_SHORT = {"validation": "val", "average_precision": "AP", "train_seconds": "train s", "n_train": "n train"}
+
+
+def _column_order(col: str) -> int:
+    """Validation, test and holdout metrics first (in that order), then everything else (time,
+    epochs, counts); the sort is stable, so metrics keep the task's order inside a split."""
+    split = col.split("_")[0]
+    return _SPLITS.index(split) if split in _SPLITS else len(_SPLITS)
+
+
+def _short_name(col: str) -> str:
+    split, _, metric = col.partition("_")
+    if split in _SPLITS and metric:
+        return f"{_SHORT.get(split, split)} {_SHORT.get(metric, metric)}"
+    return _SHORT.get(col, col)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return "" if value is None else str(value)
+
+
 def metrics_markdown(models: dict[str, dict[str, float]]) -> str:
-    """| model | metric... | with one row per model."""
-    cols = sorted({k for row in models.values() for k in row}, key=lambda k: (k.split("_")[0] != "test", k))
-    lines = ["| model | " + " | ".join(cols) + " |", "| --- " * (len(cols) + 1) + "|"]
+    """| model | val ... | test ... | holdout ... | time, epochs |: one row per model, the metrics
+    in the order of the protocol, three significant digits, short headers (narrow in the UI)."""
+    cols = sorted(dict.fromkeys(k for row in models.values() for k in row), key=_column_order)
+    lines = ["| model | " + " | ".join(_short_name(c) for c in cols) + " |", "| --- " * (len(cols) + 1) + "|"]
     for name, row in models.items():
-        cells = [f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(c)) for c in cols) + " |")
     return "\n".join(lines)
 
 
-def curves_png(task: TaskSpec, learning_curve: list[dict], time_curve: dict[str, list[dict]]) -> bytes:
-    """Left: test metric vs labeled fraction per model. Right: validation metric vs training
-    seconds per network (one point per epoch)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+def curves_png(task: TaskSpec, learning_curve: list[dict], time_curve: dict[str, list[dict]]) -> bytes | None:
+    """The panels that have data: test metric vs labeled fraction per model (only tasks with
+    `learning_curve: true`), and validation metric vs training seconds per network (one point per
+    epoch). None when neither was computed: no empty axes."""
     metric = learning_curve[0]["metric"] if learning_curve else (task.metrics[0] if task.metrics else "")
-    for model in sorted({r["model"] for r in learning_curve}):
-        rows = sorted((r for r in learning_curve if r["model"] == model), key=lambda r: r["fraction"])
-        axes[0].plot([100 * r["fraction"] for r in rows], [r["test"] for r in rows], marker="o", label=model)
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("labeled training examples (%)")
-    axes[0].set_ylabel(f"test {metric}")
-    axes[0].set_title(f"{task.name}: learning curve")
-    for model, hist in time_curve.items():
-        axes[1].plot([h["seconds"] for h in hist], [h["val_score"] for h in hist], marker=".", label=model)
-    axes[1].set_xlabel("training time (s)")
-    axes[1].set_ylabel(f"validation {metric}")
-    axes[1].set_title("quality vs training time (one point per epoch)")
-    for ax in axes:
+    panels = [p for p, data in (("fraction", learning_curve), ("time", time_curve)) if data]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "fraction":
+            for model in sorted({r["model"] for r in learning_curve}):
+                rows = sorted((r for r in learning_curve if r["model"] == model), key=lambda r: r["fraction"])
+                ax.plot([100 * r["fraction"] for r in rows], [r["test"] for r in rows], marker="o", label=model)
+            ax.set_xscale("log")
+            ax.set_xlabel("labeled training examples (%)")
+            ax.set_ylabel(f"test {metric}")
+            ax.set_title(f"{task.name}: learning curve")
+        else:
+            for model, hist in time_curve.items():
+                ax.plot([h["seconds"] for h in hist], [h["val_score"] for h in hist], marker=".", label=model)
+            ax.set_xlabel("training time (s)")
+            ax.set_ylabel(f"validation {metric}")
+            ax.set_title(f"{task.name}: quality vs training time (one point per epoch)")
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend()
+        ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

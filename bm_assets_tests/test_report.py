@@ -1,0 +1,49 @@
+"""Evaluation report pieces: a metrics table in protocol order and narrow, and a figure with only
+the panels that were computed."""
+
+import io
+
+from matplotlib import image
+
+from bm_assets.core.report import curves_png, metrics_markdown
+from bm_assets.core.tasks import TaskSpec
+
+TASK = TaskSpec.model_validate(
+    {"name": "churn", "type": "binary", "horizon_days": 14, "target": {"value": "count(*) = 0", "default": 1}}
+)
+
+
+def test_metrics_table_is_ordered_and_narrow():
+    row = {
+        "train_seconds": 12.3456,
+        "epochs": 7,
+        "test_auroc": 0.712345,
+        "holdout_auroc": 0.70111,
+        "validation_auroc": 0.7234567,
+        "test_average_precision": 0.4567891,
+        "validation_average_precision": 0.45,
+    }
+    table = metrics_markdown({"finetuned": row, "prior": {**row, "test_auroc": float("nan")}})
+    header, _, first, second = table.splitlines()
+    assert header == "| model | val auroc | val AP | test auroc | test AP | holdout auroc | train s | epochs |"
+    assert first == "| finetuned | 0.723 | 0.45 | 0.712 | 0.457 | 0.701 | 12.3 | 7 |"
+    assert "| n/a |" in second
+
+
+def _panels(png: bytes) -> float:
+    """Width / height of the figure: 5.5 x 4 inches per panel."""
+    h, w, _ = image.imread(io.BytesIO(png)).shape
+    return w / h
+
+
+def test_curves_only_where_computed():
+    assert curves_png(TASK, [], {}) is None
+    history = {"finetuned": [{"seconds": 0.1, "val_score": 0.6}, {"seconds": 0.2, "val_score": 0.65}]}
+    one = curves_png(TASK, [], history)
+    curve = [
+        {"model": "finetuned", "fraction": f, "test": 0.6 + f / 10, "validation": 0.6, "metric": "auroc"}
+        for f in (0.1, 1.0)
+    ]
+    two = curves_png(TASK, curve, history)
+    assert round(_panels(one) * 4 / 5.5, 1) == 1.0
+    assert round(_panels(two) * 4 / 5.5, 1) == 2.0
