@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -33,6 +34,46 @@ CANONICAL_EVENT_COLUMNS = (
 )
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: Longest column name kept from a user's file or config (DuckDB allows more, BigQuery 300).
+MAX_COLUMN_NAME = 255
+
+#: Columns the pipeline itself adds beside the canonical ones (staging and the join).
+_PIPELINE_COLUMNS = ("item_in_catalog", "client_in_properties")
+
+
+def column_name_problem(name: str) -> str | None:
+    """Why a column name from a user's file or config cannot become a warehouse column, or None.
+    Any other name is fine: every identifier goes through `core.sql.ident`, so `order`,
+    `store id` or a name holding quotes and semicolons is just a name."""
+    shown = repr(name if len(name) <= 60 else name[:60] + "...")
+    if not name.strip():
+        return "a column name is empty"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return f"column name {shown} holds a control character (NUL, newline, tab...); rename the column"
+    if len(name) > MAX_COLUMN_NAME:
+        return f"column name {shown} is {len(name)} characters long; at most {MAX_COLUMN_NAME}"
+    if name.startswith("__"):
+        return f"column name {shown} starts with '__', which the pipeline reserves for its own columns"
+    return None
+
+
+def _check_names(names: list[str]) -> None:
+    """Raise (for the config key being validated) on a name that cannot be a column, or on two
+    names that are the same column."""
+    for i, name in enumerate(names):
+        problem = column_name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        clash = _same_column(name, names[:i])
+        if clash:
+            raise ValueError(f"columns {clash!r} and {name!r} are the same SQL column (names ignore case)")
+
+
+def _same_column(name: str, others: Iterable[str]) -> str | None:
+    """The name among `others` that is the same SQL column as `name` (identifiers are
+    case-insensitive in DuckDB and BigQuery), or None."""
+    return next((o for o in others if o.lower() == name.lower()), None)
 
 
 class DatasetConfigError(ValueError):
@@ -142,6 +183,16 @@ class EventSource(_Strict):
             raise ValueError("set event_type (a column) or event_type_value (a constant), not both")
         return self
 
+    @field_validator("context")
+    @classmethod
+    def _context_names(cls, context: dict[str, ColumnKind | ContextColumn]) -> dict[str, ColumnKind | ContextColumn]:
+        _check_names(list(context))
+        for c in context:
+            clash = _same_column(c, CANONICAL_EVENT_COLUMNS + _PIPELINE_COLUMNS)
+            if clash:
+                raise ValueError(f"context column {c!r} reuses the column name {clash!r}")
+        return context
+
     def role_refs(self) -> dict[str, ColumnRef]:
         """Role -> column or derived expression, for every role this source maps."""
         roles: dict[str, ColumnRef | None] = {
@@ -195,6 +246,12 @@ class AttributeTable(_Strict):
     pick: Literal["most_frequent", "first", "last"] = Field(
         default="most_frequent", description="with from_events: which line's value a client (item) gets"
     )
+
+    @field_validator("columns")
+    @classmethod
+    def _column_names(cls, columns: dict[str, ColumnKind] | None) -> dict[str, ColumnKind] | None:
+        _check_names(list(columns or {}))
+        return columns
 
     @model_validator(mode="after")
     def _infer_format(self) -> AttributeTable:
@@ -380,6 +437,16 @@ class DatasetConfig(_Strict):
         for n in names:
             if not _IDENTIFIER.match(n):
                 raise ValueError(f"name {n!r} must be a SQL identifier (letters, digits, _)")
+        context: dict[str, str] = {}
+        for s in self.events:
+            for c in s.context:
+                clash = _same_column(c, [o for o in context if o != c])
+                if clash:
+                    raise ValueError(
+                        f"context column {c!r} of source {s.name} and {clash!r} of {context[clash]} are the same SQL "
+                        "column (names ignore case); use one spelling"
+                    )
+                context.setdefault(c, s.name)
         sources = [s.name for s in self.events]
         for role in ("clients", "items"):
             for i, table in enumerate(getattr(self, role)):
@@ -480,9 +547,6 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
                     f"{where}: events[{i}] ({src.name}).{role} names column {col!r}, "
                     f"which is not in {path} (columns: {sorted(schema)})"
                 )
-        for c in src.context:
-            if c in CANONICAL_EVENT_COLUMNS:
-                raise DatasetConfigError(f"{where}: events[{i}].context.{c} reuses a canonical column name")
     for role in ("clients", "items"):
         for i, table in enumerate(getattr(cfg, role)):
             if table.from_events is not None:
@@ -524,10 +588,17 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
 def _check_attribute_name(
     cfg: DatasetConfig, where: str, role: str, i: int, column: str, out: str, seen: dict[str, str]
 ) -> None:
-    if out in CANONICAL_EVENT_COLUMNS or out in cfg.context_columns():
-        raise DatasetConfigError(f"{where}: {role}[{i}].columns.{column} collides with event column {out!r}; deny it")
-    if out in seen:
-        raise DatasetConfigError(f"{where}: {role}[{i}].columns.{column} is also an attribute of {seen[out]}; deny one")
+    problem = column_name_problem(out)
+    if problem:
+        raise DatasetConfigError(f"{where}: {role}[{i}] ({getattr(cfg, role)[i].name}).columns: {problem}; deny it")
+    clash = _same_column(out, CANONICAL_EVENT_COLUMNS + _PIPELINE_COLUMNS + tuple(cfg.context_columns()))
+    if clash:
+        raise DatasetConfigError(f"{where}: {role}[{i}].columns.{column} collides with event column {clash!r}; deny it")
+    clash = _same_column(out, seen)
+    if clash:
+        raise DatasetConfigError(
+            f"{where}: {role}[{i}].columns.{column} is the same column as {clash!r} of {seen[clash]}; deny one"
+        )
 
 
 def _schema_or_error(path: str, fmt: str, where: str) -> dict[str, str]:

@@ -66,3 +66,27 @@ def test_base_dir_expands_environment_variables(tmp_path, monkeypatch):
     monkeypatch.delenv("BM_TEST_DATA")
     with pytest.raises(DatasetConfigError, match="/nowhere/events.csv does not exist"):
         load_dataset_config(path)
+
+
+@pytest.mark.parametrize(
+    ("context", "expected"),
+    [
+        ({"sh\x00op": "categorical"}, "control character"),
+        ({"s" * 256: "categorical"}, "256 characters long; at most 255"),
+        ({"Shop": "categorical", "shop": "numeric"}, "are the same SQL column"),
+        ({"__file": "categorical"}, "reserves for its own columns"),
+        ({"Client_ID": "categorical"}, "reuses the column name 'client_id'"),
+    ],
+)
+def test_unrepresentable_context_names_are_refused_at_load(tmp_path, context, expected):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["events"][0].update(context=context))
+    with pytest.raises(DatasetConfigError) as err:
+        load_dataset_config(path)
+    assert str(path) in str(err.value) and "context" in str(err.value) and expected in str(err.value)
+
+
+def test_attribute_name_that_is_a_context_column_in_another_case_is_refused(tmp_path):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["items"][0].update(columns={"SHOP": "categorical"}))
+    (tmp_path / "items.csv").write_text("sku,SHOP\nA,x\n")
+    with pytest.raises(DatasetConfigError, match=r"items\[0\]\.columns\.SHOP collides with event column 'shop'"):
+        load_dataset_config(path)

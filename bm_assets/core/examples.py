@@ -16,12 +16,12 @@ from bm_assets.core.features import aggregate_features, feature_tops
 from bm_assets.core.foundation import SketchLayout, normalise_sketch
 from bm_assets.core.profiles import encode_events
 from bm_assets.core.sketches import SketchCoder, sketch
+from bm_assets.core.sql import ident
 from bm_assets.core.tasks import (
     Eligibility,
     ModelingConfig,
     TaskConfigError,
     TaskSpec,
-    _col,
     _normalise,
     build_labels,
     check_target_not_empty,
@@ -86,7 +86,7 @@ def future_sketches(
 ) -> np.ndarray:
     """float32[n, sum depth*width]: per example the sketch of its events in [t, t+h) per coder
     column, L1-normalised per depth level (the foundation model's target)."""
-    cols = ", ".join(f"CAST(e.{_col(c)} AS VARCHAR) AS {_col(c)}" for c in coders)
+    cols = ", ".join(f"CAST(e.{ident(c)} AS VARCHAR) AS {ident(c)}" for c in coders)
     dates = sorted(set(examples["t"]))
     events = _normalise(wh.fetch_df(future_window_sql(wh, dates, horizon_days, where, cols)))
     key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from bm_assets.core.sketches import SketchCoder, load_sketch_coders, sketch
+from bm_assets.core.sql import ident
 from bm_assets.core.warehouse import Warehouse
 
 BEHAVIORAL_PROFILES = "behavioral_profiles"
@@ -369,7 +370,7 @@ def build_profiles_window(
     state = ProfileState(layout, len(vocab), ref_day=day_number(start))
     if len(prev_ids):
         state.set_rows(np.searchsorted(vocab, prev_ids), prev_state, prev_last)
-    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in layout.columns)
+    cols = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in layout.columns)
     wh.execute(
         [
             f"DELETE FROM {wh.table(BEHAVIORAL_PROFILES)} WHERE profile_date >= DATE '{start}' "
@@ -513,7 +514,7 @@ def batch_check(
     if sample.empty:
         return 0, 0.0
     layout = ProfileLayout.from_coders(coders, half_lives_days)
-    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in layout.columns)
+    cols = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in layout.columns)
     in_list = ", ".join("'" + str(c).replace("'", "''") + "'" for c in sample)
     events = wh.fetch_df(
         f"SELECT client_id, event_date, value, {cols} FROM {table} "
