@@ -399,6 +399,26 @@ class RepresentationConfig(_Strict):
         return list(self.sketch.columns or self.graph.columns or [])
 
 
+class QuarantineConfig(_Strict):
+    """Limits on the share of a run window's source rows that land in `raw_events_quarantine`
+    (asset check `quarantine_rate`): above `warn_rate` the check warns; above `error_rate` it
+    fails the run before anything downstream reads the window (a timestamp format that matches
+    nothing quarantines every row: that must not look like success)."""
+
+    warn_rate: float = Field(
+        default=0.01, ge=0, le=1, description="share of rows quarantined above which the check warns"
+    )
+    error_rate: float = Field(
+        default=0.2, ge=0, le=1, description="share of rows quarantined above which the check fails the run"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QuarantineConfig:
+        if self.warn_rate > self.error_rate:
+            raise ValueError(f"warn_rate {self.warn_rate} is above error_rate {self.error_rate}")
+        return self
+
+
 class DatasetConfig(_Strict):
     name: str
     data_start: dt.date
@@ -407,6 +427,7 @@ class DatasetConfig(_Strict):
     clients: list[AttributeTable] = Field(default_factory=list)
     items: list[AttributeTable] = Field(default_factory=list)
     catalog_coverage_min: float = Field(default=0.9, ge=0, le=1)
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     baskets: Literal["timestamp", "day"] = Field(
         default="timestamp",
         description="how events form baskets (visits) where a source maps no basket_id: one client's events "

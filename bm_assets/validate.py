@@ -53,7 +53,7 @@ def _scalar(wh: DuckDBWarehouse, sql: str) -> object:
     return wh.fetch_df(sql).iloc[0, 0]
 
 
-def validate_dataset(dataset_file: str | Path, quarantine_warn: float = 0.01) -> ValidationReport:
+def validate_dataset(dataset_file: str | Path) -> ValidationReport:
     """Load both configs (errors name file and key), ingest everything in memory, summarise."""
     rep = ValidationReport()
     cfg = load_dataset_config(dataset_file)  # raises DatasetConfigError with file and key
@@ -69,7 +69,7 @@ def validate_dataset(dataset_file: str | Path, quarantine_warn: float = 0.01) ->
         check_modeling_columns(mcfg, cfg)
     wh = DuckDBWarehouse(":memory:")
     try:
-        _check_events(wh, cfg, rep, quarantine_warn)
+        _check_events(wh, cfg, rep)
         if mcfg is not None and rep.ok:
             _check_tasks(wh, cfg, mcfg, rep)
         elif mcfg is None:
@@ -79,7 +79,9 @@ def validate_dataset(dataset_file: str | Path, quarantine_warn: float = 0.01) ->
     return rep
 
 
-def _check_events(wh: DuckDBWarehouse, cfg: DatasetConfig, rep: ValidationReport, quarantine_warn: float) -> None:
+def _check_events(wh: DuckDBWarehouse, cfg: DatasetConfig, rep: ValidationReport) -> None:
+    """Ingest the whole range; judge each source's quarantine share by the dataset's limits
+    (the run's quarantine_rate check judges each run window the same way)."""
     ingest = ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
     for s in ingest.sources:
         share = s.rows_quarantined / s.rows_in if s.rows_in else 0.0
@@ -91,8 +93,14 @@ def _check_events(wh: DuckDBWarehouse, cfg: DatasetConfig, rep: ValidationReport
             rep.errors.append(f"source {s.source}: the file holds no rows")
         elif s.rows_loaded == 0:
             rep.errors.append(f"source {s.source}: every row is quarantined; see the reasons above")
-        elif share > quarantine_warn:
-            rep.warnings.append(f"source {s.source}: {share:.1%} of rows quarantined")
+        elif share > cfg.quarantine.error_rate:
+            rep.errors.append(
+                f"source {s.source}: {share:.1%} of rows quarantined, above quarantine.error_rate "
+                f"{cfg.quarantine.error_rate:.0%}: runs over this data would fail"
+            )
+        elif share > cfg.quarantine.warn_rate:
+            rep.warnings.append(f"source {s.source}: {share:.1%} of rows quarantined (quarantine.warn_rate "
+                                f"{cfg.quarantine.warn_rate:.0%})")
     reasons = wh.fetch_df(
         f"SELECT source, reason, count(*) AS n, min(source_row) AS first_row FROM {QUARANTINE} "
         "GROUP BY ALL ORDER BY n DESC LIMIT 8"

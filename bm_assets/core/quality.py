@@ -24,6 +24,11 @@ class IngestQuality:
     def balanced(self) -> bool:
         return self.rows_in == self.rows_loaded + self.rows_quarantined
 
+    @property
+    def quarantine_rate(self) -> float:
+        """Share of the window's source rows quarantined (0 for an empty window)."""
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
 
 def _scalar(wh: Warehouse, sql: str) -> int:
     value = wh.fetch_df(sql).iloc[0, 0]
