@@ -451,6 +451,13 @@ class DatasetConfig(_Strict):
                 f"temporal dates must lie inside [{self.data_start}, {self.end_exclusive}]: "
                 f"training_cutoff {t.training_cutoff}, test_end {t.test_end}"
             )
+        for key, table in [*(("events", s) for s in self.events), *(("clients", t) for t in self.clients),
+                           *(("items", t) for t in self.items)]:
+            if table.path is not None and not self._inside_base_dir(table.path):
+                raise ValueError(
+                    f"{key} ({table.name}).path {table.path!r} leaves base_dir {self.base_dir}; write an absolute "
+                    "path to read a file outside it"
+                )
         names = [s.name for s in self.events] + [t.name for t in self.clients + self.items]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -481,6 +488,13 @@ class DatasetConfig(_Strict):
                     if src.item_id is None:
                         raise ValueError(f"items[{i}] ({table.name}).from_events: source {src.name!r} has no item_id")
         return self
+
+    def _inside_base_dir(self, path: str) -> bool:
+        """A relative path (or glob) stays under base_dir: `..` may not climb out of it."""
+        if Path(path).is_absolute():
+            return True
+        base = os.path.normpath(self.base_dir)
+        return os.path.commonpath([base, os.path.normpath(os.path.join(base, path))]) == base
 
     def event_columns(self) -> dict[str, str]:
         """Column -> kind of events_denormalized (what task SQL and representation columns read)."""
@@ -532,6 +546,39 @@ def _sql_str(value: str) -> str:
     return value.replace("'", "''")
 
 
+def read_config_text(path: Path) -> str:
+    """A config file's text; a file that is not UTF-8 is named, with where it stops decoding."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetConfigError(
+            f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save the file as UTF-8"
+        ) from None
+
+
+def empty_file_problem(path: str) -> str | None:
+    """`the file is empty` for a 0-byte file (a CSV reader would invent a column for it)."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        return f"{path}: the file is empty (0 bytes); expected a header line and rows"
+    return None
+
+
+def unreadable_csv_message(path: str, exc: Exception) -> str:
+    """Why DuckDB's CSV reader gave up on a file, in one line and without the file's content:
+    mixed line endings are named (the sniffer only says it found no dialect)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if b"\r\n" in head and re.search(rb"(?<!\r)\n", head):
+        return (
+            f"{path}: mixed line endings (some lines end in CRLF, others in LF); convert the file to one "
+            "line ending, e.g. with dos2unix, and load it again"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{path}: cannot read it as csv: {first}"
+
+
 def attribute_columns(table: AttributeTable, schema: dict[str, str]) -> dict[str, ColumnKind]:
     """Source columns kept after the allow/deny lists; kinds inferred from types if not given."""
     if table.columns is not None:
@@ -566,7 +613,7 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
             if col not in schema:
                 raise DatasetConfigError(
                     f"{where}: events[{i}] ({src.name}).{role} names column {col!r}, "
-                    f"which is not in {path} (columns: {sorted(schema)})"
+                    f"which is not in {path} ({_columns_hint(schema, src.required_columns().values())})"
                 )
     for role in ("clients", "items"):
         for i, table in enumerate(getattr(cfg, role)):
@@ -589,7 +636,7 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
             if table.key not in schema:
                 raise DatasetConfigError(
                     f"{where}: {role}[{i}] ({table.name}).key names column {table.key!r}, "
-                    f"which is not in {path} (columns: {sorted(schema)})"
+                    f"which is not in {path} ({_columns_hint(schema, [table.key, *(table.columns or {})])})"
                 )
             for c, kind in attribute_columns(table, schema).items():
                 out = attribute_output_name(table, c)
@@ -604,6 +651,14 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
             if table.multi_valued:
                 kinds[role][f"{table.name}_rows"] = "numeric"
     return kinds
+
+
+def _columns_hint(schema: dict[str, str], mapped: Iterable[str]) -> str:
+    """The file's columns, to fix a mapping; when the file has none of the mapped columns it is
+    probably the wrong file, and its first line (which may be data) is not repeated."""
+    if any(c in schema for c in mapped):
+        return f"columns: {sorted(schema)}"
+    return f"{len(schema)} column(s), none of them mapped: is this the right file, with a header line?"
 
 
 def _check_attribute_name(
@@ -623,12 +678,19 @@ def _check_attribute_name(
 
 
 def _schema_or_error(path: str, fmt: str, where: str) -> dict[str, str]:
-    if not any(ch in path for ch in "*?[") and not Path(path).exists():
+    is_glob = any(ch in path for ch in "*?[")
+    if not is_glob and not Path(path).exists():
         raise DatasetConfigError(f"{where}: file {path} does not exist")
+    problem = None if is_glob else empty_file_problem(path)
+    if problem:
+        raise DatasetConfigError(f"{where}: {problem}")
     try:
         return source_schema(path, fmt)
     except duckdb.Error as exc:
-        raise DatasetConfigError(f"{where}: cannot read {path} as {fmt}: {exc}") from None
+        if fmt == "csv" and not is_glob:
+            raise DatasetConfigError(f"{where}: {unreadable_csv_message(path, exc)}") from None
+        first = str(exc).strip().splitlines()[0]
+        raise DatasetConfigError(f"{where}: cannot read {path} as {fmt}: {first}") from None
 
 
 def declared_attributes(cfg: DatasetConfig) -> dict[str, dict[str, str]]:
@@ -710,7 +772,7 @@ def load_dataset_config(path: str | Path, check_files: bool = True) -> DatasetCo
     if not path.exists():
         raise DatasetConfigError(f"dataset config {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_config_text(path))
     except yaml.YAMLError as exc:
         raise DatasetConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bm_assets.config import DatasetConfig, TemporalSplit
+from bm_assets.config import DatasetConfig, DatasetConfigError, TemporalSplit, read_config_text
 from bm_assets.core.sql import UnsafeExpressionError, ident, parse_expression, render
 from bm_assets.core.warehouse import Warehouse
 
@@ -198,9 +198,11 @@ def load_modeling_config(path: str | Path) -> ModelingConfig:
     if not path.exists():
         raise TaskConfigError(f"task config {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_config_text(path)) or {}
     except yaml.YAMLError as exc:
         raise TaskConfigError(f"{path}: not valid YAML: {exc}") from None
+    except DatasetConfigError as exc:
+        raise TaskConfigError(str(exc)) from None
     if not isinstance(raw, dict):
         raise TaskConfigError(f"{path}: expected a mapping at the top level")
     raw["config_file"] = str(path)

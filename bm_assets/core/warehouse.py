@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from bm_assets.config import AttributeTable, EventSource
+from bm_assets.config import AttributeTable, EventSource, empty_file_problem, unreadable_csv_message
 from bm_assets.core.sql import literal
 
 
@@ -142,12 +142,16 @@ class DuckDBWarehouse(Warehouse):
         )
         files = expand_paths(path_or_glob)
         for path in files:
-            schema = {
-                r[0]
-                for r in self.con.execute(
-                    f"DESCRIBE SELECT * FROM {self._reader(path, fmt, None)}"
-                ).fetchall()
-            }
+            problem = empty_file_problem(path)
+            if problem:
+                raise SourceReadError(problem)
+            try:
+                described = self.con.execute(f"DESCRIBE SELECT * FROM {self._reader(path, fmt, None)}").fetchall()
+            except duckdb.Error as exc:
+                if fmt != "csv":
+                    raise
+                raise SourceReadError(unreadable_csv_message(path, exc)) from None
+            schema = {r[0] for r in described}
             for role, col in required.items():
                 if col not in schema:
                     raise SourceReadError(
