@@ -1,12 +1,13 @@
 """The run launcher `dagster dev` uses (dagster.yaml), with the worker health check that run
 monitoring needs.
 
-Dagster's DefaultRunLauncher starts each run in a local process but cannot tell whether that
-process still lives, so run monitoring never looks at STARTED runs: a run worker killed with -9
-(or by the OOM killer) leaves its run STARTED forever, and with `max_concurrent_runs: 1` every
-queued run, schedule tick and backfill waits behind it. This launcher answers the health check
-from the worker's pid (recorded by Dagster as the run's "Started process for run" event), so the
-daemon marks such a run failed within one poll interval and the queue moves on."""
+A run executed in the process that asked for it (`bm-assets run`, `dagster asset materialize`)
+has no launcher watching it: killed with -9 (or by the OOM killer), it stays STARTED forever, and
+with `max_concurrent_runs: 1` every queued run, schedule tick and backfill waits behind it.
+Dagster's DefaultRunLauncher cannot tell whether a run's process lives, so run monitoring skips
+STARTED runs. This launcher answers from the pid of the process that started the run (Dagster
+records it on the run's RUN_START event), so the daemon marks a run whose process is gone
+failed within one poll interval and the queue moves on."""
 
 from __future__ import annotations
 
@@ -37,20 +38,17 @@ def process_alive(pid: int) -> bool:
 
 
 class LocalRunLauncher(DefaultRunLauncher):
-    """DefaultRunLauncher plus `check_run_worker_health` from the worker's pid (same host)."""
+    """DefaultRunLauncher plus `check_run_worker_health` from the run's process id (same host)."""
 
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
 
     def worker_pid(self, run: DagsterRun) -> int | None:
-        """The pid of the run's worker process, from the engine event Dagster logs when it starts."""
-        for entry in self._instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
-            event = entry.dagster_event
-            data = event.engine_event_data if event is not None else None
-            pid = data.metadata.get("pid") if data is not None else None
-            if pid is not None and str(entry.user_message).startswith("Started process for run"):
-                return int(pid.value)
+        """The pid of the process executing the run: the one that logged its RUN_START event."""
+        for entry in self._instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_START):
+            if entry.dagster_event is not None and entry.dagster_event.pid is not None:
+                return entry.dagster_event.pid
         return None
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
@@ -60,5 +58,5 @@ class LocalRunLauncher(DefaultRunLauncher):
         if process_alive(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"run worker pid {pid} is running")
         return CheckRunHealthResult(
-            WorkerStatus.FAILED, f"run worker process {pid} is gone (killed or crashed) while the run was STARTED"
+            WorkerStatus.FAILED, f"the run's process {pid} is gone (killed or crashed) while the run was STARTED"
         )

@@ -5,13 +5,12 @@ import datetime as dt
 
 import pandas as pd
 import pytest
-import yaml
 
 from bm_assets.config import load_dataset_config
 from bm_assets.core.ingest import ingest_window
 from bm_assets.core.quality import ingest_quality
 from bm_assets.core.warehouse import SourceReadError
-from bm_assets_tests.factories import HEADER, write_dataset
+from bm_assets_tests.factories import HEADER, HOSTILE, hostile_names_dataset, ingest_join_and_graph, write_dataset
 
 D = dt.date
 
@@ -180,35 +179,12 @@ def test_sample_backfill_equals_day_by_day(tmp_path, sample_config):
     pd.testing.assert_frame_equal(left, right)
 
 
-HOSTILE = "a VARCHAR); DROP TABLE client_properties; --"
-
-
 def test_hostile_and_reserved_column_names_are_just_names(tmp_path, warehouse):
     """A header that would end the CREATE TABLE and drop a table, SQL keywords and a space go
     through ingest, attributes, the join and the graph as ordinary column names."""
-    from bm_assets.core.attributes import build_client_properties, build_product_catalog
-    from bm_assets.core.denormalize import denormalize_window
-    from bm_assets.core.graph import build_temporal_graph
-
-    header = f'client,item,ts,"{HOSTILE}",order,store id\n'
-    csv = header + "1,A,2024-01-02 10:00:00,x1,o1,s1\n2,B,2024-01-03 10:00:00,x2,o2,s2\n"
-    path = write_dataset(tmp_path / "ds", csv, event_id=False, items_csv='sku,"select"\nA,b1\nB,b2\n',
-                         clients_csv='cid,"from"\n1,x\n2,y\n')
-    cfg = yaml.safe_load(path.read_text())
-    source = cfg["events"][0]
-    del source["quantity"], source["value"]
-    source["context"] = {HOSTILE: "categorical", "order": "categorical", "store id": "categorical"}
-    cfg["clients"][0]["columns"] = {"from": "categorical"}
-    cfg["items"][0]["columns"] = {"select": "categorical"}
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cfg = load_dataset_config(path)
+    cfg = hostile_names_dataset(tmp_path / "ds")
     assert HOSTILE in cfg.representation.graph.columns  # a categorical context column: a graph column
-
-    report = ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
-    build_client_properties(warehouse, cfg)
-    build_product_catalog(warehouse, cfg)
-    denormalize_window(warehouse, cfg.data_start, cfg.end_exclusive, covers_all_days=True)
-    graph = build_temporal_graph(warehouse, cfg.representation.graph, cfg.data_start, cfg.temporal.training_cutoff)
+    report, graph = ingest_join_and_graph(warehouse, cfg)
 
     assert report.rows_loaded == 2 and report.rows_quarantined == 0
     tables = set(warehouse.fetch_df("SELECT table_name FROM information_schema.tables")["table_name"])
