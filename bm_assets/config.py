@@ -403,7 +403,8 @@ class QuarantineConfig(_Strict):
     """Limits on the share of a run window's source rows that land in `raw_events_quarantine`
     (asset check `quarantine_rate`): above `warn_rate` the check warns; above `error_rate` it
     fails the run before anything downstream reads the window (a timestamp format that matches
-    nothing quarantines every row: that must not look like success)."""
+    nothing quarantines every row: that must not look like success). Rows whose timestamp lies
+    outside data_start..data_end are not counted: the config excludes them on purpose."""
 
     warn_rate: float = Field(
         default=0.01, ge=0, le=1, description="share of rows quarantined above which the check warns"

@@ -128,3 +128,13 @@ def test_quarantine_rate_warns_between_levels_and_passes_when_clean(tmp_path):
     result, check = _quarantine_run(tmp_path / "warn", "%Y-%m-%d %H:%M:%S", clean + "bad,1,A,x,1,1,s\n")
     assert result.success and not check.passed and check.severity.value == "WARN"
     assert check.metadata["rate"].value == 0.05
+
+
+def test_rows_outside_the_configured_range_do_not_count_as_quarantined(tmp_path):
+    """A range trimmed on purpose (data_end before the file's last day) is not bad data: those
+    rows are still quarantined and listed, but the rate leaves them out."""
+    clean = "e0,1,A,2024-01-01 10:00:00,1,1,s\n"
+    later = "".join(f"x{i},1,A,2024-03-0{i + 1} 10:00:00,1,1,s\n" for i in range(5))
+    result, check = _quarantine_run(tmp_path, "%Y-%m-%d %H:%M:%S", clean + later)
+    assert result.success and check.passed and check.metadata["rate"].value == 0.0
+    assert "timestamp outside the configured range" in check.metadata["top_reasons"].value
