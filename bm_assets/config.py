@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -34,6 +35,46 @@ CANONICAL_EVENT_COLUMNS = (
 )
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: Longest column name kept from a user's file or config (DuckDB allows more, BigQuery 300).
+MAX_COLUMN_NAME = 255
+
+#: Columns the pipeline itself adds beside the canonical ones (staging and the join).
+_PIPELINE_COLUMNS = ("item_in_catalog", "client_in_properties")
+
+
+def column_name_problem(name: str) -> str | None:
+    """Why a column name from a user's file or config cannot become a warehouse column, or None.
+    Any other name is fine: every identifier goes through `core.sql.ident`, so `order`,
+    `store id` or a name holding quotes and semicolons is just a name."""
+    shown = repr(name if len(name) <= 60 else name[:60] + "...")
+    if not name.strip():
+        return "a column name is empty"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return f"column name {shown} holds a control character (NUL, newline, tab...); rename the column"
+    if len(name) > MAX_COLUMN_NAME:
+        return f"column name {shown} is {len(name)} characters long; at most {MAX_COLUMN_NAME}"
+    if name.startswith("__"):
+        return f"column name {shown} starts with '__', which the pipeline reserves for its own columns"
+    return None
+
+
+def _check_names(names: list[str]) -> None:
+    """Raise (for the config key being validated) on a name that cannot be a column, or on two
+    names that are the same column."""
+    for i, name in enumerate(names):
+        problem = column_name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        clash = _same_column(name, names[:i])
+        if clash:
+            raise ValueError(f"columns {clash!r} and {name!r} are the same SQL column (names ignore case)")
+
+
+def _same_column(name: str, others: Iterable[str]) -> str | None:
+    """The name among `others` that is the same SQL column as `name` (identifiers are
+    case-insensitive in DuckDB and BigQuery), or None."""
+    return next((o for o in others if o.lower() == name.lower()), None)
 
 
 class DatasetConfigError(ValueError):
@@ -143,6 +184,16 @@ class EventSource(_Strict):
             raise ValueError("set event_type (a column) or event_type_value (a constant), not both")
         return self
 
+    @field_validator("context")
+    @classmethod
+    def _context_names(cls, context: dict[str, ColumnKind | ContextColumn]) -> dict[str, ColumnKind | ContextColumn]:
+        _check_names(list(context))
+        for c in context:
+            clash = _same_column(c, CANONICAL_EVENT_COLUMNS + _PIPELINE_COLUMNS)
+            if clash:
+                raise ValueError(f"context column {c!r} reuses the column name {clash!r}")
+        return context
+
     def role_refs(self) -> dict[str, ColumnRef]:
         """Role -> column or derived expression, for every role this source maps."""
         roles: dict[str, ColumnRef | None] = {
@@ -196,6 +247,12 @@ class AttributeTable(_Strict):
     pick: Literal["most_frequent", "first", "last"] = Field(
         default="most_frequent", description="with from_events: which line's value a client (item) gets"
     )
+
+    @field_validator("columns")
+    @classmethod
+    def _column_names(cls, columns: dict[str, ColumnKind] | None) -> dict[str, ColumnKind] | None:
+        _check_names(list(columns or {}))
+        return columns
 
     @model_validator(mode="after")
     def _infer_format(self) -> AttributeTable:
@@ -343,6 +400,27 @@ class RepresentationConfig(_Strict):
         return list(self.sketch.columns or self.graph.columns or [])
 
 
+class QuarantineConfig(_Strict):
+    """Limits on the share of a run window's source rows that land in `raw_events_quarantine`
+    (asset check `quarantine_rate`): above `warn_rate` the check warns; above `error_rate` it
+    fails the run before anything downstream reads the window (a timestamp format that matches
+    nothing quarantines every row: that must not look like success). Rows whose timestamp lies
+    outside data_start..data_end are not counted: the config excludes them on purpose."""
+
+    warn_rate: float = Field(
+        default=0.01, ge=0, le=1, description="share of rows quarantined above which the check warns"
+    )
+    error_rate: float = Field(
+        default=0.2, ge=0, le=1, description="share of rows quarantined above which the check fails the run"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QuarantineConfig:
+        if self.warn_rate > self.error_rate:
+            raise ValueError(f"warn_rate {self.warn_rate} is above error_rate {self.error_rate}")
+        return self
+
+
 class DatasetConfig(_Strict):
     name: str
     data_start: dt.date
@@ -358,6 +436,7 @@ class DatasetConfig(_Strict):
     clients: list[AttributeTable] = Field(default_factory=list)
     items: list[AttributeTable] = Field(default_factory=list)
     catalog_coverage_min: float = Field(default=0.9, ge=0, le=1)
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     baskets: Literal["timestamp", "day"] = Field(
         default="timestamp",
         description="how events form baskets (visits) where a source maps no basket_id: one client's events "
@@ -392,6 +471,13 @@ class DatasetConfig(_Strict):
                 f"temporal dates must lie inside [{self.data_start}, {self.end_exclusive}]: "
                 f"training_cutoff {t.training_cutoff}, test_end {t.test_end}"
             )
+        for key, table in [*(("events", s) for s in self.events), *(("clients", t) for t in self.clients),
+                           *(("items", t) for t in self.items)]:
+            if table.path is not None and not self._inside_base_dir(table.path):
+                raise ValueError(
+                    f"{key} ({table.name}).path {table.path!r} leaves base_dir {self.base_dir}; write an absolute "
+                    "path to read a file outside it"
+                )
         names = [s.name for s in self.events] + [t.name for t in self.clients + self.items]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -399,6 +485,16 @@ class DatasetConfig(_Strict):
         for n in names:
             if not _IDENTIFIER.match(n):
                 raise ValueError(f"name {n!r} must be a SQL identifier (letters, digits, _)")
+        context: dict[str, str] = {}
+        for s in self.events:
+            for c in s.context:
+                clash = _same_column(c, [o for o in context if o != c])
+                if clash:
+                    raise ValueError(
+                        f"context column {c!r} of source {s.name} and {clash!r} of {context[clash]} are the same SQL "
+                        "column (names ignore case); use one spelling"
+                    )
+                context.setdefault(c, s.name)
         sources = [s.name for s in self.events]
         for role in ("clients", "items"):
             for i, table in enumerate(getattr(self, role)):
@@ -412,6 +508,13 @@ class DatasetConfig(_Strict):
                     if src.item_id is None:
                         raise ValueError(f"items[{i}] ({table.name}).from_events: source {src.name!r} has no item_id")
         return self
+
+    def _inside_base_dir(self, path: str) -> bool:
+        """A relative path (or glob) stays under base_dir: `..` may not climb out of it."""
+        if Path(path).is_absolute():
+            return True
+        base = os.path.normpath(self.base_dir)
+        return os.path.commonpath([base, os.path.normpath(os.path.join(base, path))]) == base
 
     def event_columns(self) -> dict[str, str]:
         """Column -> kind of events_denormalized (what task SQL and representation columns read)."""
@@ -471,6 +574,39 @@ def _sql_str(value: str) -> str:
     return value.replace("'", "''")
 
 
+def read_config_text(path: Path) -> str:
+    """A config file's text; a file that is not UTF-8 is named, with where it stops decoding."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetConfigError(
+            f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save the file as UTF-8"
+        ) from None
+
+
+def empty_file_problem(path: str) -> str | None:
+    """`the file is empty` for a 0-byte file (a CSV reader would invent a column for it)."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        return f"{path}: the file is empty (0 bytes); expected a header line and rows"
+    return None
+
+
+def unreadable_csv_message(path: str, exc: Exception) -> str:
+    """Why DuckDB's CSV reader gave up on a file, in one line and without the file's content:
+    mixed line endings are named (the sniffer only says it found no dialect)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if b"\r\n" in head and re.search(rb"(?<!\r)\n", head):
+        return (
+            f"{path}: mixed line endings (some lines end in CRLF, others in LF); convert the file to one "
+            "line ending, e.g. with dos2unix, and load it again"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{path}: cannot read it as csv: {first}"
+
+
 def attribute_columns(table: AttributeTable, schema: dict[str, str]) -> dict[str, ColumnKind]:
     """Source columns kept after the allow/deny lists; kinds inferred from types if not given."""
     if table.columns is not None:
@@ -505,11 +641,8 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
             if col not in schema:
                 raise DatasetConfigError(
                     f"{where}: events[{i}] ({src.name}).{role} names column {col!r}, "
-                    f"which is not in {path} (columns: {sorted(schema)})"
+                    f"which is not in {path} ({_columns_hint(schema, src.required_columns().values())})"
                 )
-        for c in src.context:
-            if c in CANONICAL_EVENT_COLUMNS:
-                raise DatasetConfigError(f"{where}: events[{i}].context.{c} reuses a canonical column name")
     for role in ("clients", "items"):
         for i, table in enumerate(getattr(cfg, role)):
             if table.from_events is not None:
@@ -531,7 +664,7 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
             if table.key not in schema:
                 raise DatasetConfigError(
                     f"{where}: {role}[{i}] ({table.name}).key names column {table.key!r}, "
-                    f"which is not in {path} (columns: {sorted(schema)})"
+                    f"which is not in {path} ({_columns_hint(schema, [table.key, *(table.columns or {})])})"
                 )
             for c, kind in attribute_columns(table, schema).items():
                 out = attribute_output_name(table, c)
@@ -548,22 +681,44 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
     return kinds
 
 
+def _columns_hint(schema: dict[str, str], mapped: Iterable[str]) -> str:
+    """The file's columns, to fix a mapping; when the file has none of the mapped columns it is
+    probably the wrong file, and its first line (which may be data) is not repeated."""
+    if any(c in schema for c in mapped):
+        return f"columns: {sorted(schema)}"
+    return f"{len(schema)} column(s), none of them mapped: is this the right file, with a header line?"
+
+
 def _check_attribute_name(
     cfg: DatasetConfig, where: str, role: str, i: int, column: str, out: str, seen: dict[str, str]
 ) -> None:
-    if out in CANONICAL_EVENT_COLUMNS or out in cfg.context_columns():
-        raise DatasetConfigError(f"{where}: {role}[{i}].columns.{column} collides with event column {out!r}; deny it")
-    if out in seen:
-        raise DatasetConfigError(f"{where}: {role}[{i}].columns.{column} is also an attribute of {seen[out]}; deny one")
+    problem = column_name_problem(out)
+    if problem:
+        raise DatasetConfigError(f"{where}: {role}[{i}] ({getattr(cfg, role)[i].name}).columns: {problem}; deny it")
+    clash = _same_column(out, CANONICAL_EVENT_COLUMNS + _PIPELINE_COLUMNS + tuple(cfg.context_columns()))
+    if clash:
+        raise DatasetConfigError(f"{where}: {role}[{i}].columns.{column} collides with event column {clash!r}; deny it")
+    clash = _same_column(out, seen)
+    if clash:
+        raise DatasetConfigError(
+            f"{where}: {role}[{i}].columns.{column} is the same column as {clash!r} of {seen[clash]}; deny one"
+        )
 
 
 def _schema_or_error(path: str, fmt: str, where: str) -> dict[str, str]:
-    if not any(ch in path for ch in "*?[") and not Path(path).exists():
+    is_glob = any(ch in path for ch in "*?[")
+    if not is_glob and not Path(path).exists():
         raise DatasetConfigError(f"{where}: file {path} does not exist")
+    problem = None if is_glob else empty_file_problem(path)
+    if problem:
+        raise DatasetConfigError(f"{where}: {problem}")
     try:
         return source_schema(path, fmt)
     except duckdb.Error as exc:
-        raise DatasetConfigError(f"{where}: cannot read {path} as {fmt}: {exc}") from None
+        if fmt == "csv" and not is_glob:
+            raise DatasetConfigError(f"{where}: {unreadable_csv_message(path, exc)}") from None
+        first = str(exc).strip().splitlines()[0]
+        raise DatasetConfigError(f"{where}: cannot read {path} as {fmt}: {first}") from None
 
 
 def declared_attributes(cfg: DatasetConfig) -> dict[str, dict[str, str]]:
@@ -645,7 +800,7 @@ def load_dataset_config(path: str | Path, check_files: bool = True) -> DatasetCo
     if not path.exists():
         raise DatasetConfigError(f"dataset config {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_config_text(path))
     except yaml.YAMLError as exc:
         raise DatasetConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -16,6 +16,7 @@ from bm_assets.config import DatasetConfig, load_dataset_config
 from bm_assets.core.attributes import build_client_properties, build_product_catalog
 from bm_assets.core.denormalize import EVENTS_DENORMALIZED, denormalize_window
 from bm_assets.core.ingest import QUARANTINE, RAW_EVENTS, ingest_window
+from bm_assets.core.quality import ingest_quality
 from bm_assets.core.tasks import (
     ModelingConfig,
     TaskConfigError,
@@ -53,7 +54,7 @@ def _scalar(wh: DuckDBWarehouse, sql: str) -> object:
     return wh.fetch_df(sql).iloc[0, 0]
 
 
-def validate_dataset(dataset_file: str | Path, quarantine_warn: float = 0.01) -> ValidationReport:
+def validate_dataset(dataset_file: str | Path) -> ValidationReport:
     """Load both configs (errors name file and key), ingest everything in memory, summarise."""
     rep = ValidationReport()
     cfg = load_dataset_config(dataset_file)  # raises DatasetConfigError with file and key
@@ -70,7 +71,7 @@ def validate_dataset(dataset_file: str | Path, quarantine_warn: float = 0.01) ->
         check_modeling_columns(mcfg, cfg)
     wh = DuckDBWarehouse(":memory:")
     try:
-        _check_events(wh, cfg, rep, quarantine_warn)
+        _check_events(wh, cfg, rep)
         if mcfg is not None and rep.ok:
             _check_tasks(wh, cfg, mcfg, rep)
         elif mcfg is None:
@@ -80,7 +81,9 @@ def validate_dataset(dataset_file: str | Path, quarantine_warn: float = 0.01) ->
     return rep
 
 
-def _check_events(wh: DuckDBWarehouse, cfg: DatasetConfig, rep: ValidationReport, quarantine_warn: float) -> None:
+def _check_events(wh: DuckDBWarehouse, cfg: DatasetConfig, rep: ValidationReport) -> None:
+    """Ingest the whole range; judge its quarantine rate by the dataset's limits, as the
+    quarantine_rate check of a run over the whole range would."""
     ingest = ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
     for s in ingest.sources:
         share = s.rows_quarantined / s.rows_in if s.rows_in else 0.0
@@ -92,8 +95,16 @@ def _check_events(wh: DuckDBWarehouse, cfg: DatasetConfig, rep: ValidationReport
             rep.errors.append(f"source {s.source}: the file holds no rows")
         elif s.rows_loaded == 0:
             rep.errors.append(f"source {s.source}: every row is quarantined; see the reasons above")
-        elif share > quarantine_warn:
-            rep.warnings.append(f"source {s.source}: {share:.1%} of rows quarantined")
+    rate = ingest_quality(wh, cfg.data_start, cfg.end_exclusive).quarantine_rate
+    limits = cfg.quarantine
+    if rate > limits.error_rate:
+        rep.errors.append(
+            f"{rate:.1%} of the rows in the date range quarantined, above quarantine.error_rate "
+            f"{limits.error_rate:.0%}: a run over the whole range would fail its quarantine_rate check"
+        )
+    elif rate > limits.warn_rate:
+        rep.warnings.append(f"{rate:.1%} of the rows in the date range quarantined (quarantine.warn_rate "
+                            f"{limits.warn_rate:.0%})")
     reasons = wh.fetch_df(
         f"SELECT source, reason, count(*) AS n, min(source_row) AS first_row FROM {QUARANTINE} "
         "GROUP BY ALL ORDER BY n DESC LIMIT 8"

@@ -6,6 +6,13 @@ from pathlib import Path
 
 import yaml
 
+from bm_assets.config import DatasetConfig, load_dataset_config
+from bm_assets.core.attributes import build_client_properties, build_product_catalog
+from bm_assets.core.denormalize import denormalize_window
+from bm_assets.core.graph import GraphBuild, build_temporal_graph
+from bm_assets.core.ingest import IngestReport, ingest_window
+from bm_assets.core.warehouse import Warehouse
+
 HEADER = "event_id,client,item,ts,qty,amount,shop\n"
 
 
@@ -52,3 +59,33 @@ def write_dataset(
     path = folder / "dataset.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+HOSTILE = "a VARCHAR); DROP TABLE client_properties; --"
+
+
+def hostile_names_dataset(folder: Path, context_name: str = HOSTILE) -> DatasetConfig:
+    """A dataset whose context columns are `context_name`, `order` and `store id`, with a client
+    attribute `from` and an item attribute `select` (also used by the BigQuery variant)."""
+    quoted = '"' + context_name.replace('"', '""') + '"'
+    csv = (f"client,item,ts,{quoted},order,store id\n"
+           "1,A,2024-01-02 10:00:00,x1,o1,s1\n2,B,2024-01-03 10:00:00,x2,o2,s2\n")
+    path = write_dataset(folder, csv, event_id=False, items_csv='sku,"select"\nA,b1\nB,b2\n',
+                         clients_csv='cid,"from"\n1,x\n2,y\n')
+    cfg = yaml.safe_load(path.read_text())
+    source = cfg["events"][0]
+    del source["quantity"], source["value"]
+    source["context"] = {context_name: "categorical", "order": "categorical", "store id": "categorical"}
+    cfg["clients"][0]["columns"] = {"from": "categorical"}
+    cfg["items"][0]["columns"] = {"select": "categorical"}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return load_dataset_config(path)
+
+
+def ingest_join_and_graph(wh: Warehouse, cfg: DatasetConfig) -> tuple[IngestReport, GraphBuild]:
+    """ingest -> attributes -> events_denormalized -> temporal_graph over the whole range."""
+    report = ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
+    build_client_properties(wh, cfg)
+    build_product_catalog(wh, cfg)
+    denormalize_window(wh, cfg.data_start, cfg.end_exclusive, covers_all_days=True)
+    return report, build_temporal_graph(wh, cfg.representation.graph, cfg.data_start, cfg.temporal.training_cutoff)

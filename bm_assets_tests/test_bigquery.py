@@ -31,7 +31,7 @@ from bm_assets.resources import (
     WarehouseResource,
 )
 from bm_assets.settings import BUNDLED_DATASET
-from bm_assets_tests.factories import HEADER, write_dataset
+from bm_assets_tests.factories import HEADER, hostile_names_dataset, ingest_join_and_graph, write_dataset
 
 D = dt.date
 SCRATCH = {"stage_x": "`p.d._s_stage_x`"}
@@ -318,3 +318,18 @@ def test_temp_tables_and_insert_by_name_run_on_bigquery(bq_warehouse):
     assert not bq_warehouse.table_exists("scratch_t")  # a scratch table, not a managed one
     bq_warehouse.close()
     assert not any("scratch_t" in t.table_id for t in bq_warehouse.client.list_tables(bq_warehouse.dataset))
+
+
+@pytest.mark.bigquery
+def test_reserved_and_quoted_column_names_on_bigquery(tmp_path, warehouse, bq_warehouse):
+    """`order`, `store id`, `select`, `from` and a name with a quote go through ingest,
+    attributes, the join and the graph on BigQuery as on DuckDB. (A name with '"', ';' or '(' is
+    not a valid BigQuery column name at all; docs/operations.md.)"""
+    name = "shop's name"
+    cfg = hostile_names_dataset(tmp_path / "ds", name)
+    for wh in (warehouse, bq_warehouse):
+        report, graph = ingest_join_and_graph(wh, cfg)
+        assert report.rows_loaded == 2 and graph.nodes[name] == 2
+    ev = _assert_same(warehouse, bq_warehouse, "events_denormalized", "client_id")
+    assert ev[name].tolist() == ["x1", "x2"] and ev["store id"].tolist() == ["s1", "s2"]
+    assert ev["select"].tolist() == ["b1", "b2"] and ev["from"].tolist() == ["x", "y"]

@@ -53,6 +53,7 @@ def test_materialize_days_and_rerun_is_idempotent(tmp_path):
             "rows_in_equal_loaded_plus_quarantined",
             "no_null_keys",
             "events_inside_partition",
+            "quarantine_rate",
             "catalog_coverage",
         }
         assert all(c.passed for c in checks)
@@ -95,3 +96,45 @@ def test_low_catalog_coverage_fails_its_check(tmp_path):
     result = _run(defs, ["raw_events", "events_denormalized"], instance, partition="2024-01-02")
     coverage = [c for c in result.get_asset_check_evaluations() if c.check_name == "catalog_coverage"][0]
     assert not coverage.passed and coverage.metadata["share"].value == 0.5
+
+
+def _quarantine_run(tmp_path, timestamp_format: str, rows: str):
+    defs, _ = _defs(tmp_path, write_dataset(tmp_path / "ds", HEADER + rows, timestamp_format=timestamp_format))
+    instance = DagsterInstance.ephemeral()
+    assert _run(defs, ["client_properties", "product_catalog"], instance).success
+    result = materialize(
+        _assets(defs, "raw_events", "events_denormalized"), resources=defs.resources, instance=instance,
+        partition_key="2024-01-01", raise_on_error=False,
+    )
+    check = [c for c in result.get_asset_check_evaluations() if c.check_name == "quarantine_rate"][0]
+    return result, check
+
+
+def test_fully_quarantined_partition_fails_its_run(tmp_path):
+    """A timestamp format that matches nothing quarantines every row: the run fails at the
+    blocking check, names the reason, and the join downstream never runs."""
+    rows = "e1,1,A,2024-01-01 10:00:00,1,1,s\ne2,2,B,2024-01-01 11:00:00,1,1,s\n"
+    result, check = _quarantine_run(tmp_path, "%d/%m/%Y", rows)
+    assert not result.success
+    assert not check.passed and check.severity.value == "ERROR" and check.metadata["rate"].value == 1.0
+    assert "unparsable timestamp in column ts (format %d/%m/%Y)" in check.metadata["top_reasons"].value
+    assert not result.asset_materializations_for_node("events_denormalized")
+
+
+def test_quarantine_rate_warns_between_levels_and_passes_when_clean(tmp_path):
+    clean = "".join(f"e{i},1,A,2024-01-01 10:00:{i:02d},1,1,s\n" for i in range(19))
+    result, check = _quarantine_run(tmp_path / "clean", "%Y-%m-%d %H:%M:%S", clean)
+    assert result.success and check.passed and check.metadata["rate"].value == 0.0
+    result, check = _quarantine_run(tmp_path / "warn", "%Y-%m-%d %H:%M:%S", clean + "bad,1,A,x,1,1,s\n")
+    assert result.success and not check.passed and check.severity.value == "WARN"
+    assert check.metadata["rate"].value == 0.05
+
+
+def test_rows_outside_the_configured_range_do_not_count_as_quarantined(tmp_path):
+    """A range trimmed on purpose (data_end before the file's last day) is not bad data: those
+    rows are still quarantined and listed, but the rate leaves them out."""
+    clean = "e0,1,A,2024-01-01 10:00:00,1,1,s\n"
+    later = "".join(f"x{i},1,A,2024-03-0{i + 1} 10:00:00,1,1,s\n" for i in range(5))
+    result, check = _quarantine_run(tmp_path, "%Y-%m-%d %H:%M:%S", clean + later)
+    assert result.success and check.passed and check.metadata["rate"].value == 0.0
+    assert "timestamp outside the configured range" in check.metadata["top_reasons"].value

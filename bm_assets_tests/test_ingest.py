@@ -10,7 +10,7 @@ from bm_assets.config import load_dataset_config
 from bm_assets.core.ingest import ingest_window
 from bm_assets.core.quality import ingest_quality
 from bm_assets.core.warehouse import SourceReadError
-from bm_assets_tests.factories import HEADER, write_dataset
+from bm_assets_tests.factories import HEADER, HOSTILE, hostile_names_dataset, ingest_join_and_graph, write_dataset
 
 D = dt.date
 
@@ -177,3 +177,20 @@ def test_sample_backfill_equals_day_by_day(tmp_path, sample_config):
     left, right = a.fetch_df(q), b.fetch_df(q)
     assert len(left) > 10_000
     pd.testing.assert_frame_equal(left, right)
+
+
+def test_hostile_and_reserved_column_names_are_just_names(tmp_path, warehouse):
+    """A header that would end the CREATE TABLE and drop a table, SQL keywords and a space go
+    through ingest, attributes, the join and the graph as ordinary column names."""
+    cfg = hostile_names_dataset(tmp_path / "ds")
+    assert HOSTILE in cfg.representation.graph.columns  # a categorical context column: a graph column
+    report, graph = ingest_join_and_graph(warehouse, cfg)
+
+    assert report.rows_loaded == 2 and report.rows_quarantined == 0
+    tables = set(warehouse.fetch_df("SELECT table_name FROM information_schema.tables")["table_name"])
+    assert {"raw_events", "client_properties", "product_catalog", "events_denormalized"} <= tables
+    ev = warehouse.fetch_df("SELECT * FROM events_denormalized ORDER BY client_id")
+    assert ev[HOSTILE].tolist() == ["x1", "x2"]
+    assert ev["order"].tolist() == ["o1", "o2"] and ev["store id"].tolist() == ["s1", "s2"]
+    assert ev["from"].tolist() == ["x", "y"] and ev["select"].tolist() == ["b1", "b2"]
+    assert graph.nodes[HOSTILE] == 2

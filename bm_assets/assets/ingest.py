@@ -16,6 +16,7 @@ from dagster import (
 )
 
 from bm_assets.assets.metadata import md_table
+from bm_assets.config import QuarantineConfig
 from bm_assets.core.attributes import build_client_properties, build_product_catalog
 from bm_assets.core.ingest import QUARANTINE, ingest_window
 from bm_assets.core.quality import ingest_quality
@@ -56,6 +57,13 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
                 "events_inside_partition",
                 asset="raw_events",
                 description="Every event's timestamp falls on its partition's day.",
+            ),
+            AssetCheckSpec(
+                "quarantine_rate",
+                asset="raw_events",
+                description="Share of the window's source rows quarantined: a warning above the dataset's "
+                "quarantine.warn_rate; above quarantine.error_rate the run fails before downstream assets.",
+                blocking=True,
             ),
         ],
         backfill_policy=BackfillPolicy.single_run(),
@@ -115,6 +123,7 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
             severity=AssetCheckSeverity.ERROR,
             metadata={"rows": quality.outside_partition},
         )
+        yield _quarantine_check(quality.quarantine_rate, cfg.quarantine, reasons)
 
     @asset(
         group_name=INGEST_GROUP, description="One row per client: client attribute tables, joined on the id."
@@ -133,6 +142,25 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
         return _attribute_result(build, preview)
 
     return [raw_events, client_properties, product_catalog]
+
+
+def _quarantine_check(rate: float, limits: QuarantineConfig, reasons: pd.DataFrame) -> AssetCheckResult:
+    """quarantine_rate: passes up to warn_rate, warns above it, errors (blocking) above error_rate."""
+    top = reasons.groupby("reason", as_index=False)["rows"].sum().nlargest(3, "rows")
+    return AssetCheckResult(
+        asset_key="raw_events",
+        check_name="quarantine_rate",
+        passed=rate <= limits.warn_rate,
+        severity=AssetCheckSeverity.ERROR if rate > limits.error_rate else AssetCheckSeverity.WARN,
+        description=f"{rate:.1%} of the source rows quarantined"
+        + (f"; top reason: {top['reason'].iloc[0]}" if len(top) else ""),
+        metadata={
+            "rate": rate,
+            "warn_rate": limits.warn_rate,
+            "error_rate": limits.error_rate,
+            "top_reasons": md_table(top),
+        },
+    )
 
 
 def _attribute_result(build, preview: pd.DataFrame) -> MaterializeResult:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bm_assets.config import AttributeTable, DatasetConfig, attribute_columns, attribute_output_name
-from bm_assets.core.ingest import SourceColumns, _ident, _text
-from bm_assets.core.warehouse import Warehouse, _q
+from bm_assets.core.ingest import SourceColumns, _text
+from bm_assets.core.sql import ident, literal
+from bm_assets.core.warehouse import Warehouse
 
 CLIENT_PROPERTIES = "client_properties"
 PRODUCT_CATALOG = "product_catalog"
@@ -56,7 +57,7 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
         if kind != "numeric":
             continue
         bad = wh.fetch_df(
-            f"SELECT __file, __row, CAST({_ident(c)} AS VARCHAR) AS v FROM {stage} "
+            f"SELECT __file, __row, CAST({ident(c)} AS VARCHAR) AS v FROM {stage} "
             f"WHERE {_text(c)} IS NOT NULL AND TRY_CAST({_text(c)} AS DOUBLE) IS NULL ORDER BY __row LIMIT 1"
         )
         if len(bad):
@@ -64,7 +65,7 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
                 f"{bad.iloc[0, 0]}: row {bad.iloc[0, 1]}: column {c!r} is numeric but holds {bad.iloc[0, 2]!r}"
             )
     out_kinds = {attribute_output_name(table, c): k for c, k in cols.items()}
-    prefixed_key = f"{_q(table.key_prefix)} || {key}"
+    prefixed_key = f"{literal(table.key_prefix)} || {key}"
     if not table.multi_valued:
         dup = wh.fetch_df(
             f"SELECT {key} AS k, list(__row ORDER BY __row) AS rows, any_value(__file) AS f FROM {stage} "
@@ -79,17 +80,17 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
                 "(set multi_valued: true to aggregate)"
             )
         exprs = [
-            f"TRY_CAST({_text(c)} AS DOUBLE) AS {_ident(c)}"
+            f"TRY_CAST({_text(c)} AS DOUBLE) AS {ident(c)}"
             if k == "numeric"
-            else f"{_text(c)} AS {_ident(c)}"
+            else f"{_text(c)} AS {ident(c)}"
             for c, k in cols.items()
         ]
         return (
             f"SELECT {prefixed_key} AS {key_name}, {', '.join([*exprs]) or 'NULL AS _none'} FROM {stage}",
             out_kinds,
         )
-    exprs = [f"count(*) AS {_ident(table.name + '_rows')}"] + [
-        f"string_agg(DISTINCT {_text(c)}, '|' ORDER BY {_text(c)}) AS {_ident(attribute_output_name(table, c))}"
+    exprs = [f"count(*) AS {ident(table.name + '_rows')}"] + [
+        f"string_agg(DISTINCT {_text(c)}, '|' ORDER BY {_text(c)}) AS {ident(attribute_output_name(table, c))}"
         for c in cols
     ]
     out_kinds[f"{table.name}_rows"] = "numeric"
@@ -109,12 +110,12 @@ def _from_events_sql(
     ref = src.client_id if key_name == "client_id" else src.item_id
     assert ref is not None  # checked at load: an item table from events needs a source with items
     prefix = src.item_prefix if key_name == "item_id" else ""
-    key = f"{_q(prefix)} || {cols.text(ref)}"
+    key = f"{literal(prefix)} || {cols.text(ref)}"
     kinds = dict(table.columns or {})
     values = [f"{key} AS k", "__file", "__row"]
     for c, kind in kinds.items():
         values.append(
-            f"{'TRY_CAST(' + cols.text(c) + ' AS DOUBLE)' if kind == 'numeric' else cols.text(c)} AS {_ident(c)}"
+            f"{'TRY_CAST(' + cols.text(c) + ' AS DOUBLE)' if kind == 'numeric' else cols.text(c)} AS {ident(c)}"
         )
     lines = f"SELECT {', '.join(values)} FROM {stage}"
     picks = []
@@ -122,23 +123,23 @@ def _from_events_sql(
         if table.pick == "most_frequent":
             order = "n DESC, v"
             ranked = (
-                f"SELECT k, {_ident(c)} AS v, count(*) AS n FROM lines "
-                f"WHERE k IS NOT NULL AND {_ident(c)} IS NOT NULL GROUP BY 1, 2"
+                f"SELECT k, {ident(c)} AS v, count(*) AS n FROM lines "
+                f"WHERE k IS NOT NULL AND {ident(c)} IS NOT NULL GROUP BY 1, 2"
             )
         else:
             order = "f, r" if table.pick == "first" else "f DESC, r DESC"
             ranked = (
-                f"SELECT k, {_ident(c)} AS v, __file AS f, __row AS r FROM lines "
-                f"WHERE k IS NOT NULL AND {_ident(c)} IS NOT NULL"
+                f"SELECT k, {ident(c)} AS v, __file AS f, __row AS r FROM lines "
+                f"WHERE k IS NOT NULL AND {ident(c)} IS NOT NULL"
             )
         picks.append(
-            f"p{i} AS (SELECT k, v AS {_ident(c)} FROM ("
+            f"p{i} AS (SELECT k, v AS {ident(c)} FROM ("
             f"SELECT *, row_number() OVER (PARTITION BY k ORDER BY {order}) AS rank FROM ({ranked})) WHERE rank = 1)"
         )
     joins = " ".join(f"LEFT JOIN p{i} USING (k)" for i in range(len(kinds)))
     select = (
         f"WITH lines AS ({lines}), keys AS (SELECT DISTINCT k FROM lines WHERE k IS NOT NULL), "
-        f"{', '.join(picks)} SELECT k AS {key_name}, {', '.join(_ident(c) for c in kinds)} FROM keys {joins}"
+        f"{', '.join(picks)} SELECT k AS {key_name}, {', '.join(ident(c) for c in kinds)} FROM keys {joins}"
     )
     skipped = f"SELECT count(*) AS n FROM {stage} WHERE {key} IS NULL"
     return select, {attribute_output_name(table, c): k for c, k in kinds.items()}, skipped
@@ -170,10 +171,10 @@ def build_attributes(
         kinds.update(out)
         source_rows[t.name] = int(wh.fetch_df(f"SELECT count(*) AS n FROM {stage}")["n"].iloc[0])
     if parts:
-        ctes = ", ".join(f"{_ident('t_' + n)} AS ({sql})" for n, sql in parts)
-        keys = " UNION ".join(f"SELECT {key_name} FROM {_ident('t_' + n)}" for n, _ in parts)
-        joins = " ".join(f"LEFT JOIN {_ident('t_' + n)} USING ({key_name})" for n, _ in parts)
-        cols = ", ".join(_ident(c) for c in kinds)
+        ctes = ", ".join(f"{ident('t_' + n)} AS ({sql})" for n, sql in parts)
+        keys = " UNION ".join(f"SELECT {key_name} FROM {ident('t_' + n)}" for n, _ in parts)
+        joins = " ".join(f"LEFT JOIN {ident('t_' + n)} USING ({key_name})" for n, _ in parts)
+        cols = ", ".join(ident(c) for c in kinds)
         select = (
             f"WITH {ctes}, keys AS ({keys}) SELECT {key_name}, {cols} FROM keys {joins} ORDER BY {key_name}"
         )

@@ -24,6 +24,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from bm_assets.config import AttributeTable, EventSource
+from bm_assets.core.sql import ident
 from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
 
 _DDL = (exp.Create, exp.Drop, exp.Alter)
@@ -272,8 +273,8 @@ class BigQueryWarehouse(Warehouse):
         for col, duck_type, *_ in con.execute(f"DESCRIBE {name}").fetchall():
             bq_type, cast = _bq_type(duck_type)
             schema.append(bigquery.SchemaField(col, bq_type))
-            ident = '"' + col.replace('"', '""') + '"'
-            select.append(f"CAST({ident} AS {cast}) AS {ident}" if cast else ident)
+            quoted = ident(col)
+            select.append(f"CAST({quoted} AS {cast}) AS {quoted}" if cast else quoted)
         df = con.execute(f"SELECT {', '.join(select)} FROM {name}").df()
         config = bigquery.LoadJobConfig(schema=schema, write_disposition="WRITE_TRUNCATE")
         load = self.client.load_table_from_dataframe
@@ -309,7 +310,7 @@ class BigQueryWarehouse(Warehouse):
         config.parquet_options = bigquery.ParquetOptions()
         config.parquet_options.enable_list_inference = True  # parquet LIST -> REPEATED, not a RECORD
         target = f"`{self._ref(name)}`"
-        cols = ", ".join(f"`{c}`" for c in table.column_names)
+        cols = ", ".join(ident(c, "bigquery") for c in table.column_names)
         try:
             self.client.load_table_from_file(buf, scratch, job_config=config, location=self.location).result()
             self._run(transaction_script([

@@ -7,7 +7,8 @@ from __future__ import annotations
 import datetime as dt
 
 from bm_assets.core.attributes import CLIENT_PROPERTIES, PRODUCT_CATALOG
-from bm_assets.core.ingest import RAW_EVENTS, _ident
+from bm_assets.core.ingest import RAW_EVENTS
+from bm_assets.core.sql import ident
 from bm_assets.core.warehouse import Warehouse
 
 EVENTS_DENORMALIZED = "events_denormalized"
@@ -20,7 +21,7 @@ def _columns(wh: Warehouse, table: str, key: str) -> list[str]:
 def denormalized_select(wh: Warehouse, start: dt.date, end: dt.date) -> str:
     item_cols = _columns(wh, PRODUCT_CATALOG, "item_id")
     client_cols = _columns(wh, CLIENT_PROPERTIES, "client_id")
-    cols = ", ".join([*(f"i.{_ident(c)}" for c in item_cols), *(f"c.{_ident(c)}" for c in client_cols)])
+    cols = ", ".join([*(f"i.{ident(c)}" for c in item_cols), *(f"c.{ident(c)}" for c in client_cols)])
     return f"""
         SELECT e.* EXCLUDE (source_file, source_row), {cols + "," if cols else ""}
                i.item_id IS NOT NULL AS item_in_catalog,

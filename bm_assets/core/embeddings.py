@@ -15,6 +15,7 @@ import pycleora
 from bm_assets.config import CleoraConfig, RepresentationConfig
 from bm_assets.core.attributes import PRODUCT_CATALOG
 from bm_assets.core.graph import CleoraInput, cleora_input
+from bm_assets.core.sql import ident
 from bm_assets.core.warehouse import Warehouse
 
 EMBEDDINGS_DIR = "entity_embeddings"
@@ -147,9 +148,9 @@ def build_entity_embeddings(wh: Warehouse, rep: RepresentationConfig) -> dict[st
         catalog_cols = set(wh.fetch_df(f"SELECT * FROM {wh.table(PRODUCT_CATALOG)} LIMIT 0").columns)
         attrs = [a for a in ind.attributes if a in catalog_cols and a in out]
         if attrs:
-            select = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in attrs)
+            select = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in attrs)
             catalog = wh.fetch_df(
-                f'SELECT CAST(item_id AS VARCHAR) AS "{ind.column}", {select} '
+                f"SELECT CAST(item_id AS VARCHAR) AS {ident(ind.column)}, {select} "
                 f"FROM {wh.table(PRODUCT_CATALOG)} ORDER BY item_id"
             )
             out[ind.column] = add_inductive(out, ind.column, catalog)

@@ -17,13 +17,13 @@ from bm_assets.core.features import aggregate_features, feature_tops
 from bm_assets.core.foundation import SketchLayout, normalise_sketch
 from bm_assets.core.profiles import encode_events
 from bm_assets.core.sketches import SketchCoder, sketch
+from bm_assets.core.sql import ident
 from bm_assets.core.tasks import (
     EVENTS,
     Eligibility,
     ModelingConfig,
     TaskConfigError,
     TaskSpec,
-    _col,
     _normalise,
     _splits_cte,
     build_labels,
@@ -91,7 +91,7 @@ def future_sketches(
 ) -> np.ndarray:
     """float32[n, sum depth*width]: per example the sketch of its events in [t, t+h) per coder
     column, L1-normalised per depth level (the foundation model's target)."""
-    cols = ", ".join(f"CAST(e.{_col(c)} AS VARCHAR) AS {_col(c)}" for c in coders)
+    cols = ", ".join(f"CAST(e.{ident(c)} AS VARCHAR) AS {ident(c)}" for c in coders)
     dates = sorted(set(examples["t"]))
     events = _normalise(wh.fetch_df(future_window_sql(wh, dates, horizon_days, where, cols)))
     key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
@@ -128,7 +128,7 @@ def item_history(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: 
     if n == 0 or m == 0:
         return [sparse.csr_matrix((n, m), dtype=np.float32) for _ in ITEM_HISTORY_HALF_LIVES]
     dates = sorted(set(examples["t"]))
-    col = _col(task.target.column)
+    col = ident(task.target.column)
     weights = ", ".join(
         f"sum(pow(0.5, date_diff('day', e.event_date, s.t) / {h})) AS w{i}"
         for i, h in enumerate(ITEM_HISTORY_HALF_LIVES)

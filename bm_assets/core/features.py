@@ -10,7 +10,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from bm_assets.core.tasks import EVENTS, EvaluationConfig, _col, _normalise, _splits_cte, top_values
+from bm_assets.core.sql import ident
+from bm_assets.core.tasks import EVENTS, EvaluationConfig, _normalise, _splits_cte, top_values
 from bm_assets.core.warehouse import Warehouse
 
 
@@ -36,12 +37,12 @@ def aggregate_features_sql(
         ]
     for column, values in tops.items():
         for j, v in enumerate(values):
-            match = f"CAST(e.{_col(column)} AS VARCHAR) = '{v.replace(chr(39), chr(39) * 2)}'"
+            match = f"CAST(e.{ident(column)} AS VARCHAR) = '{v.replace(chr(39), chr(39) * 2)}'"
             for w in windows:
-                aggs.append(f"count(*) FILTER (WHERE {match} AND {age} <= {w}) AS {_col(f'{column}_{j}_n_{w}d')}")
+                aggs.append(f"count(*) FILTER (WHERE {match} AND {age} <= {w}) AS {ident(f'{column}_{j}_n_{w}d')}")
             aggs.append(
                 f"coalesce(sum(e.value) FILTER (WHERE {match} AND {age} <= {longest}), 0) "
-                f"AS {_col(f'{column}_{j}_value_{longest}d')}"
+                f"AS {ident(f'{column}_{j}_value_{longest}d')}"
             )
     return f"""
         WITH {_splits_cte(dates)}

@@ -13,6 +13,7 @@ import numpy as np
 
 from bm_assets.config import GraphConfig
 from bm_assets.core.denormalize import EVENTS_DENORMALIZED
+from bm_assets.core.sql import ident, literal
 from bm_assets.core.warehouse import Warehouse
 
 TEMPORAL_GRAPH = "temporal_graph"
@@ -30,21 +31,13 @@ class GraphBuild:
     basket_column: str | None
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def graph_select(
     wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date, basket_column: str | None
 ) -> str:
     """SQL of the hyperedge rows (edge_kind, edge_id, column_name, entity, events) of the events
     with event_date < cutoff."""
     cols = ", ".join(
-        _ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])])
+        ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])])
     )
     window = f"CAST(floor(date_diff('day', DATE '{data_start}', event_date) / {cfg.window_days}) AS BIGINT)"
     source = (
@@ -53,12 +46,12 @@ def graph_select(
     )
     kinds = [("client_window", "'cw:' || client_id || ':' || CAST(window_index AS VARCHAR)", "TRUE")]
     if basket_column:
-        b = _ident(basket_column)
+        b = ident(basket_column)
         kinds.append(("basket", f"'b:' || CAST({b} AS VARCHAR)", f"{b} IS NOT NULL"))
     parts = [
-        f"SELECT '{kind}' AS edge_kind, {edge_id} AS edge_id, {_lit(col)} AS column_name, "
-        f"CAST({_ident(col)} AS VARCHAR) AS entity, count(*) AS events FROM ev "
-        f"WHERE {cond} AND {_ident(col)} IS NOT NULL GROUP BY 1, 2, 3, 4"
+        f"SELECT '{kind}' AS edge_kind, {edge_id} AS edge_id, {literal(col)} AS column_name, "
+        f"CAST({ident(col)} AS VARCHAR) AS entity, count(*) AS events FROM ev "
+        f"WHERE {cond} AND {ident(col)} IS NOT NULL GROUP BY 1, 2, 3, 4"
         for kind, edge_id, cond in kinds
         for col in cfg.columns
     ]

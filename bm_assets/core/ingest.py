@@ -14,12 +14,15 @@ import sqlglot
 from sqlglot import exp
 
 from bm_assets.config import DatasetConfig, Derived, EventSource
-from bm_assets.core.sql import ident, parse_expression, referenced_columns
-from bm_assets.core.warehouse import SourceReadError, Warehouse, _q
+from bm_assets.core.sql import ident, literal, parse_expression, referenced_columns
+from bm_assets.core.warehouse import SourceReadError, Warehouse
 
 RAW_EVENTS = "raw_events"
 QUARANTINE = "raw_events_quarantine"
 INGEST_LOG = "raw_events_ingest_log"
+#: Reason of rows whose timestamp lies outside data_start..data_end: excluded by the config
+#: (e.g. a range trimmed on purpose), not bad data, so the quarantine rate leaves them out.
+OUT_OF_RANGE = "timestamp outside the configured range"
 
 
 @dataclass
@@ -96,11 +99,7 @@ def create_table_sql(wh: Warehouse, name: str, columns: dict[str, str]) -> str:
 
 
 def _text(col: str) -> str:
-    return f"NULLIF(TRIM(CAST({_ident(col)} AS VARCHAR)), '')"
-
-
-def _ident(col: str) -> str:
-    return ident(col)
+    return f"NULLIF(TRIM(CAST({ident(col)} AS VARCHAR)), '')"
 
 
 def _label(ref: str | Derived) -> str:
@@ -181,18 +180,18 @@ class SourceColumns:
     def text(self, ref: str | Derived) -> str:
         if isinstance(ref, Derived):
             return f"NULLIF(TRIM(CAST({self.expr(ref)} AS VARCHAR)), '')"
-        return _text(ref) if ref in self.strings else f"CAST({_ident(ref)} AS VARCHAR)"
+        return _text(ref) if ref in self.strings else f"CAST({ident(ref)} AS VARCHAR)"
 
     def present(self, ref: str | Derived) -> str:
         if isinstance(ref, Derived):
             cols = referenced_columns(parse_expression(ref.expr, "expr", aggregate=False))
             return "(" + " AND ".join(self.present(c) for c in cols) + ")" if cols else "TRUE"
-        return f"({self.text(ref) if ref in self.strings else _ident(ref)} IS NOT NULL)"
+        return f"({self.text(ref) if ref in self.strings else ident(ref)} IS NOT NULL)"
 
     def number(self, ref: str | Derived) -> str:
         if isinstance(ref, Derived):
             return f"TRY_CAST({self.expr(ref)} AS DOUBLE)"
-        return f"TRY_CAST({self.text(ref) if ref in self.strings else _ident(ref)} AS DOUBLE)"
+        return f"TRY_CAST({self.text(ref) if ref in self.strings else ident(ref)} AS DOUBLE)"
 
 
 def basket_sql(cfg: DatasetConfig, src: EventSource) -> str:
@@ -213,21 +212,21 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
 
     ts_ref = src.timestamp.ref
     if src.timestamp.format:
-        ts = f"TRY_STRPTIME({text(ts_ref)}, {_q(src.timestamp.format)})"
+        ts = f"TRY_STRPTIME({text(ts_ref)}, {literal(src.timestamp.format)})"
     elif isinstance(ts_ref, Derived):
         ts = f"TRY_CAST({expr(ts_ref)} AS TIMESTAMP)"
     else:
-        ts = f"TRY_CAST({text(ts_ref) if ts_ref in string_columns else _ident(ts_ref)} AS TIMESTAMP)"
-    event_type = text(src.event_type) if src.event_type else _q(src.event_type_value or src.name)
+        ts = f"TRY_CAST({text(ts_ref) if ts_ref in string_columns else ident(ts_ref)} AS TIMESTAMP)"
+    event_type = text(src.event_type) if src.event_type else literal(src.event_type_value or src.name)
     event_id = (
         text(src.event_id)
         if src.event_id
-        else f"{_q(src.name + ':')} || parse_filename(__file) || ':' || CAST(__row AS VARCHAR)"
+        else f"{literal(src.name + ':')} || parse_filename(__file) || ':' || CAST(__row AS VARCHAR)"
     )
     helpers = ["item_raw", "ts_given", "basket_raw"]
     typed = [
         f"{text(src.basket_id) if src.basket_id is not None else 'CAST(NULL AS VARCHAR)'} AS basket_raw",
-        f"{_q(src.name)} AS source",
+        f"{literal(src.name)} AS source",
         "__file AS source_file",
         "__row AS source_row",
         f"{text(src.client_id)} AS client_id",
@@ -249,7 +248,7 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
         (
             f"event_time < TIMESTAMP '{cfg.data_start}' OR event_time >= TIMESTAMP '{cfg.end_exclusive}'",
             _column_name(ts_ref),
-            f"timestamp outside the configured range [{cfg.data_start}, {cfg.last_day}]",
+            f"{OUT_OF_RANGE} [{cfg.data_start}, {cfg.last_day}]",
         ),
         ("client_id IS NULL", _column_name(src.client_id), f"missing client id in {_label(src.client_id)}"),
     ]
@@ -275,18 +274,18 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
     refs = src.role_refs()
     for c, kind in cfg.context_columns().items():
         if c not in src.context:
-            typed.append(f"CAST(NULL AS {'DOUBLE' if kind == 'numeric' else 'VARCHAR'}) AS {_ident(c)}")
+            typed.append(f"CAST(NULL AS {'DOUBLE' if kind == 'numeric' else 'VARCHAR'}) AS {ident(c)}")
             continue
         ref = refs[f"context.{c}"]
         if kind == "numeric":
-            flag = _ident(c + "__given")
-            typed += [f"{present(ref)} AS {flag}", f"{number(ref)} AS {_ident(c)}"]
+            flag = ident(c + "__given")
+            typed += [f"{present(ref)} AS {flag}", f"{number(ref)} AS {ident(c)}"]
             helpers.append(c + "__given")
-            checks.append((f"{flag} AND {_ident(c)} IS NULL", _column_name(ref), f"non-numeric {c}"))
+            checks.append((f"{flag} AND {ident(c)} IS NULL", _column_name(ref), f"non-numeric {c}"))
         else:
-            typed.append(f"{text(ref)} AS {_ident(c)}")
-    reason = "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {_q(r)} END" for cond, _, r in checks) + ")"
-    column = "CASE " + " ".join(f"WHEN {cond} THEN {_q(col)}" for cond, col, _ in checks) + " END"
+            typed.append(f"{text(ref)} AS {ident(c)}")
+    reason = "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {literal(r)} END" for cond, _, r in checks) + ")"
+    column = "CASE " + " ".join(f"WHEN {cond} THEN {literal(col)}" for cond, col, _ in checks) + " END"
     if src.event_id:
         # The first occurrence (by file and row) of an event id wins, across the whole source.
         win = "OVER (PARTITION BY event_id, reason IS NULL ORDER BY source_file, source_row)"
@@ -307,12 +306,12 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
     ranked AS (
         SELECT *, {dup_rank} AS dup_rank, {first_seen} AS first_seen FROM checked
     )
-    SELECT * EXCLUDE (reason, column_name, {", ".join(map(_ident, helpers))}),
-        {_q(src.item_prefix)} || item_raw AS item_id,
+    SELECT * EXCLUDE (reason, column_name, {", ".join(map(ident, helpers))}),
+        {literal(src.item_prefix)} || item_raw AS item_id,
         {basket_sql(cfg, src)} AS basket_id,
         CASE WHEN dup_rank > 1 THEN 'duplicate event_id ' || event_id || ' (first seen at ' || first_seen || ')'
              ELSE reason END AS reason,
-        CASE WHEN dup_rank > 1 THEN {_q(_column_name(src.event_id) if src.event_id else "event_id")}
+        CASE WHEN dup_rank > 1 THEN {literal(_column_name(src.event_id) if src.event_id else "event_id")}
              ELSE column_name END AS column_name
     FROM ranked"""
 
@@ -348,13 +347,13 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
                 "is a number in arithmetic and numeric functions, text elsewhere: cast it where needed, e.g. "
                 "TRY_CAST(col AS DOUBLE)"
             ) from None
-        reader_rejects = f"""SELECT {_q(src.name)} AS source, __file AS source_file, __row AS source_row,
+        reader_rejects = f"""SELECT {literal(src.name)} AS source, __file AS source_file, __row AS source_row,
             column_name, 'unreadable record: ' || reason AS reason, raw AS raw_record,
             DATE '{cfg.data_start}' AS partition_date FROM {stage}_rejects
             WHERE {"TRUE" if first_day_in_window else "FALSE"}"""
-        select_cols = ", ".join(_ident(c) if c != "event_date" else "partition_date AS event_date" for c in cols)
+        select_cols = ", ".join(ident(c) if c != "event_date" else "partition_date AS event_date" for c in cols)
         statements += [
-            f"INSERT INTO {wh.table(RAW_EVENTS)} ({', '.join(map(_ident, cols))}) "
+            f"INSERT INTO {wh.table(RAW_EVENTS)} ({', '.join(map(ident, cols))}) "
             f"SELECT {select_cols} FROM {classified} WHERE reason IS NULL AND {window}",
             f"INSERT INTO {wh.table(QUARANTINE)} "
             f"SELECT c.source, c.source_file, c.source_row, c.column_name, c.reason, "
@@ -368,7 +367,7 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
                       UNION ALL SELECT partition_date, reason FROM ({reader_rejects}))
                 GROUP BY partition_date"""
         statements.append(
-            f"INSERT INTO {wh.table(INGEST_LOG)} SELECT {_q(src.name)}, partition_date, loaded + quarantined, "
+            f"INSERT INTO {wh.table(INGEST_LOG)} SELECT {literal(src.name)}, partition_date, loaded + quarantined, "
             f"loaded, quarantined FROM ({per_day})"
         )
         totals = wh.fetch_df(f"SELECT sum(loaded) AS loaded, sum(quarantined) AS quarantined FROM ({per_day})")

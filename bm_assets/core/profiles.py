@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bm_assets.core.sketches import SketchCoder, load_sketch_coders, sketch
+from bm_assets.core.sql import ident
 from bm_assets.core.warehouse import Warehouse
 
 BEHAVIORAL_PROFILES = "behavioral_profiles"
@@ -381,7 +382,7 @@ def _read_events(
 ) -> _EventLog:
     """The events of days (after, through], in one query, encoded for the profile kernel: each
     distinct client and entity is looked up once."""
-    cols = "".join(f', CAST("{c}" AS VARCHAR) AS "{c}"' for c in coders)
+    cols = "".join(f", CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in coders)
     lower = f"event_date > DATE '{after}' AND " if after is not None else ""
     ev = wh.fetch_arrow(
         f"SELECT client_id, date_diff('day', DATE '1970-01-01', event_date) AS day, value{cols} "
@@ -713,7 +714,7 @@ def batch_check(
     if sample.empty:
         return 0, 0.0
     layout = ProfileLayout.from_coders(coders, half_lives_days)
-    cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in layout.columns)
+    cols = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in layout.columns)
     in_list = ", ".join("'" + str(c).replace("'", "''") + "'" for c in sample)
     events = wh.fetch_df(
         f"SELECT client_id, event_date, value, {cols} FROM {table} "

@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from bm_assets.core.denormalize import EVENTS_DENORMALIZED
-from bm_assets.core.ingest import INGEST_LOG, QUARANTINE, RAW_EVENTS
+from bm_assets.core.ingest import INGEST_LOG, OUT_OF_RANGE, QUARANTINE, RAW_EVENTS
 from bm_assets.core.sql import literal as _lit
 from bm_assets.core.warehouse import Warehouse
 
@@ -19,10 +19,19 @@ class IngestQuality:
     rows_quarantined: int
     null_keys: int
     outside_partition: int
+    rows_out_of_range: int = 0  # quarantined because the timestamp is outside the configured range
 
     @property
     def balanced(self) -> bool:
         return self.rows_in == self.rows_loaded + self.rows_quarantined
+
+    @property
+    def quarantine_rate(self) -> float:
+        """Share of the window's source rows quarantined for a fault in the data (0 for an empty
+        window). Rows outside the configured date range are left out of both counts: the config
+        excludes them on purpose (they are still quarantined and listed)."""
+        rows = self.rows_in - self.rows_out_of_range
+        return (self.rows_quarantined - self.rows_out_of_range) / rows if rows else 0.0
 
 
 def _scalar(wh: Warehouse, sql: str) -> int:
@@ -51,6 +60,10 @@ def ingest_quality(
         outside_partition=_scalar(
             wh,
             f"SELECT count(*) FROM {wh.table(RAW_EVENTS)} WHERE {ev} AND CAST(event_time AS DATE) <> event_date",
+        ),
+        rows_out_of_range=_scalar(
+            wh,
+            f"SELECT count(*) FROM {wh.table(QUARANTINE)} WHERE {part} AND reason LIKE {_lit(OUT_OF_RANGE + '%')}",
         ),
     )
 

@@ -10,6 +10,7 @@ runs is the SQL re-rendered from the checked syntax tree, never the text as writ
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import sqlglot
 from sqlglot import exp
@@ -20,8 +21,12 @@ class UnsafeExpressionError(ValueError):
     """A user expression that is not a single, allowed SQL expression over known columns."""
 
 
-def ident(name: str) -> str:
-    """A quoted identifier (DuckDB dialect; the BigQuery translation re-quotes it)."""
+def ident(name: str, dialect: Literal["duckdb", "bigquery"] = "duckdb") -> str:
+    """A quoted identifier. SQL for the warehouse is written in DuckDB's dialect (the BigQuery
+    translation re-quotes it); `dialect="bigquery"` is for the few statements sent to BigQuery as
+    written (backticks, backslash escapes)."""
+    if dialect == "bigquery":
+        return "`" + str(name).replace("\\", "\\\\").replace("`", "\\`") + "`"
     return '"' + str(name).replace('"', '""') + '"'
 
 

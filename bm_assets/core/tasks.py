@@ -16,8 +16,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bm_assets.config import DatasetConfig, TemporalSplit
-from bm_assets.core.sql import UnsafeExpressionError, parse_expression, render
+from bm_assets.config import DatasetConfig, DatasetConfigError, TemporalSplit, read_config_text
+from bm_assets.core.sql import UnsafeExpressionError, ident, parse_expression, render
 from bm_assets.core.warehouse import Warehouse
 
 EVENTS = "events_denormalized"
@@ -198,9 +198,11 @@ def load_modeling_config(path: str | Path) -> ModelingConfig:
     if not path.exists():
         raise TaskConfigError(f"task config {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_config_text(path)) or {}
     except yaml.YAMLError as exc:
         raise TaskConfigError(f"{path}: not valid YAML: {exc}") from None
+    except DatasetConfigError as exc:
+        raise TaskConfigError(str(exc)) from None
     if not isinstance(raw, dict):
         raise TaskConfigError(f"{path}: expected a mapping at the top level")
     raw["config_file"] = str(path)
@@ -284,7 +286,7 @@ def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
         if task.target.value:
             exprs["target.value"] = f"SELECT {task.target.value} FROM {table} WHERE FALSE"
         if task.target.column:
-            exprs["target.column"] = f"SELECT {_col(task.target.column)} FROM {table} WHERE FALSE"
+            exprs["target.column"] = f"SELECT {ident(task.target.column)} FROM {table} WHERE FALSE"
         for key, sql in exprs.items():
             try:
                 wh.fetch_df(sql + " LIMIT 0" if key != "target.value" else sql)
@@ -300,10 +302,6 @@ def events_end(wh: Warehouse) -> dt.date | None:
         return None
     day = wh.fetch_df(f"SELECT max(event_date) AS d FROM {wh.table(EVENTS)}")["d"].iloc[0]
     return None if pd.isna(day) else pd.Timestamp(day).date()
-
-
-def _col(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _d(day: dt.date) -> str:
@@ -385,8 +383,8 @@ def value_counts(wh: Warehouse, column: str, where: str, before: dt.date, n: int
     `before` (the training cutoff: labels never look at the evaluated windows), with counts."""
     limit = f"LIMIT {n}" if n else ""
     return wh.fetch_df(
-        f"""SELECT CAST({_col(column)} AS VARCHAR) AS v, count(*) AS n FROM {wh.table(EVENTS)}
-        WHERE event_date < {_d(before)} AND ({where}) AND {_col(column)} IS NOT NULL
+        f"""SELECT CAST({ident(column)} AS VARCHAR) AS v, count(*) AS n FROM {wh.table(EVENTS)}
+        WHERE event_date < {_d(before)} AND ({where}) AND {ident(column)} IS NOT NULL
         GROUP BY 1 ORDER BY n DESC, v {limit}"""
     )
 
@@ -430,7 +428,7 @@ def build_labels(
             )
         return y.astype(np.float32)
     assert labels is not None
-    sql = f"""SELECT client_id, t, CAST({_col(task.target.column)} AS VARCHAR) AS v, count(*) AS n
+    sql = f"""SELECT client_id, t, CAST({ident(task.target.column)} AS VARCHAR) AS v, count(*) AS n
         FROM ({future_window_sql(wh, dates, task.horizon_days, task.target.where, "e.*")})
         GROUP BY ALL"""
     df = _normalise(wh.fetch_df(sql))

@@ -14,7 +14,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from bm_assets.config import AttributeTable, EventSource
+from bm_assets.config import AttributeTable, EventSource, empty_file_problem, unreadable_csv_message
+from bm_assets.core.sql import literal
 
 
 class SourceReadError(ValueError):
@@ -66,10 +67,6 @@ class Warehouse(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
-
-
-def _q(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def expand_paths(path: str) -> list[str]:
@@ -129,13 +126,13 @@ class DuckDBWarehouse(Warehouse):
         """A table function reading one file. Without `rejects` (schema look-ups only) bad CSV
         records are skipped; with it they are kept in the rejects table."""
         if fmt == "parquet":
-            return f"read_parquet({_q(path)})"
+            return f"read_parquet({literal(path)})"
         opts = "header=true, all_varchar=true"
         if not rejects:
             opts += ", ignore_errors=true"
         else:
-            opts += f", store_rejects=true, rejects_table={_q(rejects)}, rejects_scan={_q(rejects + '_scan')}"
-        return f"read_csv({_q(path)}, {opts})"
+            opts += f", store_rejects=true, rejects_table={literal(rejects)}, rejects_scan={literal(rejects + '_scan')}"
+        return f"read_csv({literal(path)}, {opts})"
 
     def _drop(self, name: str) -> None:
         """Drop a temp table or view of that name, whichever it is."""
@@ -156,12 +153,16 @@ class DuckDBWarehouse(Warehouse):
         )
         files = expand_paths(path_or_glob)
         for path in files:
-            schema = {
-                r[0]
-                for r in self.con.execute(
-                    f"DESCRIBE SELECT * FROM {self._reader(path, fmt, None)}"
-                ).fetchall()
-            }
+            problem = empty_file_problem(path)
+            if problem:
+                raise SourceReadError(problem)
+            try:
+                described = self.con.execute(f"DESCRIBE SELECT * FROM {self._reader(path, fmt, None)}").fetchall()
+            except duckdb.Error as exc:
+                if fmt != "csv":
+                    raise
+                raise SourceReadError(unreadable_csv_message(path, exc)) from None
+            schema = {r[0] for r in described}
             for role, col in required.items():
                 if col not in schema:
                     raise SourceReadError(
@@ -169,7 +170,7 @@ class DuckDBWarehouse(Warehouse):
                     )
         if fmt == "parquet":
             # Parquet needs no copy: a view over the files, rows numbered by the reader.
-            file_list = "[" + ", ".join(_q(p) for p in files) + "]"
+            file_list = "[" + ", ".join(literal(p) for p in files) + "]"
             self.con.execute(
                 f"CREATE TEMP VIEW {stage} AS SELECT * EXCLUDE (filename, file_row_number), "
                 f"filename AS __file, file_row_number + 1 AS __row "
@@ -183,7 +184,7 @@ class DuckDBWarehouse(Warehouse):
             # row_number() OVER () follows file order for a single-file scan (insertion order is
             # preserved); rejected CSV lines are re-inserted into the numbering below.
             select = (
-                f"SELECT *, {_q(path)} AS __file, row_number() OVER () AS __row "
+                f"SELECT *, {literal(path)} AS __file, row_number() OVER () AS __row "
                 f"FROM {self._reader(path, fmt, reject_tbl if rejects else None)}"
             )
             if i == 0:
@@ -198,7 +199,7 @@ class DuckDBWarehouse(Warehouse):
         Parquet rows keep their 1-based row index."""
         self.con.execute(
             f"""INSERT INTO {stage}_rejects
-            SELECT {_q(path)}, line, any_value(column_name),
+            SELECT {literal(path)}, line, any_value(column_name),
                    string_agg(error_type || ': ' || error_message, '; '), any_value(csv_line)
             FROM {reject_tbl} GROUP BY line"""
         )
@@ -212,10 +213,10 @@ class DuckDBWarehouse(Warehouse):
                         SELECT line - 1 - row_number() OVER (ORDER BY line) AS good_before
                         FROM (SELECT DISTINCT line FROM {reject_tbl})
                     ) r WHERE r.good_before < {stage}.__row)
-                WHERE __file = {_q(path)}"""
+                WHERE __file = {literal(path)}"""
             )
         # CSV data rows are reported as file lines (header = line 1).
-        self.con.execute(f"UPDATE {stage} SET __row = __row + 1 WHERE __file = {_q(path)}")
+        self.con.execute(f"UPDATE {stage} SET __row = __row + 1 WHERE __file = {literal(path)}")
 
     def record_json_sql(self, alias: str) -> str:
         return f"CAST(to_json({alias}) AS VARCHAR)"
