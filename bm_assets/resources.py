@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -61,6 +62,34 @@ DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 EXPERIMENT_KIND = "mlflow.experimentKind"
 
 
+#: Tags naming the process that owns an MLflow run, so a run left RUNNING by a killed process
+#: (kill -9 never reaches the `with` that would end it) can be told apart from a live one.
+PID_TAG, HOST_TAG = "bm_assets.pid", "bm_assets.host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_dead_runs(client: mlflow.MlflowClient, experiment_id: str) -> list[str]:
+    """Mark FAILED the RUNNING runs of this host whose owning process is gone; returns their ids.
+    Runs of other hosts, or without an owner tag, are left alone (nothing here can tell)."""
+    host = socket.gethostname()
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        pid, owner_host = run.data.tags.get(PID_TAG), run.data.tags.get(HOST_TAG)
+        if pid and owner_host == host and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="FAILED")
+            closed.append(run.info.run_id)
+    return closed
+
+
 class MLflowResource(ConfigurableResource):
     """One finished MLflow run per materialization. Tracking URI: `tracking_uri` if set, else
     MLFLOW_TRACKING_URI, else a sqlite store under $BM_HOME with artifacts beside it (an
@@ -95,7 +124,9 @@ class MLflowResource(ConfigurableResource):
             exp_id = exp.experiment_id
             if EXPERIMENT_KIND not in exp.tags:  # an experiment created before the kind was set
                 mlflow.MlflowClient(uri).set_experiment_tag(exp_id, EXPERIMENT_KIND, "custom_model_development")
-        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
+        close_dead_runs(mlflow.MlflowClient(uri), exp_id)
+        owner = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={**(tags or {}), **owner}) as run:
             yield run
 
     @staticmethod

@@ -4,6 +4,7 @@ the foundation model and the churn task, materialized in-process with a real MLf
 from __future__ import annotations
 
 import json
+import os
 
 import mlflow
 import pandas as pd
@@ -149,3 +150,40 @@ def test_mlflow_resource_store_location(bm_home, tmp_path, monkeypatch):
     logged = MlflowClient(tracking_uri=other).get_run(run.info.run_id)
     assert logged.info.status == "FINISHED"
     assert logged.data.metrics == {"finetuned_test_ndcg_at_10": 0.5}
+
+
+def test_a_run_killed_with_sigkill_is_closed_as_failed_by_the_next_run(tmp_path, monkeypatch):
+    """kill -9 never reaches the `with` that ends an MLflow run: the next run of the resource
+    marks it FAILED (its owning process is gone); a live run is left alone."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from bm_assets.resources import MLflowResource
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from bm_assets.resources import MLflowResource
+        with MLflowResource(experiment="t").start_run("doomed") as run:
+            print(run.info.run_id, flush=True)
+            time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env={**os.environ})
+    doomed = proc.stdout.readline().decode().strip()
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(doomed).info.status == "RUNNING"
+    res = MLflowResource(experiment="t")
+    with res.start_run("alive") as alive:  # the doomed run's process still lives: left alone
+        assert client.get_run(doomed).info.status == "RUNNING"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert client.get_run(doomed).info.status == "RUNNING"  # nothing ended it
+    with res.start_run("next"):
+        pass
+    assert client.get_run(doomed).info.status == "FAILED"
+    assert client.get_run(alive.info.run_id).info.status == "FINISHED"
