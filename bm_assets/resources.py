@@ -18,6 +18,7 @@ from pydantic import Field
 from bm_assets.config import DatasetConfig, load_dataset_config
 from bm_assets.core.bigquery import BigQueryWarehouse
 from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
+from bm_assets.run_launcher import process_alive
 from bm_assets.settings import bm_home
 
 
@@ -67,16 +68,6 @@ EXPERIMENT_KIND = "mlflow.experimentKind"
 PID_TAG, HOST_TAG = "bm_assets.pid", "bm_assets.host"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def close_dead_runs(client: mlflow.MlflowClient, experiment_id: str) -> list[str]:
     """Mark FAILED the RUNNING runs of this host whose owning process is gone; returns their ids.
     Runs of other hosts, or without an owner tag, are left alone (nothing here can tell)."""
@@ -84,7 +75,7 @@ def close_dead_runs(client: mlflow.MlflowClient, experiment_id: str) -> list[str
     closed = []
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
         pid, owner_host = run.data.tags.get(PID_TAG), run.data.tags.get(HOST_TAG)
-        if pid and owner_host == host and not _alive(int(pid)):
+        if pid and owner_host == host and not process_alive(int(pid)):
             client.set_terminated(run.info.run_id, status="FAILED")
             closed.append(run.info.run_id)
     return closed

@@ -289,10 +289,6 @@ def _create_statements(wh: Warehouse) -> list[str]:
     ]
 
 
-def _days(values: pd.Series) -> np.ndarray:
-    return pd.to_datetime(values).to_numpy().astype("datetime64[D]").astype(np.int64)
-
-
 def _date(day: int) -> dt.date:
     return _EPOCH + dt.timedelta(days=int(day))
 
@@ -315,25 +311,30 @@ def stored_states(wh: Warehouse, state_dim: int) -> tuple[np.ndarray, np.ndarray
     empty = _no_states(state_dim)
     if not wh.table_exists(BEHAVIORAL_PROFILES):
         return empty
-    df = wh.fetch_df(
-        f"""SELECT client_id, profile_date, dims, vals FROM {wh.table(BEHAVIORAL_PROFILES)}
+    # Arrow, not pandas: the list columns are read flat, without a Python object per client
+    rows_t = wh.fetch_arrow(
+        f"""SELECT client_id, date_diff('day', DATE '1970-01-01', profile_date) AS day, dims, vals
+        FROM {wh.table(BEHAVIORAL_PROFILES)}
         QUALIFY row_number() OVER (PARTITION BY client_id ORDER BY profile_date DESC) = 1
         ORDER BY client_id"""
     )
-    if df.empty:
+    if rows_t.num_rows == 0:
         return empty
-    counts = df["dims"].map(len).to_numpy()
-    rows = np.repeat(np.arange(len(df)), counts)
-    state = np.zeros((len(df), state_dim), dtype=np.float32)
+    dims_col = rows_t.column("dims").combine_chunks()
+    counts = pc.list_value_length(dims_col).to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(rows_t.num_rows), counts)
+    state = np.zeros((rows_t.num_rows, state_dim), dtype=np.float32)
     if counts.sum():
-        dims = np.concatenate(df["dims"].to_numpy()).astype(np.int64)
+        dims = pc.list_flatten(dims_col).to_numpy(zero_copy_only=False).astype(np.int64)
         if dims.max() >= state_dim:
             raise ProfileOrderError(
                 f"stored profile states have dimension {int(dims.max()) + 1} or more, the layout now gives "
                 f"{state_dim}; backfill every partition of behavioral_profiles"
             )
-        state[rows, dims] = np.concatenate(df["vals"].to_numpy()).astype(np.float32)
-    return df["client_id"].astype(str).to_numpy(), _days(df["profile_date"]), state
+        vals = pc.list_flatten(rows_t.column("vals").combine_chunks()).to_numpy(zero_copy_only=False)
+        state[rows, dims] = vals.astype(np.float32)
+    ids = rows_t.column("client_id").cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
+    return ids, rows_t.column("day").to_numpy().astype(np.int64), state
 
 
 def sparse_rows(ids: np.ndarray, last_day: np.ndarray, state: np.ndarray) -> pd.DataFrame:

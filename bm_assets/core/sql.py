@@ -170,19 +170,3 @@ def parse_expression(
 def render(node: exp.Expression) -> str:
     """SQL of a checked expression (DuckDB dialect), parenthesised so it composes."""
     return f"({node.sql(dialect='duckdb')})"
-
-
-def safe_sql(text: str, where: str, columns: Iterable[str] | None = None, aggregate: bool | None = None) -> str:
-    """parse_expression + render: the only way a user's expression enters a statement."""
-    return render(parse_expression(text, where, columns, aggregate))
-
-
-def map_columns(node: exp.Expression, fn) -> exp.Expression:
-    """A copy of the expression with each column reference replaced by fn(name) (SQL text)."""
-
-    def replace(sub: exp.Expression) -> exp.Expression:
-        if isinstance(sub, exp.Column):
-            return sqlglot.parse_one(fn(sub.name), dialect="duckdb")
-        return sub
-
-    return node.copy().transform(replace)
