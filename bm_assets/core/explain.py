@@ -1,0 +1,388 @@
+"""Explanations: why a client got a score, in the catalogue's and the business's own words.
+
+A task network scores a profile vector (decayed EMDE sketches over hashed buckets, then dense
+counters). Integrated Gradients (Sundararajan et al. 2017, via captum) attribute the score to
+each profile dimension along the straight path from the EMPTY profile (a client without
+history) to the client's own; the attributions sum to score minus the empty profile's score
+(completeness). From the empty profile, a bucket the client never touched gets exactly zero, so
+every sketch attribution can be folded back to the client's own entities: a bucket's attribution
+is shared among the client's entities that fall in it, in proportion to their (decayed) share
+of the bucket's value, which is exactly how they built that input. Entities of the item column
+carry their item attributes (brand, category...), so item reasons also roll up to those.
+
+LightGBM's own SHAP values (`pred_contrib`) explain the aggregate baseline by feature name.
+
+Everything here reads events dated on or before each explained as-of date only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bm_assets.core.foundation import BehavioralNet, task_output
+from bm_assets.core.profiles import ProfileLayout
+from bm_assets.core.sketches import SketchCoder
+from bm_assets.core.sql import ident, literal
+from bm_assets.core.tasks import EVENTS
+from bm_assets.core.warehouse import Warehouse
+
+#: Task types whose network output is a per-client score the explanation decomposes.
+EXPLAINABLE = ("binary", "multilabel", "multiclass", "regression")
+#: Points on the integration path (Gauss-Legendre). Rows whose completeness gap exceeds
+#: GAP_TOLERANCE are integrated again with 4x the points.
+IG_STEPS = 64
+#: Largest accepted |sum of attributions - score change|, relative to max(|change|, 0.01).
+GAP_TOLERANCE = 1e-3
+
+
+@dataclass
+class Attributions:
+    """Per explained row: the output, the empty profile's output, one attribution per profile
+    dimension (float64[n, d]) and the completeness gap (sum of attributions minus the change)."""
+
+    output: np.ndarray
+    baseline_output: np.ndarray
+    attr: np.ndarray
+    delta: np.ndarray
+
+
+def reference_baseline(x_reference: np.ndarray, layout: ProfileLayout) -> np.ndarray:
+    """float64[d]: the baseline profile: no sketch mass (so every sketch attribution folds back
+    to the client's own entities) and the median client's counters (activity, spend, recency),
+    so a counter is credited only for how far the client is from a typical client."""
+    base = np.median(np.asarray(x_reference, dtype=np.float64), axis=0) if len(x_reference) else np.zeros(layout.profile_dim)
+    for name, start, stop in layout.blocks():
+        if name.startswith("sketch/"):
+            base[start:stop] = 0.0
+    return base
+
+
+def output_function(kind: str) -> Callable[[BehavioralNet, torch.Tensor], torch.Tensor]:
+    """The score users see (probability, class probability, value) as a function of profiles."""
+    if kind not in EXPLAINABLE:
+        raise ValueError(f"explanations cover task types {EXPLAINABLE}; not {kind!r}")
+    return task_output(kind)
+
+
+def integrated_gradients(
+    net: BehavioralNet,
+    x: np.ndarray,
+    kind: str,
+    target: np.ndarray | int | None = None,
+    steps: int = IG_STEPS,
+    batch_size: int = 256,
+    baseline: np.ndarray | None = None,
+) -> Attributions:
+    """Attributions of the task output to every profile dimension, from the empty profile.
+    `target`: the output column (label or class) per row, or one for all rows; None for
+    binary and regression. Rows that miss completeness by more than GAP_TOLERANCE are
+    integrated again with 4x the steps."""
+    first = _integrated_gradients(net, x, kind, target, steps, batch_size, baseline)
+    change = np.maximum(np.abs(first.output - first.baseline_output), 0.01)
+    redo = np.flatnonzero(np.abs(first.delta) > GAP_TOLERANCE * change)
+    if len(redo):
+        t = None if target is None else np.broadcast_to(np.asarray(target), (len(x),))[redo]
+        again = _integrated_gradients(net, x[redo], kind, t, steps * 4, batch_size, baseline)
+        first.attr[redo], first.delta[redo] = again.attr, again.delta
+    return first
+
+
+def _integrated_gradients(
+    net: BehavioralNet, x: np.ndarray, kind: str, target, steps: int, batch_size: int, baseline: np.ndarray | None
+) -> Attributions:
+    from captum.attr import IntegratedGradients
+
+    net = net.cpu().eval()
+    out_fn = output_function(kind)
+
+    def forward(zb: torch.Tensor) -> torch.Tensor:
+        # the path runs straight in the network's own input space, the compressed profile
+        # z = sign(x) log(1 + |x|): per dimension a monotone map, so attributions stay per
+        # profile dimension, and the integrand is smooth enough for few steps
+        return out_fn(net, torch.sign(zb) * torch.expm1(torch.abs(zb)))
+
+    ig = IntegratedGradients(forward)
+    n = len(x)
+    targets = np.zeros(n, dtype=np.int64) if target is None else np.broadcast_to(np.asarray(target), (n,))
+    attr = np.zeros(x.shape, dtype=np.float64)
+    delta, output, base = np.zeros(n), np.zeros(n), np.zeros(n)
+    z0 = BehavioralNet.compress(torch.from_numpy(np.zeros(x.shape[1]) if baseline is None else baseline).double())
+    for i in range(0, n, batch_size):
+        xb = BehavioralNet.compress(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).double())
+        tb = None if target is None else torch.from_numpy(targets[i : i + batch_size].astype(np.int64))
+        with _double(net):
+            a, d = ig.attribute(
+                xb,
+                baselines=z0.expand_as(xb).contiguous(),
+                target=None if tb is None else tb.tolist(),
+                n_steps=steps,
+                method="gausslegendre",
+                internal_batch_size=batch_size * 4,
+                return_convergence_delta=True,
+            )
+            with torch.no_grad():
+                yo, yb = forward(xb), forward(z0.expand_as(xb).contiguous())
+        if tb is not None:
+            yo = yo.gather(1, tb[:, None])[:, 0]
+            yb = yb.gather(1, tb[:, None])[:, 0]
+        attr[i : i + len(xb)] = a.detach().numpy()
+        delta[i : i + len(xb)] = d.detach().numpy()
+        output[i : i + len(xb)], base[i : i + len(xb)] = yo.numpy(), yb.numpy()
+    return Attributions(output, base, attr, delta)
+
+
+class _double:
+    """The network in float64 for the duration (restored after): integration errors stay far
+    below the attributions users read."""
+
+    def __init__(self, net: BehavioralNet):
+        self.net = net
+
+    def __enter__(self):
+        self.net.double()
+
+    def __exit__(self, *exc):
+        self.net.float()
+
+
+# --- the client's own entities ----------------------------------------------------------------
+
+
+def entity_history(
+    wh: Warehouse,
+    columns: list[str],
+    rollups: dict[str, list[str]],
+    examples: pd.DataFrame,
+    half_lives_days: tuple[float, ...],
+) -> dict[str, pd.DataFrame]:
+    """Per sketch column: (row, entity, w0..wk[, rollup attributes]) with `row` the index of
+    the example (client_id, as_of) and w_k the decayed count of the client's events with that
+    entity as of the END of as_of (the profile's own weights: 0.5 ** ((as_of - day) / h_k)).
+    Only events dated <= as_of are read. `rollups[column]`: attribute columns to carry (an
+    item's brand, category...)."""
+    if examples.empty:
+        return {c: pd.DataFrame(columns=["row", "entity"]) for c in columns}
+    pairs = ", ".join(
+        f"({i}, {literal(str(c))}, DATE '{d.isoformat()}')"
+        for i, (c, d) in enumerate(zip(examples["client_id"], examples["as_of"], strict=True))
+    )
+    weights = ", ".join(
+        f"sum(pow(0.5, date_diff('day', e.event_date, x.as_of) / {float(h)!r})) AS w{k}"
+        for k, h in enumerate(half_lives_days)
+    )
+    out: dict[str, pd.DataFrame] = {}
+    for column in columns:
+        extra = "".join(f", any_value(CAST(e.{ident(a)} AS VARCHAR)) AS {ident(a)}" for a in rollups.get(column, []))
+        out[column] = wh.fetch_df(
+            f"""WITH x(row_id, client_id, as_of) AS (VALUES {pairs})
+            SELECT x.row_id, CAST(e.{ident(column)} AS VARCHAR) AS entity, {weights}{extra}
+            FROM {wh.table(EVENTS)} e JOIN x
+              ON CAST(e.client_id AS VARCHAR) = x.client_id AND e.event_date <= x.as_of
+            WHERE e.{ident(column)} IS NOT NULL
+            GROUP BY x.row_id, CAST(e.{ident(column)} AS VARCHAR)
+            ORDER BY 1, 2"""
+        ).rename(columns={"row_id": "row"})
+    return out
+
+
+# --- folding dimensions back to entities and features -----------------------------------------
+
+_FEATURE_TITLES = {
+    "event_count": "activity: events, {h}-day half-life",
+    "value": "spend: value, {h}-day half-life",
+    "n_events": "activity: events, whole history",
+    "value_total": "spend: value, whole history",
+    "days_since_last_event": "recency: days since the last event",
+}
+
+
+def feature_title(block: str) -> str:
+    """A person's name for a dense profile block ('event_count/h7' -> 'activity: ...')."""
+    name, _, h = block.partition("/h")
+    return _FEATURE_TITLES.get(name, name).format(h=h)
+
+
+def fold(
+    attributions: Attributions,
+    x: np.ndarray,
+    layout: ProfileLayout,
+    coders: dict[str, SketchCoder],
+    history: dict[str, pd.DataFrame],
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """(reasons, collision_share). reasons: one row per (row, reason) with `kind` (entity or
+    feature), `column`, `value` (entity id or the feature's value for the client), `title`,
+    `attribution` and the roll-up attribute columns of item entities. Per row the attributions
+    sum to the sum of its dimension attributions. collision_share float[n]: the share of the
+    row's absolute sketch attribution that sits in buckets holding two or more of its entities
+    (there the split between them is by weight, not something the model could tell apart)."""
+    a = attributions.attr
+    n = len(a)
+    block = layout.depth * layout.width
+    frames: list[pd.DataFrame] = []
+    collided = np.zeros(n)
+    sketch_abs = np.zeros(n)
+    starts = {name: start for name, start, _ in layout.blocks()}
+    for column in layout.columns:
+        hist = history.get(column)
+        if hist is None or hist.empty:
+            continue
+        rows = hist["row"].to_numpy(np.int64)
+        codes = coders[column].encode(hist["entity"].to_numpy()).astype(np.int64)
+        known = codes[:, 0] >= 0
+        share = np.zeros(len(hist))
+        levels = np.arange(layout.depth, dtype=np.int64) * layout.width
+        for k, h in enumerate(layout.half_lives_days):
+            w = np.where(known, hist[f"w{k}"].to_numpy(np.float64), 0.0)
+            start = starts[f"sketch/h{h:g}/{column}"]
+            key = rows[:, None] * block + levels[None, :] + np.where(known[:, None], codes, 0)  # [m, depth]
+            mass = np.bincount(key.ravel(), weights=np.repeat(w, layout.depth), minlength=n * block)
+            count = np.bincount(key[known].ravel(), minlength=n * block)
+            cell = a[:, start : start + block].reshape(-1)  # attribution of (row, level, bucket)
+            ok = mass[key] > 0
+            share += np.where(ok, cell[key] * w[:, None] / np.where(ok, mass[key], 1.0), 0.0).sum(1)
+            used = mass > 0
+            np.add.at(sketch_abs, np.flatnonzero(used) // block, np.abs(cell[used]))
+            shared = count >= 2
+            np.add.at(collided, np.flatnonzero(shared) // block, np.abs(cell[shared]))
+        frame = hist.drop(columns=[c for c in hist.columns if re.fullmatch(r"w\d+", c)]).rename(
+            columns={"entity": "value"}
+        )
+        title = f"{column} = " + frame["value"]
+        for attr in rollups_of(frame):
+            title = title + np.where(frame[attr].notna(), f" ({attr} = " + frame[attr].astype(str) + ")", "")
+        frame = frame.assign(kind="entity", column=column, title=title, attribution=share)
+        frames.append(frame[known])
+    for name, start, stop in layout.blocks():
+        if name.startswith("sketch/"):
+            continue
+        idx = np.arange(n)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "row": idx,
+                    "kind": "feature",
+                    "column": name,
+                    "value": [f"{v:.4g}" for v in x[:, start]],
+                    "title": feature_title(name),
+                    "attribution": a[:, start],
+                }
+            )
+        )
+    reasons = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    collision = np.divide(collided, sketch_abs, out=np.zeros(n), where=sketch_abs > 0)
+    return reasons, collision
+
+
+def rollups_of(frame: pd.DataFrame) -> list[str]:
+    """The roll-up attribute columns of a history or reasons frame."""
+    fixed = {"row", "entity", "value", "kind", "column", "title", "attribution"}
+    return [c for c in frame.columns if c not in fixed and not re.fullmatch(r"w\d+", c)]
+
+
+def top_reasons(reasons: pd.DataFrame, row: int, k: int) -> pd.DataFrame:
+    """The k reasons of one row with the largest absolute attribution: title, direction
+    (raises / lowers the score), share of the row's total absolute attribution."""
+    mine = reasons[reasons["row"] == row].copy()
+    total = float(mine["attribution"].abs().sum()) or 1.0
+    mine["share"] = mine["attribution"].abs() / total
+    mine["direction"] = np.where(mine["attribution"] >= 0, "raises", "lowers")
+    mine = mine.reindex(mine["attribution"].abs().sort_values(ascending=False).index).head(k)
+    features = mine["kind"] == "feature"
+    mine.loc[features, "title"] = mine.loc[features, "title"] + " = " + mine.loc[features, "value"]
+    return mine[["title", "direction", "share", "attribution", "kind", "column", "value"]].reset_index(drop=True)
+
+
+def global_drivers(reasons: pd.DataFrame, n_rows: int, by: str | None = None, top: int = 15) -> pd.DataFrame:
+    """Drivers over many explained rows: mean absolute and mean signed attribution per reason
+    (a row without the reason counts as zero). `by`: an item roll-up attribute (the item
+    reasons of each row are summed per attribute value first, so a brand's items count as one
+    driver)."""
+    if reasons.empty or n_rows == 0:
+        return pd.DataFrame(columns=["title", "mean_abs", "mean", "rows"])
+    if by is None:
+        df = reasons.assign(key=reasons["title"])
+    elif by in reasons.columns:
+        df = reasons[reasons[by].notna()]
+        df = df.assign(key=f"{by} = " + df[by].astype(str))
+    else:
+        return pd.DataFrame(columns=["title", "mean_abs", "mean", "rows"])
+    per_row = df.groupby(["key", "row"], sort=False)["attribution"].sum().reset_index()
+    out = per_row.groupby("key").agg(
+        mean_abs=("attribution", lambda s: s.abs().sum() / n_rows),
+        mean=("attribution", lambda s: s.sum() / n_rows),
+        rows=("row", "nunique"),
+    )
+    out = out.sort_values("mean_abs", ascending=False).head(top).reset_index().rename(columns={"key": "title"})
+    return out
+
+
+def drivers_markdown(drivers: pd.DataFrame) -> str:
+    lines = ["| driver | mean abs | mean | clients |", "| --- | ---: | ---: | ---: |"]
+    for _, r in drivers.iterrows():
+        lines.append(f"| {r['title']} | {r['mean_abs']:.3g} | {r['mean']:+.3g} | {int(r['rows'])} |")
+    return "\n".join(lines)
+
+
+# --- LightGBM: its own SHAP values --------------------------------------------------------------
+
+_WINDOWED = re.compile(r"^(events|baskets|value|active_days)_(\d+)d$")
+_TOP = re.compile(r"^(?P<col>.+)_(?P<j>\d+)_(?P<what>n|value)_(?P<w>\d+)d$")
+_AGG_TITLES = {
+    "events": "events",
+    "baskets": "baskets",
+    "value": "spend",
+    "active_days": "active days",
+}
+
+
+def aggregate_title(name: str, tops: dict[str, list[str]]) -> str:
+    """A person's name for a LightGBM aggregate ('manufacturer_id_0_n_30d' -> 'manufacturer_id
+    = 69: events in 30 days')."""
+    if name == "recency_days":
+        return "recency: days since the last event"
+    if name == "first_seen_days":
+        return "tenure: days since the first event"
+    m = _WINDOWED.match(name)
+    if m:
+        return f"{_AGG_TITLES[m.group(1)]} in {m.group(2)} days"
+    m = _TOP.match(name)
+    if m and m.group("col") in tops and int(m.group("j")) < len(tops[m.group("col")]):
+        value = tops[m.group("col")][int(m.group("j"))]
+        what = "events" if m.group("what") == "n" else "spend"
+        return f"{m.group('col')} = {value}: {what} in {m.group('w')} days"
+    return name
+
+
+def gbdt_contributions(model: object, f: np.ndarray) -> np.ndarray:
+    """float64[n, n_features]: SHAP contributions of one fitted LightGBM model (raw score:
+    log-odds for classifiers), without the bias column; a constant label has none (zeros)."""
+    if isinstance(model, float):
+        return np.zeros(f.shape, dtype=np.float64)
+    contrib = np.asarray(model.predict(f, pred_contrib=True), dtype=np.float64)
+    return contrib[:, : f.shape[1]]
+
+
+def gbdt_drivers(contrib: np.ndarray, names: list[str], tops: dict[str, list[str]], top: int = 15) -> pd.DataFrame:
+    """Mean absolute and signed SHAP contribution per aggregate, by the aggregate's title."""
+    df = pd.DataFrame(
+        {
+            "title": [aggregate_title(n, tops) for n in names],
+            "mean_abs": np.abs(contrib).mean(0),
+            "mean": contrib.mean(0),
+            "rows": (contrib != 0).sum(0),
+        }
+    )
+    return df.sort_values("mean_abs", ascending=False).head(top).reset_index(drop=True)
+
+
+def as_of_examples(client_ids: np.ndarray, as_of: dt.date | list[dt.date]) -> pd.DataFrame:
+    """(client_id, as_of) rows for entity_history."""
+    ids = np.asarray(client_ids).astype(str)
+    days = [as_of] * len(ids) if isinstance(as_of, dt.date) else list(as_of)
+    return pd.DataFrame({"client_id": ids, "as_of": days})
