@@ -124,7 +124,9 @@ def test_the_brand_is_the_top_reason_of_the_positive_clients(fitted):
     )
     reasons, _ = fold(attr, x[pos], layout, coders, history)
     top = [top_reasons(reasons, i, 1).iloc[0] for i in range(len(pos))]
-    about_brand = [r["direction"] == "raises" and (r["value"] == BRAND or f"brand = {BRAND}" in r["title"]) for r in top]
+    about_brand = [
+        r["direction"] == "raises" and (r["value"] == BRAND or f"brand = {BRAND}" in r["title"]) for r in top
+    ]
     assert np.mean(about_brand) >= 0.9
     drivers = global_drivers(reasons, len(pos))
     assert drivers.iloc[0]["title"] == f"brand = {BRAND}"
@@ -140,15 +142,16 @@ def test_the_brand_is_the_top_reason_of_the_positive_clients(fitted):
 
 def test_history_never_reads_events_after_the_explained_date(fitted):
     wh, coders, layout, clients, *_ = fitted
-    ex = as_of_examples(clients[:50], AS_OF - dt.timedelta(days=10))
+    day = AS_OF - dt.timedelta(days=10)
+    ex = as_of_examples(clients[:50], day)
     before = entity_history(wh, list(coders), {"item_id": ["brand"]}, ex, (7.0, 30.0))
     wh.execute(
         [
             "CREATE TABLE __backup AS SELECT * FROM events_denormalized",
             f"""INSERT INTO events_denormalized SELECT client_id, event_date + INTERVAL 11 DAY, 'poison', 'BXX',
-                event_type, value FROM events_denormalized WHERE event_date >= DATE '{AS_OF - dt.timedelta(days=12)}'""",
+                event_type, value FROM events_denormalized WHERE event_date >= DATE '{day - dt.timedelta(days=2)}'""",
             # and rewrite what already happened after the date
-            f"UPDATE events_denormalized SET brand = 'BYY' WHERE event_date > DATE '{AS_OF - dt.timedelta(days=10)}'",
+            f"UPDATE events_denormalized SET brand = 'BYY' WHERE event_date > DATE '{day}'",
         ]
     )
     try:

@@ -56,7 +56,8 @@ def reference_baseline(x_reference: np.ndarray, layout: ProfileLayout) -> np.nda
     """float64[d]: the baseline profile: no sketch mass (so every sketch attribution folds back
     to the client's own entities) and the median client's counters (activity, spend, recency),
     so a counter is credited only for how far the client is from a typical client."""
-    base = np.median(np.asarray(x_reference, dtype=np.float64), axis=0) if len(x_reference) else np.zeros(layout.profile_dim)
+    x_reference = np.asarray(x_reference, dtype=np.float64)
+    base = np.median(x_reference, axis=0) if len(x_reference) else np.zeros(layout.profile_dim)
     for name, start, stop in layout.blocks():
         if name.startswith("sketch/"):
             base[start:stop] = 0.0
@@ -258,7 +259,7 @@ def fold(
             title = title + np.where(frame[attr].notna(), f" ({attr} = " + frame[attr].astype(str) + ")", "")
         frame = frame.assign(kind="entity", column=column, title=title, attribution=share)
         frames.append(frame[known])
-    for name, start, stop in layout.blocks():
+    for name, start, _ in layout.blocks():
         if name.startswith("sketch/"):
             continue
         idx = np.arange(n)
