@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bm_assets.config import DatasetConfig
+from bm_assets.core.evaluation import TaskData
 from bm_assets.core.foundation import BehavioralNet, task_output
 from bm_assets.core.profiles import ProfileLayout
 from bm_assets.core.sketches import SketchCoder
@@ -153,6 +155,16 @@ class _double:
 
 
 # --- the client's own entities ----------------------------------------------------------------
+
+
+def item_rollups(cfg: DatasetConfig, coders: dict[str, SketchCoder]) -> dict[str, list[str]]:
+    """{sketched item column: its item attributes}: the representation's inductive attributes
+    (brand, category...), so item reasons can be read and summed by them."""
+    inductive = cfg.representation.inductive
+    if inductive is None or inductive.column not in coders:
+        return {}
+    available = cfg.event_columns()
+    return {inductive.column: [a for a in inductive.attributes or [] if a in available]}
 
 
 def entity_history(
@@ -387,3 +399,185 @@ def as_of_examples(client_ids: np.ndarray, as_of: dt.date | list[dt.date]) -> pd
     ids = np.asarray(client_ids).astype(str)
     days = [as_of] * len(ids) if isinstance(as_of, dt.date) else list(as_of)
     return pd.DataFrame({"client_id": ids, "as_of": days})
+
+
+# --- putting it together ------------------------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    """Attributions of explained rows (examples: client_id, as_of), their reasons (see fold) and
+    collision shares."""
+
+    examples: pd.DataFrame
+    attributions: Attributions
+    reasons: pd.DataFrame
+    collision_share: np.ndarray
+
+    def completeness_gap(self) -> float:
+        """The largest |sum of attributions - score change| over the rows."""
+        return float(np.abs(self.attributions.delta).max()) if len(self.examples) else 0.0
+
+
+def explain_rows(
+    wh: Warehouse,
+    net: BehavioralNet,
+    kind: str,
+    x: np.ndarray,
+    examples: pd.DataFrame,
+    coders: dict[str, SketchCoder],
+    layout: ProfileLayout,
+    rollups: dict[str, list[str]],
+    reference: np.ndarray,
+    target: np.ndarray | int | None = None,
+    history: dict[str, pd.DataFrame] | None = None,
+) -> Explanation:
+    """Explain the network's score of each row of x (the profile of examples.client_id at the
+    end of examples.as_of) against the reference population's baseline (reference_baseline).
+    `history`: entity_history of the same examples, when already read."""
+    attributions = integrated_gradients(net, x, kind, target, baseline=reference_baseline(reference, layout))
+    if history is None:
+        history = entity_history(wh, list(layout.columns), rollups, examples, layout.half_lives_days)
+    reasons, collision = fold(attributions, x, layout, coders, history)
+    return Explanation(examples.reset_index(drop=True), attributions, reasons, collision)
+
+
+def drivers_png(tables: dict[str, pd.DataFrame], title: str, top: int = 12) -> bytes | None:
+    """Horizontal bars of mean absolute attribution (colour: raises or lowers on average), one
+    panel per table; None when every table is empty."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = {k: v.head(top) for k, v in tables.items() if len(v)}
+    if not tables:
+        return None
+    fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 0.35 * top + 1.5), squeeze=False)
+    for ax, (name, df) in zip(axes[0], tables.items(), strict=True):
+        df = df.iloc[::-1]
+        colours = ["tab:green" if m >= 0 else "tab:red" for m in df["mean"]]
+        ax.barh([str(t)[:60] for t in df["title"]], df["mean_abs"], color=colours)
+        ax.set_xlabel("mean |attribution| (green: raises the score on average, red: lowers)")
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return [
+        {"driver": r["title"], "mean_abs": float(r["mean_abs"]), "mean": float(r["mean"]), "clients": int(r["rows"])}
+        for _, r in df.iterrows()
+    ]
+
+
+def gbdt_label_contributions(kind: str, models: list, f: np.ndarray, j: int | None) -> np.ndarray | None:
+    """SHAP contributions of the LightGBM baseline for output j (None: the only output)."""
+    if not models:
+        return None
+    if kind == "multiclass":
+        model = models[0]
+        classes = list(model.classes_)
+        if j not in classes:
+            return None
+        raw = np.asarray(model.predict(f, pred_contrib=True), dtype=np.float64)
+        width = f.shape[1] + 1
+        k = classes.index(j)
+        return raw[:, k * width : k * width + f.shape[1]]
+    return gbdt_contributions(models[0 if j is None else j], f)
+
+
+def task_drivers(
+    wh: Warehouse,
+    data: TaskData,
+    examples: pd.DataFrame,
+    net: BehavioralNet,
+    gbdt_models: list | None,
+    coders: dict[str, SketchCoder],
+    layout: ProfileLayout,
+    rollups: dict[str, list[str]],
+    n_examples: int,
+    n_labels: int,
+    seed: int,
+) -> dict:
+    """Global drivers of a task on a seeded sample of its test examples (profiles as of t-1):
+    per explained output (the score; or the n_labels most frequent labels), the top entities and
+    features of the fine-tuned network by mean absolute attribution, the same rolled up by each
+    item attribute, and the LightGBM baseline's top aggregates by mean absolute SHAP value.
+    Returns {"examples", "collision_share", "completeness_gap", "outputs": {label: {table: [...]}}}
+    plus the tables as DataFrames under "frames" (for the UI)."""
+    task = data.task
+    test = data.splits["test"]
+    n = len(test.y)
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=min(n_examples, n), replace=False))
+    x, f = test.x[idx], test.f[idx]
+    rows = examples.iloc[idx]
+    ex = as_of_examples(rows["client_id"].to_numpy(), [t - dt.timedelta(days=1) for t in rows["t"]])
+    history = entity_history(wh, list(layout.columns), rollups, ex, layout.half_lives_days)
+    outputs: list[int | None] = (
+        [None] if task.type in ("binary", "regression") else list(range(min(n_labels, len(data.labels or []))))
+    )
+    first_rollups = sorted(
+        {a for attrs in rollups.values() for a in attrs}, key=lambda a: (a != task.target.column, a)
+    )
+    out: dict = {"examples": len(idx), "outputs": {}, "frames": {}}
+    gaps, collisions = [], []
+    for j in outputs:
+        label = task.name if j is None else str((data.labels or [])[j])
+        explained = explain_rows(wh, net, task.type, x, ex, coders, layout, rollups, x, j, history)
+        gaps.append(explained.completeness_gap())
+        collisions.append(float(explained.collision_share.mean()) if len(idx) else 0.0)
+        frames = {"network": global_drivers(explained.reasons, len(idx))}
+        for a in first_rollups:
+            frames[f"network, items by {a}"] = global_drivers(explained.reasons, len(idx), by=a, top=10)
+        contrib = gbdt_label_contributions(task.type, gbdt_models or [], f, j)
+        if contrib is not None and data.feature_names:
+            frames["lightgbm"] = gbdt_drivers(contrib, data.feature_names, data.feature_tops)
+        out["frames"][label] = frames
+        out["outputs"][label] = {name: _records(df) for name, df in frames.items()}
+    out["completeness_gap"] = max(gaps) if gaps else 0.0
+    out["collision_share"] = float(np.mean(collisions)) if collisions else 0.0
+    return out
+
+
+def drivers_markdown_all(drivers: dict, top: int = 10) -> str:
+    """Per explained output, its driver tables (top rows) as markdown."""
+    parts = [
+        f"Attributions over {drivers['examples']} test examples; completeness gap "
+        f"{drivers['completeness_gap']:.1e}; {drivers['collision_share']:.0%} of sketch attribution sits in "
+        "buckets shared by two or more of a client's entities (split between them by weight)."
+    ]
+    for label, frames in drivers["frames"].items():
+        parts.append(f"**{label}**")
+        for name, df in frames.items():
+            parts.append(f"*{name}*\n\n" + drivers_markdown(df.head(top)))
+    return "\n\n".join(parts)
+
+
+def top_reasons_per_row(reasons: pd.DataFrame, k: int = 3) -> pd.DataFrame:
+    """(row, rank, reason, direction, share): each row's k largest reasons by absolute
+    attribution, share of the row's total absolute attribution."""
+    if reasons.empty:
+        return pd.DataFrame(columns=["row", "rank", "reason", "direction", "share"])
+    df = reasons.assign(abs=reasons["attribution"].abs())
+    total = df.groupby("row")["abs"].transform("sum").replace(0.0, 1.0)
+    df = df.assign(share=df["abs"] / total).sort_values(["row", "abs"], ascending=[True, False], kind="stable")
+    df = df.groupby("row", sort=False).head(k)
+    title = np.where(df["kind"] == "feature", df["title"] + " = " + df["value"], df["title"])
+    return pd.DataFrame(
+        {
+            "row": df["row"].to_numpy(),
+            "rank": df.groupby("row").cumcount().to_numpy() + 1,
+            "reason": title,
+            "direction": np.where(df["attribution"] >= 0, "raises", "lowers"),
+            "share": df["share"].to_numpy(),
+        }
+    )

@@ -97,6 +97,11 @@ class TaskSpec(_Strict):
     eligible: Eligibility = Field(default_factory=Eligibility)
     metrics: list[str] = Field(default_factory=list)
     learning_curve: bool = Field(default=False, description="also fit on labeled fractions")
+    explain: bool = Field(
+        default=False,
+        description="write the top 3 reasons of every daily score to `<task>_score_reasons` (costs an "
+        "attribution pass per scored client and day; global drivers are in the evaluation either way)",
+    )
     description: str = ""
 
     @model_validator(mode="after")
@@ -120,6 +125,8 @@ class TaskSpec(_Strict):
         bad = [m for m in self.metrics if m not in allowed]
         if bad:
             raise ValueError(f"metrics {bad} do not apply to {self.type}; choose from {list(allowed)}")
+        if self.explain and self.type == "recommendation":
+            raise ValueError("explain: recommendation scores are not explained (rank lists, not one score)")
         return self
 
 
@@ -156,6 +163,14 @@ class EvaluationConfig(_Strict):
     feature_windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
     label_fractions: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0])
     candidates: int = Field(default=2000, gt=0, description="most popular items ranked for recommendation")
+    explain_examples: int = Field(
+        default=1000,
+        ge=0,
+        description="test examples (a seeded sample) whose attributions make each task's global drivers; 0: none",
+    )
+    explain_labels: int = Field(
+        default=3, gt=0, description="multilabel/multiclass: global drivers for this many most frequent labels"
+    )
     max_train_examples: int = Field(
         default=50_000,
         gt=0,
