@@ -190,3 +190,16 @@ def test_lightgbm_contributions_sum_to_the_raw_score_and_have_names():
     assert aggregate_title("manufacturer_id_1_n_30d", tops) == "manufacturer_id = 2: events in 30 days"
     assert aggregate_title("value_90d", tops) == "spend in 90 days"
     assert aggregate_title("recency_days", tops) == "recency: days since the last event"
+
+
+@pytest.mark.bigquery
+def test_entity_history_is_the_same_on_bigquery(warehouse, bq_warehouse):
+    events = _log(seed=3).head(400)
+    warehouse.insert_df("events_denormalized", events)
+    bq_warehouse.insert_df("events_denormalized", events)
+    ex = as_of_examples(np.array(["c000", "c001", "c002", "c010"]), AS_OF - dt.timedelta(days=5))
+    left = entity_history(warehouse, ["item_id", "brand"], {"item_id": ["brand"]}, ex, (7.0, 30.0))
+    right = entity_history(bq_warehouse, ["item_id", "brand"], {"item_id": ["brand"]}, ex, (7.0, 30.0))
+    for column in ("item_id", "brand"):
+        assert len(left[column]) > 0
+        pd.testing.assert_frame_equal(left[column], right[column], check_dtype=False, rtol=1e-9)

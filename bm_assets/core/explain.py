@@ -193,7 +193,7 @@ def entity_history(
     for column in columns:
         extra = "".join(f", any_value(CAST(e.{ident(a)} AS VARCHAR)) AS {ident(a)}" for a in rollups.get(column, []))
         out[column] = wh.fetch_df(
-            f"""WITH x(row_id, client_id, as_of) AS (VALUES {pairs})
+            f"""WITH x AS (SELECT * FROM (VALUES {pairs}) AS v(row_id, client_id, as_of))
             SELECT x.row_id, CAST(e.{ident(column)} AS VARCHAR) AS entity, {weights}{extra}
             FROM {wh.table(EVENTS)} e JOIN x
               ON CAST(e.client_id AS VARCHAR) = x.client_id AND e.event_date <= x.as_of
