@@ -164,6 +164,19 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     out = capsys.readouterr().out
     assert f"churn for client {row['client_id']} on 2017-06-29" in out and "direction  share" in out
     assert f"score {row['score']:.4g} (finetuned)" in out
+    # nothing after the explained day is read: rewrite the last day's events, same explanation
+    wh = DuckDBWarehouse(str(bm_home / "bm_assets.duckdb"))
+    try:
+        wh.execute(
+            [
+                "UPDATE events_denormalized SET product_category = 'POISON', department = 'POISON', "
+                "item_id = 'POISON', value = value * 100 WHERE event_date > DATE '2017-06-29'"
+            ]
+        )
+    finally:
+        wh.close()
+    assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29"]) == 0
+    assert capsys.readouterr().out == out
     assert len([line for line in out.splitlines() if line.rstrip().endswith("%")]) == 10
     assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29",
                  "--model", "lightgbm", "--top", "5"]) == 0
