@@ -92,7 +92,7 @@ def explain_client(
     if model not in bundle:
         raise TaskConfigError(f"{task_name}: no model {model!r}; trained models are {sorted(bundle)}")
     coders = load_sketch_coders(bm_home())
-    with warehouse.open() as wh:
+    with warehouse.open(sandboxed=True) as wh:
         labels, _ = label_space(wh, dataset, task)
         ids, x = load_profiles(wh, day, coders)
         pos = np.flatnonzero(ids == str(client_id))

@@ -40,7 +40,9 @@ class WarehouseResource(ConfigurableResource):
     """Where SQL stages run. Subclasses open a concrete Warehouse."""
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
+    def open(self, sandboxed: bool = False) -> Iterator[Warehouse]:
+        """A warehouse connection. `sandboxed`: for stages that run task SQL from config: the
+        connection cannot read or write files (DuckDB; BigQuery SQL has no file access)."""
         raise NotImplementedError
 
 
@@ -51,8 +53,8 @@ class DuckDBWarehouseResource(WarehouseResource):
     threads: int | None = None
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
-        wh = DuckDBWarehouse(self.database, threads=self.threads)
+    def open(self, sandboxed: bool = False) -> Iterator[Warehouse]:
+        wh = DuckDBWarehouse(self.database, threads=self.threads, external_access=not sandboxed)
         try:
             yield wh
         finally:
@@ -145,7 +147,7 @@ class BigQueryWarehouseResource(WarehouseResource):
     dataset: str = Field(description="BigQuery dataset holding the managed tables (BM_BQ_DATASET)")
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
+    def open(self, sandboxed: bool = False) -> Iterator[Warehouse]:
         with self.bigquery.get_client() as client:
             wh = BigQueryWarehouse(client, self.dataset, location=self.bigquery.location)
             wh.ensure_dataset()

@@ -272,3 +272,26 @@ def test_training_examples_and_labels_ignore_events_from_the_cutoff_on(warehouse
     # One day earlier the same event is inside the last training window: the check can fail.
     _, y2 = build(ROWS + [("a", split.training_cutoff - D(1), "purchase", "i1", "m1", "c1", 1e6)])
     assert y2.max() >= 1e6
+
+
+def test_task_stage_connections_cannot_touch_files(tmp_path):
+    """Defence in depth behind the SQL allow-list: the connection the task stages open cannot
+    read or write files, yet tables and data frames work; the next plain connection is normal."""
+    import duckdb
+
+    from bm_assets.resources import DuckDBWarehouseResource
+
+    res = DuckDBWarehouseResource(database=str(tmp_path / "w.duckdb"))
+    outside = tmp_path / "outside.csv"
+    outside.write_text("a\n1\n")
+    with res.open(sandboxed=True) as wh:
+        wh.execute(["CREATE TABLE t AS SELECT 1 AS a"])
+        wh.insert_df("u", pd.DataFrame({"a": [1, 2]}))
+        assert int(wh.fetch_df("SELECT count(*) AS n FROM u")["n"].iloc[0]) == 2
+        with pytest.raises(duckdb.PermissionException):
+            wh.fetch_df(f"SELECT * FROM read_csv('{outside}')")
+        with pytest.raises(duckdb.PermissionException):
+            wh.execute([f"COPY t TO '{tmp_path / 'copied.csv'}'"])
+    assert not (tmp_path / "copied.csv").exists()
+    with res.open() as wh:
+        assert len(wh.fetch_df(f"SELECT * FROM read_csv('{outside}')")) == 1

@@ -49,7 +49,7 @@ def _load_data(dataset: DatasetResource, warehouse: WarehouseResource, task: Tas
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
     coders = load_sketch_coders(bm_home())
-    with warehouse.open() as wh:
+    with warehouse.open(sandboxed=True) as wh:
         check_task_sql(wh, ModelingConfig(tasks=[task], config_file=mcfg.config_file))
         data, frames = task_examples(
             wh, cfg, mcfg, task, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds))
@@ -83,7 +83,7 @@ def _drivers(context, dataset, warehouse, task: TaskSpec, data: TaskData, test: 
     start = time.perf_counter()
     coders = load_sketch_coders(bm_home())
     gbdt = bundle.get("lightgbm", {}).get("artifact")
-    with warehouse.open() as wh:
+    with warehouse.open(sandboxed=True) as wh:
         drivers = task_drivers(
             wh,
             data,
@@ -285,7 +285,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         start, end = window_of(context)
         table = f"{task.name}_scores"
         frames = []
-        with warehouse.open() as wh:
+        with warehouse.open(sandboxed=True) as wh:
             labels, item_codes = label_space(wh, dataset, task)
             data = TaskData(task, {}, labels, [], item_codes)
             predict = rebuild(data, name, bundle[name]["artifact"])
