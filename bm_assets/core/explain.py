@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 
 from bm_assets.config import DatasetConfig
 from bm_assets.core.evaluation import TaskData
-from bm_assets.core.foundation import BehavioralNet, task_output
+from bm_assets.core.foundation import BehavioralNet, head_output
 from bm_assets.core.profiles import ProfileLayout
 from bm_assets.core.sketches import SketchCoder
 from bm_assets.core.sql import ident, literal
@@ -66,26 +65,21 @@ def reference_baseline(x_reference: np.ndarray, layout: ProfileLayout) -> np.nda
     return base
 
 
-def output_function(kind: str) -> Callable[[BehavioralNet, torch.Tensor], torch.Tensor]:
-    """The score users see (probability, class probability, value) as a function of profiles."""
-    if kind not in EXPLAINABLE:
-        raise ValueError(f"explanations cover task types {EXPLAINABLE}; not {kind!r}")
-    return task_output(kind)
-
-
 def integrated_gradients(
     net: BehavioralNet,
     x: np.ndarray,
     kind: str,
     target: np.ndarray | int | None = None,
     steps: int = IG_STEPS,
-    batch_size: int = 256,
+    batch_size: int = 1024,
     baseline: np.ndarray | None = None,
 ) -> Attributions:
-    """Attributions of the task output to every profile dimension, from the empty profile.
-    `target`: the output column (label or class) per row, or one for all rows; None for
-    binary and regression. Rows that miss completeness by more than GAP_TOLERANCE are
-    integrated again with 4x the steps."""
+    """Attributions of the task output to every profile dimension, from `baseline` (default
+    the empty profile). `target`: the output column (label or class) per row, or one for all
+    rows; None for binary and regression. Rows that miss completeness by more than
+    GAP_TOLERANCE are integrated again with 4x the steps."""
+    if kind not in EXPLAINABLE:
+        raise ValueError(f"explanations cover task types {EXPLAINABLE}; not {kind!r}")
     first = _integrated_gradients(net, x, kind, target, steps, batch_size, baseline)
     change = np.maximum(np.abs(first.output - first.baseline_output), 0.01)
     redo = np.flatnonzero(np.abs(first.delta) > GAP_TOLERANCE * change)
@@ -99,44 +93,58 @@ def integrated_gradients(
 def _integrated_gradients(
     net: BehavioralNet, x: np.ndarray, kind: str, target, steps: int, batch_size: int, baseline: np.ndarray | None
 ) -> Attributions:
+    """Integrated Gradients along the straight path in the network's own input space, the
+    compressed profile z = sign(x) log(1 + |x|) (per dimension a monotone map, so attributions
+    stay per profile dimension, and the integrand is smooth enough for few steps).
+
+    The network's first layer is affine in z (standardise, then Linear), so the path maps to a
+    straight path h(a) = h0 + a dh in the first hidden layer, and the gradient with respect to
+    z is that with respect to h times the layer's weights. captum integrates the (small) rest of
+    the network over h without multiplying by the input change; the integral is then carried
+    back through the weights once per row: attr = dz * (W / std)^T G. Exactly Integrated
+    Gradients on z, at a fraction of the cost of differentiating the wide first layer per step."""
     from captum.attr import IntegratedGradients
 
     net = net.cpu().eval()
-    out_fn = output_function(kind)
-
-    def forward(zb: torch.Tensor) -> torch.Tensor:
-        # the path runs straight in the network's own input space, the compressed profile
-        # z = sign(x) log(1 + |x|): per dimension a monotone map, so attributions stay per
-        # profile dimension, and the integrand is smooth enough for few steps
-        return out_fn(net, torch.sign(zb) * torch.expm1(torch.abs(zb)))
-
-    ig = IntegratedGradients(forward)
+    head = head_output(kind)
+    first, rest = net.encoder[0], net.encoder[1:]
     n = len(x)
-    targets = np.zeros(n, dtype=np.int64) if target is None else np.broadcast_to(np.asarray(target), (n,))
+    targets = None if target is None else np.broadcast_to(np.asarray(target), (n,)).astype(np.int64)
     attr = np.zeros(x.shape, dtype=np.float64)
     delta, output, base = np.zeros(n), np.zeros(n), np.zeros(n)
-    z0 = BehavioralNet.compress(torch.from_numpy(np.zeros(x.shape[1]) if baseline is None else baseline).double())
-    for i in range(0, n, batch_size):
-        xb = BehavioralNet.compress(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).double())
-        tb = None if target is None else torch.from_numpy(targets[i : i + batch_size].astype(np.int64))
-        with _double(net):
-            a, d = ig.attribute(
-                xb,
-                baselines=z0.expand_as(xb).contiguous(),
-                target=None if tb is None else tb.tolist(),
+    with _double(net):
+        # h = W ((z - mean) / std) + b = W' z + b'
+        w = first.weight / net.x_std[None, :]  # [hidden, n_in]
+        b = first.bias - w @ net.x_mean
+        z0 = BehavioralNet.compress(torch.from_numpy(np.zeros(x.shape[1]) if baseline is None else baseline).double())
+        h0 = w @ z0 + b
+
+        def from_hidden(h: torch.Tensor) -> torch.Tensor:
+            return head(net, net.task_head(rest(h)))
+
+        ig = IntegratedGradients(from_hidden, multiply_by_inputs=False)
+        for i in range(0, n, batch_size):
+            zb = BehavioralNet.compress(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).double())
+            dz = zb - z0
+            hb = h0 + dz @ w.T
+            tb = None if targets is None else targets[i : i + batch_size].tolist()
+            grad_h = ig.attribute(
+                hb,
+                baselines=h0.expand_as(hb).contiguous(),
+                target=tb,
                 n_steps=steps,
                 method="gausslegendre",
-                internal_batch_size=batch_size * 4,
-                return_convergence_delta=True,
             )
+            a = dz * (grad_h @ w)
             with torch.no_grad():
-                yo, yb = forward(xb), forward(z0.expand_as(xb).contiguous())
-        if tb is not None:
-            yo = yo.gather(1, tb[:, None])[:, 0]
-            yb = yb.gather(1, tb[:, None])[:, 0]
-        attr[i : i + len(xb)] = a.detach().numpy()
-        delta[i : i + len(xb)] = d.detach().numpy()
-        output[i : i + len(xb)], base[i : i + len(xb)] = yo.numpy(), yb.numpy()
+                yo, yb = from_hidden(hb), from_hidden(h0.expand_as(hb).contiguous())
+            if tb is not None:
+                idx = torch.tensor(tb)[:, None]
+                yo, yb = yo.gather(1, idx)[:, 0], yb.gather(1, idx)[:, 0]
+            sl = slice(i, i + len(zb))
+            attr[sl] = a.detach().numpy()
+            output[sl], base[sl] = yo.numpy(), yb.numpy()
+            delta[sl] = attr[sl].sum(1) - (output[sl] - base[sl])
     return Attributions(output, base, attr, delta)
 
 
@@ -326,13 +334,11 @@ def global_drivers(reasons: pd.DataFrame, n_rows: int, by: str | None = None, to
     else:
         return pd.DataFrame(columns=["title", "mean_abs", "mean", "rows"])
     per_row = df.groupby(["key", "row"], sort=False)["attribution"].sum().reset_index()
-    out = per_row.groupby("key").agg(
-        mean_abs=("attribution", lambda s: s.abs().sum() / n_rows),
-        mean=("attribution", lambda s: s.sum() / n_rows),
-        rows=("row", "nunique"),
-    )
+    per_row["abs"] = per_row["attribution"].abs()
+    out = per_row.groupby("key").agg(total_abs=("abs", "sum"), total=("attribution", "sum"), rows=("row", "size"))
+    out["mean_abs"], out["mean"] = out["total_abs"] / n_rows, out["total"] / n_rows
     out = out.sort_values("mean_abs", ascending=False).head(top).reset_index().rename(columns={"key": "title"})
-    return out
+    return out[["title", "mean_abs", "mean", "rows"]]
 
 
 def drivers_markdown(drivers: pd.DataFrame) -> str:
