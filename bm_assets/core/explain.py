@@ -275,8 +275,14 @@ def fold(
             columns={"entity": "value"}
         )
         title = f"{column} = " + frame["value"]
-        for attr in rollups_of(frame):
-            title = title + np.where(frame[attr].notna(), f" ({attr} = " + frame[attr].astype(str) + ")", "")
+        attrs = [
+            pd.Series(np.where(frame[a].notna(), f"{a} = " + frame[a].astype(str), ""), index=frame.index)
+            for a in rollups_of(frame)
+        ]
+        if attrs:
+            joined = attrs[0].str.cat(attrs[1:], sep=", ").str.replace(r"(^(, )+|(, )+$)", "", regex=True)
+            joined = joined.str.replace(r"(, ){2,}", ", ", regex=True)
+            title = title + np.where(joined != "", " (" + joined + ")", "")
         frame = frame.assign(kind="entity", column=column, title=title, attribution=share)
         frames.append(frame[known])
     for name, start, _ in layout.blocks():
