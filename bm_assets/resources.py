@@ -15,8 +15,9 @@ from dagster import ConfigurableResource, MetadataValue
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
-from bm_assets.config import DatasetConfig, load_dataset_config
+from bm_assets.config import DatasetConfig
 from bm_assets.core.bigquery import BigQueryWarehouse
+from bm_assets.core.tasks import load_dataset_for_tasks
 from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
 from bm_assets.run_launcher import process_alive
 from bm_assets.settings import bm_home
@@ -24,7 +25,7 @@ from bm_assets.settings import bm_home
 
 @cache
 def _load(path: str) -> DatasetConfig:
-    return load_dataset_config(path)
+    return load_dataset_for_tasks(path)
 
 
 class DatasetResource(ConfigurableResource):
