@@ -47,3 +47,20 @@ def test_curves_only_where_computed():
     two = curves_png(TASK, curve, history)
     assert round(_panels(one) * 4 / 5.5, 1) == 1.0
     assert round(_panels(two) * 4 / 5.5, 1) == 2.0
+
+
+def test_the_pick_is_the_best_on_validation_never_on_test():
+    from bm_assets.core.report import metrics_markdown, selected_model
+    from bm_assets.core.tasks import TaskSpec
+
+    spend = TaskSpec(name="spend", type="regression", horizon_days=7, target={"value": "sum(value)", "default": 0})
+    models = {
+        "finetuned": {"validation_rmse": 70.0, "test_rmse": 90.0},
+        "lightgbm": {"validation_rmse": 72.0, "test_rmse": 60.0},
+        "prior": {"validation_rmse": float("nan"), "test_rmse": 100.0},
+    }
+    assert selected_model(spend, models) == {"model": "finetuned", "by": "validation_rmse", "value": 70.0}
+    churn = TaskSpec(name="churn", type="binary", horizon_days=7, target={"value": "count(*) = 0", "default": 1})
+    assert selected_model(churn, {"a": {"validation_auroc": 0.7}, "b": {"validation_auroc": 0.8}})["model"] == "b"
+    assert selected_model(churn, {"a": {"test_auroc": 0.7}}) is None
+    assert "| **finetuned** (pick) |" in metrics_markdown(models, "finetuned")

@@ -212,7 +212,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 "report": str(path),
                 "mlflow_run_id": run.info.run_id,
                 "mlflow_run": mlflow_tracking.run_link(run),
-                "metrics": MetadataValue.md(metrics_markdown(metrics)),
+                "metrics": MetadataValue.md(metrics_markdown(metrics, (report.get("selected") or {}).get("model"))),
                 **{f"n_{r}": len(f) for r, f in frames.items()},
             }
             drivers = _drivers(context, dataset, warehouse, task, data, frames["test"], bundle)
