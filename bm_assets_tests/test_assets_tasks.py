@@ -101,10 +101,17 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     for row in report["models"].values():
         assert {"validation_auroc", "test_auroc", "holdout_auroc", "test_average_precision"} <= set(row)
     assert report["models"]["prior"]["test_auroc"] == 0.5
+    intervals = report["intervals"]
+    assert intervals["reference"] == "lightgbm" and intervals["resamples"] == 200
+    for name, row in intervals["models"].items():
+        lo, hi = row["ci95"]
+        assert lo <= report["models"][name]["test_auroc"] <= hi or name == "prior"
+    assert report["selected"]["by"] == "validation_auroc" and report["selected"]["model"] in report["models"]
     assert report["models"]["lightgbm"]["test_auroc"] > 0.6
     assert report["n_train"] > 0 and report["n_holdout"] > 0
     eval_meta = result.asset_materializations_for_node("churn_evaluation")[0].metadata
-    assert "| finetuned |" in eval_meta["metrics"].value
+    assert "| finetuned |" in eval_meta["metrics"].value or "| **finetuned** (pick) |" in eval_meta["metrics"].value
+    assert "minus lightgbm, 95% CI" in eval_meta["intervals"].value
     assert eval_meta["learning_curve"].value.startswith("not computed")
     assert "curves" in eval_meta  # the time panel alone
     spec = next(a for a in assets if a.node_def.name == "churn_evaluation").specs_by_key

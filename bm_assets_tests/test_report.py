@@ -64,3 +64,29 @@ def test_the_pick_is_the_best_on_validation_never_on_test():
     assert selected_model(churn, {"a": {"validation_auroc": 0.7}, "b": {"validation_auroc": 0.8}})["model"] == "b"
     assert selected_model(churn, {"a": {"test_auroc": 0.7}}) is None
     assert "| **finetuned** (pick) |" in metrics_markdown(models, "finetuned")
+
+
+def test_bootstrap_intervals_resample_clients():
+    import numpy as np
+
+    from bm_assets.core.evaluation import bootstrap_intervals, ranking_metrics
+
+    rng = np.random.default_rng(0)
+    clients = np.repeat(np.arange(300), 2).astype(str)  # two rows per client
+    y = rng.integers(0, 2, len(clients)).astype(np.float32)
+    perfect, noise = y + 0.0, rng.random(len(y))
+    out = bootstrap_intervals("binary", "auroc", y, {"good": perfect, "lightgbm": noise}, clients, n_boot=100)
+    assert out["reference"] == "lightgbm" and out["models"]["good"]["ci95"] == [1.0, 1.0]
+    lo, hi = out["models"]["good"]["diff_ci95"]
+    assert 0.4 < lo < hi < 0.6 and "diff_ci95" not in out["models"]["lightgbm"]
+    same = bootstrap_intervals("binary", "auroc", y, {"a": noise, "lightgbm": noise}, clients, n_boot=50)
+    assert same["models"]["a"]["diff_ci95"] == [0.0, 0.0]
+    # ranking metrics are means over rows: the interval brackets the point estimate
+    relevant = (rng.random((600, 30)) < 0.1).astype(np.float32)
+    scores = relevant + rng.random((600, 30))
+    point = ranking_metrics(relevant, scores)["ndcg@10"]
+    rec = bootstrap_intervals(
+        "recommendation", "ndcg@10", relevant, {"m": scores, "popularity": rng.random((600, 30))}, clients, 100
+    )
+    lo, hi = rec["models"]["m"]["ci95"]
+    assert rec["reference"] == "popularity" and lo <= point <= hi and hi - lo < 0.1

@@ -22,7 +22,15 @@ from dagster import (
 )
 
 from bm_assets.assets.foundation import foundation_path, log_network, modeling_config, models_dir
-from bm_assets.core.evaluation import ModelResult, TaskData, evaluate, learning_curve, rebuild, run_task
+from bm_assets.core.evaluation import (
+    ModelResult,
+    TaskData,
+    evaluate,
+    intervals_on_test,
+    learning_curve,
+    rebuild,
+    run_task,
+)
 from bm_assets.core.examples import CachedProfiles, task_examples
 from bm_assets.core.explain import (
     EXPLAINABLE,
@@ -35,7 +43,7 @@ from bm_assets.core.explain import (
     top_reasons_per_row,
 )
 from bm_assets.core.profiles import iter_profiles, profiles_at_dates, read_layout_of
-from bm_assets.core.report import build_report, curves_png, metrics_markdown, write_report
+from bm_assets.core.report import build_report, curves_png, intervals_markdown, metrics_markdown, write_report
 from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql, task_labels
 from bm_assets.partitions import window_of
@@ -202,8 +210,9 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 )
                 context.log.info(f"learning curve in {time.perf_counter() - start:.1f}s")
             time_curve = {n: m.history for n, m in models.items() if m.history}
+            intervals = intervals_on_test(data, models, mcfg.evaluation.bootstrap, mcfg.evaluation.seed)
             report = build_report(
-                task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve
+                task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve, intervals
             )
             path = write_report(report, bm_home() / "reports")
             for name, row in metrics.items():
@@ -213,6 +222,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 "mlflow_run_id": run.info.run_id,
                 "mlflow_run": mlflow_tracking.run_link(run),
                 "metrics": MetadataValue.md(metrics_markdown(metrics, (report.get("selected") or {}).get("model"))),
+                "intervals": MetadataValue.md(intervals_markdown(task, report.get("intervals"))),
                 **{f"n_{r}": len(f) for r, f in frames.items()},
             }
             drivers = _drivers(context, dataset, warehouse, task, data, frames["test"], bundle)

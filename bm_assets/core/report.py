@@ -35,6 +35,7 @@ def build_report(
     n: dict[str, int],
     learning_curve: list[dict] | None = None,
     time_curve: dict[str, list[dict]] | None = None,
+    intervals: dict | None = None,
 ) -> dict:
     return _clean(
         {
@@ -48,6 +49,7 @@ def build_report(
             },
             "models": models,
             "selected": selected_model(task, models),
+            "intervals": intervals,
             "learning_curve": learning_curve or [],
             "time_curve": time_curve or {},
             "n_train": n.get("train", 0),
@@ -77,6 +79,27 @@ def selected_model(task: TaskSpec, models: dict[str, dict[str, float]]) -> dict 
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     best = max(scored, key=lambda name: sign * scored[name])
     return {"model": best, "by": key, "value": scored[best]}
+
+
+def intervals_markdown(task: TaskSpec, intervals: dict | None) -> str:
+    """| model | test metric 95% CI | minus <reference>, 95% CI |; a difference whose interval
+    excludes 0 is marked."""
+    if not intervals:
+        return "not computed (evaluation.bootstrap: 0, or no test clients)"
+    metric, ref = task.metrics[0], intervals.get("reference")
+    lines = [
+        f"| model | test {metric}, 95% CI | minus {ref}, 95% CI |",
+        "| --- | --- | --- |",
+    ]
+    for name, row in intervals["models"].items():
+        lo, hi = row["ci95"]
+        diff = row.get("diff_ci95")
+        cell = "" if diff is None else f"[{_cell(diff[0])}, {_cell(diff[1])}]"
+        if diff is not None and all(isinstance(v, float) and math.isfinite(v) for v in diff):
+            if diff[0] > 0 or diff[1] < 0:
+                cell += " (excludes 0)"
+        lines.append(f"| {name} | [{_cell(lo)}, {_cell(hi)}] | {cell} |")
+    return "\n".join(lines) + f"\n\nClient-level bootstrap, {intervals.get('resamples')} resamples."
 
 
 def write_report(report: dict, reports_dir: Path) -> Path:

@@ -163,6 +163,12 @@ class EvaluationConfig(_Strict):
     feature_windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
     label_fractions: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0])
     candidates: int = Field(default=2000, gt=0, description="most popular items ranked for recommendation")
+    bootstrap: int = Field(
+        default=200,
+        ge=0,
+        description="client-level bootstrap resamples for the 95% intervals of each test metric and of each "
+        "model's difference from the reference baseline; 0: none",
+    )
     explain_examples: int = Field(
         default=1000,
         ge=0,
