@@ -119,8 +119,9 @@ def init_cli(
     return 0
 
 
-def export_profiles_cli(date: str, out: str, dtype: str) -> int:
-    """Write the profiles at the end of `date` as client_ids.npy + embeddings.npy under `out`."""
+def export_profiles_cli(date: str, out: str, dtype: str, kind: str = "profile") -> int:
+    """Write the profiles at the end of `date` (or, with kind=foundation, the foundation model's
+    client embedding of them) as client_ids.npy + embeddings.npy under `out`."""
     from bm_assets.core.profiles import export_profiles
     from bm_assets.definitions import warehouse_from_env
 
@@ -129,8 +130,21 @@ def export_profiles_cli(date: str, out: str, dtype: str) -> int:
     except ValueError:
         print(f"--date: expected YYYY-MM-DD, found {date!r}", file=sys.stderr)
         return 2
+    transform = None
+    if kind == "foundation":
+        import torch
+
+        from bm_assets.assets.foundation import foundation_path
+        from bm_assets.core.foundation import client_embedding
+
+        if not foundation_path().exists():
+            print(f"export-profiles: {foundation_path()} does not exist: materialize foundation_model first",
+                  file=sys.stderr)
+            return 1
+        net = torch.load(foundation_path(), weights_only=False)
+        transform = lambda x: client_embedding(net, x)  # noqa: E731
     with warehouse_from_env().open() as wh:
-        ids_path, emb_path = export_profiles(wh, as_of, out, dtype=dtype)
+        ids_path, emb_path = export_profiles(wh, as_of, out, dtype=dtype, transform=transform)
     print(f"wrote {ids_path} and {emb_path}")
     return 0
 
@@ -178,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--date", required=True, help="profiles at the end of this day (YYYY-MM-DD)")
     export.add_argument("--out", required=True, help="folder for client_ids.npy and embeddings.npy")
     export.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    export.add_argument(
+        "--kind",
+        choices=["profile", "foundation"],
+        default="profile",
+        help="profile: the behavioral profile (sketches and counters); foundation: the foundation model's "
+        "client embedding of it (its hidden size, e.g. 256 floats)",
+    )
     explain = sub.add_parser("explain", help="why a client got its score on a day: the top reasons")
     explain.add_argument("--task", required=True, help="a task of tasks.yaml")
     explain.add_argument("--client", required=True, help="the client id")
@@ -208,7 +229,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "explain":
         return explain_cli(args.task, args.client, args.date, args.label, args.model, args.top)
     if args.command == "export-profiles":
-        return export_profiles_cli(args.date, args.out, args.dtype)
+        return export_profiles_cli(args.date, args.out, args.dtype, args.kind)
     return 2
 
 

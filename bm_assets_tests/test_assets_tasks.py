@@ -191,6 +191,17 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     assert "(lightgbm)" in out and len([line for line in out.splitlines() if line.rstrip().endswith("%")]) == 5
     assert main(["explain", "--task", "churn", "--client", "no-such-client", "--date", "2017-06-29"]) == 1
 
+    # the universal embedding: the foundation model's view of each client, hidden-size wide
+    import numpy as np
+
+    out_dir = bm_home / "export"
+    assert main(["export-profiles", "--date", "2017-06-29", "--out", str(out_dir / "p")]) == 0
+    assert main(["export-profiles", "--date", "2017-06-29", "--out", str(out_dir / "f"), "--kind", "foundation"]) == 0
+    profiles, embedded = np.load(out_dir / "p" / "embeddings.npy"), np.load(out_dir / "f" / "embeddings.npy")
+    assert embedded.shape == (len(profiles), 32) and profiles.shape[1] > 100
+    assert (np.load(out_dir / "p" / "client_ids.npy") == np.load(out_dir / "f" / "client_ids.npy")).all()
+    assert np.isfinite(embedded).all() and embedded.std(0).min() > 0
+
 
 def test_mlflow_resource_store_location(bm_home, tmp_path, monkeypatch):
     from bm_assets.resources import MLflowResource

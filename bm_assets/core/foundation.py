@@ -253,6 +253,12 @@ def task_network(
     return net
 
 
+def client_embedding(net: BehavioralNet, x: np.ndarray) -> np.ndarray:
+    """float32[n, hidden]: the foundation model's view of each client (its encoder's output on
+    the profile): a compact universal embedding for downstream models."""
+    return predict(net, x, lambda n, xb: n.embed(xb)).astype(np.float32)
+
+
 def item_scores(
     logp: torch.Tensor, codes: torch.Tensor, log_prior: torch.Tensor | None = None
 ) -> torch.Tensor:
