@@ -21,6 +21,7 @@ from bm_assets.config import load_dataset_config
 from bm_assets.core.attributes import AttributeDataError, build_client_properties
 from bm_assets.core.bigquery import transaction_script, translate
 from bm_assets.core.ingest import ingest_window
+from bm_assets.core.source_index import FILE_INDEX
 from bm_assets.core.warehouse import SourceReadError, Warehouse
 from bm_assets.definitions import warehouse_from_env
 from bm_assets.partitions import daily_partitions
@@ -184,6 +185,7 @@ def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
         quarantine = _assert_same(d, b, "raw_events_quarantine", "source, source_row")
         assert "timestamp outside the configured range" in quarantine["reason"].iloc[0]
         _assert_same(d, b, "raw_events_ingest_log", "source, partition_date")
+        _assert_same(d, b, FILE_INDEX, "source, path")  # what each file can hold, learned the same
         joined = _assert_same(d, b, "events_denormalized", "event_id")
         assert len(joined) == len(events) and joined["brand"].notna().any()
         _assert_same(d, b, "client_properties", "client_id")
@@ -200,7 +202,7 @@ def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
             pd.testing.assert_frame_equal(_frame(b, table, order), before[table])
         tables = sorted(t.table_id for t in b.client.list_tables(b.dataset))
     # Scratch tables (the stages) are gone once the assets finish.
-    assert tables == sorted(["client_properties", "product_catalog", *TABLE_ORDER])
+    assert tables == sorted(["client_properties", "product_catalog", FILE_INDEX, *TABLE_ORDER])
 
 
 BAD_CSV = (HEADER + "ok1,1,A,2024-01-05 10:00:00,1,1,s\n"

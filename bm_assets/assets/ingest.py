@@ -79,7 +79,10 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
                 f"FROM {wh.table(QUARANTINE)} WHERE partition_date >= DATE '{start}' "
                 f"AND partition_date < DATE '{end}' GROUP BY ALL ORDER BY rows DESC"
             )
-        per_source = pd.DataFrame([s.__dict__ for s in report.sources])
+        per_source = pd.DataFrame([
+            {**s.__dict__, "ignored_columns": str(s.ignored_columns), "files_read": len(s.files_read)}
+            for s in report.sources
+        ])
         if report.rows_in == 0:
             context.log.warning(f"no source rows for {start}..{end}: the window is empty")
         ignored = {s.source: s.ignored_columns for s in report.sources if s.ignored_columns}
@@ -92,8 +95,10 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
                 "dagster/row_count": quality.rows_loaded,
                 "rows_in": report.rows_in,
                 "rows_quarantined": report.rows_quarantined,
-                "per_source": md_table(per_source.astype({"ignored_columns": str})),
+                "per_source": md_table(per_source),
                 "ignored_columns": MetadataValue.json(ignored),
+                # the files each source staged: only those that can hold the window's rows
+                "files_read": MetadataValue.json({s.source: s.files_read for s in report.sources}),
             },
         )
         yield MaterializeResult(

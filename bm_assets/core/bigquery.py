@@ -280,7 +280,7 @@ class BigQueryWarehouse(Warehouse):
         load = self.client.load_table_from_dataframe
         load(df, destination, job_config=config, location=self.location).result()
 
-    def stage_events(self, source: EventSource, path: str, stage: str) -> None:
+    def stage_events(self, source: EventSource, path: str | Sequence[str], stage: str) -> None:
         self._stage(stage, lambda local: local.stage_events(source, path, stage))
 
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:

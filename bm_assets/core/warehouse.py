@@ -43,8 +43,9 @@ class Warehouse(ABC):
     def table_exists(self, name: str) -> bool: ...
 
     @abstractmethod
-    def stage_events(self, source: EventSource, path: str, stage: str) -> None:
-        """Load the raw rows of an event source into temp tables: `<stage>` holds the source
+    def stage_events(self, source: EventSource, path: str | Sequence[str], stage: str) -> None:
+        """Load the raw rows of an event source (a path or glob, or a list of its files) into temp
+        tables: `<stage>` holds the source
         columns plus __file and __row (1-based row in the file, or line for CSV);
         `<stage>_rejects` holds records the reader could not parse (__file, __row,
         column_name, reason, raw)."""
@@ -143,7 +144,7 @@ class DuckDBWarehouse(Warehouse):
                 continue
 
     def _stage(
-        self, path_or_glob: str, fmt: str, stage: str, required: dict[str, str], rejects: bool
+        self, path_or_glob: str | Sequence[str], fmt: str, stage: str, required: dict[str, str], rejects: bool
     ) -> None:
         self._drop(stage)
         self._drop(f"{stage}_rejects")
@@ -151,7 +152,7 @@ class DuckDBWarehouse(Warehouse):
             f"CREATE TEMP TABLE {stage}_rejects (__file VARCHAR, __row BIGINT, column_name VARCHAR, "
             "reason VARCHAR, raw VARCHAR)"
         )
-        files = expand_paths(path_or_glob)
+        files = expand_paths(path_or_glob) if isinstance(path_or_glob, str) else list(path_or_glob)
         for path in files:
             problem = empty_file_problem(path)
             if problem:
@@ -221,7 +222,7 @@ class DuckDBWarehouse(Warehouse):
     def record_json_sql(self, alias: str) -> str:
         return f"CAST(to_json({alias}) AS VARCHAR)"
 
-    def stage_events(self, source: EventSource, path: str, stage: str) -> None:
+    def stage_events(self, source: EventSource, path: str | Sequence[str], stage: str) -> None:
         self._stage(path, source.format or "parquet", stage, source.required_columns(), rejects=True)
 
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
