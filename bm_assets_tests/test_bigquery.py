@@ -21,7 +21,7 @@ from bm_assets.config import load_dataset_config
 from bm_assets.core.attributes import AttributeDataError, build_client_properties
 from bm_assets.core.bigquery import transaction_script, translate
 from bm_assets.core.ingest import ingest_window
-from bm_assets.core.source_index import FILE_INDEX
+from bm_assets.core.sql import FILE_INDEX
 from bm_assets.core.warehouse import SourceReadError, Warehouse
 from bm_assets.definitions import warehouse_from_env
 from bm_assets.partitions import daily_partitions

@@ -12,7 +12,7 @@ from dagster import DagsterInstance, materialize
 from bm_assets.config import load_dataset_config
 from bm_assets.core.ingest import ingest_window
 from bm_assets.core.quality import ingest_quality
-from bm_assets.core.source_index import FILE_INDEX
+from bm_assets.core.sql import FILE_INDEX
 from bm_assets.core.warehouse import DuckDBWarehouse
 from bm_assets.definitions import build_definitions
 from bm_assets.resources import DuckDBWarehouseResource

@@ -12,8 +12,9 @@ from dagster import (
 )
 
 from bm_assets.assets.metadata import md_table
-from bm_assets.core.denormalize import EVENTS_DENORMALIZED, denormalize_window
+from bm_assets.core.denormalize import denormalize_window
 from bm_assets.core.quality import catalog_coverage
+from bm_assets.core.sql import EVENTS_DENORMALIZED
 from bm_assets.partitions import window_of
 from bm_assets.resources import DatasetResource, WarehouseResource
 

@@ -18,8 +18,9 @@ from dagster import (
 from bm_assets.assets.metadata import md_table
 from bm_assets.config import QuarantineConfig
 from bm_assets.core.attributes import build_client_properties, build_product_catalog
-from bm_assets.core.ingest import QUARANTINE, ingest_window
+from bm_assets.core.ingest import ingest_window
 from bm_assets.core.quality import ingest_quality
+from bm_assets.core.sql import QUARANTINE
 from bm_assets.partitions import window_of
 from bm_assets.resources import DatasetResource, WarehouseResource
 

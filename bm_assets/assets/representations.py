@@ -28,8 +28,8 @@ from bm_assets.core.embeddings import (
     load_embeddings,
     save_embeddings,
 )
-from bm_assets.core.graph import TEMPORAL_GRAPH, build_temporal_graph
-from bm_assets.core.profiles import BEHAVIORAL_PROFILES, batch_check, build_profiles_window
+from bm_assets.core.graph import build_temporal_graph
+from bm_assets.core.profiles import batch_check, build_profiles_window
 from bm_assets.core.sketches import (
     CODERS_DIR,
     coders_fingerprint,
@@ -37,6 +37,7 @@ from bm_assets.core.sketches import (
     load_sketch_coders,
     save_sketch_coders,
 )
+from bm_assets.core.sql import BEHAVIORAL_PROFILES, TEMPORAL_GRAPH
 from bm_assets.partitions import window_of
 from bm_assets.resources import DatasetResource, WarehouseResource
 from bm_assets.settings import bm_home

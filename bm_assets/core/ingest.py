@@ -25,12 +25,9 @@ from bm_assets.core.source_index import (
     spans_sql,
     write_index,
 )
-from bm_assets.core.sql import ident, literal, parse_expression, referenced_columns
+from bm_assets.core.sql import INGEST_LOG, QUARANTINE, RAW_EVENTS, ident, literal, parse_expression, referenced_columns
 from bm_assets.core.warehouse import DuckDBWarehouse, SourceReadError, Warehouse, expand_paths
 
-RAW_EVENTS = "raw_events"
-QUARANTINE = "raw_events_quarantine"
-INGEST_LOG = "raw_events_ingest_log"
 #: Reason of rows whose timestamp lies outside data_start..data_end: excluded by the config
 #: (e.g. a range trimmed on purpose), not bad data, so the quarantine rate leaves them out.
 OUT_OF_RANGE = "timestamp outside the configured range"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from bm_assets.core.denormalize import EVENTS_DENORMALIZED
-from bm_assets.core.ingest import INGEST_LOG, OUT_OF_RANGE, QUARANTINE, RAW_EVENTS
+from bm_assets.core.ingest import OUT_OF_RANGE
+from bm_assets.core.sql import EVENTS_DENORMALIZED, INGEST_LOG, QUARANTINE, RAW_EVENTS
 from bm_assets.core.sql import literal as _lit
 from bm_assets.core.warehouse import Warehouse
 

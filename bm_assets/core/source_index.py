@@ -25,16 +25,15 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
 
 from bm_assets.config import DatasetConfig, Derived, EventSource
-from bm_assets.core.sql import ident, literal
+from bm_assets.core.sql import FILE_INDEX, ident, literal
 from bm_assets.core.warehouse import Warehouse
 
-FILE_INDEX = "raw_events_file_index"
 FILE_INDEX_COLUMNS = {
     "source": "VARCHAR",
     "path": "VARCHAR",
@@ -183,17 +182,24 @@ def parquet_span(cfg: DatasetConfig, src: EventSource, path: str) -> FileSpan | 
 
 
 def read_index(wh: Warehouse, source: str, fp: str) -> dict[FileKey, FileSpan]:
-    """The stored spans of a source's files under fingerprint `fp`."""
+    """The stored spans of a source's files under fingerprint `fp` (read as Arrow: one row per
+    file of the history, so no pandas row objects)."""
     if not wh.table_exists(FILE_INDEX):
         return {}
-    df = wh.fetch_df(
-        f"SELECT path AS file, size, mtime_ns, first_day, last_day, unplaced_rows, min_event_id, max_event_id, method "
+    rows = wh.fetch_arrow(
+        f"SELECT path, size, mtime_ns, first_day, last_day, unplaced_rows, min_event_id, max_event_id, method "
         f"FROM {wh.table(FILE_INDEX)} WHERE source = {literal(source)} AND fingerprint = {literal(fp)}"
-    )
-    spans = spans_from_frame(df)
+    ).to_pylist()
     return {
-        FileKey(row.file, int(row.size), int(row.mtime_ns)): replace(spans[row.file], method=row.method)
-        for row in df.itertuples(index=False)
+        FileKey(r["path"], int(r["size"]), int(r["mtime_ns"])): FileSpan(
+            _day(r["first_day"]),
+            _day(r["last_day"]),
+            _flag(r["unplaced_rows"]),
+            r["min_event_id"],
+            r["max_event_id"],
+            r["method"],
+        )
+        for r in rows
     }
 
 

@@ -30,9 +30,31 @@ def ident(name: str, dialect: Literal["duckdb", "bigquery"] = "duckdb") -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def qualified(*parts: str) -> str:
+    """A dotted name (e.g. project, dataset, table), each part quoted by `ident`."""
+    return ".".join(ident(p) for p in parts)
+
+
 def literal(value: str) -> str:
     """A quoted string literal."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+# Managed tables: the one place their names are written. SQL names them through
+# `Warehouse.table(name)`, which qualifies and quotes them for the engine.
+RAW_EVENTS = "raw_events"
+QUARANTINE = "raw_events_quarantine"
+INGEST_LOG = "raw_events_ingest_log"
+FILE_INDEX = "raw_events_file_index"
+CLIENT_PROPERTIES = "client_properties"
+PRODUCT_CATALOG = "product_catalog"
+EVENTS_DENORMALIZED = "events_denormalized"
+TEMPORAL_GRAPH = "temporal_graph"
+GRAPH_NODES = "temporal_graph_nodes"
+GRAPH_MEMBERS = "temporal_graph_members"
+BEHAVIORAL_PROFILES = "behavioral_profiles"
+PROFILE_LAYOUT_TABLE = "behavioral_profiles_layout"
+PROFILE_DAYS_TABLE = "behavioral_profiles_days"
 
 
 #: Functions a user expression may call (upper-case SQL names as sqlglot renders them).

@@ -17,10 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bm_assets.config import DatasetConfig, DatasetConfigError, TemporalSplit, read_config_text
-from bm_assets.core.sql import UnsafeExpressionError, ident, parse_expression, render
+from bm_assets.core.sql import EVENTS_DENORMALIZED, UnsafeExpressionError, ident, parse_expression, render
 from bm_assets.core.warehouse import Warehouse
 
-EVENTS = "events_denormalized"
 TaskType = Literal["binary", "multilabel", "multiclass", "regression", "recommendation"]
 
 #: Metrics each task type can report; the first one selects models on the validation window.
@@ -277,7 +276,7 @@ def check_modeling_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> None
 def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
     """Bind every task's SQL against events_denormalized without reading rows, so an unknown
     column fails before training with the file and key that name it."""
-    table = wh.table(EVENTS)
+    table = wh.table(EVENTS_DENORMALIZED)
     for i, task in enumerate(cfg.tasks):
         exprs = {
             "target.where": f"SELECT count(*) FROM {table} WHERE {task.target.where}",
@@ -298,9 +297,9 @@ def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
 
 def events_end(wh: Warehouse) -> dt.date | None:
     """The last event day in the warehouse (None when empty): how far the protocol can reach."""
-    if not wh.table_exists(EVENTS):
+    if not wh.table_exists(EVENTS_DENORMALIZED):
         return None
-    day = wh.fetch_df(f"SELECT max(event_date) AS d FROM {wh.table(EVENTS)}")["d"].iloc[0]
+    day = wh.fetch_df(f"SELECT max(event_date) AS d FROM {wh.table(EVENTS_DENORMALIZED)}")["d"].iloc[0]
     return None if pd.isna(day) else pd.Timestamp(day).date()
 
 
@@ -361,7 +360,7 @@ def eligible_sql(wh: Warehouse, eligible: Eligibility, dates: list[dt.date]) -> 
     return f"""
         WITH {_splits_cte(dates)}
         SELECT DISTINCT e.client_id, s.t
-        FROM {wh.table(EVENTS)} e JOIN splits s
+        FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN splits s
           ON e.event_date >= s.t - INTERVAL {eligible.active_days} DAY AND e.event_date < s.t
         WHERE {eligible.where}"""
 
@@ -383,7 +382,7 @@ def value_counts(wh: Warehouse, column: str, where: str, before: dt.date, n: int
     `before` (the training cutoff: labels never look at the evaluated windows), with counts."""
     limit = f"LIMIT {n}" if n else ""
     return wh.fetch_df(
-        f"""SELECT CAST({ident(column)} AS VARCHAR) AS v, count(*) AS n FROM {wh.table(EVENTS)}
+        f"""SELECT CAST({ident(column)} AS VARCHAR) AS v, count(*) AS n FROM {wh.table(EVENTS_DENORMALIZED)}
         WHERE event_date < {_d(before)} AND ({where}) AND {ident(column)} IS NOT NULL
         GROUP BY 1 ORDER BY n DESC, v {limit}"""
     )
@@ -398,7 +397,7 @@ def future_window_sql(wh: Warehouse, dates: list[dt.date], horizon_days: int, wh
     return f"""
         WITH {_splits_cte(dates)}
         SELECT e.client_id, s.t, {cols}
-        FROM {wh.table(EVENTS)} e JOIN splits s
+        FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN splits s
           ON e.event_date >= s.t AND e.event_date < s.t + INTERVAL {horizon_days} DAY
         WHERE {where}"""
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from bm_assets.config import AttributeTable, EventSource, empty_file_problem, unreadable_csv_message
-from bm_assets.core.sql import literal
+from bm_assets.core.sql import ident, literal
 
 
 class SourceReadError(ValueError):
@@ -72,8 +72,10 @@ class Warehouse(ABC):
 
 def expand_paths(path: str) -> list[str]:
     """A path or glob -> sorted existing files; an error naming the path if none exist."""
-    files = sorted(globlib.glob(path)) if any(ch in path for ch in "*?[") else [path]
-    missing = [f for f in files if not Path(f).exists()]
+    if any(ch in path for ch in "*?["):
+        files, missing = sorted(globlib.glob(path)), []  # glob lists existing files only
+    else:
+        files, missing = [path], [] if Path(path).exists() else [path]
     if not files or missing:
         raise SourceReadError(f"source file {missing[0] if missing else path} does not exist")
     return files
@@ -98,7 +100,7 @@ class DuckDBWarehouse(Warehouse):
             self.con.execute(f"SET threads = {int(threads)}")
 
     def table(self, name: str) -> str:
-        return name
+        return ident(name)
 
     def execute(self, statements: Sequence[str]) -> None:
         self.con.execute("BEGIN TRANSACTION")
