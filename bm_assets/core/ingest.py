@@ -25,7 +25,16 @@ from bm_assets.core.source_index import (
     spans_sql,
     write_index,
 )
-from bm_assets.core.sql import INGEST_LOG, QUARANTINE, RAW_EVENTS, ident, literal, parse_expression, referenced_columns
+from bm_assets.core.sql import (
+    INGEST_LOG,
+    QUARANTINE,
+    RAW_EVENTS,
+    engine_error,
+    ident,
+    literal,
+    parse_expression,
+    referenced_columns,
+)
 from bm_assets.core.warehouse import DuckDBWarehouse, SourceReadError, Warehouse, expand_paths
 
 #: Reason of rows whose timestamp lies outside data_start..data_end: excluded by the config
@@ -341,9 +350,8 @@ def _classify(wh: Warehouse, cfg: DatasetConfig, src: EventSource, stage: str, c
     except Exception as exc:
         if not any(isinstance(r, Derived) for r in src.role_refs().values()):
             raise
-        first = str(exc).strip().splitlines()[0]
         raise SourceReadError(
-            f"events ({src.name}): a derived expression does not fit {src.path}: {first}. A text column "
+            f"events ({src.name}): a derived expression does not fit {src.path}: {engine_error(exc)}. A text column "
             "is a number in arithmetic and numeric functions, text elsewhere: cast it where needed, e.g. "
             "TRY_CAST(col AS DOUBLE)"
         ) from None

@@ -17,7 +17,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bm_assets.config import DatasetConfig, DatasetConfigError, TemporalSplit, read_config_text
-from bm_assets.core.sql import EVENTS_DENORMALIZED, UnsafeExpressionError, ident, parse_expression, render
+from bm_assets.core.sql import (
+    EVENTS_DENORMALIZED,
+    UnsafeExpressionError,
+    engine_error,
+    ident,
+    parse_expression,
+    render,
+)
 from bm_assets.core.warehouse import Warehouse
 
 TaskType = Literal["binary", "multilabel", "multiclass", "regression", "recommendation"]
@@ -291,7 +298,7 @@ def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
                 wh.fetch_df(sql + " LIMIT 0" if key != "target.value" else sql)
             except Exception as exc:  # any engine's error, named by file and key
                 raise TaskConfigError(
-                    f"{cfg.config_file}: tasks[{i}] ({task.name}).{key}: {str(exc).splitlines()[0]}"
+                    f"{cfg.config_file}: tasks[{i}] ({task.name}).{key}: {engine_error(exc)}"
                 ) from None
 
 
