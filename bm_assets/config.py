@@ -16,6 +16,8 @@ import duckdb
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bm_assets.core.sql import literal
+
 ColumnKind = Literal["categorical", "numeric", "text"]
 
 #: Column names of the canonical event table; attribute and context columns may not reuse them.
@@ -562,16 +564,12 @@ def expression_columns(text: str, where: str) -> list[str]:
 def source_schema(path: str, fmt: str) -> dict[str, str]:
     """Column -> DuckDB type of a file, read from its header/footer only."""
     reader = (
-        f"read_parquet('{_sql_str(path)}')"
+        f"read_parquet({literal(path)})"
         if fmt == "parquet"
-        else (f"read_csv('{_sql_str(path)}', header=true, all_varchar=true, ignore_errors=true)")
+        else (f"read_csv({literal(path)}, header=true, all_varchar=true, ignore_errors=true)")
     )
     rows = duckdb.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
     return {r[0]: r[1] for r in rows}
-
-
-def _sql_str(value: str) -> str:
-    return value.replace("'", "''")
 
 
 def read_config_text(path: Path) -> str:

@@ -45,10 +45,7 @@ def build_denormalize_assets(partitions: DailyPartitionsDefinition) -> list:
                 wh, start, end, covers_all_days=(start, end) == (cfg.data_start, cfg.end_exclusive)
             )
             share, n = catalog_coverage(wh, start, end)
-            preview = wh.fetch_df(
-                f"SELECT * FROM {wh.table(EVENTS_DENORMALIZED)} WHERE event_date >= DATE '{start}' "
-                f"AND event_date < DATE '{end}' LIMIT 5"
-            )
+            preview = wh.preview(EVENTS_DENORMALIZED, 5, days=(start, end))
         yield MaterializeResult(
             metadata={
                 "dagster/row_count": rows,

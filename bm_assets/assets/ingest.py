@@ -19,8 +19,7 @@ from bm_assets.assets.metadata import md_table
 from bm_assets.config import QuarantineConfig
 from bm_assets.core.attributes import build_client_properties, build_product_catalog
 from bm_assets.core.ingest import ingest_window
-from bm_assets.core.quality import ingest_quality
-from bm_assets.core.sql import QUARANTINE
+from bm_assets.core.quality import ingest_quality, quarantine_reasons
 from bm_assets.partitions import window_of
 from bm_assets.resources import DatasetResource, WarehouseResource
 
@@ -75,11 +74,7 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
         with warehouse.open() as wh:
             report = ingest_window(wh, cfg, start, end)
             quality = ingest_quality(wh, start, end, [s.name for s in cfg.events if s.item_id is not None])
-            reasons = wh.fetch_df(
-                f"SELECT source, column_name, reason, count(*) AS rows, min(source_row) AS first_row "
-                f"FROM {wh.table(QUARANTINE)} WHERE partition_date >= DATE '{start}' "
-                f"AND partition_date < DATE '{end}' GROUP BY ALL ORDER BY rows DESC"
-            )
+            reasons = quarantine_reasons(wh, start, end)
         per_source = pd.DataFrame([
             {**s.__dict__, "ignored_columns": str(s.ignored_columns), "files_read": len(s.files_read)}
             for s in report.sources
@@ -137,14 +132,14 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
     def client_properties(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
         with warehouse.open() as wh:
             build = build_client_properties(wh, dataset.load())
-            preview = wh.fetch_df(f"SELECT * FROM {wh.table(build.table)} LIMIT 5")
+            preview = wh.preview(build.table)
         return _attribute_result(build, preview)
 
     @asset(group_name=INGEST_GROUP, description="One row per item: item attribute tables, joined on the id.")
     def product_catalog(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
         with warehouse.open() as wh:
             build = build_product_catalog(wh, dataset.load())
-            preview = wh.fetch_df(f"SELECT * FROM {wh.table(build.table)} LIMIT 5")
+            preview = wh.preview(build.table)
         return _attribute_result(build, preview)
 
     return [raw_events, client_properties, product_catalog]

@@ -62,7 +62,7 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
         rep = cfg.representation
         with warehouse.open() as wh:
             build = build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff)
-            preview = wh.fetch_df(f"SELECT * FROM {wh.table(TEMPORAL_GRAPH)} LIMIT 10")
+            preview = wh.preview(TEMPORAL_GRAPH, 10)
         return MaterializeResult(
             metadata={
                 "dagster/row_count": build.rows,

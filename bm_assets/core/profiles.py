@@ -21,7 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bm_assets.core.sketches import SketchCoder, load_sketch_coders, sketch
-from bm_assets.core.sql import BEHAVIORAL_PROFILES, EVENTS_DENORMALIZED, PROFILE_DAYS_TABLE, PROFILE_LAYOUT_TABLE, ident
+from bm_assets.core.sql import (
+    BEHAVIORAL_PROFILES,
+    EVENTS_DENORMALIZED,
+    PROFILE_DAYS_TABLE,
+    PROFILE_LAYOUT_TABLE,
+    ident,
+    literal,
+)
 from bm_assets.core.warehouse import Warehouse
 
 _EPOCH = dt.date(1970, 1, 1)
@@ -713,7 +720,7 @@ def batch_check(
         return 0, 0.0
     layout = ProfileLayout.from_coders(coders, half_lives_days)
     cols = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in layout.columns)
-    in_list = ", ".join("'" + str(c).replace("'", "''") + "'" for c in sample)
+    in_list = ", ".join(literal(str(c)) for c in sample)
     events = wh.fetch_df(
         f"SELECT client_id, event_date, value, {cols} FROM {table} "
         f"WHERE event_date <= DATE '{as_of}' AND client_id IN ({in_list})"

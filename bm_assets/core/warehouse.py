@@ -4,6 +4,7 @@ an implementation for another engine translates it in one place."""
 
 from __future__ import annotations
 
+import datetime as dt
 import glob as globlib
 import time
 from abc import ABC, abstractmethod
@@ -65,6 +66,15 @@ class Warehouse(ABC):
         running `before` (e.g. a DELETE of the rows being replaced) and before `after` (e.g. a
         compaction that needs the new rows), all in one transaction."""
         raise NotImplementedError(f"{type(self).__name__} cannot insert a DataFrame into {name}")
+
+    def preview(
+        self, name: str, limit: int = 5, days: tuple[dt.date, dt.date] | None = None, day_column: str = "event_date"
+    ) -> pd.DataFrame:
+        """Up to `limit` rows of managed table `name` (of days [start, end) of `day_column` when
+        `days` is given): what an asset shows in its metadata."""
+        col = ident(day_column)
+        where = f"{col} >= DATE '{days[0]}' AND {col} < DATE '{days[1]}'" if days else "TRUE"
+        return self.fetch_df(f"SELECT * FROM {self.table(name)} WHERE {where} LIMIT {int(limit)}")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
