@@ -651,20 +651,6 @@ def profile_half_lives(wh: Warehouse) -> list[float]:
     return [float(b.split("/h", 1)[1]) for b in blocks if b.startswith("event_count/h")]
 
 
-def stored_feature_names(wh: Warehouse) -> list[str]:
-    """Names of the stored profiles' dimensions, read from the layout table."""
-    layout = read_layout(wh)
-    names: list[str] = []
-    for block, start, stop, _, width in layout[
-        ["block", "start_dim", "stop_dim", "depth", "width"]
-    ].itertuples(index=False):
-        if block.startswith("sketch/"):
-            names += [f"{block}/d{i // width}/b{i % width}" for i in range(stop - start)]
-        else:
-            names.append(block)
-    return names
-
-
 def export_profiles(
     wh: Warehouse,
     as_of: dt.date,

@@ -13,10 +13,9 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bm_assets.config import DatasetConfig, DatasetConfigError, TemporalSplit, read_config_text
+from bm_assets.config import DatasetConfig, StrictModel, TemporalSplit, load_yaml_mapping
 from bm_assets.core.sql import (
     EVENTS_DENORMALIZED,
     UnsafeExpressionError,
@@ -44,10 +43,6 @@ class TaskConfigError(ValueError):
     """A task config that cannot be used; the message names the file and the key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _checked(text: str, aggregate: bool) -> str:
     """A task's SQL as it will run: parsed, checked against the allow-list (one expression, no
     statements, tables or files) and re-rendered from the syntax tree."""
@@ -57,7 +52,7 @@ def _checked(text: str, aggregate: bool) -> str:
         raise ValueError(str(exc).removeprefix("expression: ")) from None
 
 
-class Eligibility(_Strict):
+class Eligibility(StrictModel):
     """Who is scored at split date T: clients with at least one matching event in
     [T - active_days, T)."""
 
@@ -70,7 +65,7 @@ class Eligibility(_Strict):
         return _checked(v, aggregate=False)
 
 
-class Target(_Strict):
+class Target(StrictModel):
     """What to predict from the client's events in [T, T + horizon_days).
 
     binary/regression: `value`, an SQL aggregate over the window's rows matching `where`, with
@@ -95,7 +90,7 @@ class Target(_Strict):
         return None if v is None else _checked(v, aggregate=True)
 
 
-class TaskSpec(_Strict):
+class TaskSpec(StrictModel):
     name: str
     type: TaskType
     horizon_days: int = Field(gt=0)
@@ -129,7 +124,7 @@ class TaskSpec(_Strict):
         return self
 
 
-class FoundationConfig(_Strict):
+class FoundationConfig(StrictModel):
     """The self-supervised model: profile at T -> sketch of events in [T, T + horizon_days)."""
 
     horizon_days: int = Field(default=14, gt=0)
@@ -147,7 +142,7 @@ class FoundationConfig(_Strict):
     )
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(StrictModel):
     """The temporal protocol's knobs; the dates come from the dataset config."""
 
     split_every_days: int = Field(default=7, gt=0, description="step between split dates")
@@ -175,7 +170,7 @@ class EvaluationConfig(_Strict):
     seed: int = 0
 
 
-class ModelingConfig(_Strict):
+class ModelingConfig(StrictModel):
     foundation: FoundationConfig = Field(default_factory=FoundationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tasks: list[TaskSpec] = Field(default_factory=list)
@@ -201,16 +196,7 @@ def tasks_path_for(dataset_file: str | Path) -> Path:
 def load_modeling_config(path: str | Path) -> ModelingConfig:
     """Load and validate tasks.yaml; errors name the file and the key."""
     path = Path(path).resolve()
-    if not path.exists():
-        raise TaskConfigError(f"task config {path} does not exist")
-    try:
-        raw = yaml.safe_load(read_config_text(path)) or {}
-    except yaml.YAMLError as exc:
-        raise TaskConfigError(f"{path}: not valid YAML: {exc}") from None
-    except DatasetConfigError as exc:
-        raise TaskConfigError(str(exc)) from None
-    if not isinstance(raw, dict):
-        raise TaskConfigError(f"{path}: expected a mapping at the top level")
+    raw = load_yaml_mapping(path, "task config", TaskConfigError, empty_ok=True)
     raw["config_file"] = str(path)
     try:
         return ModelingConfig.model_validate(raw)
