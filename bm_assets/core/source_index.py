@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import duckdb
 import pandas as pd
@@ -52,8 +52,7 @@ FILE_INDEX_COLUMNS = {
 _STAT_TYPES = {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
 
 
-@dataclass(frozen=True)
-class FileSpan:
+class FileSpan(NamedTuple):
     """Days [first_day, last_day] of a file's rows with an in-range timestamp (None: no such
     row); `unplaced_rows`: it has rows that land on data_start whatever their day; the bounds
     of its event ids (None: none, or the source has no event_id)."""
@@ -77,8 +76,9 @@ class FileSpan:
         return self.min_event_id <= other.max_event_id and other.min_event_id <= self.max_event_id
 
 
-@dataclass(frozen=True)
-class FileKey:
+class FileKey(NamedTuple):
+    """What identifies a version of a file (NamedTuples: one per file of the history each run)."""
+
     path: str
     size: int
     mtime_ns: int
@@ -186,21 +186,17 @@ def read_index(wh: Warehouse, source: str, fp: str) -> dict[FileKey, FileSpan]:
     file of the history, so no pandas row objects)."""
     if not wh.table_exists(FILE_INDEX):
         return {}
-    rows = wh.fetch_arrow(
-        f"SELECT path, size, mtime_ns, first_day, last_day, unplaced_rows, min_event_id, max_event_id, method "
+    cols = wh.fetch_arrow(
+        f"SELECT path, size, mtime_ns, CAST(first_day AS DATE) AS first_day, CAST(last_day AS DATE) AS last_day, "
+        f"coalesce(unplaced_rows, FALSE) AS unplaced_rows, min_event_id, max_event_id, method "
         f"FROM {wh.table(FILE_INDEX)} WHERE source = {literal(source)} AND fingerprint = {literal(fp)}"
-    ).to_pylist()
-    return {
-        FileKey(r["path"], int(r["size"]), int(r["mtime_ns"])): FileSpan(
-            _day(r["first_day"]),
-            _day(r["last_day"]),
-            _flag(r["unplaced_rows"]),
-            r["min_event_id"],
-            r["max_event_id"],
-            r["method"],
-        )
-        for r in rows
-    }
+    ).to_pydict()
+    keys = map(FileKey, cols["path"], cols["size"], cols["mtime_ns"])
+    spans = map(
+        FileSpan, cols["first_day"], cols["last_day"], cols["unplaced_rows"], cols["min_event_id"],
+        cols["max_event_id"], cols["method"],
+    )
+    return dict(zip(keys, spans, strict=True))
 
 
 def write_index(wh: Warehouse, source: str, fp: str, spans: dict[FileKey, FileSpan]) -> None:
