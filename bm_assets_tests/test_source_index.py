@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from dagster import DagsterInstance, materialize
 
@@ -180,3 +181,23 @@ def test_raw_events_metadata_names_the_files_read(tmp_path):
         if e.materialization.asset_key.to_user_string() == "raw_events"
     )
     assert [Path(f).name for f in meta["files_read"].value["purchase"]] == ["d06.csv"]
+
+
+@pytest.mark.bigquery
+def test_files_are_chosen_the_same_on_bigquery(tmp_path, warehouse, bq_warehouse):
+    """On BigQuery the spans learned from a whole-range stage run as BigQuery SQL; the tables and
+    the index come out as on DuckDB, and a day then reads only its files there too."""
+    cfg = load_dataset_config(_multi_file_dataset(tmp_path / "ds"))
+    for wh in (warehouse, bq_warehouse):
+        ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
+    cols = "path, first_day, last_day, unplaced_rows, min_event_id, max_event_id"
+    index = f"SELECT {cols} FROM {FILE_INDEX} ORDER BY path"
+    duck, bq = warehouse.fetch_df(index), bq_warehouse.fetch_df(index)
+    pd.testing.assert_frame_equal(duck.astype(object), bq.astype(object), check_dtype=False)
+    assert bool(duck.loc[duck["path"].str.endswith("d05.csv"), "unplaced_rows"].iloc[0])  # its rejected line
+    report = ingest_window(bq_warehouse, cfg, D(2024, 1, 3), D(2024, 1, 4))
+    assert _files_read(report) == ["d02.csv", "d03.csv"]
+    events = "SELECT event_id, event_date FROM raw_events ORDER BY event_id"
+    pd.testing.assert_frame_equal(
+        warehouse.fetch_df(events).astype(object), bq_warehouse.fetch_df(events).astype(object), check_dtype=False
+    )
