@@ -94,7 +94,8 @@ def test_day_by_day_loads_what_the_whole_range_loads(tmp_path):
     dup = got["raw_events_quarantine"].query("reason.str.startswith('duplicate')", engine="python")
     assert dup["reason"].tolist() == ["duplicate event_id e1 (first seen at d02.csv:2)"]
     # The spans learned from the whole-range stage equal those of the one-file scans.
-    index = "SELECT path, first_day, last_day, min_event_id, max_event_id FROM raw_events_file_index ORDER BY path"
+    cols = "path, first_time, last_time, untimed_rows, min_event_id, max_event_id"
+    index = f"SELECT {cols} FROM {FILE_INDEX} ORDER BY path"
     pd.testing.assert_frame_equal(whole.fetch_df(index), daily.fetch_df(index))
 
 
@@ -135,6 +136,29 @@ def test_rerunning_a_day_and_adding_files_never_duplicates(tmp_path, warehouse):
     assert ev == ["e3", "e6b", "f1"]
     paths = warehouse.fetch_df(f"SELECT path FROM {FILE_INDEX}")["path"]
     assert paths.is_unique and len(paths) == len(FILES) + 1
+
+
+def test_a_growing_range_reuses_the_stored_spans(tmp_path, warehouse):
+    """A live dataset's range ends today, so it moves every day: spans do not depend on it. A
+    stored file is not read again (here it could not be: it is garbage of the same size and
+    time), and a row that was outside the old range lands in the new one."""
+    folder = tmp_path / "ds"
+    cfg_path = _multi_file_dataset(folder, {**FILES, "d40.csv": HEADER + "g1,1,A,2024-02-09 10:00:00,1,1,s\n"})
+    cfg = load_dataset_config(cfg_path)
+    assert _files_read(ingest_window(warehouse, cfg, D(2024, 1, 4), D(2024, 1, 5))) == ["d04.csv"]
+    assert _files_read(ingest_window(warehouse, cfg, D(2024, 1, 1), D(2024, 1, 2)))[-1] == "d40.csv"  # out of range
+    old = folder / "events" / "d02.csv"
+    st = old.stat()
+    old.write_text("x" * st.st_size)
+    os.utime(old, ns=(st.st_atime_ns, st.st_mtime_ns))
+    doc = yaml.safe_load(cfg_path.read_text())
+    doc["data_end"] = "2024-02-29"
+    cfg_path.write_text(yaml.safe_dump(doc))
+    later = load_dataset_config(cfg_path, check_files=False)
+    assert _files_read(ingest_window(warehouse, later, D(2024, 2, 9), D(2024, 2, 10))) == ["d40.csv"]
+    assert _files_read(ingest_window(warehouse, later, D(2024, 1, 4), D(2024, 1, 5))) == ["d04.csv"]
+    ev = warehouse.fetch_df("SELECT event_id FROM raw_events ORDER BY event_id")["event_id"].tolist()
+    assert ev == ["e5", "g1"]
 
 
 def _parquet_day(day: int, n: int, null_ts: bool = False) -> pd.DataFrame:
@@ -190,11 +214,11 @@ def test_files_are_chosen_the_same_on_bigquery(tmp_path, warehouse, bq_warehouse
     cfg = load_dataset_config(_multi_file_dataset(tmp_path / "ds"))
     for wh in (warehouse, bq_warehouse):
         ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
-    cols = "path, first_day, last_day, unplaced_rows, min_event_id, max_event_id"
+    cols = "path, first_time, last_time, untimed_rows, min_event_id, max_event_id"
     index = f"SELECT {cols} FROM {FILE_INDEX} ORDER BY path"
     duck, bq = warehouse.fetch_df(index), bq_warehouse.fetch_df(index)
     pd.testing.assert_frame_equal(duck.astype(object), bq.astype(object), check_dtype=False)
-    assert bool(duck.loc[duck["path"].str.endswith("d05.csv"), "unplaced_rows"].iloc[0])  # its rejected line
+    assert bool(duck.loc[duck["path"].str.endswith("d05.csv"), "untimed_rows"].iloc[0])  # its rejected line
     report = ingest_window(bq_warehouse, cfg, D(2024, 1, 3), D(2024, 1, 4))
     assert _files_read(report) == ["d02.csv", "d03.csv"]
     events = "SELECT event_id, event_date FROM raw_events ORDER BY event_id"

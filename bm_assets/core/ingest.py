@@ -364,7 +364,7 @@ def scan_span(cfg: DatasetConfig, src: EventSource, path: str) -> FileSpan:
         local.stage_events(src, [path], "stage")
         _classify(local, cfg, src, "stage", "classified")
         spans = spans_from_frame(
-            local.fetch_df(spans_sql(cfg, "classified", "stage_rejects", src.event_id is not None))
+            local.fetch_df(spans_sql("classified", "stage_rejects", src.event_id is not None))
         )
     finally:
         local.close()
@@ -379,7 +379,7 @@ def _files_to_stage(
     every file and learns the missing spans from its own stage; any other window first indexes
     the files it does not know (Parquet statistics, else a scan of that file alone)."""
     files = expand_paths(cfg.resolve(src.path))
-    fp = fingerprint(cfg, src)
+    fp = fingerprint(src)
     known = read_index(wh, src.name, fp)
     keys = {f: FileKey.of(f) for f in files}
     missing = [keys[f] for f in files if keys[f] not in known]
@@ -387,7 +387,7 @@ def _files_to_stage(
         return files, files, missing
     learned = {}
     for key in missing:
-        learned[key] = parquet_span(cfg, src, key.path) or scan_span(cfg, src, key.path)
+        learned[key] = parquet_span(src, key.path) or scan_span(cfg, src, key.path)
     write_index(wh, src.name, fp, learned)
     spans = {f: known.get(keys[f]) or learned[keys[f]] for f in files}
     return files, select_files(cfg, files, spans, start, end, src.event_id is not None), []
@@ -419,10 +419,10 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         _classify(wh, cfg, src, stage, classified)
         if unindexed:
             spans = spans_from_frame(
-                wh.fetch_df(spans_sql(cfg, classified, f"{stage}_rejects", src.event_id is not None))
+                wh.fetch_df(spans_sql(classified, f"{stage}_rejects", src.event_id is not None))
             )
             learned = {k: spans.get(k.path, FileSpan(None, None)) for k in unindexed}
-            write_index(wh, src.name, fingerprint(cfg, src), learned)
+            write_index(wh, src.name, fingerprint(src), learned)
         reader_rejects = f"""SELECT {literal(src.name)} AS source, __file AS source_file, __row AS source_row,
             column_name, 'unreadable record: ' || reason AS reason, raw AS raw_record,
             DATE '{cfg.data_start}' AS partition_date FROM {stage}_rejects
