@@ -135,6 +135,28 @@ def export_profiles_cli(date: str, out: str, dtype: str) -> int:
     return 0
 
 
+def explain_cli(task: str, client: str, date: str, label: str | None, model: str, top: int) -> int:
+    """Print a client's score on a day and its top reasons."""
+    from bm_assets.definitions import warehouse_from_env
+    from bm_assets.explanations import explain_client
+    from bm_assets.resources import DatasetResource
+
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        print(f"--date: expected YYYY-MM-DD, found {date!r}", file=sys.stderr)
+        return 2
+    try:
+        explanation = explain_client(
+            DatasetResource(config_path=str(dataset_path())), warehouse_from_env(), task, client, day, label, model, top
+        )
+    except (LookupError, FileNotFoundError) as exc:
+        print(f"explain: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(explanation.lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bm-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--date", required=True, help="profiles at the end of this day (YYYY-MM-DD)")
     export.add_argument("--out", required=True, help="folder for client_ids.npy and embeddings.npy")
     export.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    explain = sub.add_parser("explain", help="why a client got its score on a day: the top reasons")
+    explain.add_argument("--task", required=True, help="a task of tasks.yaml")
+    explain.add_argument("--client", required=True, help="the client id")
+    explain.add_argument("--date", required=True, help="the score's date (YYYY-MM-DD): events up to its end")
+    explain.add_argument("--label", help="multilabel/multiclass: the label to explain; default the top-scored")
+    explain.add_argument(
+        "--model", default="finetuned", choices=["finetuned", "scratch", "lightgbm"], help="default: the scoring model"
+    )
+    explain.add_argument("--top", type=int, default=10, help="how many reasons (default 10)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of a config error")
     args = parser.parse_args(argv)
     try:
@@ -174,6 +205,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0 if run_all(args.start, args.end, args.verbose) else 1
     if args.command == "init":
         return init_cli(args.events, args.clients, args.items, args.out, args.name, args.force)
+    if args.command == "explain":
+        return explain_cli(args.task, args.client, args.date, args.label, args.model, args.top)
     if args.command == "export-profiles":
         return export_profiles_cli(args.date, args.out, args.dtype)
     return 2

@@ -15,8 +15,9 @@ from dagster import ConfigurableResource, MetadataValue
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
-from bm_assets.config import DatasetConfig, load_dataset_config
+from bm_assets.config import DatasetConfig
 from bm_assets.core.bigquery import BigQueryWarehouse
+from bm_assets.core.tasks import load_dataset_for_tasks
 from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
 from bm_assets.run_launcher import process_alive
 from bm_assets.settings import bm_home
@@ -24,7 +25,7 @@ from bm_assets.settings import bm_home
 
 @cache
 def _load(path: str) -> DatasetConfig:
-    return load_dataset_config(path)
+    return load_dataset_for_tasks(path)
 
 
 class DatasetResource(ConfigurableResource):
@@ -40,7 +41,9 @@ class WarehouseResource(ConfigurableResource):
     """Where SQL stages run. Subclasses open a concrete Warehouse."""
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
+    def open(self, sandboxed: bool = False) -> Iterator[Warehouse]:
+        """A warehouse connection. `sandboxed`: for stages that run task SQL from config: the
+        connection cannot read or write files (DuckDB; BigQuery SQL has no file access)."""
         raise NotImplementedError
 
 
@@ -51,8 +54,8 @@ class DuckDBWarehouseResource(WarehouseResource):
     threads: int | None = None
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
-        wh = DuckDBWarehouse(self.database, threads=self.threads)
+    def open(self, sandboxed: bool = False) -> Iterator[Warehouse]:
+        wh = DuckDBWarehouse(self.database, threads=self.threads, external_access=not sandboxed)
         try:
             yield wh
         finally:
@@ -145,7 +148,7 @@ class BigQueryWarehouseResource(WarehouseResource):
     dataset: str = Field(description="BigQuery dataset holding the managed tables (BM_BQ_DATASET)")
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
+    def open(self, sandboxed: bool = False) -> Iterator[Warehouse]:
         with self.bigquery.get_client() as client:
             wh = BigQueryWarehouse(client, self.dataset, location=self.bigquery.location)
             wh.ensure_dataset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import mlflow
 import pandas as pd
@@ -32,6 +33,7 @@ tasks:
     horizon_days: 14
     target: {value: "count(*) FILTER (WHERE event_type = 'purchase') = 0", default: 1}
     eligible: {active_days: 30, where: "event_type = 'purchase'"}
+    explain: true
 """
 
 
@@ -59,7 +61,7 @@ def test_definitions_have_the_task_assets():
     assert "foundation_model" in keys
 
 
-def test_foundation_and_churn_end_to_end(half_year, bm_home):
+def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys):
     defs = build_definitions(half_year)
     assets = list(defs.assets)
     instance = DagsterInstance.ephemeral()
@@ -109,6 +111,17 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
     assert "`$BM_HOME/reports/churn.json`" in next(iter(spec.values())).description
     evaluation_run = mlflow.get_run(eval_meta["mlflow_run_id"].value)
     assert "finetuned_test_auroc" in evaluation_run.data.metrics
+    # global drivers: the network's and LightGBM's, in the report, the UI and MLflow
+    drivers = report["drivers"]
+    assert drivers["examples"] == min(1000, report["n_test"]) and drivers["completeness_gap"] < 1e-2
+    tables = drivers["outputs"]["churn"]
+    assert {"network", "lightgbm"} <= set(tables) and any(k.startswith("network, items by ") for k in tables)
+    assert len(tables["network"]) >= 5 and tables["network"][0]["mean_abs"] >= tables["network"][-1]["mean_abs"]
+    # aggregates by their names for people ("baskets in 30 days"), not column names
+    assert not any(re.search(r"_\d+d$", r["driver"]) for r in tables["lightgbm"])
+    assert re.search(r"in \d+ days", tables["lightgbm"][0]["driver"])
+    assert "| driver |" in eval_meta["drivers"].value and "data:image/png" in eval_meta["drivers_chart"].value
+    assert 0 <= evaluation_run.data.metrics["explain_collision_share"] <= 1
 
     scored = materialize(
         assets,
@@ -131,6 +144,45 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
         "2017-06-29",
     ]
     assert scores["score"].between(0, 1).all() and scores["client_id"].nunique() > 100
+    # explain: true -> the top 3 reasons of every score
+    wh = DuckDBWarehouse(str(bm_home / "bm_assets.duckdb"))
+    try:
+        reasons = wh.fetch_df("SELECT * FROM churn_score_reasons")
+    finally:
+        wh.close()
+    per_score = reasons.groupby(["client_id", "score_date"])["rank"].apply(sorted)
+    assert len(per_score) == len(scores) and all(r == [1, 2, 3] for r in per_score)
+    assert reasons["share"].between(0, 1).all() and set(reasons["direction"]) <= {"raises", "lowers"}
+
+    # the command line: one client's explanation, the score it prints is the stored score
+    from bm_assets.cli import main
+
+    monkeypatch.setenv("BM_DATASET", str(half_year))
+    row = scores[pd.to_datetime(scores["score_date"]).dt.date.astype(str) == "2017-06-29"].iloc[0]
+    capsys.readouterr()
+    assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29"]) == 0
+    out = capsys.readouterr().out
+    assert f"churn for client {row['client_id']} on 2017-06-29" in out and "direction  share" in out
+    assert f"score {row['score']:.4g} (finetuned)" in out
+    # nothing after the explained day is read: rewrite the last day's events, same explanation
+    wh = DuckDBWarehouse(str(bm_home / "bm_assets.duckdb"))
+    try:
+        wh.execute(
+            [
+                "UPDATE events_denormalized SET product_category = 'POISON', department = 'POISON', "
+                "item_id = 'POISON', value = value * 100 WHERE event_date > DATE '2017-06-29'"
+            ]
+        )
+    finally:
+        wh.close()
+    assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29"]) == 0
+    assert capsys.readouterr().out == out
+    assert len([line for line in out.splitlines() if line.rstrip().endswith("%")]) == 10
+    assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29",
+                 "--model", "lightgbm", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "(lightgbm)" in out and len([line for line in out.splitlines() if line.rstrip().endswith("%")]) == 5
+    assert main(["explain", "--task", "churn", "--client", "no-such-client", "--date", "2017-06-29"]) == 1
 
 
 def test_mlflow_resource_store_location(bm_home, tmp_path, monkeypatch):

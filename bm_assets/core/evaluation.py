@@ -121,6 +121,8 @@ class TaskData:
     layout: SketchLayout = field(default_factory=list)
     item_codes: np.ndarray | None = None  # int64[n_candidates, depth] for recommendation
     item_log_prior: np.ndarray | None = None  # float[n_candidates]: log frequency before the cutoff
+    feature_names: list[str] = field(default_factory=list)  # the aggregates' columns (Split.f)
+    feature_tops: dict[str, list[str]] = field(default_factory=dict)  # top values behind them
 
 
 # --- models -----------------------------------------------------------------------------------

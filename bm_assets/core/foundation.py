@@ -289,12 +289,18 @@ def supervised_loss(kind: str) -> Callable[[BehavioralNet, torch.Tensor, torch.T
 
 def task_output(kind: str) -> Callable[[BehavioralNet, torch.Tensor], torch.Tensor]:
     """The prediction of a task head: probabilities, class probabilities or values."""
+    head = head_output(kind)
+    return lambda n, xb: head(n, n(xb))
+
+
+def head_output(kind: str) -> Callable[[BehavioralNet, torch.Tensor], torch.Tensor]:
+    """The task head's raw output [n, n_out] -> the prediction users see."""
     if kind == "binary":
-        return lambda n, xb: torch.sigmoid(n(xb)[:, 0])
+        return lambda n, out: torch.sigmoid(out[:, 0])
     if kind == "multilabel":
-        return lambda n, xb: torch.sigmoid(n(xb))
+        return lambda n, out: torch.sigmoid(out)
     if kind == "multiclass":
-        return lambda n, xb: torch.softmax(n(xb), -1)
+        return lambda n, out: torch.softmax(out, -1)
     if kind == "regression":
-        return lambda n, xb: n(xb)[:, 0] * n.y_std[0] + n.y_mean[0]
+        return lambda n, out: out[:, 0] * n.y_std[0] + n.y_mean[0]
     raise ValueError(f"no task output for task type {kind!r}")
