@@ -16,6 +16,8 @@ import duckdb
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bm_assets.core.sql import literal
+
 ColumnKind = Literal["categorical", "numeric", "text"]
 
 #: Column names of the canonical event table; attribute and context columns may not reuse them.
@@ -81,7 +83,9 @@ class DatasetConfigError(ValueError):
     """A dataset config that cannot be used; the message names the file and the key."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every config model (dataset.yaml, tasks.yaml): unknown keys are errors, values frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -94,7 +98,7 @@ def _safe_expression(text: str) -> str:
 SafeExpression = Annotated[str, AfterValidator(_safe_expression)]
 
 
-class Derived(_Strict):
+class Derived(StrictModel):
     """A value computed from the source's columns: one SQL expression (DuckDB dialect) over the
     columns of one row, e.g. `{expr: "Quantity * UnitPrice"}`. Checked at load: a single
     expression, allow-listed functions, no tables or files (see docs/configuration.md)."""
@@ -106,14 +110,14 @@ class Derived(_Strict):
 ColumnRef = str | Derived
 
 
-class ContextColumn(_Strict):
+class ContextColumn(StrictModel):
     """An extra event column with its kind; `expr` derives it from the source's columns."""
 
     kind: ColumnKind = "categorical"
     expr: SafeExpression | None = Field(default=None, description="SQL expression; default: the column of this name")
 
 
-class TimestampSpec(_Strict):
+class TimestampSpec(StrictModel):
     """Where an event's time is and how to parse it. No format: the column is a native
     timestamp/date or an ISO-8601 string."""
 
@@ -147,7 +151,7 @@ class TimestampSpec(_Strict):
         return fmt
 
 
-class EventSource(_Strict):
+class EventSource(StrictModel):
     """One file (or glob) of events; several sources form one client event stream."""
 
     name: str
@@ -226,7 +230,7 @@ class EventSource(_Strict):
         return out
 
 
-class AttributeTable(_Strict):
+class AttributeTable(StrictModel):
     """A client or item attribute table keyed by the client/item id. A multi-valued table
     (several rows per key, e.g. campaigns a client received) is aggregated to one row per key:
     a row count plus the sorted distinct values of each column joined by '|'.
@@ -272,7 +276,7 @@ class AttributeTable(_Strict):
         return self
 
 
-class TemporalSplit(_Strict):
+class TemporalSplit(StrictModel):
     """The temporal protocol's dates. Training uses events before `training_cutoff`; the
     validation window is [training_cutoff, test_start); the test window [test_start, test_end)."""
 
@@ -290,7 +294,7 @@ class TemporalSplit(_Strict):
         return self
 
 
-class GraphConfig(_Strict):
+class GraphConfig(StrictModel):
     """Which event columns form the hyperedges of `temporal_graph`, and how they are grouped."""
 
     columns: list[str] | None = Field(
@@ -313,7 +317,7 @@ class GraphConfig(_Strict):
     )
 
 
-class CleoraConfig(_Strict):
+class CleoraConfig(StrictModel):
     """pycleora settings for `entity_embeddings`."""
 
     dim: int = Field(default=64, ge=2)
@@ -322,7 +326,7 @@ class CleoraConfig(_Strict):
     propagation: Literal["left", "symmetric"] = "left"
 
 
-class InductiveConfig(_Strict):
+class InductiveConfig(StrictModel):
     """Items never seen before the cutoff are embedded as the mean of their attributes' embeddings
     (looked up in product_catalog), so a new item still has a sketch code."""
 
@@ -333,7 +337,7 @@ class InductiveConfig(_Strict):
     )
 
 
-class SketchConfig(_Strict):
+class SketchConfig(StrictModel):
     """EMDE coders: `depth` independent partitions of the embedding space into 2**bits buckets."""
 
     columns: list[str] | None = Field(
@@ -349,7 +353,7 @@ class SketchConfig(_Strict):
         return 2**self.bits
 
 
-class ProfileConfig(_Strict):
+class ProfileConfig(StrictModel):
     """Behavioral profiles: sketches and counts decayed with each half-life (days)."""
 
     half_lives_days: list[float] = Field(default_factory=lambda: [7.0, 60.0], min_length=1)
@@ -362,7 +366,7 @@ class ProfileConfig(_Strict):
         return values
 
 
-class RepresentationConfig(_Strict):
+class RepresentationConfig(StrictModel):
     """Settings of the representation stage: graph, Cleora embeddings, EMDE coders, profiles."""
 
     graph: GraphConfig = Field(default_factory=GraphConfig)
@@ -403,7 +407,7 @@ class RepresentationConfig(_Strict):
         return list(self.sketch.columns or self.graph.columns or [])
 
 
-class QuarantineConfig(_Strict):
+class QuarantineConfig(StrictModel):
     """Limits on the share of a run window's source rows that land in `raw_events_quarantine`
     (asset check `quarantine_rate`): above `warn_rate` the check warns; above `error_rate` it
     fails the run before anything downstream reads the window (a timestamp format that matches
@@ -424,7 +428,7 @@ class QuarantineConfig(_Strict):
         return self
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     name: str
     data_start: dt.date
     data_end: dt.date | None = Field(
@@ -565,16 +569,12 @@ def expression_columns(text: str, where: str) -> list[str]:
 def source_schema(path: str, fmt: str) -> dict[str, str]:
     """Column -> DuckDB type of a file, read from its header/footer only."""
     reader = (
-        f"read_parquet('{_sql_str(path)}')"
+        f"read_parquet({literal(path)})"
         if fmt == "parquet"
-        else (f"read_csv('{_sql_str(path)}', header=true, all_varchar=true, ignore_errors=true)")
+        else (f"read_csv({literal(path)}, header=true, all_varchar=true, ignore_errors=true)")
     )
     rows = duckdb.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
     return {r[0]: r[1] for r in rows}
-
-
-def _sql_str(value: str) -> str:
-    return value.replace("'", "''")
 
 
 def read_config_text(path: Path) -> str:
@@ -587,6 +587,25 @@ def read_config_text(path: Path) -> str:
         raise DatasetConfigError(
             f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save the file as UTF-8"
         ) from None
+
+
+def load_yaml_mapping(path: Path, what: str, error: type[ValueError], empty_ok: bool = False) -> dict:
+    """The top-level mapping of a config YAML (`what`, e.g. "task config"), for every config file
+    of the project; a missing file, one that is not UTF-8 or not YAML, or a top level that is not a
+    mapping raises `error` naming the file. `empty_ok`: an empty file reads as {}."""
+    if not path.exists():
+        raise error(f"{what} {path} does not exist")
+    try:
+        raw = yaml.safe_load(read_config_text(path))
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from None
+    except DatasetConfigError as exc:  # not UTF-8
+        raise error(str(exc)) from None
+    if raw is None and empty_ok:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise error(f"{path}: expected a mapping at the top level")
+    return raw
 
 
 def empty_file_problem(path: str) -> str | None:
@@ -800,14 +819,7 @@ def _expand_env(value: str) -> str:
 def load_dataset_config(path: str | Path, check_files: bool = True) -> DatasetConfig:
     """Load and validate a dataset YAML. Relative paths inside resolve against its folder."""
     path = Path(path).resolve()
-    if not path.exists():
-        raise DatasetConfigError(f"dataset config {path} does not exist")
-    try:
-        raw = yaml.safe_load(read_config_text(path))
-    except yaml.YAMLError as exc:
-        raise DatasetConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise DatasetConfigError(f"{path}: expected a mapping at the top level")
+    raw = load_yaml_mapping(path, "dataset config", DatasetConfigError)
     raw["base_dir"] = str((path.parent / _expand_env(str(raw.get("base_dir", ".")))).resolve())
     raw["config_file"] = str(path)
     try:

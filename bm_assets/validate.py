@@ -14,9 +14,10 @@ import numpy as np
 
 from bm_assets.config import DatasetConfig, load_dataset_config
 from bm_assets.core.attributes import build_client_properties, build_product_catalog
-from bm_assets.core.denormalize import EVENTS_DENORMALIZED, denormalize_window
-from bm_assets.core.ingest import QUARANTINE, RAW_EVENTS, ingest_window
+from bm_assets.core.denormalize import denormalize_window
+from bm_assets.core.ingest import ingest_window
 from bm_assets.core.quality import ingest_quality
+from bm_assets.core.sql import EVENTS_DENORMALIZED, QUARANTINE, RAW_EVENTS
 from bm_assets.core.tasks import (
     ModelingConfig,
     TaskConfigError,

@@ -21,6 +21,8 @@ from bm_assets.config import load_dataset_config
 from bm_assets.core.attributes import AttributeDataError, build_client_properties
 from bm_assets.core.bigquery import transaction_script, translate
 from bm_assets.core.ingest import ingest_window
+from bm_assets.core.sql import FILE_INDEX
+from bm_assets.core.tasks import TaskConfigError, check_task_sql, load_modeling_config
 from bm_assets.core.warehouse import SourceReadError, Warehouse
 from bm_assets.definitions import warehouse_from_env
 from bm_assets.partitions import daily_partitions
@@ -184,6 +186,7 @@ def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
         quarantine = _assert_same(d, b, "raw_events_quarantine", "source, source_row")
         assert "timestamp outside the configured range" in quarantine["reason"].iloc[0]
         _assert_same(d, b, "raw_events_ingest_log", "source, partition_date")
+        _assert_same(d, b, FILE_INDEX, "source, path")  # what each file can hold, learned the same
         joined = _assert_same(d, b, "events_denormalized", "event_id")
         assert len(joined) == len(events) and joined["brand"].notna().any()
         _assert_same(d, b, "client_properties", "client_id")
@@ -200,7 +203,7 @@ def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
             pd.testing.assert_frame_equal(_frame(b, table, order), before[table])
         tables = sorted(t.table_id for t in b.client.list_tables(b.dataset))
     # Scratch tables (the stages) are gone once the assets finish.
-    assert tables == sorted(["client_properties", "product_catalog", *TABLE_ORDER])
+    assert tables == sorted(["client_properties", "product_catalog", FILE_INDEX, *TABLE_ORDER])
 
 
 BAD_CSV = (HEADER + "ok1,1,A,2024-01-05 10:00:00,1,1,s\n"
@@ -333,3 +336,27 @@ def test_reserved_and_quoted_column_names_on_bigquery(tmp_path, warehouse, bq_wa
     ev = _assert_same(warehouse, bq_warehouse, "events_denormalized", "client_id")
     assert ev[name].tolist() == ["x1", "x2"] and ev["store id"].tolist() == ["s1", "s2"]
     assert ev["select"].tolist() == ["b1", "b2"] and ev["from"].tolist() == ["x", "y"]
+
+
+UNKNOWN_COLUMN_TASK = """
+tasks:
+  - name: brands
+    type: multilabel
+    horizon_days: 14
+    target: {column: no_such_column, top_n: 5}
+"""
+
+
+@pytest.mark.bigquery
+def test_bad_task_column_fails_with_the_same_message(tmp_path, warehouse, bq_warehouse):
+    """check_task_sql names file, task and key, and words the engine's refusal the same on both."""
+    path = tmp_path / "tasks.yaml"
+    path.write_text(UNKNOWN_COLUMN_TASK)
+    cfg = load_modeling_config(path)
+    messages = []
+    for wh in (warehouse, bq_warehouse):
+        wh.execute(["CREATE TABLE IF NOT EXISTS events_denormalized AS SELECT 'c1' AS client_id, 1.0 AS value"])
+        with pytest.raises(TaskConfigError) as err:
+            check_task_sql(wh, cfg)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] == f"{path}: tasks[0] (brands).target.column: unknown column 'no_such_column'"

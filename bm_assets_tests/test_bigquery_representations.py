@@ -23,7 +23,7 @@ from bm_assets.assets.ingest import build_ingest_assets
 from bm_assets.assets.representations import build_representation_assets
 from bm_assets.config import load_dataset_config
 from bm_assets.core.embeddings import EMBEDDINGS_DIR, load_embeddings
-from bm_assets.core.profiles import load_profiles, stored_feature_names
+from bm_assets.core.profiles import load_profiles
 from bm_assets.core.sketches import coders_fingerprint, load_sketch_coders
 from bm_assets.core.warehouse import Warehouse
 from bm_assets.partitions import daily_partitions
@@ -128,7 +128,6 @@ def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource, monkeyp
             ("behavioral_profiles_layout", "start_dim"),
         ]:
             pd.testing.assert_frame_equal(_rows(d, table, order), _rows(b, table, order), check_dtype=False)
-        assert stored_feature_names(d) == stored_feature_names(b)
         n_clients = []
         for day in [*DAYS, D(2017, 1, 20)]:
             duck_ids, duck_profiles = load_profiles(d, day)

@@ -8,7 +8,8 @@ import pytest
 
 from bm_assets.config import GraphConfig
 from bm_assets.core.embeddings import add_inductive, build_entity_embeddings, embed_graph
-from bm_assets.core.graph import TEMPORAL_GRAPH, build_temporal_graph, cleora_input
+from bm_assets.core.graph import build_temporal_graph, cleora_input
+from bm_assets.core.sql import TEMPORAL_GRAPH
 
 
 def test_graph_columns_and_windows_come_from_config(sample_warehouse, sample_config):

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from bm_assets.core.embeddings import build_entity_embeddings
-from bm_assets.core.graph import TEMPORAL_GRAPH, build_temporal_graph
+from bm_assets.core.graph import build_temporal_graph
 from bm_assets.core.sketches import fit_coders
+from bm_assets.core.sql import TEMPORAL_GRAPH
 
 
 def _graph(wh, cfg) -> pd.DataFrame:

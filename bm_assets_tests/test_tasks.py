@@ -232,7 +232,7 @@ def test_unknown_column_fails_before_training(warehouse, tmp_path):
     )
     cfg = load_modeling_config(path)
     with pytest.raises(
-        TaskConfigError, match=r"tasks\.yaml: tasks\[0\] \(brands\)\.target\.column: .*no_such_column"
+        TaskConfigError, match=r"tasks\.yaml: tasks\[0\] \(brands\)\.target\.column: unknown column 'no_such_column'$"
     ):
         check_task_sql(warehouse, cfg)
 

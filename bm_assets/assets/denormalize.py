@@ -12,8 +12,9 @@ from dagster import (
 )
 
 from bm_assets.assets.metadata import md_table
-from bm_assets.core.denormalize import EVENTS_DENORMALIZED, denormalize_window
+from bm_assets.core.denormalize import denormalize_window
 from bm_assets.core.quality import catalog_coverage
+from bm_assets.core.sql import EVENTS_DENORMALIZED
 from bm_assets.partitions import window_of
 from bm_assets.resources import DatasetResource, WarehouseResource
 
@@ -44,10 +45,7 @@ def build_denormalize_assets(partitions: DailyPartitionsDefinition) -> list:
                 wh, start, end, covers_all_days=(start, end) == (cfg.data_start, cfg.end_exclusive)
             )
             share, n = catalog_coverage(wh, start, end)
-            preview = wh.fetch_df(
-                f"SELECT * FROM {wh.table(EVENTS_DENORMALIZED)} WHERE event_date >= DATE '{start}' "
-                f"AND event_date < DATE '{end}' LIMIT 5"
-            )
+            preview = wh.preview(EVENTS_DENORMALIZED, 5, days=(start, end))
         yield MaterializeResult(
             metadata={
                 "dagster/row_count": rows,

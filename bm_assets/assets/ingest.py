@@ -18,8 +18,8 @@ from dagster import (
 from bm_assets.assets.metadata import md_table
 from bm_assets.config import QuarantineConfig
 from bm_assets.core.attributes import build_client_properties, build_product_catalog
-from bm_assets.core.ingest import QUARANTINE, ingest_window
-from bm_assets.core.quality import ingest_quality
+from bm_assets.core.ingest import ingest_window
+from bm_assets.core.quality import ingest_quality, quarantine_reasons
 from bm_assets.partitions import window_of
 from bm_assets.resources import DatasetResource, WarehouseResource
 
@@ -74,12 +74,11 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
         with warehouse.open() as wh:
             report = ingest_window(wh, cfg, start, end)
             quality = ingest_quality(wh, start, end, [s.name for s in cfg.events if s.item_id is not None])
-            reasons = wh.fetch_df(
-                f"SELECT source, column_name, reason, count(*) AS rows, min(source_row) AS first_row "
-                f"FROM {wh.table(QUARANTINE)} WHERE partition_date >= DATE '{start}' "
-                f"AND partition_date < DATE '{end}' GROUP BY ALL ORDER BY rows DESC"
-            )
-        per_source = pd.DataFrame([s.__dict__ for s in report.sources])
+            reasons = quarantine_reasons(wh, start, end)
+        per_source = pd.DataFrame([
+            {**s.__dict__, "ignored_columns": str(s.ignored_columns), "files_read": len(s.files_read)}
+            for s in report.sources
+        ])
         if report.rows_in == 0:
             context.log.warning(f"no source rows for {start}..{end}: the window is empty")
         ignored = {s.source: s.ignored_columns for s in report.sources if s.ignored_columns}
@@ -92,8 +91,10 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
                 "dagster/row_count": quality.rows_loaded,
                 "rows_in": report.rows_in,
                 "rows_quarantined": report.rows_quarantined,
-                "per_source": md_table(per_source.astype({"ignored_columns": str})),
+                "per_source": md_table(per_source),
                 "ignored_columns": MetadataValue.json(ignored),
+                # the files each source staged: only those that can hold the window's rows
+                "files_read": MetadataValue.json({s.source: s.files_read for s in report.sources}),
             },
         )
         yield MaterializeResult(
@@ -131,14 +132,14 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
     def client_properties(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
         with warehouse.open() as wh:
             build = build_client_properties(wh, dataset.load())
-            preview = wh.fetch_df(f"SELECT * FROM {wh.table(build.table)} LIMIT 5")
+            preview = wh.preview(build.table)
         return _attribute_result(build, preview)
 
     @asset(group_name=INGEST_GROUP, description="One row per item: item attribute tables, joined on the id.")
     def product_catalog(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
         with warehouse.open() as wh:
             build = build_product_catalog(wh, dataset.load())
-            preview = wh.fetch_df(f"SELECT * FROM {wh.table(build.table)} LIMIT 5")
+            preview = wh.preview(build.table)
         return _attribute_result(build, preview)
 
     return [raw_events, client_properties, product_catalog]

@@ -28,8 +28,8 @@ from bm_assets.core.embeddings import (
     load_embeddings,
     save_embeddings,
 )
-from bm_assets.core.graph import TEMPORAL_GRAPH, build_temporal_graph
-from bm_assets.core.profiles import BEHAVIORAL_PROFILES, batch_check, build_profiles_window
+from bm_assets.core.graph import build_temporal_graph
+from bm_assets.core.profiles import batch_check, build_profiles_window
 from bm_assets.core.sketches import (
     CODERS_DIR,
     coders_fingerprint,
@@ -37,6 +37,7 @@ from bm_assets.core.sketches import (
     load_sketch_coders,
     save_sketch_coders,
 )
+from bm_assets.core.sql import BEHAVIORAL_PROFILES, TEMPORAL_GRAPH
 from bm_assets.partitions import window_of
 from bm_assets.resources import DatasetResource, WarehouseResource
 from bm_assets.settings import bm_home
@@ -61,7 +62,7 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
         rep = cfg.representation
         with warehouse.open() as wh:
             build = build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff)
-            preview = wh.fetch_df(f"SELECT * FROM {wh.table(TEMPORAL_GRAPH)} LIMIT 10")
+            preview = wh.preview(TEMPORAL_GRAPH, 10)
         return MaterializeResult(
             metadata={
                 "dagster/row_count": build.rows,

@@ -12,11 +12,8 @@ import pandas as pd
 
 from bm_assets.config import AttributeTable, DatasetConfig, attribute_columns, attribute_output_name
 from bm_assets.core.ingest import SourceColumns, _text
-from bm_assets.core.sql import ident, literal
+from bm_assets.core.sql import CLIENT_PROPERTIES, PRODUCT_CATALOG, ident, literal
 from bm_assets.core.warehouse import Warehouse
-
-CLIENT_PROPERTIES = "client_properties"
-PRODUCT_CATALOG = "product_catalog"
 
 
 class AttributeDataError(ValueError):

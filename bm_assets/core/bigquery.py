@@ -24,7 +24,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from bm_assets.config import AttributeTable, EventSource
-from bm_assets.core.sql import ident
+from bm_assets.core.sql import ident, qualified
 from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
 
 _DDL = (exp.Create, exp.Drop, exp.Alter)
@@ -199,7 +199,7 @@ class BigQueryWarehouse(Warehouse):
         self.project = project or client.project
         self.dataset = dataset
         self.location = location
-        self._scratch: dict[str, str] = {}
+        self._scratch: dict[str, str] = {}  # session table name -> project.dataset.table holding it
         self._prefix = f"_bm_scratch_{uuid.uuid4().hex[:10]}_"
         self._job_config = bigquery.QueryJobConfig(default_dataset=f"{self.project}.{self.dataset}")
 
@@ -217,12 +217,12 @@ class BigQueryWarehouse(Warehouse):
         return f"{self.project}.{self.dataset}.{name}"
 
     def table(self, name: str) -> str:
-        return ".".join('"' + p.replace('"', '""') + '"' for p in (self.project, self.dataset, name))
+        return qualified(self.project, self.dataset, name)
 
     def _bq(self, sql: str) -> str:
         for name in temp_tables(sql):
-            self._scratch.setdefault(name, "`" + self._ref(self._prefix + name) + "`")
-        return translate(sql, self._scratch)
+            self._scratch.setdefault(name, self._ref(self._prefix + name))
+        return translate(sql, {name: ident(ref, "bigquery") for name, ref in self._scratch.items()})
 
     def _run(self, bq_sql: str) -> bigquery.table.RowIterator:
         return self.client.query(bq_sql, job_config=self._job_config, location=self.location).result()
@@ -263,7 +263,7 @@ class BigQueryWarehouse(Warehouse):
             fill(local)
             for name in (stage, f"{stage}_rejects"):
                 ref = self._ref(self._prefix + name)
-                self._scratch[name] = f"`{ref}`"
+                self._scratch[name] = ref
                 self._upload(local.con, name, ref)
         finally:
             local.close()
@@ -280,7 +280,7 @@ class BigQueryWarehouse(Warehouse):
         load = self.client.load_table_from_dataframe
         load(df, destination, job_config=config, location=self.location).result()
 
-    def stage_events(self, source: EventSource, path: str, stage: str) -> None:
+    def stage_events(self, source: EventSource, path: str | Sequence[str], stage: str) -> None:
         self._stage(stage, lambda local: local.stage_events(source, path, stage))
 
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
@@ -309,14 +309,14 @@ class BigQueryWarehouse(Warehouse):
         )
         config.parquet_options = bigquery.ParquetOptions()
         config.parquet_options.enable_list_inference = True  # parquet LIST -> REPEATED, not a RECORD
-        target = f"`{self._ref(name)}`"
+        target, source = ident(self._ref(name), "bigquery"), ident(scratch, "bigquery")
         cols = ", ".join(ident(c, "bigquery") for c in table.column_names)
         try:
             self.client.load_table_from_file(buf, scratch, job_config=config, location=self.location).result()
             self._run(transaction_script([
-                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM `{scratch}` LIMIT 0",
+                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {source} LIMIT 0",
                 *(self._bq(s) for s in before),
-                f"INSERT INTO {target} ({cols}) SELECT {cols} FROM `{scratch}`",
+                f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {source}",
                 *(self._bq(s) for s in after),
             ]))
         finally:
@@ -325,5 +325,5 @@ class BigQueryWarehouse(Warehouse):
     def close(self) -> None:
         """Delete this instance's scratch tables."""
         for ref in self._scratch.values():
-            self.client.delete_table(ref.strip("`"), not_found_ok=True)
+            self.client.delete_table(ref, not_found_ok=True)
         self._scratch.clear()

@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bm_assets.core.attributes import CLIENT_PROPERTIES, PRODUCT_CATALOG
-from bm_assets.core.ingest import RAW_EVENTS
-from bm_assets.core.sql import ident
+from bm_assets.core.sql import CLIENT_PROPERTIES, EVENTS_DENORMALIZED, PRODUCT_CATALOG, RAW_EVENTS, ident
 from bm_assets.core.warehouse import Warehouse
-
-EVENTS_DENORMALIZED = "events_denormalized"
 
 
 def _columns(wh: Warehouse, table: str, key: str) -> list[str]:

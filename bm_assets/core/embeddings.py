@@ -13,9 +13,8 @@ import pandas as pd
 import pycleora
 
 from bm_assets.config import CleoraConfig, RepresentationConfig
-from bm_assets.core.attributes import PRODUCT_CATALOG
 from bm_assets.core.graph import CleoraInput, cleora_input
-from bm_assets.core.sql import ident
+from bm_assets.core.sql import PRODUCT_CATALOG, ident
 from bm_assets.core.warehouse import Warehouse
 
 EMBEDDINGS_DIR = "entity_embeddings"

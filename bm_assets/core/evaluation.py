@@ -471,7 +471,6 @@ def fit_prior(data: TaskData, train_idx: np.ndarray | None = None) -> ModelResul
 class TaskRun:
     models: dict[str, ModelResult]
     report: dict[str, dict[str, float]]
-    learning_curve: list[dict] = field(default_factory=list)
 
 
 def evaluate(

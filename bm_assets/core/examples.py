@@ -19,7 +19,7 @@ from bm_assets.core.profiles import encode_events
 from bm_assets.core.sketches import SketchCoder, sketch
 from bm_assets.core.sql import ident
 from bm_assets.core.tasks import (
-    EVENTS,
+    EVENTS_DENORMALIZED,
     Eligibility,
     ModelingConfig,
     TaskConfigError,
@@ -137,7 +137,7 @@ def item_history(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: 
         wh.fetch_df(
             f"""WITH {_splits_cte(dates)}
             SELECT e.client_id, s.t, CAST(e.{col} AS VARCHAR) AS v, {weights}
-            FROM {wh.table(EVENTS)} e JOIN splits s
+            FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN splits s
               ON e.event_date < s.t AND e.event_date >= s.t - INTERVAL {ITEM_HISTORY_DAYS} DAY
             WHERE ({task.target.where}) AND e.{col} IS NOT NULL
             GROUP BY ALL"""

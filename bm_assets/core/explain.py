@@ -29,8 +29,7 @@ from bm_assets.core.evaluation import TaskData
 from bm_assets.core.foundation import BehavioralNet, head_output
 from bm_assets.core.profiles import ProfileLayout
 from bm_assets.core.sketches import SketchCoder
-from bm_assets.core.sql import ident, literal
-from bm_assets.core.tasks import EVENTS
+from bm_assets.core.sql import EVENTS_DENORMALIZED, ident, literal
 from bm_assets.core.warehouse import Warehouse
 
 #: Task types whose network output is a per-client score the explanation decomposes.
@@ -203,7 +202,7 @@ def entity_history(
         out[column] = wh.fetch_df(
             f"""WITH x AS (SELECT * FROM (VALUES {pairs}) AS v(row_id, client_id, as_of))
             SELECT x.row_id, CAST(e.{ident(column)} AS VARCHAR) AS entity, {weights}{extra}
-            FROM {wh.table(EVENTS)} e JOIN x
+            FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN x
               ON CAST(e.client_id AS VARCHAR) = x.client_id AND e.event_date <= x.as_of
             WHERE e.{ident(column)} IS NOT NULL
             GROUP BY x.row_id, CAST(e.{ident(column)} AS VARCHAR)

@@ -10,8 +10,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from bm_assets.core.sql import ident
-from bm_assets.core.tasks import EVENTS, EvaluationConfig, _normalise, _splits_cte, top_values
+from bm_assets.core.sql import EVENTS_DENORMALIZED, ident
+from bm_assets.core.tasks import EvaluationConfig, _normalise, _splits_cte, top_values
 from bm_assets.core.warehouse import Warehouse
 
 
@@ -47,7 +47,7 @@ def aggregate_features_sql(
     return f"""
         WITH {_splits_cte(dates)}
         SELECT e.client_id, s.t, {", ".join(aggs)}
-        FROM {wh.table(EVENTS)} e JOIN splits s
+        FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN splits s
           ON e.event_date < s.t AND e.event_date >= s.t - INTERVAL {longest} DAY
         GROUP BY e.client_id, s.t"""
 

@@ -12,14 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from bm_assets.config import GraphConfig
-from bm_assets.core.denormalize import EVENTS_DENORMALIZED
-from bm_assets.core.sql import ident, literal
+from bm_assets.core.sql import EVENTS_DENORMALIZED, GRAPH_MEMBERS, GRAPH_NODES, TEMPORAL_GRAPH, ident, literal
 from bm_assets.core.warehouse import Warehouse
 
-TEMPORAL_GRAPH = "temporal_graph"
 #: Companion tables in pycleora's terms: node ids, and each hyperedge's members as one string.
-GRAPH_NODES = "temporal_graph_nodes"
-GRAPH_MEMBERS = "temporal_graph_members"
 
 
 @dataclass

@@ -14,12 +14,29 @@ import sqlglot
 from sqlglot import exp
 
 from bm_assets.config import DatasetConfig, Derived, EventSource
-from bm_assets.core.sql import ident, literal, parse_expression, referenced_columns
-from bm_assets.core.warehouse import SourceReadError, Warehouse
+from bm_assets.core.source_index import (
+    FileKey,
+    FileSpan,
+    fingerprint,
+    parquet_span,
+    read_index,
+    select_files,
+    spans_from_frame,
+    spans_sql,
+    write_index,
+)
+from bm_assets.core.sql import (
+    INGEST_LOG,
+    QUARANTINE,
+    RAW_EVENTS,
+    engine_error,
+    ident,
+    literal,
+    parse_expression,
+    referenced_columns,
+)
+from bm_assets.core.warehouse import DuckDBWarehouse, SourceReadError, Warehouse, expand_paths
 
-RAW_EVENTS = "raw_events"
-QUARANTINE = "raw_events_quarantine"
-INGEST_LOG = "raw_events_ingest_log"
 #: Reason of rows whose timestamp lies outside data_start..data_end: excluded by the config
 #: (e.g. a range trimmed on purpose), not bad data, so the quarantine rate leaves them out.
 OUT_OF_RANGE = "timestamp outside the configured range"
@@ -32,6 +49,8 @@ class SourceIngest:
     rows_loaded: int
     rows_quarantined: int
     ignored_columns: list[str] = field(default_factory=list)
+    files_read: list[str] = field(default_factory=list)  # the files staged for the window
+    files_total: int = 0  # the files the source's path matches
 
 
 @dataclass
@@ -316,8 +335,67 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
     FROM ranked"""
 
 
+def _string_columns(wh: Warehouse, stage: str) -> set[str]:
+    staged = wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0")
+    return {c for c in staged.columns if staged[c].dtype == object}
+
+
+def _classify(wh: Warehouse, cfg: DatasetConfig, src: EventSource, stage: str, classified: str) -> None:
+    """Temp table `classified`: every staged row typed, checked and given its partition date."""
+    try:
+        wh.execute([
+            f"CREATE OR REPLACE TEMP TABLE {classified} AS "
+            f"{classify_sql(cfg, src, stage, _string_columns(wh, stage))}"
+        ])
+    except Exception as exc:
+        if not any(isinstance(r, Derived) for r in src.role_refs().values()):
+            raise
+        raise SourceReadError(
+            f"events ({src.name}): a derived expression does not fit {src.path}: {engine_error(exc)}. A text column "
+            "is a number in arithmetic and numeric functions, text elsewhere: cast it where needed, e.g. "
+            "TRY_CAST(col AS DOUBLE)"
+        ) from None
+
+
+def scan_span(cfg: DatasetConfig, src: EventSource, path: str) -> FileSpan:
+    """One file's span, read by the ingest's own reader and rules in a scratch in-memory DuckDB."""
+    local = DuckDBWarehouse(":memory:")
+    try:
+        local.stage_events(src, [path], "stage")
+        _classify(local, cfg, src, "stage", "classified")
+        spans = spans_from_frame(
+            local.fetch_df(spans_sql("classified", "stage_rejects", src.event_id is not None))
+        )
+    finally:
+        local.close()
+    return spans.get(path, FileSpan(None, None))
+
+
+def _files_to_stage(
+    wh: Warehouse, cfg: DatasetConfig, src: EventSource, start: dt.date, end: dt.date
+) -> tuple[list[str], list[str], list[FileKey]]:
+    """(every file of the source, the files to stage for days [start, end), the files whose span
+    the index lacks and that are staged to learn it). A window covering the whole range stages
+    every file and learns the missing spans from its own stage; any other window first indexes
+    the files it does not know (Parquet statistics, else a scan of that file alone)."""
+    files = expand_paths(cfg.resolve(src.path))
+    fp = fingerprint(src)
+    known = read_index(wh, src.name, fp)
+    keys = {f: FileKey.of(f) for f in files}
+    missing = [keys[f] for f in files if keys[f] not in known]
+    if start <= cfg.data_start and end >= cfg.end_exclusive:
+        return files, files, missing
+    learned = {}
+    for key in missing:
+        learned[key] = parquet_span(src, key.path) or scan_span(cfg, src, key.path)
+    write_index(wh, src.name, fp, learned)
+    spans = {f: known.get(keys[f]) or learned[keys[f]] for f in files}
+    return files, select_files(cfg, files, spans, start, end, src.event_id is not None), []
+
+
 def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.date) -> IngestReport:
-    """Replace days [start, end) of raw_events and raw_events_quarantine from the sources."""
+    """Replace days [start, end) of raw_events and raw_events_quarantine from the sources.
+    Each source stages only the files that can hold the window's rows (see core/source_index.py)."""
     cols = raw_events_columns(cfg)
     first_day_in_window = start <= cfg.data_start < end
     window = f"partition_date >= DATE '{start}' AND partition_date < DATE '{end}'"
@@ -331,22 +409,20 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
     ]
     reports = []
     for src in cfg.events:
+        files, chosen, unindexed = _files_to_stage(wh, cfg, src, start, end)
+        if not chosen:
+            reports.append(SourceIngest(src.name, 0, 0, 0, files_read=[], files_total=len(files)))
+            continue
         stage = f"stage_{src.name}"
-        wh.stage_events(src, cfg.resolve(src.path), stage)
+        wh.stage_events(src, chosen, stage)
         classified = f"classified_{src.name}"
-        staged = wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0")
-        strings = {c for c in staged.columns if staged[c].dtype == object}
-        try:
-            wh.execute([f"CREATE OR REPLACE TEMP TABLE {classified} AS {classify_sql(cfg, src, stage, strings)}"])
-        except Exception as exc:
-            if not any(isinstance(r, Derived) for r in src.role_refs().values()):
-                raise
-            first = str(exc).strip().splitlines()[0]
-            raise SourceReadError(
-                f"events ({src.name}): a derived expression does not fit {src.path}: {first}. A text column "
-                "is a number in arithmetic and numeric functions, text elsewhere: cast it where needed, e.g. "
-                "TRY_CAST(col AS DOUBLE)"
-            ) from None
+        _classify(wh, cfg, src, stage, classified)
+        if unindexed:
+            spans = spans_from_frame(
+                wh.fetch_df(spans_sql(classified, f"{stage}_rejects", src.event_id is not None))
+            )
+            learned = {k: spans.get(k.path, FileSpan(None, None)) for k in unindexed}
+            write_index(wh, src.name, fingerprint(src), learned)
         reader_rejects = f"""SELECT {literal(src.name)} AS source, __file AS source_file, __row AS source_row,
             column_name, 'unreadable record: ' || reason AS reason, raw AS raw_record,
             DATE '{cfg.data_start}' AS partition_date FROM {stage}_rejects
@@ -374,6 +450,8 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         loaded, quarantined = (int(v) if v == v and v is not None else 0 for v in totals.iloc[0])
         schema_cols = set(wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0").columns)
         ignored = sorted(schema_cols - set(src.required_columns().values()) - {"__file", "__row"})
-        reports.append(SourceIngest(src.name, loaded + quarantined, loaded, quarantined, ignored))
+        reports.append(
+            SourceIngest(src.name, loaded + quarantined, loaded, quarantined, ignored, chosen, len(files))
+        )
     wh.execute(statements)
     return IngestReport(start, end, reports)

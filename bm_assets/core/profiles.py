@@ -21,10 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bm_assets.core.sketches import SketchCoder, load_sketch_coders, sketch
-from bm_assets.core.sql import ident
+from bm_assets.core.sql import (
+    BEHAVIORAL_PROFILES,
+    EVENTS_DENORMALIZED,
+    PROFILE_DAYS_TABLE,
+    PROFILE_LAYOUT_TABLE,
+    ident,
+    literal,
+)
 from bm_assets.core.warehouse import Warehouse
 
-BEHAVIORAL_PROFILES = "behavioral_profiles"
 _EPOCH = dt.date(1970, 1, 1)
 _LN_HALF = float(np.log(0.5))
 
@@ -265,8 +271,6 @@ class StaleProfilesError(LookupError):
     """Profiles were asked for a day that behavioral_profiles has not (completely) built."""
 
 
-PROFILE_LAYOUT_TABLE = "behavioral_profiles_layout"
-PROFILE_DAYS_TABLE = "behavioral_profiles_days"
 
 
 @dataclass
@@ -453,7 +457,7 @@ def profiles_at_dates(
     wh: Warehouse,
     coders: dict[str, SketchCoder],
     dates: list[dt.date],
-    events_table: str = "events_denormalized",
+    events_table: str = EVENTS_DENORMALIZED,
 ) -> dict[dt.date, tuple[np.ndarray, np.ndarray]]:
     """{date: (client_ids str[n] sorted, float32[n, profile_dim])}: see iter_profiles."""
     return {d: (ids, x) for d, ids, x in iter_profiles(wh, coders, dates, events_table)}
@@ -463,7 +467,7 @@ def iter_profiles(
     wh: Warehouse,
     coders: dict[str, SketchCoder],
     dates: list[dt.date],
-    events_table: str = "events_denormalized",
+    events_table: str = EVENTS_DENORMALIZED,
 ) -> Iterator[tuple[dt.date, np.ndarray, np.ndarray]]:
     """(date, client_ids str[n] sorted, float32[n, profile_dim]) in date order: the profiles at
     the END of each date (events with event_date <= date) of every client with an event by then.
@@ -548,7 +552,7 @@ def build_profiles_window(
     end: dt.date,
     data_start: dt.date,
     fingerprint: str,
-    events_table: str = "events_denormalized",
+    events_table: str = EVENTS_DENORMALIZED,
 ) -> ProfileBuild:
     """Compute the profiles of days [start, end) from the state at the end of start-1 plus each
     day's events, and store them in ONE transaction: the new rows of the clients whose state
@@ -647,20 +651,6 @@ def profile_half_lives(wh: Warehouse) -> list[float]:
     return [float(b.split("/h", 1)[1]) for b in blocks if b.startswith("event_count/h")]
 
 
-def stored_feature_names(wh: Warehouse) -> list[str]:
-    """Names of the stored profiles' dimensions, read from the layout table."""
-    layout = read_layout(wh)
-    names: list[str] = []
-    for block, start, stop, _, width in layout[
-        ["block", "start_dim", "stop_dim", "depth", "width"]
-    ].itertuples(index=False):
-        if block.startswith("sketch/"):
-            names += [f"{block}/d{i // width}/b{i % width}" for i in range(stop - start)]
-        else:
-            names.append(block)
-    return names
-
-
 def export_profiles(
     wh: Warehouse,
     as_of: dt.date,
@@ -706,7 +696,7 @@ def batch_check(
     half_lives_days: list[float],
     as_of: dt.date,
     max_clients: int = 50,
-    events_table: str = "events_denormalized",
+    events_table: str = EVENTS_DENORMALIZED,
 ) -> tuple[int, float]:
     """Recompute from scratch the profiles as of `as_of` of up to `max_clients` clients active that
     day (a stable sample by MD5 of the id, the same on every engine) and compare them with the
@@ -720,7 +710,7 @@ def batch_check(
         return 0, 0.0
     layout = ProfileLayout.from_coders(coders, half_lives_days)
     cols = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in layout.columns)
-    in_list = ", ".join("'" + str(c).replace("'", "''") + "'" for c in sample)
+    in_list = ", ".join(literal(str(c)) for c in sample)
     events = wh.fetch_df(
         f"SELECT client_id, event_date, value, {cols} FROM {table} "
         f"WHERE event_date <= DATE '{as_of}' AND client_id IN ({in_list})"

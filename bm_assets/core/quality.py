@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from bm_assets.core.denormalize import EVENTS_DENORMALIZED
-from bm_assets.core.ingest import INGEST_LOG, OUT_OF_RANGE, QUARANTINE, RAW_EVENTS
+import pandas as pd
+
+from bm_assets.core.ingest import OUT_OF_RANGE
+from bm_assets.core.sql import EVENTS_DENORMALIZED, INGEST_LOG, QUARANTINE, RAW_EVENTS
 from bm_assets.core.sql import literal as _lit
 from bm_assets.core.warehouse import Warehouse
 
@@ -77,3 +79,13 @@ def catalog_coverage(wh: Warehouse, start: dt.date, end: dt.date) -> tuple[float
     )
     n = int(df["n"].iloc[0])
     return (float(df["share"].iloc[0]) if n else 1.0), n
+
+
+def quarantine_reasons(wh: Warehouse, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Quarantined rows of days [start, end) per source, column and reason, most frequent first,
+    with the first source row of each."""
+    return wh.fetch_df(
+        f"SELECT source, column_name, reason, count(*) AS rows, min(source_row) AS first_row "
+        f"FROM {wh.table(QUARANTINE)} WHERE partition_date >= DATE '{start}' "
+        f"AND partition_date < DATE '{end}' GROUP BY ALL ORDER BY rows DESC"
+    )

@@ -1,5 +1,5 @@
 """Evaluation reports: the JSON every task writes to $BM_HOME/reports/<task>.json (schema in
-the design doc), a markdown table of metrics per model, and the learning-curve figure."""
+docs/tasks.md), a markdown table of metrics per model, and the learning-curve figure."""
 
 from __future__ import annotations
 

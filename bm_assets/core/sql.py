@@ -9,6 +9,7 @@ runs is the SQL re-rendered from the checked syntax tree, never the text as writ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Literal
 
@@ -30,9 +31,57 @@ def ident(name: str, dialect: Literal["duckdb", "bigquery"] = "duckdb") -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def qualified(*parts: str) -> str:
+    """A dotted name (e.g. project, dataset, table), each part quoted by `ident`."""
+    return ".".join(ident(p) for p in parts)
+
+
 def literal(value: str) -> str:
     """A quoted string literal."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+#: What an engine says about a name the SQL uses and the warehouse lacks, per engine: DuckDB (and
+#: DuckDB-based emulators), then BigQuery. Matched in `engine_error` -> one wording for both.
+_UNKNOWN = (
+    (re.compile(r'Referenced column "([^"]+)" not found'), "unknown column {!r}"),
+    (re.compile(r"Unrecognized name: ([^\s;]+)"), "unknown column {!r}"),
+    (re.compile(r"Scalar Function with name (\S+) does not exist"), "unknown function {}()"),
+    (re.compile(r"Function not found: ([^\s;]+)"), "unknown function {}()"),
+)
+
+
+def engine_error(exc: BaseException) -> str:
+    """One line saying what a warehouse engine refused, worded the same for DuckDB and BigQuery:
+    a missing column or function is named as such; any other error is the engine's own first
+    line, without the HTTP status, job details or position in the generated SQL that Google's
+    client adds. Callers prefix the file and key the SQL came from."""
+    errors = getattr(exc, "errors", None)  # google.api_core exceptions: [{"message": ...}, ...]
+    text = errors[0].get("message", "") if errors and isinstance(errors[0], dict) else ""
+    text = re.sub(r"^Query execution failed: ", "", text or str(exc)).strip()
+    for pattern, wording in _UNKNOWN:
+        found = pattern.search(text)
+        if found:
+            return wording.format(found.group(1).strip('`"'))
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"^\d{3} |\s+at \[\d+:\d+\]$", "", first)
+
+
+# Managed tables: the one place their names are written. SQL names them through
+# `Warehouse.table(name)`, which qualifies and quotes them for the engine.
+RAW_EVENTS = "raw_events"
+QUARANTINE = "raw_events_quarantine"
+INGEST_LOG = "raw_events_ingest_log"
+FILE_INDEX = "raw_events_file_index"
+CLIENT_PROPERTIES = "client_properties"
+PRODUCT_CATALOG = "product_catalog"
+EVENTS_DENORMALIZED = "events_denormalized"
+TEMPORAL_GRAPH = "temporal_graph"
+GRAPH_NODES = "temporal_graph_nodes"
+GRAPH_MEMBERS = "temporal_graph_members"
+BEHAVIORAL_PROFILES = "behavioral_profiles"
+PROFILE_LAYOUT_TABLE = "behavioral_profiles_layout"
+PROFILE_DAYS_TABLE = "behavioral_profiles_days"
 
 
 #: Functions a user expression may call (upper-case SQL names as sqlglot renders them).

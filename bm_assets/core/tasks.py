@@ -13,14 +13,19 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bm_assets.config import DatasetConfig, DatasetConfigError, TemporalSplit, read_config_text
-from bm_assets.core.sql import UnsafeExpressionError, ident, parse_expression, render
+from bm_assets.config import DatasetConfig, StrictModel, TemporalSplit, load_yaml_mapping
+from bm_assets.core.sql import (
+    EVENTS_DENORMALIZED,
+    UnsafeExpressionError,
+    engine_error,
+    ident,
+    parse_expression,
+    render,
+)
 from bm_assets.core.warehouse import Warehouse
 
-EVENTS = "events_denormalized"
 TaskType = Literal["binary", "multilabel", "multiclass", "regression", "recommendation"]
 
 #: Metrics each task type can report; the first one selects models on the validation window.
@@ -38,10 +43,6 @@ class TaskConfigError(ValueError):
     """A task config that cannot be used; the message names the file and the key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _checked(text: str, aggregate: bool) -> str:
     """A task's SQL as it will run: parsed, checked against the allow-list (one expression, no
     statements, tables or files) and re-rendered from the syntax tree."""
@@ -51,7 +52,7 @@ def _checked(text: str, aggregate: bool) -> str:
         raise ValueError(str(exc).removeprefix("expression: ")) from None
 
 
-class Eligibility(_Strict):
+class Eligibility(StrictModel):
     """Who is scored at split date T: clients with at least one matching event in
     [T - active_days, T)."""
 
@@ -64,7 +65,7 @@ class Eligibility(_Strict):
         return _checked(v, aggregate=False)
 
 
-class Target(_Strict):
+class Target(StrictModel):
     """What to predict from the client's events in [T, T + horizon_days).
 
     binary/regression: `value`, an SQL aggregate over the window's rows matching `where`, with
@@ -89,7 +90,7 @@ class Target(_Strict):
         return None if v is None else _checked(v, aggregate=True)
 
 
-class TaskSpec(_Strict):
+class TaskSpec(StrictModel):
     name: str
     type: TaskType
     horizon_days: int = Field(gt=0)
@@ -130,7 +131,7 @@ class TaskSpec(_Strict):
         return self
 
 
-class FoundationConfig(_Strict):
+class FoundationConfig(StrictModel):
     """The self-supervised model: profile at T -> sketch of events in [T, T + horizon_days)."""
 
     horizon_days: int = Field(default=14, gt=0)
@@ -148,7 +149,7 @@ class FoundationConfig(_Strict):
     )
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(StrictModel):
     """The temporal protocol's knobs; the dates come from the dataset config."""
 
     split_every_days: int = Field(default=7, gt=0, description="step between split dates")
@@ -190,7 +191,7 @@ class EvaluationConfig(_Strict):
     seed: int = 0
 
 
-class ModelingConfig(_Strict):
+class ModelingConfig(StrictModel):
     foundation: FoundationConfig = Field(default_factory=FoundationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tasks: list[TaskSpec] = Field(default_factory=list)
@@ -216,16 +217,7 @@ def tasks_path_for(dataset_file: str | Path) -> Path:
 def load_modeling_config(path: str | Path) -> ModelingConfig:
     """Load and validate tasks.yaml; errors name the file and the key."""
     path = Path(path).resolve()
-    if not path.exists():
-        raise TaskConfigError(f"task config {path} does not exist")
-    try:
-        raw = yaml.safe_load(read_config_text(path)) or {}
-    except yaml.YAMLError as exc:
-        raise TaskConfigError(f"{path}: not valid YAML: {exc}") from None
-    except DatasetConfigError as exc:
-        raise TaskConfigError(str(exc)) from None
-    if not isinstance(raw, dict):
-        raise TaskConfigError(f"{path}: expected a mapping at the top level")
+    raw = load_yaml_mapping(path, "task config", TaskConfigError, empty_ok=True)
     raw["config_file"] = str(path)
     try:
         return ModelingConfig.model_validate(raw)
@@ -336,7 +328,7 @@ def check_modeling_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> None
 def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
     """Bind every task's SQL against events_denormalized without reading rows, so an unknown
     column fails before training with the file and key that name it."""
-    table = wh.table(EVENTS)
+    table = wh.table(EVENTS_DENORMALIZED)
     for i, task in enumerate(cfg.tasks):
         exprs = {
             "target.where": f"SELECT count(*) FROM {table} WHERE {task.target.where}",
@@ -351,15 +343,15 @@ def check_task_sql(wh: Warehouse, cfg: ModelingConfig) -> None:
                 wh.fetch_df(sql + " LIMIT 0" if key != "target.value" else sql)
             except Exception as exc:  # any engine's error, named by file and key
                 raise TaskConfigError(
-                    f"{cfg.config_file}: tasks[{i}] ({task.name}).{key}: {str(exc).splitlines()[0]}"
+                    f"{cfg.config_file}: tasks[{i}] ({task.name}).{key}: {engine_error(exc)}"
                 ) from None
 
 
 def events_end(wh: Warehouse) -> dt.date | None:
     """The last event day in the warehouse (None when empty): how far the protocol can reach."""
-    if not wh.table_exists(EVENTS):
+    if not wh.table_exists(EVENTS_DENORMALIZED):
         return None
-    day = wh.fetch_df(f"SELECT max(event_date) AS d FROM {wh.table(EVENTS)}")["d"].iloc[0]
+    day = wh.fetch_df(f"SELECT max(event_date) AS d FROM {wh.table(EVENTS_DENORMALIZED)}")["d"].iloc[0]
     return None if pd.isna(day) else pd.Timestamp(day).date()
 
 
@@ -420,7 +412,7 @@ def eligible_sql(wh: Warehouse, eligible: Eligibility, dates: list[dt.date]) -> 
     return f"""
         WITH {_splits_cte(dates)}
         SELECT DISTINCT e.client_id, s.t
-        FROM {wh.table(EVENTS)} e JOIN splits s
+        FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN splits s
           ON e.event_date >= s.t - INTERVAL {eligible.active_days} DAY AND e.event_date < s.t
         WHERE {eligible.where}"""
 
@@ -442,7 +434,7 @@ def value_counts(wh: Warehouse, column: str, where: str, before: dt.date, n: int
     `before` (the training cutoff: labels never look at the evaluated windows), with counts."""
     limit = f"LIMIT {n}" if n else ""
     return wh.fetch_df(
-        f"""SELECT CAST({ident(column)} AS VARCHAR) AS v, count(*) AS n FROM {wh.table(EVENTS)}
+        f"""SELECT CAST({ident(column)} AS VARCHAR) AS v, count(*) AS n FROM {wh.table(EVENTS_DENORMALIZED)}
         WHERE event_date < {_d(before)} AND ({where}) AND {ident(column)} IS NOT NULL
         GROUP BY 1 ORDER BY n DESC, v {limit}"""
     )
@@ -457,7 +449,7 @@ def future_window_sql(wh: Warehouse, dates: list[dt.date], horizon_days: int, wh
     return f"""
         WITH {_splits_cte(dates)}
         SELECT e.client_id, s.t, {cols}
-        FROM {wh.table(EVENTS)} e JOIN splits s
+        FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN splits s
           ON e.event_date >= s.t AND e.event_date < s.t + INTERVAL {horizon_days} DAY
         WHERE {where}"""
 

@@ -4,6 +4,7 @@ an implementation for another engine translates it in one place."""
 
 from __future__ import annotations
 
+import datetime as dt
 import glob as globlib
 import time
 from abc import ABC, abstractmethod
@@ -15,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from bm_assets.config import AttributeTable, EventSource, empty_file_problem, unreadable_csv_message
-from bm_assets.core.sql import literal
+from bm_assets.core.sql import ident, literal
 
 
 class SourceReadError(ValueError):
@@ -43,8 +44,9 @@ class Warehouse(ABC):
     def table_exists(self, name: str) -> bool: ...
 
     @abstractmethod
-    def stage_events(self, source: EventSource, path: str, stage: str) -> None:
-        """Load the raw rows of an event source into temp tables: `<stage>` holds the source
+    def stage_events(self, source: EventSource, path: str | Sequence[str], stage: str) -> None:
+        """Load the raw rows of an event source (a path or glob, or a list of its files) into temp
+        tables: `<stage>` holds the source
         columns plus __file and __row (1-based row in the file, or line for CSV);
         `<stage>_rejects` holds records the reader could not parse (__file, __row,
         column_name, reason, raw)."""
@@ -65,14 +67,25 @@ class Warehouse(ABC):
         compaction that needs the new rows), all in one transaction."""
         raise NotImplementedError(f"{type(self).__name__} cannot insert a DataFrame into {name}")
 
+    def preview(
+        self, name: str, limit: int = 5, days: tuple[dt.date, dt.date] | None = None, day_column: str = "event_date"
+    ) -> pd.DataFrame:
+        """Up to `limit` rows of managed table `name` (of days [start, end) of `day_column` when
+        `days` is given): what an asset shows in its metadata."""
+        col = ident(day_column)
+        where = f"{col} >= DATE '{days[0]}' AND {col} < DATE '{days[1]}'" if days else "TRUE"
+        return self.fetch_df(f"SELECT * FROM {self.table(name)} WHERE {where} LIMIT {int(limit)}")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
 
 def expand_paths(path: str) -> list[str]:
     """A path or glob -> sorted existing files; an error naming the path if none exist."""
-    files = sorted(globlib.glob(path)) if any(ch in path for ch in "*?[") else [path]
-    missing = [f for f in files if not Path(f).exists()]
+    if any(ch in path for ch in "*?["):
+        files, missing = sorted(globlib.glob(path)), []  # glob lists existing files only
+    else:
+        files, missing = [path], [] if Path(path).exists() else [path]
     if not files or missing:
         raise SourceReadError(f"source file {missing[0] if missing else path} does not exist")
     return files
@@ -104,7 +117,7 @@ class DuckDBWarehouse(Warehouse):
             self.con.execute("SET enable_external_access = false")
 
     def table(self, name: str) -> str:
-        return name
+        return ident(name)
 
     def execute(self, statements: Sequence[str]) -> None:
         self.con.execute("BEGIN TRANSACTION")
@@ -150,7 +163,7 @@ class DuckDBWarehouse(Warehouse):
                 continue
 
     def _stage(
-        self, path_or_glob: str, fmt: str, stage: str, required: dict[str, str], rejects: bool
+        self, path_or_glob: str | Sequence[str], fmt: str, stage: str, required: dict[str, str], rejects: bool
     ) -> None:
         self._drop(stage)
         self._drop(f"{stage}_rejects")
@@ -158,7 +171,7 @@ class DuckDBWarehouse(Warehouse):
             f"CREATE TEMP TABLE {stage}_rejects (__file VARCHAR, __row BIGINT, column_name VARCHAR, "
             "reason VARCHAR, raw VARCHAR)"
         )
-        files = expand_paths(path_or_glob)
+        files = expand_paths(path_or_glob) if isinstance(path_or_glob, str) else list(path_or_glob)
         for path in files:
             problem = empty_file_problem(path)
             if problem:
@@ -228,7 +241,7 @@ class DuckDBWarehouse(Warehouse):
     def record_json_sql(self, alias: str) -> str:
         return f"CAST(to_json({alias}) AS VARCHAR)"
 
-    def stage_events(self, source: EventSource, path: str, stage: str) -> None:
+    def stage_events(self, source: EventSource, path: str | Sequence[str], stage: str) -> None:
         self._stage(path, source.format or "parquet", stage, source.required_columns(), rejects=True)
 
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
