@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     from bm_assets.core.foundation import client_embedding
     from bm_assets.core.profiles import load_profiles
     from bm_assets.core.sketches import load_sketch_coders
+    from bm_assets.core.sql import EVENTS_DENORMALIZED as EVENTS
     from bm_assets.core.sql import ident
-    from bm_assets.core.tasks import EVENTS, feature_columns, top_values
+    from bm_assets.core.tasks import feature_columns, top_values
     from bm_assets.definitions import warehouse_from_env
     from bm_assets.resources import DatasetResource
     from bm_assets.settings import bm_home
