@@ -99,6 +99,12 @@ class MLflowResource(ConfigurableResource):
         default = f"sqlite:///{bm_home() / 'mlflow.db'}"
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default
 
+    def client(self) -> mlflow.MlflowClient:
+        """A client of this store (the registry included); also makes it the process's tracking URI,
+        so `models:/` URIs resolve against it."""
+        mlflow.set_tracking_uri(self.uri())
+        return mlflow.MlflowClient(self.uri())
+
     @contextmanager
     def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
         uri = self.uri()
