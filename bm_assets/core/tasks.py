@@ -102,7 +102,7 @@ class TaskSpec(_Strict):
     top_k: int = Field(
         default=10,
         gt=0,
-        description="recommendation: items kept per client and day in <task>_scores (export-scores' default)",
+        description="recommendation: items kept per client and day in `<task>_scores` (export-scores' default)",
     )
 
     @model_validator(mode="after")
