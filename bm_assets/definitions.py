@@ -17,6 +17,7 @@ from bm_assets.assets.representations import build_representation_assets
 from bm_assets.assets.tasks import build_task_assets
 from bm_assets.config import load_dataset_config
 from bm_assets.core.tasks import check_modeling_columns, load_modeling_config, tasks_path_for
+from bm_assets.freshness import freshness_checks
 from bm_assets.jobs import build_jobs_and_schedules, retrain_job_and_schedule
 from bm_assets.partitions import daily_partitions
 from bm_assets.resources import (
@@ -73,9 +74,11 @@ def build_definitions(
         jobs.append(retrain_job)
         schedules.append(retrain_schedule)
     daily_job = next(j for j in jobs if j.name == "daily_refresh")
-    sensors = [file_arrival_sensor(cfg, src, daily_job, daily) for src in cfg.events]
+    checks, freshness_sensor = freshness_checks(cfg, daily, assets)
+    sensors = [*(file_arrival_sensor(cfg, src, daily_job, daily) for src in cfg.events), freshness_sensor]
     return Definitions(
         assets=assets,
+        asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,

@@ -14,6 +14,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    AutomationCondition,
     BackfillPolicy,
     DailyPartitionsDefinition,
     MaterializeResult,
@@ -240,6 +241,8 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         group_name=TASKS_GROUP,
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
+        # The latest day is scored again when its profiles land or the task model is retrained.
+        automation_condition=AutomationCondition.eager(),
         description=f"Daily {task.name} scores of the champion version of the registered task model for every "
         "client with a profile: the row dated D predicts [D+1, D+1+h) from events up to the end of D, and names "
         "the model version that scored it. Days before the training cutoff (the model's training period) are "
