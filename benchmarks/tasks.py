@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from dagster import DagsterInstance, materialize
 
     from bm_assets.config import load_dataset_config
+    from bm_assets.core.report import intervals_markdown
     from bm_assets.core.tasks import load_modeling_config, tasks_path_for
     from bm_assets.definitions import build_definitions
 
@@ -168,6 +169,15 @@ def main(argv: list[str] | None = None) -> int:
                 + " | ".join("" if c is None else f"{c:.4f}" for c in cells)
                 + f" | {row['train_seconds']:.1f} | {row['epochs']} |"
             )
+        pick = (report.get("selected") or {}).get("model")
+        lines += ["", f"Pick on validation: **{pick}**.", "", intervals_markdown(t, report.get("intervals"))]
+        drivers = report.get("drivers")
+        if drivers:
+            for label, tables in list(drivers["outputs"].items())[:2]:
+                for name, rows in tables.items():
+                    if name == "network" or name.startswith("network, items by " + (t.target.column or "-")):
+                        top = "; ".join(f"{r['driver']} ({r['mean']:+.3f})" for r in rows[:5])
+                        lines += ["", f"Drivers of {label}, {name} (mean attribution): {top}"]
         if report["learning_curve"]:
             lines += [
                 "",

@@ -119,8 +119,9 @@ def init_cli(
     return 0
 
 
-def export_profiles_cli(date: str, out: str, dtype: str) -> int:
-    """Write the profiles at the end of `date` as client_ids.npy + embeddings.npy under `out`."""
+def export_profiles_cli(date: str, out: str, dtype: str, kind: str = "profile") -> int:
+    """Write the profiles at the end of `date` (or, with kind=foundation, the foundation model's
+    client embedding of them) as client_ids.npy + embeddings.npy under `out`."""
     from bm_assets.core.profiles import export_profiles
     from bm_assets.definitions import warehouse_from_env
 
@@ -129,8 +130,21 @@ def export_profiles_cli(date: str, out: str, dtype: str) -> int:
     except ValueError:
         print(f"--date: expected YYYY-MM-DD, found {date!r}", file=sys.stderr)
         return 2
+    transform = None
+    if kind == "foundation":
+        from bm_assets.assets.foundation import load_champion_foundation
+        from bm_assets.config import load_dataset_config
+        from bm_assets.core.foundation import client_embedding
+        from bm_assets.resources import MLflowResource
+
+        try:  # the champion: the version task models fine-tune from
+            net, _ = load_champion_foundation(MLflowResource().client(), load_dataset_config(dataset_path()).name)
+        except RuntimeError as exc:
+            print(f"export-profiles: {exc}", file=sys.stderr)
+            return 1
+        transform = lambda x: client_embedding(net, x)  # noqa: E731
     with warehouse_from_env().open() as wh:
-        ids_path, emb_path = export_profiles(wh, as_of, out, dtype=dtype)
+        ids_path, emb_path = export_profiles(wh, as_of, out, dtype=dtype, transform=transform)
     print(f"wrote {ids_path} and {emb_path}")
     return 0
 
@@ -161,6 +175,28 @@ def export_scores_cli(task_name: str, date: str, out: str, top_k: int | None) ->
     return 0
 
 
+def explain_cli(task: str, client: str, date: str, label: str | None, model: str, top: int) -> int:
+    """Print a client's score on a day and its top reasons."""
+    from bm_assets.definitions import warehouse_from_env
+    from bm_assets.explanations import explain_client
+    from bm_assets.resources import DatasetResource
+
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        print(f"--date: expected YYYY-MM-DD, found {date!r}", file=sys.stderr)
+        return 2
+    try:
+        explanation = explain_client(
+            DatasetResource(config_path=str(dataset_path())), warehouse_from_env(), task, client, day, label, model, top
+        )
+    except (LookupError, FileNotFoundError) as exc:
+        print(f"explain: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(explanation.lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bm-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +218,22 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--date", required=True, help="profiles at the end of this day (YYYY-MM-DD)")
     export.add_argument("--out", required=True, help="folder for client_ids.npy and embeddings.npy")
     export.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    export.add_argument(
+        "--kind",
+        choices=["profile", "foundation"],
+        default="profile",
+        help="profile: the behavioral profile (sketches and counters); foundation: the foundation model's "
+        "client embedding of it (its hidden size, e.g. 256 floats)",
+    )
+    explain = sub.add_parser("explain", help="why a client got its score on a day: the top reasons")
+    explain.add_argument("--task", required=True, help="a task of tasks.yaml")
+    explain.add_argument("--client", required=True, help="the client id")
+    explain.add_argument("--date", required=True, help="the score's date (YYYY-MM-DD): events up to its end")
+    explain.add_argument("--label", help="multilabel/multiclass: the label to explain; default the top-scored")
+    explain.add_argument(
+        "--model", default="finetuned", choices=["finetuned", "scratch", "lightgbm"], help="default: the scoring model"
+    )
+    explain.add_argument("--top", type=int, default=10, help="how many reasons (default 10)")
     scores = sub.add_parser("export-scores", help="write one task's scores of a date to a Parquet file")
     scores.add_argument("--task", required=True, help="a task name from tasks.yaml")
     scores.add_argument("--date", required=True, help="scores as of the end of this day (YYYY-MM-DD)")
@@ -205,8 +257,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0 if run_all(args.start, args.end, args.verbose) else 1
     if args.command == "init":
         return init_cli(args.events, args.clients, args.items, args.out, args.name, args.force)
+    if args.command == "explain":
+        return explain_cli(args.task, args.client, args.date, args.label, args.model, args.top)
     if args.command == "export-profiles":
-        return export_profiles_cli(args.date, args.out, args.dtype)
+        return export_profiles_cli(args.date, args.out, args.dtype, args.kind)
     if args.command == "export-scores":
         return export_scores_cli(args.task, args.date, args.out, args.top_k)
     return 2

@@ -297,7 +297,8 @@ class GraphConfig(_Strict):
         default=None,
         description="events_denormalized columns whose values become graph nodes; default: item_id (where "
         "sources have items), the categorical item attributes and the categorical context columns, "
-        "or event_type when the data has none of these",
+        "or event_type when the data has none of these; every categorical column a task of tasks.yaml "
+        "targets is added",
     )
     window_days: int = Field(
         default=7, ge=1, description="one hyperedge per client and window of this length"
@@ -336,7 +337,9 @@ class SketchConfig(_Strict):
     """EMDE coders: `depth` independent partitions of the embedding space into 2**bits buckets."""
 
     columns: list[str] | None = Field(
-        default=None, description="graph columns that get a coder and a profile sketch; None = all"
+        default=None,
+        description="graph columns that get a coder and a profile sketch; None = all; every categorical "
+        "column a task of tasks.yaml targets is added",
     )
     depth: int = Field(default=8, ge=1)
     bits: int = Field(default=6, ge=1, le=16)

@@ -108,10 +108,12 @@ def results_summary(report_paths: Sequence[str | Path], headline: Mapping[str, s
         metric = f"test_{headline[report['task']]}" if report["task"] in headline else next(iter(found), None)
         if metric is None:
             continue
-        cells = [f"{name} {_short(row.get(metric))}" for name, row in models.items()]
+        pick = (report.get("selected") or {}).get("model")
+        cells = [f"{name}{'*' if name == pick else ''} {_short(row.get(metric))}" for name, row in models.items()]
         lines.append(f"  {report['task']:<20} {metric}: " + " | ".join(cells))
     if lines:
-        lines.insert(0, "results (test window; reports in " + ", ".join(sorted(folders)) + "):")
+        where = ", ".join(sorted(folders))
+        lines.insert(0, f"results (test window; * the pick on validation; reports in {where}):")
     return lines
 
 

@@ -16,7 +16,7 @@ from bm_assets.assets.ingest import build_ingest_assets
 from bm_assets.assets.representations import build_representation_assets
 from bm_assets.assets.tasks import build_task_assets
 from bm_assets.config import load_dataset_config
-from bm_assets.core.tasks import check_modeling_columns, load_modeling_config, tasks_path_for
+from bm_assets.core.tasks import check_modeling_columns, load_modeling_config, tasks_path_for, with_task_columns
 from bm_assets.freshness import freshness_checks
 from bm_assets.jobs import build_jobs_and_schedules, retrain_job_and_schedule
 from bm_assets.partitions import daily_partitions
@@ -65,6 +65,7 @@ def build_definitions(
     mcfg = load_modeling_config(tasks_file) if tasks_file.exists() else None
     if mcfg is not None:
         check_modeling_columns(mcfg, cfg)  # every column tasks.yaml names, before anything runs
+        cfg = with_task_columns(cfg, mcfg)  # the profiles carry the columns the tasks target
         assets += [foundation_model, *build_task_assets(mcfg, daily)]
     jobs, schedules = build_jobs_and_schedules(daily, assets)
     if mcfg is not None:

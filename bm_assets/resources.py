@@ -15,8 +15,9 @@ from dagster import ConfigurableResource, MetadataValue
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
-from bm_assets.config import DatasetConfig, load_dataset_config
+from bm_assets.config import DatasetConfig
 from bm_assets.core.bigquery import BigQueryWarehouse
+from bm_assets.core.tasks import load_dataset_for_tasks
 from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
 from bm_assets.run_launcher import process_alive
 from bm_assets.settings import bm_home
@@ -24,7 +25,7 @@ from bm_assets.settings import bm_home
 
 @cache
 def _load(path: str) -> DatasetConfig:
-    return load_dataset_config(path)
+    return load_dataset_for_tasks(path)
 
 
 class DatasetResource(ConfigurableResource):
@@ -40,7 +41,9 @@ class WarehouseResource(ConfigurableResource):
     """Where SQL stages run. Subclasses open a concrete Warehouse."""
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
+    def open(self, sandboxed: bool = False) -> Iterator[Warehouse]:
+        """A warehouse connection. `sandboxed`: for stages that run task SQL from config: the
+        connection cannot read or write files (DuckDB; BigQuery SQL has no file access)."""
         raise NotImplementedError
 
 
@@ -51,8 +54,8 @@ class DuckDBWarehouseResource(WarehouseResource):
     threads: int | None = None
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
-        wh = DuckDBWarehouse(self.database, threads=self.threads)
+    def open(self, sandboxed: bool = False) -> Iterator[Warehouse]:
+        wh = DuckDBWarehouse(self.database, threads=self.threads, external_access=not sandboxed)
         try:
             yield wh
         finally:
@@ -81,6 +84,18 @@ def close_dead_runs(client: mlflow.MlflowClient, experiment_id: str) -> list[str
     return closed
 
 
+def _use_store(uri: str) -> None:
+    """Make `uri` the process's MLflow store (fluent API, `models:/` URIs) without leaving it in
+    MLFLOW_TRACKING_URI: mlflow.set_tracking_uri exports the variable, and the resource reads that
+    variable as the user's choice, so a later BM_HOME in the same process would keep the first store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 class MLflowResource(ConfigurableResource):
     """One finished MLflow run per materialization. Tracking URI: `tracking_uri` if set, else
     MLFLOW_TRACKING_URI, else a sqlite store under $BM_HOME with artifacts beside it (an
@@ -102,13 +117,13 @@ class MLflowResource(ConfigurableResource):
     def client(self) -> mlflow.MlflowClient:
         """A client of this store (the registry included); also makes it the process's tracking URI,
         so `models:/` URIs resolve against it."""
-        mlflow.set_tracking_uri(self.uri())
+        _use_store(self.uri())
         return mlflow.MlflowClient(self.uri())
 
     @contextmanager
     def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
         uri = self.uri()
-        mlflow.set_tracking_uri(uri)
+        _use_store(uri)
         exp = mlflow.get_experiment_by_name(self.experiment)
         if exp is None:
             local = uri.startswith("sqlite:")
@@ -151,7 +166,7 @@ class BigQueryWarehouseResource(WarehouseResource):
     dataset: str = Field(description="BigQuery dataset holding the managed tables (BM_BQ_DATASET)")
 
     @contextmanager
-    def open(self) -> Iterator[Warehouse]:
+    def open(self, sandboxed: bool = False) -> Iterator[Warehouse]:
         with self.bigquery.get_client() as client:
             wh = BigQueryWarehouse(client, self.dataset, location=self.bigquery.location)
             wh.ensure_dataset()

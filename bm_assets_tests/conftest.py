@@ -4,6 +4,8 @@ a BigQuery emulator dataset for tests marked `bigquery`."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -138,6 +140,56 @@ def sample_warehouse(sample_events_db, tmp_path):
     wh.close()
 
 
+def _descendants(pid: int) -> dict[int, str]:
+    """{pid: command line} of every live descendant of `pid`, from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] != "Z":  # a zombie is already dead
+                parents[int(entry.name)] = int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                try:
+                    cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
+                    found[child] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:160]
+                except OSError:
+                    found[child] = "?"
+                frontier.append(child)
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No process a test started outlives the test run (`dagster dev`, its daemon and run
+    workers, killed subprocesses): leftovers are listed, killed and fail the run."""
+    if not Path("/proc/self/stat").exists():
+        return
+    deadline = time.monotonic() + 15
+    while (left := _descendants(os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not left:
+        return
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        listed = "; ".join(f"pid {pid}: {cmd}" for pid, cmd in left.items())
+        reporter.write_line(f"processes left behind by the tests (now killed): {listed}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 # --- a small modeling configuration on the first half of the sample ---------------------------
 
 TASKS = """
@@ -155,6 +207,7 @@ tasks:
     horizon_days: 14
     target: {value: "count(*) FILTER (WHERE event_type = 'purchase') = 0", default: 1}
     eligible: {active_days: 30, where: "event_type = 'purchase'"}
+    explain: true
 """
 
 

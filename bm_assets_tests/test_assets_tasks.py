@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import mlflow
 import pandas as pd
@@ -23,7 +24,7 @@ def test_definitions_have_the_task_assets():
     assert "foundation_model" in keys
 
 
-def test_foundation_and_churn_end_to_end(half_year, bm_home):
+def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys):
     defs = build_definitions(half_year)
     assets = list(defs.assets)
     instance = DagsterInstance.ephemeral()
@@ -63,16 +64,34 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
     for row in report["models"].values():
         assert {"validation_auroc", "test_auroc", "holdout_auroc", "test_average_precision"} <= set(row)
     assert report["models"]["prior"]["test_auroc"] == 0.5
+    intervals = report["intervals"]
+    assert intervals["reference"] == "lightgbm" and intervals["resamples"] == 200
+    for name, row in intervals["models"].items():
+        lo, hi = row["ci95"]
+        assert lo <= report["models"][name]["test_auroc"] <= hi or name == "prior"
+    assert report["selected"]["by"] == "validation_auroc" and report["selected"]["model"] in report["models"]
     assert report["models"]["lightgbm"]["test_auroc"] > 0.6
     assert report["n_train"] > 0 and report["n_holdout"] > 0
     eval_meta = result.asset_materializations_for_node("churn_evaluation")[0].metadata
-    assert "| finetuned |" in eval_meta["metrics"].value
+    assert "| finetuned |" in eval_meta["metrics"].value or "| **finetuned** (pick) |" in eval_meta["metrics"].value
+    assert "minus lightgbm, 95% CI" in eval_meta["intervals"].value
     assert eval_meta["learning_curve"].value.startswith("not computed")
     assert "curves" in eval_meta  # the time panel alone
     spec = next(a for a in assets if a.node_def.name == "churn_evaluation").specs_by_key
     assert "`$BM_HOME/reports/churn.json`" in next(iter(spec.values())).description
     evaluation_run = mlflow.get_run(eval_meta["mlflow_run_id"].value)
     assert "finetuned_test_auroc" in evaluation_run.data.metrics
+    # global drivers: the network's and LightGBM's, in the report, the UI and MLflow
+    drivers = report["drivers"]
+    assert drivers["examples"] == min(1000, report["n_test"]) and drivers["completeness_gap"] < 1e-2
+    tables = drivers["outputs"]["churn"]
+    assert {"network", "lightgbm"} <= set(tables) and any(k.startswith("network, items by ") for k in tables)
+    assert len(tables["network"]) >= 5 and tables["network"][0]["mean_abs"] >= tables["network"][-1]["mean_abs"]
+    # aggregates by their names for people ("baskets in 30 days"), not column names
+    assert not any(re.search(r"_\d+d$", r["driver"]) for r in tables["lightgbm"])
+    assert re.search(r"in \d+ days", tables["lightgbm"][0]["driver"])
+    assert "| driver |" in eval_meta["drivers"].value and "data:image/png" in eval_meta["drivers_chart"].value
+    assert 0 <= evaluation_run.data.metrics["explain_collision_share"] <= 1
 
     scored = materialize(
         assets,
@@ -95,6 +114,56 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home):
         "2017-06-29",
     ]
     assert scores["score"].between(0, 1).all() and scores["client_id"].nunique() > 100
+    # explain: true -> the top 3 reasons of every score
+    wh = DuckDBWarehouse(str(bm_home / "bm_assets.duckdb"))
+    try:
+        reasons = wh.fetch_df("SELECT * FROM churn_score_reasons")
+    finally:
+        wh.close()
+    per_score = reasons.groupby(["client_id", "score_date"])["rank"].apply(sorted)
+    assert len(per_score) == len(scores) and all(r == [1, 2, 3] for r in per_score)
+    assert reasons["share"].between(0, 1).all() and set(reasons["direction"]) <= {"raises", "lowers"}
+
+    # the command line: one client's explanation, the score it prints is the stored score
+    from bm_assets.cli import main
+
+    monkeypatch.setenv("BM_DATASET", str(half_year))
+    row = scores[pd.to_datetime(scores["score_date"]).dt.date.astype(str) == "2017-06-29"].iloc[0]
+    capsys.readouterr()
+    assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29"]) == 0
+    out = capsys.readouterr().out
+    assert f"churn for client {row['client_id']} on 2017-06-29" in out and "direction  share" in out
+    assert f"score {row['score']:.4g} (finetuned)" in out
+    # nothing after the explained day is read: rewrite the last day's events, same explanation
+    wh = DuckDBWarehouse(str(bm_home / "bm_assets.duckdb"))
+    try:
+        wh.execute(
+            [
+                "UPDATE events_denormalized SET product_category = 'POISON', department = 'POISON', "
+                "item_id = 'POISON', value = value * 100 WHERE event_date > DATE '2017-06-29'"
+            ]
+        )
+    finally:
+        wh.close()
+    assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29"]) == 0
+    assert capsys.readouterr().out == out
+    assert len([line for line in out.splitlines() if line.rstrip().endswith("%")]) == 10
+    assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29",
+                 "--model", "lightgbm", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "(lightgbm)" in out and len([line for line in out.splitlines() if line.rstrip().endswith("%")]) == 5
+    assert main(["explain", "--task", "churn", "--client", "no-such-client", "--date", "2017-06-29"]) == 1
+
+    # the universal embedding: the foundation model's view of each client, hidden-size wide
+    import numpy as np
+
+    out_dir = bm_home / "export"
+    assert main(["export-profiles", "--date", "2017-06-29", "--out", str(out_dir / "p")]) == 0
+    assert main(["export-profiles", "--date", "2017-06-29", "--out", str(out_dir / "f"), "--kind", "foundation"]) == 0
+    profiles, embedded = np.load(out_dir / "p" / "embeddings.npy"), np.load(out_dir / "f" / "embeddings.npy")
+    assert embedded.shape == (len(profiles), 32) and profiles.shape[1] > 100
+    assert (np.load(out_dir / "p" / "client_ids.npy") == np.load(out_dir / "f" / "client_ids.npy")).all()
+    assert np.isfinite(embedded).all() and embedded.std(0).min() > 0
 
 
 def test_mlflow_resource_store_location(bm_home, tmp_path, monkeypatch):
@@ -151,3 +220,21 @@ def test_a_run_killed_with_sigkill_is_closed_as_failed_by_the_next_run(tmp_path,
         pass
     assert client.get_run(doomed).info.status == "FAILED"
     assert client.get_run(alive.info.run_id).info.status == "FINISHED"
+
+
+def test_a_new_bm_home_gets_its_own_mlflow_store(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; the resource must not read its own
+    export back as the user's choice, or a second BM_HOME in one process keeps the first store."""
+    from bm_assets.resources import MLflowResource
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uris = []
+    for name in ("first", "second"):
+        monkeypatch.setenv("BM_HOME", str(tmp_path / name))
+        res = MLflowResource(experiment="t")
+        with res.start_run("r"):
+            pass
+        res.client()
+        uris.append(res.uri())
+    assert uris == [f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}", f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}"]
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -23,7 +23,7 @@ def test_run_prints_progress_and_results_in_few_lines(tmp_path, monkeypatch, cap
     assert len(progress) == total
     assert any("events_denormalized  " in line and "days)" in line for line in progress)
     assert not any(" - DEBUG - " in line or "Warning" in line for line in out)
-    assert "results (test window; reports in" in captured.out
+    assert "results (test window; * the pick on validation; reports in" in captured.out
     assert re.search(r"churn +test_auroc: finetuned [\d.]+ \| scratch", captured.out)
     assert re.search(r"spend +test_\w+: finetuned", captured.out)
 
@@ -35,12 +35,13 @@ def test_summary_shows_the_tasks_first_metric(tmp_path):
             "finetuned": {"test_hitrate@10": 0.28812, "test_ndcg@10": 0.0593},
             "popularity": {"test_hitrate@10": 0.639, "test_ndcg@10": None},
         },
+        "selected": {"model": "finetuned", "by": "validation_ndcg@10", "value": 0.06},
     }
     path = tmp_path / "next_purchases.json"
     path.write_text(json.dumps(report))
     lines = results_summary([path], {"next_purchases": "ndcg@10"})
     assert lines == [
-        f"results (test window; reports in {tmp_path}):",
-        "  next_purchases       test_ndcg@10: finetuned 0.0593 | popularity n/a",
+        f"results (test window; * the pick on validation; reports in {tmp_path}):",
+        "  next_purchases       test_ndcg@10: finetuned* 0.0593 | popularity n/a",
     ]
-    assert "test_hitrate@10: finetuned 0.288 |" in results_summary([path], {})[1]
+    assert "test_hitrate@10: finetuned* 0.288 |" in results_summary([path], {})[1]

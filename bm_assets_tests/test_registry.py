@@ -53,8 +53,9 @@ def _logged(value: float):
         ("rmse", [80.0, 81.0, 79.5, 90.0], [True, False, True, False]),
     ],
 )
-def test_register_and_promote_moves_the_alias_only_forward(tmp_path, metric, scores, expected):
+def test_register_and_promote_moves_the_alias_only_forward(tmp_path, monkeypatch, metric, scores, expected):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # restored after the test (set_tracking_uri would leak it)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())

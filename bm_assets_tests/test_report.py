@@ -47,3 +47,46 @@ def test_curves_only_where_computed():
     two = curves_png(TASK, curve, history)
     assert round(_panels(one) * 4 / 5.5, 1) == 1.0
     assert round(_panels(two) * 4 / 5.5, 1) == 2.0
+
+
+def test_the_pick_is_the_best_on_validation_never_on_test():
+    from bm_assets.core.report import metrics_markdown, selected_model
+    from bm_assets.core.tasks import TaskSpec
+
+    spend = TaskSpec(name="spend", type="regression", horizon_days=7, target={"value": "sum(value)", "default": 0})
+    models = {
+        "finetuned": {"validation_rmse": 70.0, "test_rmse": 90.0},
+        "lightgbm": {"validation_rmse": 72.0, "test_rmse": 60.0},
+        "prior": {"validation_rmse": float("nan"), "test_rmse": 100.0},
+    }
+    assert selected_model(spend, models) == {"model": "finetuned", "by": "validation_rmse", "value": 70.0}
+    churn = TaskSpec(name="churn", type="binary", horizon_days=7, target={"value": "count(*) = 0", "default": 1})
+    assert selected_model(churn, {"a": {"validation_auroc": 0.7}, "b": {"validation_auroc": 0.8}})["model"] == "b"
+    assert selected_model(churn, {"a": {"test_auroc": 0.7}}) is None
+    assert "| **finetuned** (pick) |" in metrics_markdown(models, "finetuned")
+
+
+def test_bootstrap_intervals_resample_clients():
+    import numpy as np
+
+    from bm_assets.core.evaluation import bootstrap_intervals, ranking_metrics
+
+    rng = np.random.default_rng(0)
+    clients = np.repeat(np.arange(300), 2).astype(str)  # two rows per client
+    y = rng.integers(0, 2, len(clients)).astype(np.float32)
+    perfect, noise = y + 0.0, rng.random(len(y))
+    out = bootstrap_intervals("binary", "auroc", y, {"good": perfect, "lightgbm": noise}, clients, n_boot=100)
+    assert out["reference"] == "lightgbm" and out["models"]["good"]["ci95"] == [1.0, 1.0]
+    lo, hi = out["models"]["good"]["diff_ci95"]
+    assert 0.4 < lo < hi < 0.6 and "diff_ci95" not in out["models"]["lightgbm"]
+    same = bootstrap_intervals("binary", "auroc", y, {"a": noise, "lightgbm": noise}, clients, n_boot=50)
+    assert same["models"]["a"]["diff_ci95"] == [0.0, 0.0]
+    # ranking metrics are means over rows: the interval brackets the point estimate
+    relevant = (rng.random((600, 30)) < 0.1).astype(np.float32)
+    scores = relevant + rng.random((600, 30))
+    point = ranking_metrics(relevant, scores)["ndcg@10"]
+    rec = bootstrap_intervals(
+        "recommendation", "ndcg@10", relevant, {"m": scores, "popularity": rng.random((600, 30))}, clients, 100
+    )
+    lo, hi = rec["models"]["m"]["ci95"]
+    assert rec["reference"] == "popularity" and lo <= point <= hi and hi - lo < 0.1

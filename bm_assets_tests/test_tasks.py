@@ -272,3 +272,50 @@ def test_training_examples_and_labels_ignore_events_from_the_cutoff_on(warehouse
     # One day earlier the same event is inside the last training window: the check can fail.
     _, y2 = build(ROWS + [("a", split.training_cutoff - D(1), "purchase", "i1", "m1", "c1", 1e6)])
     assert y2.max() >= 1e6
+
+
+def test_task_stage_connections_cannot_touch_files(tmp_path):
+    """Defence in depth behind the SQL allow-list: the connection the task stages open cannot
+    read or write files, yet tables and data frames work; the next plain connection is normal."""
+    import duckdb
+
+    from bm_assets.resources import DuckDBWarehouseResource
+
+    res = DuckDBWarehouseResource(database=str(tmp_path / "w.duckdb"))
+    outside = tmp_path / "outside.csv"
+    outside.write_text("a\n1\n")
+    with res.open(sandboxed=True) as wh:
+        wh.execute(["CREATE TABLE t AS SELECT 1 AS a"])
+        wh.insert_df("u", pd.DataFrame({"a": [1, 2]}))
+        assert int(wh.fetch_df("SELECT count(*) AS n FROM u")["n"].iloc[0]) == 2
+        with pytest.raises(duckdb.PermissionException):
+            wh.fetch_df(f"SELECT * FROM read_csv('{outside}')")
+        with pytest.raises(duckdb.PermissionException):
+            wh.execute([f"COPY t TO '{tmp_path / 'copied.csv'}'"])
+    assert not (tmp_path / "copied.csv").exists()
+    with res.open() as wh:
+        assert len(wh.fetch_df(f"SELECT * FROM read_csv('{outside}')")) == 1
+
+
+def test_profiles_carry_the_columns_tasks_target():
+    """The bundled YAML sketches item, category and department; its brand task targets
+    manufacturer_id, so the pipeline's config sketches that too; a task on a column outside the
+    graph (brand) adds it to both graph and sketch; numeric or absent columns are never added."""
+    from bm_assets.config import load_dataset_config
+    from bm_assets.core.tasks import load_dataset_for_tasks, with_task_columns
+
+    plain = load_dataset_config(BUNDLED_DATASET)
+    assert "manufacturer_id" not in plain.representation.sketch_columns
+    cfg = load_dataset_for_tasks(BUNDLED_DATASET)
+    assert cfg.representation.sketch_columns == [*plain.representation.sketch_columns, "manufacturer_id"]
+    assert cfg.representation.graph.columns == plain.representation.graph.columns  # already a graph column
+    extra = ModelingConfig(
+        tasks=[
+            TaskSpec(name="brand", type="multilabel", horizon_days=7, target={"column": "brand", "top_n": 2}),
+            TaskSpec(name="qty", type="multiclass", horizon_days=7, target={"column": "quantity", "top_n": 2}),
+        ]
+    )
+    widened = with_task_columns(plain, extra)
+    assert widened.representation.graph.columns[-1] == "brand" and "brand" in widened.representation.sketch_columns
+    assert "quantity" not in widened.representation.graph.columns
+    assert with_task_columns(widened, extra) == widened

@@ -85,7 +85,7 @@ def foundation_model(
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
     f = mcfg.foundation
-    with warehouse.open() as wh:
+    with warehouse.open(sandboxed=True) as wh:
         last = events_end(wh)
         needed = cfg.temporal.test_start - dt.timedelta(days=1)
         if last is None or last < needed:

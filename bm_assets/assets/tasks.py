@@ -23,11 +23,29 @@ from dagster import (
 )
 
 from bm_assets.assets.foundation import load_champion_foundation, log_network, modeling_config, models_dir
-from bm_assets.core.evaluation import ModelResult, TaskData, evaluate, learning_curve, rebuild, run_task
+from bm_assets.core.evaluation import (
+    ModelResult,
+    TaskData,
+    evaluate,
+    intervals_on_test,
+    learning_curve,
+    rebuild,
+    run_task,
+)
 from bm_assets.core.examples import CachedProfiles, task_examples
-from bm_assets.core.profiles import iter_profiles, profiles_at_dates
+from bm_assets.core.explain import (
+    EXPLAINABLE,
+    as_of_examples,
+    drivers_markdown_all,
+    drivers_png,
+    explain_rows,
+    item_rollups,
+    task_drivers,
+    top_reasons_per_row,
+)
+from bm_assets.core.profiles import iter_profiles, profiles_at_dates, read_layout_of
 from bm_assets.core.registry import champion, register_and_promote
-from bm_assets.core.report import build_report, curves_png, metrics_markdown, write_report
+from bm_assets.core.report import build_report, curves_png, intervals_markdown, metrics_markdown, write_report
 from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql, task_labels
 from bm_assets.partitions import window_of
@@ -44,7 +62,7 @@ def _load_data(dataset: DatasetResource, warehouse: WarehouseResource, task: Tas
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
     coders = load_sketch_coders(bm_home())
-    with warehouse.open() as wh:
+    with warehouse.open(sandboxed=True) as wh:
         check_task_sql(wh, ModelingConfig(tasks=[task], config_file=mcfg.config_file))
         data, frames = task_examples(
             wh, cfg, mcfg, task, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds))
@@ -56,8 +74,53 @@ def _bundle_path(task: TaskSpec):
     return models_dir() / f"{task.name}.pkl"
 
 
-def _md_image(png: bytes) -> str:
-    return f"![curves](data:image/png;base64,{base64.b64encode(png).decode()})"
+def _load_saved(task: TaskSpec) -> dict:
+    """{"models": {...}, "promotion": {...}} as the latest `<task>_model` saved it."""
+    path = _bundle_path(task)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: materialize {task.name}_model first")
+    with open(path, "rb") as fh:
+        saved = pickle.load(fh)
+    if "promotion" not in saved:
+        raise FileNotFoundError(f"{path} was written before model versions were registered: materialize "
+                                f"{task.name}_model again")
+    return saved
+
+
+def load_task_bundle(task: TaskSpec) -> dict:
+    """{model name: {"artifact", "seconds", "epochs", "history"}} of the latest `<task>_model` training."""
+    return _load_saved(task)["models"]
+
+
+def _md_image(png: bytes, alt: str = "curves") -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def _drivers(context, dataset, warehouse, task: TaskSpec, data: TaskData, test: pd.DataFrame, bundle: dict):
+    """Global drivers of the fine-tuned network and of LightGBM on test examples (None where
+    the task type has no per-client score to explain, or explain_examples is 0)."""
+    mcfg = modeling_config(dataset)
+    if task.type not in EXPLAINABLE or "finetuned" not in bundle or mcfg.evaluation.explain_examples == 0:
+        return None
+    start = time.perf_counter()
+    coders = load_sketch_coders(bm_home())
+    gbdt = bundle.get("lightgbm", {}).get("artifact")
+    with warehouse.open(sandboxed=True) as wh:
+        drivers = task_drivers(
+            wh,
+            data,
+            test,
+            bundle["finetuned"]["artifact"],
+            gbdt,
+            coders,
+            read_layout_of(wh, coders),
+            item_rollups(dataset.load(), coders),
+            mcfg.evaluation.explain_examples,
+            mcfg.evaluation.explain_labels,
+            mcfg.evaluation.seed,
+        )
+    context.log.info(f"drivers of {drivers['examples']} test examples in {time.perf_counter() - start:.1f}s")
+    return drivers
 
 
 def build_task_assets(mcfg: ModelingConfig, partitions: DailyPartitionsDefinition) -> list[AssetsDefinition]:
@@ -175,8 +238,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         mlflow_tracking: MLflowResource,
     ) -> MaterializeResult:
         cfg, mcfg, data, frames = _load_data(dataset, warehouse, task)
-        with open(_bundle_path(task), "rb") as fh:
-            saved = pickle.load(fh)
+        saved = _load_saved(task)
         bundle, promotion = saved["models"], saved["promotion"]
         models = {
             n: ModelResult(n, rebuild(data, n, b["artifact"]), b["seconds"], b["epochs"], b["history"])
@@ -194,28 +256,53 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 )
                 context.log.info(f"learning curve in {time.perf_counter() - start:.1f}s")
             time_curve = {n: m.history for n, m in models.items() if m.history}
+            intervals = intervals_on_test(data, models, mcfg.evaluation.bootstrap, mcfg.evaluation.seed)
             report = build_report(
-                task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve
+                task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve, intervals
             )
             report["registry"] = promotion  # which version this is, whether it was promoted and why
             path = write_report(report, bm_home() / "reports")
             for name, row in metrics.items():
                 mlflow_tracking.log_metrics({f"{name}_{k}": v for k, v in row.items()})
-            mlflow.log_artifact(str(path))
             meta = {
                 "report": str(path),
                 "mlflow_run_id": run.info.run_id,
                 "mlflow_run": mlflow_tracking.run_link(run),
-                "metrics": MetadataValue.md(metrics_markdown(metrics)),
+                "metrics": MetadataValue.md(metrics_markdown(metrics, (report.get("selected") or {}).get("model"))),
+                "intervals": MetadataValue.md(intervals_markdown(task, report.get("intervals"))),
                 **_promotion_metadata(promotion),
                 **{f"n_{r}": len(f) for r, f in frames.items()},
             }
+            drivers = _drivers(context, dataset, warehouse, task, data, frames["test"], bundle)
+            if drivers is not None:
+                report["drivers"] = {k: v for k, v in drivers.items() if k != "frames"}
+                mlflow_tracking.log_metrics(
+                    {
+                        "explain_completeness_gap": drivers["completeness_gap"],
+                        "explain_collision_share": drivers["collision_share"],
+                    }
+                )
+                write_report(report, bm_home() / "reports")
+                meta["drivers"] = MetadataValue.md(drivers_markdown_all(drivers))
+                first = next(iter(drivers["frames"]), None)
+                chart = drivers_png(drivers["frames"][first], f"{task.name}: drivers of {first}") if first else None
+                if chart is not None:
+                    chart_path = path.with_name(f"{task.name}_drivers.png")
+                    chart_path.write_bytes(chart)
+                    mlflow.log_artifact(str(chart_path))
+                    meta["drivers_chart"] = MetadataValue.md(_md_image(chart, "drivers"))
+            else:
+                meta["drivers"] = MetadataValue.text(
+                    "not computed: explanations cover binary, multilabel, multiclass and regression tasks "
+                    "(and need evaluation.explain_examples > 0)"
+                )
             png = curves_png(task, curve, time_curve)
             if png is not None:
                 png_path = path.with_suffix(".png")
                 png_path.write_bytes(png)
                 mlflow.log_artifact(str(png_path))
                 meta["curves"] = MetadataValue.md(_md_image(png))
+            mlflow.log_artifact(str(path))
             if not curve:
                 meta["learning_curve"] = MetadataValue.text(
                     "not computed for this task (set `learning_curve: true` in tasks.yaml)"
@@ -264,8 +351,8 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         start, end = window_of(context)
         table = f"{task.name}_scores"
         frames = []
-        with warehouse.open() as wh:
-            labels, item_codes = _label_space(wh, dataset, task)
+        with warehouse.open(sandboxed=True) as wh:
+            labels, item_codes = label_space(wh, dataset, task)
             data = TaskData(task, {}, labels, [], item_codes)
             predict = rebuild(data, network, net)
             # Days before the training cutoff are the model's own training period: scoring them
@@ -273,19 +360,50 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             first_scored = max(start, dataset.load().temporal.training_cutoff)
             days = [first_scored + dt.timedelta(days=i) for i in range((end - first_scored).days)]
             coders = load_sketch_coders(bm_home())
+            layout = read_layout_of(wh, coders) if task.explain else None
+            rollups = item_rollups(dataset.load(), coders)
+            reason_frames = []
             for day, ids, x in iter_profiles(wh, coders, days):  # one pass over the window, a day at a time
                 if len(ids):
-                    frames.append(_score_frame(task, labels, ids, predict(_Inputs(x)), day))
+                    pred = predict(_Inputs(x))
+                    frames.append(_score_frame(task, labels, ids, pred, day))
+                    if layout is not None:
+                        reason_frames.append(
+                            _reason_frame(wh, task, labels, net, ids, x, pred, day, coders, layout, rollups)
+                        )
             scores = pd.concat(frames) if frames else pd.DataFrame({c: [] for c in SCORE_COLUMNS})
             scores["model_version"] = str(version.version)
             wh.insert_df(
                 table,
                 scores,
                 before=[
-                    f"DELETE FROM {wh.table(table)} "
-                    f"WHERE score_date >= DATE '{start}' AND score_date < DATE '{end}'"
+                    f"DELETE FROM {wh.table(table)} WHERE score_date >= DATE '{start}' AND score_date < DATE '{end}'"
                 ],
             )
+            if task.explain:
+                reasons = (
+                    pd.concat(reason_frames)
+                    if reason_frames
+                    else pd.DataFrame(
+                        {
+                            "client_id": [],
+                            "score_date": [],
+                            "label": [],
+                            "rank": [],
+                            "reason": [],
+                            "direction": [],
+                            "share": [],
+                        }
+                    )
+                )
+                wh.insert_df(
+                    f"{task.name}_score_reasons",
+                    reasons,
+                    before=[
+                        f"DELETE FROM {wh.table(task.name + '_score_reasons')} "
+                        f"WHERE score_date >= DATE '{start}' AND score_date < DATE '{end}'"
+                    ],
+                )
         return MaterializeResult(
             metadata={
                 "dagster/row_count": len(scores),
@@ -316,6 +434,39 @@ def _promotion_metadata(promotion: dict) -> dict:
     }
 
 
+#: Clients explained per attribution pass (bounds memory and the size of the history query).
+_EXPLAIN_CHUNK = 2000
+
+
+def _reason_frame(wh, task, labels, net, ids, x, pred, day, coders, layout, rollups) -> pd.DataFrame:
+    """The top 3 reasons of each client's score on `day` (multilabel/multiclass: of its
+    top-scored label), from events up to the end of `day` only."""
+    target = None if pred.ndim == 1 else pred.argmax(1)
+    out = []
+    for i in range(0, len(ids), _EXPLAIN_CHUNK):
+        sl = slice(i, i + _EXPLAIN_CHUNK)
+        explained = explain_rows(
+            wh,
+            net,
+            task.type,
+            x[sl],
+            as_of_examples(ids[sl], day),
+            coders,
+            layout,
+            rollups,
+            x,
+            None if target is None else target[sl],
+        )
+        top = top_reasons_per_row(explained.reasons, 3)
+        label = task.name if target is None else np.asarray(labels)[target[sl]][top["row"].to_numpy()]
+        out.append(
+            pd.DataFrame({"client_id": ids[sl][top["row"].to_numpy()], "score_date": day, "label": label}).join(
+                top.drop(columns="row").reset_index(drop=True)
+            )
+        )
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
 class _Inputs:
     """The profile-only view of a split the network predictors read."""
 
@@ -323,7 +474,7 @@ class _Inputs:
         self.x = x
 
 
-def _label_space(wh, dataset: DatasetResource, task: TaskSpec) -> tuple[list[str] | None, np.ndarray | None]:
+def label_space(wh, dataset: DatasetResource, task: TaskSpec) -> tuple[list[str] | None, np.ndarray | None]:
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
     labels = task_labels(wh, task, cfg.temporal.training_cutoff, mcfg.evaluation.candidates)

@@ -98,6 +98,8 @@ class Split:
     y_train: np.ndarray | None = None
     #: recommendation: per history half-life, the client's decayed past count of each candidate
     history: list | None = None
+    #: the client of each row (rows of one client are resampled together by the bootstrap)
+    clients: np.ndarray | None = None
 
     def subset(self, idx: np.ndarray) -> Split:
         return Split(
@@ -106,6 +108,7 @@ class Split:
             self.y[idx],
             None if self.y_train is None else self.y_train[idx],
             None if self.history is None else [h[idx] for h in self.history],
+            None if self.clients is None else self.clients[idx],
         )
 
     @property
@@ -121,6 +124,8 @@ class TaskData:
     layout: SketchLayout = field(default_factory=list)
     item_codes: np.ndarray | None = None  # int64[n_candidates, depth] for recommendation
     item_log_prior: np.ndarray | None = None  # float[n_candidates]: log frequency before the cutoff
+    feature_names: list[str] = field(default_factory=list)  # the aggregates' columns (Split.f)
+    feature_tops: dict[str, list[str]] = field(default_factory=dict)  # top values behind them
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -275,7 +280,7 @@ def fit_gbdt(
 
 
 def _with_features(s: Split, features: Callable[[Split], np.ndarray]) -> Split:
-    return Split(s.x, features(s), s.y, s.y_train, s.history)
+    return Split(s.x, features(s), s.y, s.y_train, s.history, s.clients)
 
 
 #: Components of the fine-tuned network's client embedding given to the hybrid LightGBM.
@@ -490,6 +495,90 @@ def evaluate(
                 row[f"{role}_repeat_share_of_hits@10"] = repeat_share(s, pred)
         out[name] = row
     return out
+
+
+# --- honest statistics: client-level bootstrap -------------------------------------------------
+
+#: The model every other is compared with, per task type (the strongest simple baseline).
+REFERENCE_MODELS = {"recommendation": ("repurchase_popularity", "popularity")}
+REFERENCE_DEFAULT = ("lightgbm", "prior")
+
+
+def reference_model(kind: str, names: list[str]) -> str | None:
+    return next((m for m in REFERENCE_MODELS.get(kind, REFERENCE_DEFAULT) if m in names), None)
+
+
+def _per_row_ranking(relevant: np.ndarray, scores: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows with a relevant item, their NDCG@k or hit@k): ranking metrics are means over rows."""
+    k = int(metric.split("@")[1])
+    has = relevant.sum(1) > 0
+    rel, sc = relevant[has], scores[has]
+    top = np.argsort(-sc, axis=1, kind="stable")[:, :k]
+    gains = np.take_along_axis(rel, top, 1)
+    if metric.startswith("hitrate"):
+        return has, (gains.sum(1) > 0).astype(np.float64)
+    discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+    ideal = np.cumsum(discount)[np.minimum(rel.sum(1), top.shape[1]).astype(int) - 1]
+    return has, (gains * discount).sum(1) / ideal
+
+
+def bootstrap_intervals(
+    kind: str,
+    metric: str,
+    y: np.ndarray,
+    preds: dict[str, np.ndarray],
+    clients: np.ndarray,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict:
+    """95% percentile intervals of `metric` per model and of each model's difference from the
+    reference model (REFERENCE_MODELS), resampling clients with replacement (all rows of a
+    drawn client come along: rows of one client are not independent).
+
+    Returns {"reference": name, "resamples": n, "models": {name: {"ci95": [lo, hi],
+    "diff_ci95": [lo, hi]}}}; the difference is model minus reference (for errors, negative is
+    better)."""
+    _, inverse = np.unique(np.asarray(clients).astype(str), return_inverse=True)
+    n_clients = int(inverse.max()) + 1 if len(inverse) else 0
+    rng = np.random.default_rng(seed)
+    names = list(preds)
+    reference = reference_model(kind, names)
+    ranking = kind == "recommendation"
+    rows = {name: _per_row_ranking(y, p, metric) for name, p in preds.items()} if ranking else {}
+    draws: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(n_boot if n_clients else 0):
+        weight = np.bincount(rng.integers(0, n_clients, n_clients), minlength=n_clients)[inverse]
+        if ranking:
+            for name, (has, values) in rows.items():
+                w = weight[has]
+                draws[name].append(float((values * w).sum() / w.sum()) if w.sum() else float("nan"))
+            continue
+        idx = np.repeat(np.arange(len(y)), weight)
+        for name, p in preds.items():
+            draws[name].append(metrics(kind, y[idx], p[idx]).get(metric, float("nan")))
+    out: dict = {"reference": reference, "resamples": n_boot, "models": {}}
+    for name in names:
+        d = np.asarray(draws[name])
+        entry = {"ci95": _percentiles(d)}
+        if reference is not None and name != reference:
+            entry["diff_ci95"] = _percentiles(d - np.asarray(draws[reference]))
+        out["models"][name] = entry
+    return out
+
+
+def _percentiles(values: np.ndarray) -> list[float]:
+    values = values[np.isfinite(values)]
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])] if len(values) else [float("nan")] * 2
+
+
+def intervals_on_test(data: TaskData, models: dict[str, ModelResult], n_boot: int, seed: int) -> dict | None:
+    """Bootstrap intervals of the task's first metric on the test window (same clients)."""
+    test = data.splits.get("test")
+    if test is None or test.clients is None or not len(test.y) or n_boot == 0:
+        return None
+    metric = data.task.metrics[0]
+    preds = {name: m.predict(test) for name, m in models.items()}
+    return bootstrap_intervals(data.task.type, metric, test.y, preds, test.clients, n_boot, seed)
 
 
 def run_task(

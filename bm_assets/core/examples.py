@@ -237,9 +237,10 @@ def task_examples(
         y_train = None
         if target_coders and role == "train":
             y_train = future_sketches(wh, target_coders, ex, task.horizon_days, task.target.where)
-        f, _ = aggregate_features(wh, ex, ev, tops)
+        f, feature_names = aggregate_features(wh, ex, ev, tops)
         history = item_history(wh, task, ex, labels) if task.type == "recommendation" else None
-        splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train, history)
+        splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train, history, ex["client_id"].to_numpy())
         frames[role] = ex
     layout = layout_of(coders)
-    return TaskData(task, splits, labels, layout, item_codes, item_log_prior), frames
+    data = TaskData(task, splits, labels, layout, item_codes, item_log_prior, feature_names, tops)
+    return data, frames

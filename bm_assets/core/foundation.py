@@ -253,6 +253,12 @@ def task_network(
     return net
 
 
+def client_embedding(net: BehavioralNet, x: np.ndarray) -> np.ndarray:
+    """float32[n, hidden]: the foundation model's view of each client (its encoder's output on
+    the profile): a compact universal embedding for downstream models."""
+    return predict(net, x, lambda n, xb: n.embed(xb)).astype(np.float32)
+
+
 def item_scores(
     logp: torch.Tensor, codes: torch.Tensor, log_prior: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -289,12 +295,18 @@ def supervised_loss(kind: str) -> Callable[[BehavioralNet, torch.Tensor, torch.T
 
 def task_output(kind: str) -> Callable[[BehavioralNet, torch.Tensor], torch.Tensor]:
     """The prediction of a task head: probabilities, class probabilities or values."""
+    head = head_output(kind)
+    return lambda n, xb: head(n, n(xb))
+
+
+def head_output(kind: str) -> Callable[[BehavioralNet, torch.Tensor], torch.Tensor]:
+    """The task head's raw output [n, n_out] -> the prediction users see."""
     if kind == "binary":
-        return lambda n, xb: torch.sigmoid(n(xb)[:, 0])
+        return lambda n, out: torch.sigmoid(out[:, 0])
     if kind == "multilabel":
-        return lambda n, xb: torch.sigmoid(n(xb))
+        return lambda n, out: torch.sigmoid(out)
     if kind == "multiclass":
-        return lambda n, xb: torch.softmax(n(xb), -1)
+        return lambda n, out: torch.softmax(out, -1)
     if kind == "regression":
-        return lambda n, xb: n(xb)[:, 0] * n.y_std[0] + n.y_mean[0]
+        return lambda n, out: out[:, 0] * n.y_std[0] + n.y_mean[0]
     raise ValueError(f"no task output for task type {kind!r}")

@@ -11,7 +11,7 @@ scratch over the whole history; tests check that both agree."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -667,14 +667,18 @@ def export_profiles(
     out_dir: str | Path,
     dtype: str = "float32",
     coders: dict[str, SketchCoder] | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Path, Path]:
-    """Write `client_ids.npy` (str[n]) and `embeddings.npy` (float16/float32[n, profile_dim])
-    of the profiles at the end of `as_of`."""
+    """Write `client_ids.npy` (str[n]) and `embeddings.npy` (float16/float32[n, d]) of the
+    profiles at the end of `as_of` (d = profile_dim), or of `transform(profiles)` (e.g. the
+    foundation model's client embedding)."""
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, found {dtype!r}")
     ids, profiles = load_profiles(wh, as_of, coders)
     if len(ids) == 0:
         raise LookupError(f"no profiles at or before {as_of} in {BEHAVIORAL_PROFILES}")
+    if transform is not None:
+        profiles = transform(profiles)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "client_ids.npy", ids.astype(str))

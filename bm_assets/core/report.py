@@ -35,6 +35,7 @@ def build_report(
     n: dict[str, int],
     learning_curve: list[dict] | None = None,
     time_curve: dict[str, list[dict]] | None = None,
+    intervals: dict | None = None,
 ) -> dict:
     return _clean(
         {
@@ -47,6 +48,8 @@ def build_report(
                 "test": [str(split.test_start), str(split.test_end)],
             },
             "models": models,
+            "selected": selected_model(task, models),
+            "intervals": intervals,
             "learning_curve": learning_curve or [],
             "time_curve": time_curve or {},
             "n_train": n.get("train", 0),
@@ -55,6 +58,48 @@ def build_report(
             "n_holdout": n.get("holdout", 0),
         }
     )
+
+
+#: Metrics where lower is better.
+LOWER_IS_BETTER = ("rmse", "mae", "log_loss")
+
+
+def selected_model(task: TaskSpec, models: dict[str, dict[str, float]]) -> dict | None:
+    """The model a user should pick: the best on the validation window by the task's first
+    metric (never the test window). None when no model has that validation metric."""
+    metric = task.metrics[0] if task.metrics else None
+    key = f"validation_{metric}"
+    scored = {
+        name: row[key]
+        for name, row in models.items()
+        if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
+    }
+    if not scored:
+        return None
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    best = max(scored, key=lambda name: sign * scored[name])
+    return {"model": best, "by": key, "value": scored[best]}
+
+
+def intervals_markdown(task: TaskSpec, intervals: dict | None) -> str:
+    """| model | test metric 95% CI | minus <reference>, 95% CI |; a difference whose interval
+    excludes 0 is marked."""
+    if not intervals:
+        return "not computed (evaluation.bootstrap: 0, or no test clients)"
+    metric, ref = task.metrics[0], intervals.get("reference")
+    lines = [
+        f"| model | test {metric}, 95% CI | minus {ref}, 95% CI |",
+        "| --- | --- | --- |",
+    ]
+    for name, row in intervals["models"].items():
+        lo, hi = row["ci95"]
+        diff = row.get("diff_ci95")
+        cell = "" if diff is None else f"[{_cell(diff[0])}, {_cell(diff[1])}]"
+        if diff is not None and all(isinstance(v, float) and math.isfinite(v) for v in diff):
+            if diff[0] > 0 or diff[1] < 0:
+                cell += " (excludes 0)"
+        lines.append(f"| {name} | [{_cell(lo)}, {_cell(hi)}] | {cell} |")
+    return "\n".join(lines) + f"\n\nClient-level bootstrap, {intervals.get('resamples')} resamples."
 
 
 def write_report(report: dict, reports_dir: Path) -> Path:
@@ -88,13 +133,15 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def metrics_markdown(models: dict[str, dict[str, float]]) -> str:
+def metrics_markdown(models: dict[str, dict[str, float]], pick: str | None = None) -> str:
     """| model | val ... | test ... | holdout ... | time, epochs |: one row per model, the metrics
-    in the order of the protocol, three significant digits, short headers (narrow in the UI)."""
+    in the order of the protocol, three significant digits, short headers (narrow in the UI).
+    `pick` (the model selected on validation) is marked."""
     cols = sorted(dict.fromkeys(k for row in models.values() for k in row), key=_column_order)
     lines = ["| model | " + " | ".join(_short_name(c) for c in cols) + " |", "| --- " * (len(cols) + 1) + "|"]
     for name, row in models.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(row.get(c)) for c in cols) + " |")
+        label = f"**{name}** (pick)" if name == pick else name
+        lines.append(f"| {label} | " + " | ".join(_cell(row.get(c)) for c in cols) + " |")
     return "\n".join(lines)
 
 

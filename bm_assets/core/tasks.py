@@ -98,6 +98,11 @@ class TaskSpec(_Strict):
     eligible: Eligibility = Field(default_factory=Eligibility)
     metrics: list[str] = Field(default_factory=list)
     learning_curve: bool = Field(default=False, description="also fit on labeled fractions")
+    explain: bool = Field(
+        default=False,
+        description="write the top 3 reasons of every daily score to `<task>_score_reasons` (costs an "
+        "attribution pass per scored client and day; global drivers are in the evaluation either way)",
+    )
     description: str = ""
     top_k: int = Field(
         default=10,
@@ -126,6 +131,8 @@ class TaskSpec(_Strict):
         bad = [m for m in self.metrics if m not in allowed]
         if bad:
             raise ValueError(f"metrics {bad} do not apply to {self.type}; choose from {list(allowed)}")
+        if self.explain and self.type == "recommendation":
+            raise ValueError("explain: recommendation scores are not explained (rank lists, not one score)")
         return self
 
 
@@ -162,6 +169,20 @@ class EvaluationConfig(_Strict):
     feature_windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
     label_fractions: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0])
     candidates: int = Field(default=2000, gt=0, description="most popular items ranked for recommendation")
+    bootstrap: int = Field(
+        default=200,
+        ge=0,
+        description="client-level bootstrap resamples for the 95% intervals of each test metric and of each "
+        "model's difference from the reference baseline; 0: none",
+    )
+    explain_examples: int = Field(
+        default=1000,
+        ge=0,
+        description="test examples (a seeded sample) whose attributions make each task's global drivers; 0: none",
+    )
+    explain_labels: int = Field(
+        default=3, gt=0, description="multilabel/multiclass: global drivers for this many most frequent labels"
+    )
     max_train_examples: int = Field(
         default=50_000,
         gt=0,
@@ -265,6 +286,44 @@ def feature_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> list[str]:
         return list(dict.fromkeys(targets))
     graph = dataset.representation.graph.columns or []
     return [c for c in graph if c not in ("item_id", "event_type")][:3]
+
+
+#: Task types whose target is a column of values (labels, items) the profiles should carry.
+COLUMN_TASKS = ("multilabel", "multiclass", "recommendation")
+
+
+def task_target_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> list[str]:
+    """The categorical columns the configured tasks predict (brand, category, item...)."""
+    kinds = dataset.event_columns()
+    cols = [t.target.column for t in mcfg.tasks if t.type in COLUMN_TASKS and t.target.column]
+    return [c for c in dict.fromkeys(cols) if kinds.get(c) == "categorical"]
+
+
+def with_task_columns(dataset: DatasetConfig, mcfg: ModelingConfig) -> DatasetConfig:
+    """The dataset with every column a task targets among its graph and sketch columns, so the
+    behavioral profiles carry what the tasks ask (a new brand task gets a brand sketch without
+    anyone editing the representation). Columns already there are left as they are."""
+    rep = dataset.representation
+    graph = list(rep.graph.columns or [])
+    missing = [c for c in task_target_columns(mcfg, dataset) if c not in graph]
+    sketch = rep.sketch.columns
+    sketch_missing = [c for c in task_target_columns(mcfg, dataset) if sketch is not None and c not in sketch]
+    if not missing and not sketch_missing:
+        return dataset
+    update = {"graph": rep.graph.model_copy(update={"columns": graph + missing})}
+    if sketch is not None:
+        update["sketch"] = rep.sketch.model_copy(update={"columns": list(sketch) + sketch_missing})
+    return dataset.model_copy(update={"representation": rep.model_copy(update=update)})
+
+
+def load_dataset_for_tasks(dataset_file: str | Path) -> DatasetConfig:
+    """The dataset config as the pipeline runs it: with the columns tasks.yaml targets added to
+    its representation (when a tasks.yaml sits beside it)."""
+    from bm_assets.config import load_dataset_config
+
+    cfg = load_dataset_config(dataset_file)
+    tasks_file = tasks_path_for(dataset_file)
+    return with_task_columns(cfg, load_modeling_config(tasks_file)) if tasks_file.exists() else cfg
 
 
 def check_modeling_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> None:

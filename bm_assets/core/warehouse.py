@@ -80,9 +80,14 @@ def expand_paths(path: str) -> list[str]:
 
 class DuckDBWarehouse(Warehouse):
     """An embedded DuckDB file. One connection per instance; the file has one writer at a
-    time, so opening retries while another process holds the lock."""
+    time, so opening retries while another process holds the lock. With external_access=False
+    no statement can read or write a file, load an extension or attach a database (DuckDB's
+    enable_external_access; it holds until the file's last connection in this process closes);
+    tables and explicitly registered data frames still work."""
 
-    def __init__(self, database: str, lock_timeout_s: float = 120.0, threads: int | None = None):
+    def __init__(
+        self, database: str, lock_timeout_s: float = 120.0, threads: int | None = None, external_access: bool = True
+    ):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + lock_timeout_s
         while True:
@@ -95,6 +100,8 @@ class DuckDBWarehouse(Warehouse):
                 time.sleep(0.5)
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
+        if not external_access:
+            self.con.execute("SET enable_external_access = false")
 
     def table(self, name: str) -> str:
         return name

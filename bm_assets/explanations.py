@@ -1,0 +1,189 @@
+"""`bm-assets explain`: why one client got its score on one day, from the materialized task
+model, sketch coders and events up to the end of that day (nothing later is read)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bm_assets.assets.foundation import modeling_config
+from bm_assets.assets.tasks import label_space, load_task_bundle
+from bm_assets.core.explain import (
+    EXPLAINABLE,
+    aggregate_title,
+    as_of_examples,
+    explain_rows,
+    gbdt_label_contributions,
+    item_rollups,
+    top_reasons,
+)
+from bm_assets.core.features import aggregate_features, feature_tops
+from bm_assets.core.profiles import load_profiles, read_layout_of
+from bm_assets.core.sketches import load_sketch_coders
+from bm_assets.core.tasks import TaskConfigError, feature_columns
+from bm_assets.resources import DatasetResource, WarehouseResource
+from bm_assets.settings import bm_home
+
+
+@dataclass
+class ClientExplanation:
+    task: str
+    client_id: str
+    day: dt.date
+    horizon_days: int
+    model: str
+    label: str | None
+    score: float
+    baseline_score: float | None
+    reasons: pd.DataFrame  # title, direction, share
+    completeness_gap: float | None = None
+    collision_share: float | None = None
+
+    def lines(self) -> list[str]:
+        window = f"[{self.day + dt.timedelta(days=1)}, {self.day + dt.timedelta(days=1 + self.horizon_days)})"
+        what = f"{self.task}" + (f", label {self.label}" if self.label is not None else "")
+        out = [
+            f"{what} for client {self.client_id} on {self.day} (events up to the end of that day; predicts {window})",
+            f"  score {self.score:.4g} ({self.model})"
+            + (
+                f"; a typical client with no history in the catalogue: {self.baseline_score:.4g}"
+                if self.baseline_score is not None
+                else ""
+            ),
+        ]
+        width = max([len(t) for t in self.reasons["title"]] + [6])
+        out.append(f"  {'reason':<{width}}  direction  share")
+        for _, r in self.reasons.iterrows():
+            out.append(f"  {r['title']:<{width}}  {r['direction']:<9}  {r['share']:>5.0%}")
+        if self.completeness_gap is not None:
+            out.append(
+                f"  attributions sum to the score change within {self.completeness_gap:.1e}; "
+                f"{self.collision_share:.0%} of the sketch attribution sits in buckets shared by two or more of "
+                "this client's entities (split between them by their weight)"
+            )
+        else:
+            out.append("  shares of the model's raw score (log-odds for classifiers; SHAP values)")
+        return out
+
+
+def explain_client(
+    dataset: DatasetResource,
+    warehouse: WarehouseResource,
+    task_name: str,
+    client_id: str,
+    day: dt.date,
+    label: str | None = None,
+    model: str = "finetuned",
+    top: int = 10,
+) -> ClientExplanation:
+    """Explain `task_name`'s score of `client_id` dated `day` (the profile at the end of day)."""
+    cfg = dataset.load()
+    mcfg = modeling_config(dataset)
+    names = [t.name for t in mcfg.tasks]
+    if task_name not in names:
+        raise TaskConfigError(f"{mcfg.config_file}: no task {task_name!r}; tasks are {names}")
+    task = mcfg.task(task_name)
+    if task.type not in EXPLAINABLE:
+        raise TaskConfigError(f"{task_name}: {task.type} tasks are not explained (explanations cover {EXPLAINABLE})")
+    bundle = load_task_bundle(task)
+    if model not in bundle:
+        raise TaskConfigError(f"{task_name}: no model {model!r}; trained models are {sorted(bundle)}")
+    coders = load_sketch_coders(bm_home())
+    with warehouse.open(sandboxed=True) as wh:
+        labels, _ = label_space(wh, dataset, task)
+        ids, x = load_profiles(wh, day, coders)
+        pos = np.flatnonzero(ids == str(client_id))
+        if not len(pos):
+            raise LookupError(f"client {client_id} has no event up to the end of {day}: nothing to explain")
+        if model == "lightgbm":
+            return _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, str(client_id), day, label, top)
+        net = bundle[model]["artifact"]
+        row = x[pos]
+        scores = _network_scores(net, task.type, row)
+        j = _label_index(task, labels, scores, label)
+        layout = read_layout_of(wh, coders)
+        explained = explain_rows(
+            wh, net, task.type, row, as_of_examples(ids[pos], day), coders, layout, item_rollups(cfg, coders), x, j
+        )
+    return ClientExplanation(
+        task=task.name,
+        client_id=str(client_id),
+        day=day,
+        horizon_days=task.horizon_days,
+        model=model,
+        label=None if j is None else str(labels[j]),
+        score=float(explained.attributions.output[0]),
+        baseline_score=float(explained.attributions.baseline_output[0]),
+        reasons=top_reasons(explained.reasons, 0, top),
+        completeness_gap=explained.completeness_gap(),
+        collision_share=float(explained.collision_share[0]),
+    )
+
+
+def _network_scores(net, kind: str, x: np.ndarray) -> np.ndarray:
+    from bm_assets.core.foundation import predict, task_output
+
+    return predict(net, x, task_output(kind))
+
+
+def _label_index(task, labels: list[str] | None, scores: np.ndarray, label: str | None) -> int | None:
+    """The explained output: None for one-score tasks; the asked label, else the top-scored."""
+    if task.type in ("binary", "regression"):
+        if label is not None:
+            raise TaskConfigError(f"{task.name}: a {task.type} task has one score; drop --label")
+        return None
+    labels = [str(v) for v in labels or []]
+    if label is None:
+        return int(np.asarray(scores).reshape(1, -1)[0].argmax())
+    if label not in labels:
+        raise TaskConfigError(f"{task.name}: no label {label!r}; labels are {labels}")
+    return labels.index(label)
+
+
+def _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, client_id, day, label, top) -> ClientExplanation:
+    """LightGBM's SHAP contributions for the client's aggregates at split date day + 1."""
+    ev = mcfg.evaluation
+    tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cfg.temporal.training_cutoff)
+    example = pd.DataFrame({"client_id": [client_id], "t": [day + dt.timedelta(days=1)]})
+    f, names = aggregate_features(wh, example, ev, tops)
+    models = bundle["lightgbm"]["artifact"]
+    if task.type in ("binary", "regression"):
+        j = None
+        score = float(_gbdt_predict(task.type, models[0], f))
+    else:
+        per_label = [_gbdt_predict("binary", m, f) for m in models] if task.type == "multilabel" else None
+        scores = np.asarray(per_label) if per_label is not None else models[0].predict_proba(f)[0]
+        j = _label_index(task, labels, scores, label)
+        score = float(scores[j]) if per_label is not None else float(scores[list(models[0].classes_).index(j)])
+    contrib = gbdt_label_contributions(task.type, models, f, j)[0]
+    total = float(np.abs(contrib).sum()) or 1.0
+    order = np.argsort(-np.abs(contrib), kind="stable")[:top]
+    reasons = pd.DataFrame(
+        {
+            "title": [f"{aggregate_title(names[i], tops)} = {f[0, i]:.4g}" for i in order],
+            "direction": ["raises" if contrib[i] >= 0 else "lowers" for i in order],
+            "share": [abs(contrib[i]) / total for i in order],
+        }
+    )
+    return ClientExplanation(
+        task.name,
+        client_id,
+        day,
+        task.horizon_days,
+        "lightgbm",
+        None if j is None else str(labels[j]),
+        score,
+        None,
+        reasons,
+    )
+
+
+def _gbdt_predict(kind: str, model, f: np.ndarray) -> float:
+    if isinstance(model, float):
+        return model
+    if kind == "regression":
+        return float(model.predict(f)[0])
+    return float(model.predict_proba(f)[0, 1])
