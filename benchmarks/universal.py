@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BM_HOME"] = args.home
     os.environ["BM_DATASET"] = args.dataset
 
-    from bm_assets.assets.foundation import foundation_path, modeling_config
+    from bm_assets.assets.foundation import load_champion_foundation, modeling_config
     from bm_assets.core.features import aggregate_features, feature_tops
     from bm_assets.core.foundation import client_embedding
     from bm_assets.core.profiles import load_profiles
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from bm_assets.core.sql import ident
     from bm_assets.core.tasks import feature_columns, top_values
     from bm_assets.definitions import warehouse_from_env
-    from bm_assets.resources import DatasetResource
+    from bm_assets.resources import DatasetResource, MLflowResource
     from bm_assets.settings import bm_home
 
     dataset = DatasetResource(config_path=args.dataset)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     t = dt.date.fromisoformat(args.date) if args.date else cfg.temporal.test_start
     windows = [(t, t + dt.timedelta(days=14)), (t + dt.timedelta(days=14), t + dt.timedelta(days=28))]
     coders = load_sketch_coders(bm_home())
-    net = torch.load(foundation_path(), weights_only=False)
+    net, _ = load_champion_foundation(MLflowResource().client(), cfg.name)
     with warehouse_from_env().open(sandboxed=True) as wh:
         ids, profiles = load_profiles(wh, t - dt.timedelta(days=1), coders)
         active = wh.fetch_df(

@@ -1,4 +1,4 @@
-"""Command line: materialize the whole asset graph on the configured dataset, export profiles."""
+"""Command line: materialize the whole asset graph on the configured dataset, export profiles and scores."""
 
 from __future__ import annotations
 
@@ -132,20 +132,46 @@ def export_profiles_cli(date: str, out: str, dtype: str, kind: str = "profile") 
         return 2
     transform = None
     if kind == "foundation":
-        import torch
-
-        from bm_assets.assets.foundation import foundation_path
+        from bm_assets.assets.foundation import load_champion_foundation
+        from bm_assets.config import load_dataset_config
         from bm_assets.core.foundation import client_embedding
+        from bm_assets.resources import MLflowResource
 
-        if not foundation_path().exists():
-            print(f"export-profiles: {foundation_path()} does not exist: materialize foundation_model first",
-                  file=sys.stderr)
+        try:  # the champion: the version task models fine-tune from
+            net, _ = load_champion_foundation(MLflowResource().client(), load_dataset_config(dataset_path()).name)
+        except RuntimeError as exc:
+            print(f"export-profiles: {exc}", file=sys.stderr)
             return 1
-        net = torch.load(foundation_path(), weights_only=False)
         transform = lambda x: client_embedding(net, x)  # noqa: E731
     with warehouse_from_env().open() as wh:
         ids_path, emb_path = export_profiles(wh, as_of, out, dtype=dtype, transform=transform)
     print(f"wrote {ids_path} and {emb_path}")
+    return 0
+
+
+def export_scores_cli(task_name: str, date: str, out: str, top_k: int | None) -> int:
+    """Write one task's scores dated `date` to a Parquet file."""
+    from bm_assets.core.scores import ScoresNotFoundError, export_scores
+    from bm_assets.definitions import warehouse_from_env
+
+    try:
+        as_of = dt.date.fromisoformat(date)
+    except ValueError:
+        print(f"--date: expected YYYY-MM-DD, found {date!r}", file=sys.stderr)
+        return 2
+    tasks_file = tasks_path_for(dataset_path())
+    tasks = {t.name: t for t in load_modeling_config(tasks_file).tasks} if tasks_file.exists() else {}
+    if task_name not in tasks:
+        print(f"--task: {task_name!r} is not a task of {tasks_file} (tasks: {', '.join(tasks) or 'none'})",
+              file=sys.stderr)
+        return 2
+    try:
+        with warehouse_from_env().open() as wh:
+            path, rows = export_scores(wh, tasks[task_name], as_of, out, top_k)
+    except (ScoresNotFoundError, ValueError) as exc:
+        print(f"export-scores: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {rows} rows of {task_name} scores dated {as_of} to {path}")
     return 0
 
 
@@ -208,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default="finetuned", choices=["finetuned", "scratch", "lightgbm"], help="default: the scoring model"
     )
     explain.add_argument("--top", type=int, default=10, help="how many reasons (default 10)")
+    scores = sub.add_parser("export-scores", help="write one task's scores of a date to a Parquet file")
+    scores.add_argument("--task", required=True, help="a task name from tasks.yaml")
+    scores.add_argument("--date", required=True, help="scores as of the end of this day (YYYY-MM-DD)")
+    scores.add_argument("--out", required=True, help="the Parquet file to write")
+    scores.add_argument("--top-k", type=int, help="recommendation: items per client (default: the task's top_k, 10)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of a config error")
     args = parser.parse_args(argv)
     try:
@@ -230,6 +261,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return explain_cli(args.task, args.client, args.date, args.label, args.model, args.top)
     if args.command == "export-profiles":
         return export_profiles_cli(args.date, args.out, args.dtype, args.kind)
+    if args.command == "export-scores":
+        return export_scores_cli(args.task, args.date, args.out, args.top_k)
     return 2
 
 

@@ -443,6 +443,13 @@ class DatasetConfig(StrictModel):
     clients: list[AttributeTable] = Field(default_factory=list)
     items: list[AttributeTable] = Field(default_factory=list)
     catalog_coverage_min: float = Field(default=0.9, ge=0, le=1)
+    fresh_by_hour: int = Field(
+        default=6,
+        ge=0,
+        le=23,
+        description="hour (in `timezone`) by which yesterday's partition of every daily asset, scores included, "
+        "should exist; after it their freshness checks warn in the UI (the daily schedule runs at 02:00)",
+    )
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     baskets: Literal["timestamp", "day"] = Field(
         default="timestamp",

@@ -17,7 +17,8 @@ from bm_assets.assets.representations import build_representation_assets
 from bm_assets.assets.tasks import build_task_assets
 from bm_assets.config import load_dataset_config
 from bm_assets.core.tasks import check_modeling_columns, load_modeling_config, tasks_path_for, with_task_columns
-from bm_assets.jobs import build_jobs_and_schedules
+from bm_assets.freshness import freshness_checks
+from bm_assets.jobs import build_jobs_and_schedules, retrain_job_and_schedule
 from bm_assets.partitions import daily_partitions
 from bm_assets.resources import (
     BigQueryWarehouseResource,
@@ -61,16 +62,24 @@ def build_definitions(
     # The modeling stage (foundation model, task models) is configured by tasks.yaml beside the
     # dataset YAML; a dataset without one stops at the representations.
     tasks_file = tasks_path_for(dataset_file)
-    if tasks_file.exists():
-        mcfg = load_modeling_config(tasks_file)
+    mcfg = load_modeling_config(tasks_file) if tasks_file.exists() else None
+    if mcfg is not None:
         check_modeling_columns(mcfg, cfg)  # every column tasks.yaml names, before anything runs
         cfg = with_task_columns(cfg, mcfg)  # the profiles carry the columns the tasks target
         assets += [foundation_model, *build_task_assets(mcfg, daily)]
     jobs, schedules = build_jobs_and_schedules(daily, assets)
+    if mcfg is not None:
+        retrain_job, retrain_schedule = retrain_job_and_schedule(
+            mcfg.retrain, [t.name for t in mcfg.tasks], daily.timezone
+        )
+        jobs.append(retrain_job)
+        schedules.append(retrain_schedule)
     daily_job = next(j for j in jobs if j.name == "daily_refresh")
-    sensors = [file_arrival_sensor(cfg, src, daily_job, daily) for src in cfg.events]
+    checks, freshness_sensor = freshness_checks(cfg, daily, assets)
+    sensors = [*(file_arrival_sensor(cfg, src, daily_job, daily) for src in cfg.events), freshness_sensor]
     return Definitions(
         assets=assets,
+        asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,

@@ -1,4 +1,5 @@
-"""Jobs and schedules: a daily refresh of the attribute snapshots and of yesterday's partitions."""
+"""Jobs and schedules: a daily refresh of the attribute snapshots and of yesterday's partitions, and
+the retraining of the models (weekly by default)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dagster import (
     schedule,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from bm_assets.core.tasks import RetrainConfig
 
 
 def build_jobs_and_schedules(partitions: DailyPartitionsDefinition, assets: list[AssetsDefinition]):
@@ -45,6 +48,25 @@ def build_jobs_and_schedules(partitions: DailyPartitionsDefinition, assets: list
         daily_refresh_schedule(daily_job, partitions, hour_of_day=2),
     ]
     return [attributes_job, daily_job], schedules
+
+
+def retrain_job_and_schedule(
+    retrain: RetrainConfig, task_names: list[str], timezone: str
+) -> tuple[UnresolvedAssetJobDefinition, ScheduleDefinition]:
+    """`retrain`: the foundation model (unless `retrain.foundation` is false), then every task model and
+    its evaluation. Each training registers a new MLflow version; the champion alias moves only to a
+    version at least as good on validation, and the daily scores follow the champion."""
+    keys = (["foundation_model"] if retrain.foundation else []) + [
+        f"{t}_{suffix}" for t in task_names for suffix in ("model", "evaluation")
+    ]
+    job = define_asset_job(
+        "retrain",
+        selection=AssetSelection.assets(*keys),
+        description="Train new model versions; each becomes the champion only if it validates at least as well.",
+    )
+    return job, ScheduleDefinition(
+        name="retrain", job=job, cron_schedule=retrain.cron_schedule, execution_timezone=timezone
+    )
 
 
 def daily_refresh_schedule(

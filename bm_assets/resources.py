@@ -84,6 +84,18 @@ def close_dead_runs(client: mlflow.MlflowClient, experiment_id: str) -> list[str
     return closed
 
 
+def _use_store(uri: str) -> None:
+    """Make `uri` the process's MLflow store (fluent API, `models:/` URIs) without leaving it in
+    MLFLOW_TRACKING_URI: mlflow.set_tracking_uri exports the variable, and the resource reads that
+    variable as the user's choice, so a later BM_HOME in the same process would keep the first store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 class MLflowResource(ConfigurableResource):
     """One finished MLflow run per materialization. Tracking URI: `tracking_uri` if set, else
     MLFLOW_TRACKING_URI, else a sqlite store under $BM_HOME with artifacts beside it (an
@@ -102,10 +114,16 @@ class MLflowResource(ConfigurableResource):
         default = f"sqlite:///{bm_home() / 'mlflow.db'}"
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default
 
+    def client(self) -> mlflow.MlflowClient:
+        """A client of this store (the registry included); also makes it the process's tracking URI,
+        so `models:/` URIs resolve against it."""
+        _use_store(self.uri())
+        return mlflow.MlflowClient(self.uri())
+
     @contextmanager
     def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
         uri = self.uri()
-        mlflow.set_tracking_uri(uri)
+        _use_store(uri)
         exp = mlflow.get_experiment_by_name(self.experiment)
         if exp is None:
             local = uri.startswith("sqlite:")

@@ -14,6 +14,7 @@ from pathlib import Path
 import google.auth
 import google.cloud.bigquery.client
 import pytest
+import yaml
 from dagster_gcp import BigQueryResource
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
@@ -139,7 +140,6 @@ def sample_warehouse(sample_events_db, tmp_path):
     wh.close()
 
 
-
 def _descendants(pid: int) -> dict[int, str]:
     """{pid: command line} of every live descendant of `pid`, from /proc (Linux)."""
     parents: dict[int, int] = {}
@@ -188,3 +188,41 @@ def pytest_sessionfinish(session, exitstatus):
         listed = "; ".join(f"pid {pid}: {cmd}" for pid, cmd in left.items())
         reporter.write_line(f"processes left behind by the tests (now killed): {listed}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- a small modeling configuration on the first half of the sample ---------------------------
+
+TASKS = """
+foundation: {horizon_days: 14, hidden: 32, layers: 1, max_epochs: 3, patience: 1, batch_size: 128}
+evaluation:
+  split_every_days: 14
+  warmup_days: 42
+  holdout_fraction: 0.2
+  feature_top_n: 3
+  task_max_epochs: 3
+  task_patience: 1
+tasks:
+  - name: churn
+    type: binary
+    horizon_days: 14
+    target: {value: "count(*) FILTER (WHERE event_type = 'purchase') = 0", default: 1}
+    eligible: {active_days: 30, where: "event_type = 'purchase'"}
+    explain: true
+"""
+
+
+@pytest.fixture
+def half_year(tmp_path):
+    raw = yaml.safe_load(BUNDLED_DATASET.read_text())
+    raw.update(
+        base_dir=str(BUNDLED_DATASET.parent),
+        data_end="2017-06-30",
+        temporal={"training_cutoff": "2017-05-01", "test_start": "2017-05-29", "test_end": "2017-07-01"},
+    )
+    raw["representation"]["sketch"].update(depth=4, bits=4)
+    raw["representation"]["cleora"]["dim"] = 16
+    (tmp_path / "ds").mkdir()
+    path = tmp_path / "ds" / "dataset.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    (tmp_path / "ds" / "tasks.yaml").write_text(TASKS)
+    return path

@@ -10,48 +10,11 @@ import re
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from dagster import DagsterInstance, UrlMetadataValue, materialize
 from mlflow import MlflowClient
 
 from bm_assets.core.warehouse import DuckDBWarehouse
 from bm_assets.definitions import build_definitions
-from bm_assets.settings import BUNDLED_DATASET
-
-TASKS = """
-foundation: {horizon_days: 14, hidden: 32, layers: 1, max_epochs: 3, patience: 1, batch_size: 128}
-evaluation:
-  split_every_days: 14
-  warmup_days: 42
-  holdout_fraction: 0.2
-  feature_top_n: 3
-  task_max_epochs: 3
-  task_patience: 1
-tasks:
-  - name: churn
-    type: binary
-    horizon_days: 14
-    target: {value: "count(*) FILTER (WHERE event_type = 'purchase') = 0", default: 1}
-    eligible: {active_days: 30, where: "event_type = 'purchase'"}
-    explain: true
-"""
-
-
-@pytest.fixture
-def half_year(tmp_path):
-    raw = yaml.safe_load(BUNDLED_DATASET.read_text())
-    raw.update(
-        base_dir=str(BUNDLED_DATASET.parent),
-        data_end="2017-06-30",
-        temporal={"training_cutoff": "2017-05-01", "test_start": "2017-05-29", "test_end": "2017-07-01"},
-    )
-    raw["representation"]["sketch"].update(depth=4, bits=4)
-    raw["representation"]["cleora"]["dim"] = 16
-    (tmp_path / "ds").mkdir()
-    path = tmp_path / "ds" / "dataset.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    (tmp_path / "ds" / "tasks.yaml").write_text(TASKS)
-    return path
 
 
 def test_definitions_have_the_task_assets():
@@ -257,3 +220,21 @@ def test_a_run_killed_with_sigkill_is_closed_as_failed_by_the_next_run(tmp_path,
         pass
     assert client.get_run(doomed).info.status == "FAILED"
     assert client.get_run(alive.info.run_id).info.status == "FINISHED"
+
+
+def test_a_new_bm_home_gets_its_own_mlflow_store(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; the resource must not read its own
+    export back as the user's choice, or a second BM_HOME in one process keeps the first store."""
+    from bm_assets.resources import MLflowResource
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uris = []
+    for name in ("first", "second"):
+        monkeypatch.setenv("BM_HOME", str(tmp_path / name))
+        res = MLflowResource(experiment="t")
+        with res.start_run("r"):
+            pass
+        res.client()
+        uris.append(res.uri())
+    assert uris == [f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}", f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}"]
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -92,6 +92,7 @@ def dagster_dev(bm_home):
                                      headers={"Content-Type": "application/json"})
         return json.loads(urllib.request.urlopen(req, timeout=10).read())
 
+    gql.base_url = f"http://127.0.0.1:{port}"  # the UI itself, for the browser tests
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -11,13 +11,12 @@ import mlflow.pytorch
 import numpy as np
 import torch
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 
 from bm_assets.core.examples import CachedProfiles, foundation_examples, layout_of
 from bm_assets.core.foundation import TrainConfig, train_foundation
 from bm_assets.core.profiles import profiles_at_dates
+from bm_assets.core.registry import champion, register_and_promote
 from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import ModelingConfig, events_end, load_modeling_config, tasks_path_for
 from bm_assets.resources import DatasetResource, MLflowResource, WarehouseResource
@@ -31,10 +30,6 @@ def models_dir() -> Path:
     path = bm_home() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def foundation_path() -> Path:
-    return models_dir() / "foundation.pt"
 
 
 class _NotPickleCaution(logging.Filter):
@@ -54,23 +49,17 @@ def log_network(net: torch.nn.Module, name: str) -> ModelInfo:
     return mlflow.pytorch.log_model(net, name=name, pip_requirements=PIP_REQUIREMENTS, serialization_format="pickle")
 
 
-def register_model(name: str, info: ModelInfo, description: str, tags: dict[str, str]) -> ModelVersion:
-    """A new version of registered model `name` from a logged model, with a description and tags on
-    both the model and the version (the registry page says what it is and what data made it)."""
-    client = mlflow.MlflowClient()
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        client.create_registered_model(name)
-    client.update_registered_model(name, description=description)
-    for key, value in tags.items():
-        client.set_registered_model_tag(name, key, value)
-    run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
-    return client.create_model_version(
-        name, info.model_uri, run_id=run_id, tags=tags, description=description, model_id=info.model_id
-    )
+def foundation_name(dataset_name: str) -> str:
+    return f"{dataset_name}_foundation"
+
+
+def load_champion_foundation(client: mlflow.MlflowClient, dataset_name: str) -> tuple[torch.nn.Module, str]:
+    """The champion foundation network and its version: task models fine-tune from it."""
+    name = foundation_name(dataset_name)
+    version = champion(client, name)
+    if version is None:
+        raise RuntimeError(f"registered model {name} has no champion: materialize foundation_model first")
+    return mlflow.pytorch.load_model(f"models:/{name}/{version.version}"), str(version.version)
 
 
 def modeling_config(dataset: DatasetResource) -> ModelingConfig:
@@ -81,7 +70,8 @@ def modeling_config(dataset: DatasetResource) -> ModelingConfig:
     deps=["sketch_coders", "behavioral_profiles"],
     group_name=MODELS_GROUP,
     description="Profile at split date T -> per-column sketch of the client's events in [T, T+h); "
-    "no task label is used. Registered in MLflow; later task models start from its weights. "
+    "no task label is used. Each training registers a new version in MLflow; it becomes the `champion` "
+    "(the one task models start from) when its validation cross-entropy is at most the champion's. "
     "Skipped (with the task assets after it) while the events do not reach the end of the "
     "validation window.",
     output_required=False,
@@ -152,11 +142,11 @@ def foundation_model(
                 "train_seconds": result.seconds,
             }
         )
-        torch.save(result.net, foundation_path())
         info = log_network(result.net, "model")
         window = f"{cfg.data_start}..{needed}"  # through the validation window, no test-window event
-        version = register_model(
-            f"{cfg.name}_foundation",
+        promotion = register_and_promote(
+            mlflow_tracking.client(),
+            foundation_name(cfg.name),
             info,
             description=f"Behavioral foundation model of dataset {cfg.name}: from a client's profile at a "
             f"split date T, predicts the sketch of their events in [T, T+{f.horizon_days}d). Self-supervised "
@@ -169,6 +159,8 @@ def foundation_model(
                 "val_cross_entropy": f"{-result.best_score:.4f}",
                 "dagster_run_id": context.run_id,
             },
+            metric="cross_entropy",
+            score=-result.best_score,
         )
         link = mlflow_tracking.run_link(run)
     yield MaterializeResult(
@@ -176,14 +168,16 @@ def foundation_model(
             "mlflow_run_id": run.info.run_id,
             "mlflow_run": link,
             "model_uri": info.model_uri,
-            "registered_model": version.name,
-            "registered_version": str(version.version),
+            "registered_model": promotion.registered_model,
+            "registered_version": promotion.version,
+            "champion_version": promotion.champion_version,
+            "promoted": promotion.promoted,
+            "promotion_reason": promotion.reason,
             "best_epoch": result.best_epoch,
             "val_cross_entropy": -result.best_score,
             "train_seconds": round(result.seconds, 2),
             "n_train": len(ex_tr),
             "n_validation": len(ex_va),
-            "path": str(foundation_path()),
             "history": MetadataValue.json([dataclasses.asdict(train_cfg)] + result.history),
         }
     )

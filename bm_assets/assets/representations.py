@@ -13,6 +13,7 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    AutomationCondition,
     BackfillPolicy,
     DailyPartitionsDefinition,
     MaterializeResult,
@@ -175,6 +176,9 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
         ],
         group_name=GROUP,
         backfill_policy=BackfillPolicy.single_run(),
+        # A newly landed day of events_denormalized requests the same day here (the latest day only,
+        # once its deps exist: the previous day's profiles included).
+        automation_condition=AutomationCondition.eager(),
         check_specs=[
             AssetCheckSpec(
                 "incremental_equals_batch",

@@ -8,12 +8,13 @@ import pickle
 import time
 
 import mlflow
+import mlflow.pytorch
 import numpy as np
 import pandas as pd
-import torch
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    AutomationCondition,
     BackfillPolicy,
     DailyPartitionsDefinition,
     MaterializeResult,
@@ -21,7 +22,7 @@ from dagster import (
     asset,
 )
 
-from bm_assets.assets.foundation import foundation_path, log_network, modeling_config, models_dir
+from bm_assets.assets.foundation import load_champion_foundation, log_network, modeling_config, models_dir
 from bm_assets.core.evaluation import (
     ModelResult,
     TaskData,
@@ -43,6 +44,7 @@ from bm_assets.core.explain import (
     top_reasons_per_row,
 )
 from bm_assets.core.profiles import iter_profiles, profiles_at_dates, read_layout_of
+from bm_assets.core.registry import champion, register_and_promote
 from bm_assets.core.report import build_report, curves_png, intervals_markdown, metrics_markdown, write_report
 from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql, task_labels
@@ -51,6 +53,9 @@ from bm_assets.resources import DatasetResource, MLflowResource, WarehouseResour
 from bm_assets.settings import bm_home
 
 TASKS_GROUP = "tasks"
+#: The networks a task model registers, in order of preference for scoring.
+NETWORKS = ("finetuned", "scratch")
+SCORE_COLUMNS = ("client_id", "score_date", "label", "score")
 
 
 def _load_data(dataset: DatasetResource, warehouse: WarehouseResource, task: TaskSpec) -> tuple:
@@ -69,13 +74,22 @@ def _bundle_path(task: TaskSpec):
     return models_dir() / f"{task.name}.pkl"
 
 
-def load_task_bundle(task: TaskSpec) -> dict:
-    """{model name: {"artifact", "seconds", "epochs", "history"}} as `<task>_model` saved it."""
+def _load_saved(task: TaskSpec) -> dict:
+    """{"models": {...}, "promotion": {...}} as the latest `<task>_model` saved it."""
     path = _bundle_path(task)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialize {task.name}_model first")
     with open(path, "rb") as fh:
-        return pickle.load(fh)
+        saved = pickle.load(fh)
+    if "promotion" not in saved:
+        raise FileNotFoundError(f"{path} was written before model versions were registered: materialize "
+                                f"{task.name}_model again")
+    return saved
+
+
+def load_task_bundle(task: TaskSpec) -> dict:
+    """{model name: {"artifact", "seconds", "epochs", "history"}} of the latest `<task>_model` training."""
+    return _load_saved(task)["models"]
 
 
 def _md_image(png: bytes, alt: str = "curves") -> str:
@@ -123,8 +137,11 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         deps=["foundation_model"],
         group_name=TASKS_GROUP,
         description=f"{task.type} task, {task.horizon_days}-day horizon: {task.description} Fine-tuned "
-        "foundation model, the same network from scratch, LightGBM on aggregates and a prior baseline, "
-        "trained on split dates whose label windows end before the training cutoff.",
+        "from the champion foundation model, the same network from scratch, LightGBM on aggregates and a prior "
+        "baseline, trained on split dates whose label windows end before the training cutoff. Each training "
+        f"registers a new version of the MLflow model `<dataset>_{task.name}`; it becomes the `champion` (the "
+        f"version {task.name}_scores uses) only if its validation {task.metrics[0]} is at least as good as the "
+        "champion's.",
     )
     def task_model(
         context: AssetExecutionContext,
@@ -133,7 +150,8 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         mlflow_tracking: MLflowResource,
     ) -> MaterializeResult:
         cfg, mcfg, data, frames = _load_data(dataset, warehouse, task)
-        foundation = torch.load(foundation_path(), weights_only=False)
+        client = mlflow_tracking.client()
+        foundation, foundation_version = load_champion_foundation(client, cfg.name)
         with mlflow_tracking.start_run(
             f"{task.name}_model", tags={"task": task.name, "dataset": cfg.name}
         ) as run:
@@ -144,6 +162,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                     "horizon_days": task.horizon_days,
                     "target": task.target.model_dump_json(),
                     "labels": len(data.labels or []),
+                    "foundation_version": foundation_version,
                     **{f"n_{r}": len(f) for r, f in frames.items()},
                     **mcfg.evaluation.model_dump(exclude={"label_fractions"}),
                 }
@@ -158,21 +177,48 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             result = run_task(data, foundation, mcfg.foundation, mcfg.evaluation, on_epoch=log_epoch)
             for name, row in result.report.items():
                 mlflow_tracking.log_metrics({f"{name}_{k}": v for k, v in row.items()})
+            infos = {n: log_network(result.models[n].artifact, n) for n in NETWORKS if n in result.models}
+            scorer = next(name for name in NETWORKS if name in result.models)
+            metric = task.metrics[0]
+            window = f"{cfg.data_start}..{cfg.temporal.test_start - dt.timedelta(days=1)}"
+            promotion = register_and_promote(
+                client,
+                task_model_name(cfg.name, task),
+                infos[scorer],
+                description=f"{task.type} task {task.name} of dataset {cfg.name} ({task.horizon_days}-day horizon): "
+                f"{task.description} The {scorer} network that {task.name}_scores runs while this version is the "
+                f"champion; fine-tuned from foundation version {foundation_version}.",
+                tags={
+                    "dataset": cfg.name,
+                    "task": task.name,
+                    "type": task.type,
+                    "network": scorer,
+                    "foundation_version": foundation_version,
+                    "data_window": window,
+                    "dagster_run_id": context.run_id,
+                },
+                metric=metric,
+                score=result.report[scorer].get(f"validation_{metric}", float("nan")),
+            )
+            mlflow.log_dict(promotion.as_dict(), "promotion.json")
             bundle = {
-                n: {"artifact": m.artifact, "seconds": m.seconds, "epochs": m.epochs, "history": m.history}
-                for n, m in result.models.items()
+                "models": {
+                    n: {"artifact": m.artifact, "seconds": m.seconds, "epochs": m.epochs, "history": m.history}
+                    for n, m in result.models.items()
+                },
+                "promotion": promotion.as_dict(),
             }
             with open(_bundle_path(task), "wb") as fh:
                 pickle.dump(bundle, fh)
             mlflow.log_artifact(str(_bundle_path(task)), artifact_path="bundle")
-            for name in ("finetuned", "scratch"):
-                log_network(result.models[name].artifact, name)
             link = mlflow_tracking.run_link(run)
         return MaterializeResult(
             metadata={
                 "mlflow_run_id": run.info.run_id,
                 "mlflow_run": link,
                 "validation": MetadataValue.md(metrics_markdown(result.report)),
+                **_promotion_metadata(promotion.as_dict()),
+                "foundation_version": foundation_version,
                 **{f"n_{r}": len(f) for r, f in frames.items()},
                 "train_sampled_from": int(frames["train"].attrs.get("sampled_from", len(frames["train"]))),
             }
@@ -192,8 +238,8 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         mlflow_tracking: MLflowResource,
     ) -> MaterializeResult:
         cfg, mcfg, data, frames = _load_data(dataset, warehouse, task)
-        with open(_bundle_path(task), "rb") as fh:
-            bundle = pickle.load(fh)
+        saved = _load_saved(task)
+        bundle, promotion = saved["models"], saved["promotion"]
         models = {
             n: ModelResult(n, rebuild(data, n, b["artifact"]), b["seconds"], b["epochs"], b["history"])
             for n, b in bundle.items()
@@ -214,6 +260,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             report = build_report(
                 task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve, intervals
             )
+            report["registry"] = promotion  # which version this is, whether it was promoted and why
             path = write_report(report, bm_home() / "reports")
             for name, row in metrics.items():
                 mlflow_tracking.log_metrics({f"{name}_{k}": v for k, v in row.items()})
@@ -223,6 +270,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 "mlflow_run": mlflow_tracking.run_link(run),
                 "metrics": MetadataValue.md(metrics_markdown(metrics, (report.get("selected") or {}).get("model"))),
                 "intervals": MetadataValue.md(intervals_markdown(task, report.get("intervals"))),
+                **_promotion_metadata(promotion),
                 **{f"n_{r}": len(f) for r, f in frames.items()},
             }
             drivers = _drivers(context, dataset, warehouse, task, data, frames["test"], bundle)
@@ -280,25 +328,33 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         group_name=TASKS_GROUP,
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
-        description=f"Daily {task.name} scores of the fine-tuned model for every client with a profile: the "
-        "row dated D predicts [D+1, D+1+h) from events up to the end of D. Days before the training cutoff "
-        "(the model's training period) are not scored.",
+        # The latest day is scored again when its profiles land or the task model is retrained.
+        automation_condition=AutomationCondition.eager(),
+        description=f"Daily {task.name} scores of the champion version of the registered task model for every "
+        "client with a profile: the row dated D predicts [D+1, D+1+h) from events up to the end of D, and names "
+        "the model version that scored it. Days before the training cutoff (the model's training period) are "
+        "not scored.",
     )
     def task_scores(
         context: AssetExecutionContext,
         dataset: DatasetResource,
         warehouse: WarehouseResource,
+        mlflow_tracking: MLflowResource,
     ) -> MaterializeResult:
-        with open(_bundle_path(task), "rb") as fh:
-            bundle = pickle.load(fh)
-        name = "finetuned" if "finetuned" in bundle else "scratch"
+        client = mlflow_tracking.client()
+        registered = task_model_name(dataset.load().name, task)
+        version = champion(client, registered)
+        if version is None:
+            raise RuntimeError(f"registered model {registered} has no champion: materialize {task.name}_model first")
+        network = version.tags.get("network", "finetuned")
+        net = mlflow.pytorch.load_model(f"models:/{registered}/{version.version}")
         start, end = window_of(context)
         table = f"{task.name}_scores"
         frames = []
         with warehouse.open(sandboxed=True) as wh:
             labels, item_codes = label_space(wh, dataset, task)
             data = TaskData(task, {}, labels, [], item_codes)
-            predict = rebuild(data, name, bundle[name]["artifact"])
+            predict = rebuild(data, network, net)
             # Days before the training cutoff are the model's own training period: scoring them
             # would only cost time (a whole-history backfill), so they are left empty.
             first_scored = max(start, dataset.load().temporal.training_cutoff)
@@ -312,15 +368,11 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                     pred = predict(_Inputs(x))
                     frames.append(_score_frame(task, labels, ids, pred, day))
                     if layout is not None:
-                        net = bundle[name]["artifact"]
                         reason_frames.append(
                             _reason_frame(wh, task, labels, net, ids, x, pred, day, coders, layout, rollups)
                         )
-            scores = (
-                pd.concat(frames)
-                if frames
-                else pd.DataFrame({"client_id": [], "score_date": [], "label": [], "score": []})
-            )
+            scores = pd.concat(frames) if frames else pd.DataFrame({c: [] for c in SCORE_COLUMNS})
+            scores["model_version"] = str(version.version)
             wh.insert_df(
                 table,
                 scores,
@@ -355,13 +407,31 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         return MaterializeResult(
             metadata={
                 "dagster/row_count": len(scores),
-                "model": name,
+                "registered_model": registered,
+                "model_version": str(version.version),
+                "network": network,
+                "promotion_reason": version.tags.get("promotion_reason", ""),
                 "window": f"{start} .. {end} (exclusive)",
                 "scored_from": str(first_scored),
             }
         )
 
     return [task_model, task_evaluation, task_scores]
+
+
+def task_model_name(dataset_name: str, task: TaskSpec) -> str:
+    """The registered model of a task in MLflow."""
+    return f"{dataset_name}_{task.name}"
+
+
+def _promotion_metadata(promotion: dict) -> dict:
+    return {
+        "registered_model": promotion["registered_model"],
+        "registered_version": promotion["version"],
+        "champion_version": promotion["champion_version"],
+        "promoted": promotion["promoted"],
+        "promotion_reason": promotion["reason"],
+    }
 
 
 #: Clients explained per attribution pass (bounds memory and the size of the history query).
@@ -419,11 +489,12 @@ def label_space(wh, dataset: DatasetResource, task: TaskSpec) -> tuple[list[str]
 def _score_frame(
     task: TaskSpec, labels: list[str] | None, ids: np.ndarray, pred: np.ndarray, day: dt.date
 ) -> pd.DataFrame:
-    """Long format (client_id, score_date, label, score); recommendation keeps the top 10 items."""
+    """Long format (client_id, score_date, label, score); recommendation keeps the top `task.top_k`
+    items per client and day."""
     if pred.ndim == 1:
         return pd.DataFrame({"client_id": ids, "score_date": day, "label": task.name, "score": pred})
     if task.type == "recommendation":
-        top = np.argsort(-pred, axis=1, kind="stable")[:, :10]
+        top = np.argsort(-pred, axis=1, kind="stable")[:, : task.top_k]
         rows = np.repeat(np.arange(len(ids)), top.shape[1])
         return pd.DataFrame(
             {

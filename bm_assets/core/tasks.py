@@ -37,6 +37,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "recommendation": ("ndcg@10", "hitrate@10"),
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CRON = re.compile(r"^[0-9A-Za-z*/,?-]+(\s+[0-9A-Za-z*/,?-]+){4}$")
 
 
 class TaskConfigError(ValueError):
@@ -104,6 +105,11 @@ class TaskSpec(StrictModel):
         "attribution pass per scored client and day; global drivers are in the evaluation either way)",
     )
     description: str = ""
+    top_k: int = Field(
+        default=10,
+        gt=0,
+        description="recommendation: items kept per client and day in `<task>_scores` (export-scores' default)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
@@ -191,9 +197,28 @@ class EvaluationConfig(StrictModel):
     seed: int = 0
 
 
+class RetrainConfig(StrictModel):
+    """When the `retrain` schedule trains new versions of the models. Each version is registered in
+    MLflow and becomes the `champion` (what scoring uses) only if its validation score is at least
+    the champion's."""
+
+    cron_schedule: str = Field(
+        default="0 3 * * 0", description="cron, in the dataset's timezone; default Sundays at 03:00 (weekly)"
+    )
+    foundation: bool = Field(default=True, description="retrain the foundation model too, before the task models")
+
+    @field_validator("cron_schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not _CRON.match(v.strip()):
+            raise ValueError(f"{v!r} is not a cron expression (five fields, e.g. '0 3 * * 0')")
+        return v
+
+
 class ModelingConfig(StrictModel):
     foundation: FoundationConfig = Field(default_factory=FoundationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     tasks: list[TaskSpec] = Field(default_factory=list)
     config_file: Path | None = None
 
