@@ -544,6 +544,8 @@ def bootstrap_intervals(
     reference = reference_model(kind, names)
     ranking = kind == "recommendation"
     rows = {name: _per_row_ranking(y, p, metric) for name, p in preds.items()} if ranking else {}
+    weighted = {} if ranking else {name: _weighted_metric(kind, metric, y, p) for name, p in preds.items()}
+    weighted = {name: fn for name, fn in weighted.items() if fn is not None}
     draws: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(n_boot if n_clients else 0):
         weight = np.bincount(rng.integers(0, n_clients, n_clients), minlength=n_clients)[inverse]
@@ -552,9 +554,8 @@ def bootstrap_intervals(
                 w = weight[has]
                 draws[name].append(float((values * w).sum() / w.sum()) if w.sum() else float("nan"))
             continue
-        idx = np.repeat(np.arange(len(y)), weight)
         for name, p in preds.items():
-            draws[name].append(metrics(kind, y[idx], p[idx]).get(metric, float("nan")))
+            draws[name].append(weighted[name](weight) if name in weighted else _repeated(kind, metric, y, p, weight))
     out: dict = {"reference": reference, "resamples": n_boot, "models": {}}
     for name in names:
         d = np.asarray(draws[name])
@@ -563,6 +564,62 @@ def bootstrap_intervals(
             entry["diff_ci95"] = _percentiles(d - np.asarray(draws[reference]))
         out["models"][name] = entry
     return out
+
+
+def _repeated(kind: str, metric: str, y: np.ndarray, p: np.ndarray, weight: np.ndarray) -> float:
+    idx = np.repeat(np.arange(len(y)), weight)
+    return metrics(kind, y[idx], p[idx]).get(metric, float("nan"))
+
+
+def _weighted_auroc(y: np.ndarray, s: np.ndarray) -> Callable[[np.ndarray], float]:
+    """AUROC of one label under row weights (a bootstrap's multiplicities), O(n) per call:
+    the weighted Mann-Whitney statistic over scores sorted once, ties counting one half."""
+    order = np.argsort(s, kind="stable")
+    ys, ss = y[order] > 0, s[order]
+    _, start = np.unique(ss, return_index=True)
+    group = np.repeat(np.arange(len(start)), np.diff(np.r_[start, len(ss)]))
+
+    def auroc(weight: np.ndarray) -> float:
+        w = weight[order].astype(np.float64)
+        wn = np.bincount(group, w * ~ys, minlength=len(start))
+        wp = np.bincount(group, w * ys, minlength=len(start))
+        below = np.cumsum(wn) - wn  # negative weight strictly below each score group
+        total_p, total_n = wp.sum(), wn.sum()
+        if total_p == 0 or total_n == 0:
+            return float("nan")
+        return float((wp * (below + 0.5 * wn)).sum() / (total_p * total_n))
+
+    return auroc
+
+
+def _weighted_metric(kind: str, metric: str, y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], float] | None:
+    """metric(weights) for the metrics that take row weights cheaply (None: resample rows)."""
+    if metric == "auroc" and kind in ("binary", "multilabel"):
+        y2, p2 = y.reshape(len(y), -1), p.reshape(len(p), -1)
+        labels = [_weighted_auroc(y2[:, j], p2[:, j]) for j in range(y2.shape[1])]
+
+        def macro(weight: np.ndarray) -> float:
+            values = [f(weight) for f in labels]
+            ok = [v for v in values if np.isfinite(v)]
+            return float(np.mean(ok)) if ok else float("nan")
+
+        return macro
+    if kind == "regression" and metric in ("rmse", "mae"):
+        err = p.astype(np.float64) - y
+        per_row = err**2 if metric == "rmse" else np.abs(err)
+        root = metric == "rmse"
+
+        def error(weight: np.ndarray) -> float:
+            mean = float((per_row * weight).sum() / weight.sum())
+            return float(np.sqrt(mean)) if root else mean
+
+        return error
+    if kind == "multiclass" and metric == "accuracy":
+        ok = y >= 0
+        correct = np.zeros(len(y))
+        correct[ok] = p[ok].argmax(1) == y[ok]
+        return lambda w: float((correct * w * ok).sum() / (w * ok).sum()) if (w * ok).sum() else float("nan")
+    return None
 
 
 def _percentiles(values: np.ndarray) -> list[float]:
