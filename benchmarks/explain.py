@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         record("LightGBM: aggregates and SHAP values", len(pick), time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    one = explain_client(dataset, warehouse, task.name, str(cs[0]), day)
+    one = explain_client(dataset, warehouse, task.name, str(cs[0]), day, model="finetuned")
     record("one client end to end (bm-assets explain)", 1, time.perf_counter() - t0)
 
     gap = float(np.abs(attributions.delta).max())

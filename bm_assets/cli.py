@@ -231,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--date", required=True, help="the score's date (YYYY-MM-DD): events up to its end")
     explain.add_argument("--label", help="multilabel/multiclass: the label to explain; default the top-scored")
     explain.add_argument(
-        "--model", default="finetuned", choices=["finetuned", "scratch", "lightgbm"], help="default: the scoring model"
+        "--model",
+        default="champion",
+        choices=["champion", "finetuned", "scratch", "lightgbm"],
+        help="champion (default): the registered version the daily scores use; or a model of the latest training",
     )
     explain.add_argument("--top", type=int, default=10, help="how many reasons (default 10)")
     scores = sub.add_parser("export-scores", help="write one task's scores of a date to a Parquet file")

@@ -76,10 +76,12 @@ def explain_client(
     client_id: str,
     day: dt.date,
     label: str | None = None,
-    model: str = "finetuned",
+    model: str = "champion",
     top: int = 10,
 ) -> ClientExplanation:
-    """Explain `task_name`'s score of `client_id` dated `day` (the profile at the end of day)."""
+    """Explain `task_name`'s score of `client_id` dated `day` (the profile at the end of day).
+    `model`: "champion" (the registered version the daily scores use), or a network or
+    LightGBM of the latest training ("finetuned", "scratch", "lightgbm")."""
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
     names = [t.name for t in mcfg.tasks]
@@ -89,7 +91,10 @@ def explain_client(
     if task.type not in EXPLAINABLE:
         raise TaskConfigError(f"{task_name}: {task.type} tasks are not explained (explanations cover {EXPLAINABLE})")
     bundle = load_task_bundle(task)
-    if model not in bundle:
+    champion_net, shown = None, model
+    if model == "champion":
+        champion_net, shown = _champion_network(cfg.name, task)
+    elif model not in bundle:
         raise TaskConfigError(f"{task_name}: no model {model!r}; trained models are {sorted(bundle)}")
     coders = load_sketch_coders(bm_home())
     with warehouse.open(sandboxed=True) as wh:
@@ -100,7 +105,7 @@ def explain_client(
             raise LookupError(f"client {client_id} has no event up to the end of {day}: nothing to explain")
         if model == "lightgbm":
             return _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, str(client_id), day, label, top)
-        net = bundle[model]["artifact"]
+        net = champion_net if champion_net is not None else bundle[model]["artifact"]
         row = x[pos]
         scores = _network_scores(net, task.type, row)
         j = _label_index(task, labels, scores, label)
@@ -113,7 +118,7 @@ def explain_client(
         client_id=str(client_id),
         day=day,
         horizon_days=task.horizon_days,
-        model=model,
+        model=shown,
         label=None if j is None else str(labels[j]),
         score=float(explained.attributions.output[0]),
         baseline_score=float(explained.attributions.baseline_output[0]),
@@ -121,6 +126,24 @@ def explain_client(
         completeness_gap=explained.completeness_gap(),
         collision_share=float(explained.collision_share[0]),
     )
+
+
+def _champion_network(dataset_name: str, task) -> tuple[object, str]:
+    """The champion version's network (what `<task>_scores` uses) and how to name it."""
+    import mlflow.pytorch
+
+    from bm_assets.assets.tasks import task_model_name
+    from bm_assets.core.registry import champion
+    from bm_assets.resources import MLflowResource
+
+    registered = task_model_name(dataset_name, task)
+    version = champion(MLflowResource().client(), registered)
+    if version is None:
+        raise LookupError(f"registered model {registered} has no champion: materialize {task.name}_model first")
+    if version.tags.get("network", "finetuned") not in ("finetuned", "scratch"):
+        raise LookupError(f"the champion of {registered} is not a network; use --model lightgbm or finetuned")
+    net = mlflow.pytorch.load_model(f"models:/{registered}/{version.version}")
+    return net, f"champion, version {version.version}"
 
 
 def _network_scores(net, kind: str, x: np.ndarray) -> np.ndarray:

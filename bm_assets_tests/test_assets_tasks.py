@@ -133,7 +133,7 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29"]) == 0
     out = capsys.readouterr().out
     assert f"churn for client {row['client_id']} on 2017-06-29" in out and "direction  share" in out
-    assert f"score {row['score']:.4g} (finetuned)" in out
+    assert f"score {row['score']:.4g} (champion, version {row['model_version']})" in out
     # nothing after the explained day is read: rewrite the last day's events, same explanation
     wh = DuckDBWarehouse(str(bm_home / "bm_assets.duckdb"))
     try:
