@@ -357,6 +357,12 @@ class ProfileConfig(StrictModel):
     """Behavioral profiles: sketches and counts decayed with each half-life (days)."""
 
     half_lives_days: list[float] = Field(default_factory=lambda: [7.0, 60.0], min_length=1)
+    memory_mb: float = Field(
+        default=2048.0,
+        gt=0,
+        description="memory one client shard of the profile replay may hold (MB): clients are split into "
+        "hash shards processed one at a time, so memory follows a shard, not all clients",
+    )
 
     @field_validator("half_lives_days")
     @classmethod

@@ -36,7 +36,8 @@ DAYS = [D(2017, 1, 1) + dt.timedelta(days=i) for i in range(6)]
 
 def _dataset(folder: Path) -> Path:
     """The bundled sample cut to 2017-01-01..06, training cutoff on the 4th (the graph sees three
-    days), with small embeddings and sketches so both engines finish in seconds."""
+    days), with small embeddings and sketches so both engines finish in seconds, and a profile
+    memory budget so small that the profiles are built in several client shards."""
     src = BUNDLED_DATASET.parent
     folder.mkdir()
     con = duckdb.connect()
@@ -55,6 +56,7 @@ def _dataset(folder: Path) -> Path:
     rep = cfg["representation"]
     rep["cleora"].update(dim=8)
     rep["sketch"].update(depth=2, bits=3)
+    rep.setdefault("profile", {})["memory_mb"] = 0.005
     path = folder / "dataset.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -76,6 +78,9 @@ def _materialize_all(dataset_yaml: Path, warehouse, home: Path, monkeypatch) -> 
     def run(selection: list[str], **kwargs) -> list[AssetCheckEvaluation]:
         result = materialize(assets, resources=resources, selection=selection, **kwargs)
         assert result.success
+        for event in result.get_asset_materialization_events():
+            if "client_shards" in event.materialization.metadata:
+                assert event.materialization.metadata["client_shards"].value > 1
         return result.get_asset_check_evaluations()
 
     run(["client_properties", "product_catalog"])
@@ -136,7 +141,10 @@ def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource, monkeyp
             np.testing.assert_allclose(bq_profiles, duck_profiles, rtol=1e-6, atol=1e-6)
             n_clients.append(len(duck_ids))
         assert n_clients[0] > 10 and n_clients[-1] > n_clients[0] and duck_profiles[:, -1].min() >= 14
-        leftovers = [t.table_id for t in b.client.list_tables(b.dataset) if t.table_id.startswith("_bm_scratch")]
+        leftovers = [
+            t.table_id for t in b.client.list_tables(b.dataset)
+            if t.table_id.startswith("_bm_scratch") or t.table_id.endswith("_staging")
+        ]
         assert leftovers == []
         # Every statement the stages sent is BigQuery SQL, not just SQL the emulator accepts.
         queries = [

@@ -46,8 +46,10 @@ def _coders(wh, columns=("item_id", "department"), depth=4, bits=4):
     return out
 
 
-def _build(wh, coders, start, end, fingerprint=None):
-    return build_profiles_window(wh, coders, HALF_LIVES, start, end, START, fingerprint or coders_fingerprint(coders))
+def _build(wh, coders, start, end, fingerprint=None, memory_mb=2048.0):
+    return build_profiles_window(
+        wh, coders, HALF_LIVES, start, end, START, fingerprint or coders_fingerprint(coders), memory_mb=memory_mb
+    )
 
 
 def _batch(wh, coders, as_of: dt.date):
@@ -71,14 +73,18 @@ def _batch(wh, coders, as_of: dt.date):
     return ids[present], profiles[present]
 
 
-def test_incremental_profiles_equal_a_batch_computation_for_any_day(sample_warehouse):
+@pytest.mark.parametrize("memory_mb", [2048.0, 0.5], ids=["one-shard", "client-shards"])
+def test_incremental_profiles_equal_a_batch_computation_for_any_day(sample_warehouse, memory_mb):
     wh = sample_warehouse
     coders = _coders(wh)
     # a range run, then single days, then another range: the states must chain exactly
-    _build(wh, coders, START, dt.date(2017, 1, 20))
+    builds = [_build(wh, coders, START, dt.date(2017, 1, 20), memory_mb=memory_mb)]
     for d in range(20, 23):
-        _build(wh, coders, dt.date(2017, 1, d), dt.date(2017, 1, d + 1))
-    _build(wh, coders, dt.date(2017, 1, 23), dt.date(2017, 3, 1))
+        builds.append(_build(wh, coders, dt.date(2017, 1, d), dt.date(2017, 1, d + 1), memory_mb=memory_mb))
+    builds.append(_build(wh, coders, dt.date(2017, 1, 23), dt.date(2017, 3, 1), memory_mb=memory_mb))
+    # the small budget splits the clients into hash shards, processed one at a time
+    assert (builds[0].shards > 2) == (memory_mb < 1), [b.shards for b in builds]
+    assert not wh.table_exists("behavioral_profiles_staging")
     layout = ProfileLayout.from_coders(coders, HALF_LIVES)
     for as_of in [
         dt.date(2017, 1, 1),
@@ -165,6 +171,14 @@ def test_export_writes_ids_and_embeddings(sample_warehouse, tmp_path):
     assert np.array_equal(np.load(ids_path), ids)
     emb = np.load(emb_path)
     assert emb.dtype == np.float16 and emb.shape == profiles.shape
+    np.testing.assert_array_equal(emb, profiles.astype(np.float16))
+    # streamed in client shards (a replayed day and the stored last day): the same rows, shard order
+    for day in (dt.date(2017, 1, 9), dt.date(2017, 1, 14)):
+        ids, profiles = load_profiles(wh, day, coders)
+        ids_path, emb_path = export_profiles(wh, day, tmp_path / f"shards{day}", coders=coders, memory_mb=0.02)
+        got_ids, got = np.load(ids_path), np.load(emb_path)
+        assert not np.array_equal(got_ids, ids) and np.array_equal(np.sort(got_ids), ids)
+        np.testing.assert_allclose(got[np.argsort(got_ids)], profiles, rtol=1e-5, atol=1e-5)
     with pytest.raises(LookupError, match="2016-12-31"):
         export_profiles(wh, dt.date(2016, 12, 31), tmp_path / "none", coders=coders)
     assert cli_main(["export-profiles", "--date", "2017-13-01", "--out", str(tmp_path)]) == 2

@@ -203,7 +203,14 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
         t0 = time.perf_counter()
         with warehouse.open() as wh:
             build = build_profiles_window(
-                wh, coders, half_lives, start, end, cfg.data_start, coders_fingerprint(coders)
+                wh,
+                coders,
+                half_lives,
+                start,
+                end,
+                cfg.data_start,
+                coders_fingerprint(coders),
+                memory_mb=cfg.representation.profile.memory_mb,
             )
             seconds = time.perf_counter() - t0
             checked, worst = batch_check(wh, coders, half_lives, last_day)
@@ -216,6 +223,7 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
                 "rows_written": build.rows,
                 "clients_with_history": build.clients,
                 "profile_dim": build.state_dim + 1,
+                "client_shards": build.shards,
                 "table": BEHAVIORAL_PROFILES,
                 "events_per_second": round(build.events / seconds, 1) if seconds > 0 else 0.0,
             }

@@ -47,6 +47,8 @@ def _fix(node: exp.Expression, scratch: Mapping[str, str]) -> exp.Expression:
             return exp.RegexpExtract(this=args[0], expression=exp.Literal.string("[^/]*$"))
         if name == "try_strptime" and len(args) == 2:  # DuckDB TIMESTAMP = BigQuery DATETIME
             return exp.SafeFunc(this=exp.ParseDatetime(this=args[0], format=args[1]))
+        if name == "hash" and len(args) == 1:  # a stable 64-bit hash of a value (client shards)
+            return exp.func("FARM_FINGERPRINT", args[0])
         if name == "isfinite" and len(args) == 1:
             return exp.paren(
                 exp.not_(exp.or_(exp.func("IS_INF", args[0].copy()), exp.func("IS_NAN", args[0].copy())))

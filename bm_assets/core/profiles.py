@@ -282,6 +282,36 @@ class ProfileBuild:
     rows: int
     clients: int
     state_dim: int
+    shards: int = 1
+
+
+@dataclass(frozen=True)
+class ClientShard:
+    """The clients whose id hashes to `index` modulo `count`. The profile stages hold one shard's
+    states at a time, so memory follows a shard, not all clients. The hash is the engine's own
+    (DuckDB's hash, BigQuery's FARM_FINGERPRINT): stable for the life of a run, which is all a shard
+    needs (nothing stored depends on the assignment)."""
+
+    index: int = 0
+    count: int = 1
+
+    def predicate(self, column: str = "client_id") -> str:
+        if self.count == 1:
+            return "TRUE"
+        return f"abs(hash(CAST({ident(column)} AS VARCHAR)) % {int(self.count)}) = {int(self.index)}"
+
+
+ALL_CLIENTS = ClientShard()
+
+
+def shards_for(n_clients: int, n_events: int, layout: ProfileLayout, memory_mb: float) -> int:
+    """How many client shards keep one shard's replay within `memory_mb`: per client its dense
+    state plus one snapshot of it (the rows written or read), per event its encoded entry (client,
+    day, value, codes) and its Arrow columns as read."""
+    per_client = 2 * 4 * layout.state_dim
+    per_event = 8 * 4 + 4 * layout.depth * len(layout.columns) + 16 * (1 + len(layout.columns))
+    need = n_clients * per_client + n_events * per_event
+    return max(1, int(np.ceil(need / (memory_mb * 2**20))))
 
 
 def _create_statements(wh: Warehouse) -> list[str]:
@@ -309,16 +339,19 @@ def _no_states(state_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, state_dim), np.float32)
 
 
-def stored_states(wh: Warehouse, state_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stored_states(
+    wh: Warehouse, state_dim: int, where: str = "TRUE"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(client_ids str[n] sorted, last_day int64[n], state float32[n, state_dim]) of the stored
-    rows: each client's state as of its last event day up to the last built day."""
+    rows (those matching the SQL condition `where`): each client's state as of its last event
+    day up to the last built day."""
     empty = _no_states(state_dim)
     if not wh.table_exists(BEHAVIORAL_PROFILES):
         return empty
     # Arrow, not pandas: the list columns are read flat, without a Python object per client
     rows_t = wh.fetch_arrow(
         f"""SELECT client_id, date_diff('day', DATE '1970-01-01', profile_date) AS day, dims, vals
-        FROM {wh.table(BEHAVIORAL_PROFILES)}
+        FROM {wh.table(BEHAVIORAL_PROFILES)} WHERE {where}
         QUALIFY row_number() OVER (PARTITION BY client_id ORDER BY profile_date DESC) = 1
         ORDER BY client_id"""
     )
@@ -383,15 +416,21 @@ def _factorize(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_events(
-    wh: Warehouse, coders: dict[str, SketchCoder], after: dt.date | None, through: dt.date, events_table: str
+    wh: Warehouse,
+    coders: dict[str, SketchCoder],
+    after: dt.date | None,
+    through: dt.date,
+    events_table: str,
+    shard: ClientShard = ALL_CLIENTS,
 ) -> _EventLog:
-    """The events of days (after, through], in one query, encoded for the profile kernel: each
-    distinct client and entity is looked up once."""
+    """The events of `shard`'s clients on days (after, through], in one query, encoded for the
+    profile kernel: each distinct client and entity is looked up once."""
     cols = "".join(f", CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in coders)
     lower = f"event_date > DATE '{after}' AND " if after is not None else ""
     ev = wh.fetch_arrow(
         f"SELECT client_id, date_diff('day', DATE '1970-01-01', event_date) AS day, value{cols} "
-        f"FROM {wh.table(events_table)} WHERE {lower}event_date <= DATE '{through}' ORDER BY event_date"
+        f"FROM {wh.table(events_table)} WHERE {lower}event_date <= DATE '{through}' AND {shard.predicate()} "
+        "ORDER BY event_date"
     )
     clients, client_ids = _factorize(ev.column("client_id"))
     codes = {}
@@ -468,13 +507,14 @@ def iter_profiles(
     coders: dict[str, SketchCoder],
     dates: list[dt.date],
     events_table: str = EVENTS_DENORMALIZED,
+    shard: ClientShard = ALL_CLIENTS,
 ) -> Iterator[tuple[dt.date, np.ndarray, np.ndarray]]:
     """(date, client_ids str[n] sorted, float32[n, profile_dim]) in date order: the profiles at
     the END of each date (events with event_date <= date) of every client with an event by then.
     Dates at or after the last built day read the stored rows (decayed: there are no events
     after it); earlier dates are replayed in ONE pass over the events up to the last of them;
-    one date's matrix is held at a time. Raises StaleProfilesError for a date with events that
-    behavioral_profiles has not built."""
+    one date's matrix is held at a time. `shard` limits all of it to one client shard. Raises
+    StaleProfilesError for a date with events that behavioral_profiles has not built."""
     if not dates:
         return
     layout = read_layout_of(wh, coders)
@@ -486,10 +526,10 @@ def iter_profiles(
             "events_denormalized has events in between; materialize behavioral_profiles up to that day first"
         )
     if min(dates) >= built:  # the stored rows are the states at `built`: no replay
-        base, (ids, last, state) = built, stored_states(wh, layout.state_dim)
+        base, (ids, last, state) = built, stored_states(wh, layout.state_dim, shard.predicate())
     else:
         base, (ids, last, state) = None, _no_states(layout.state_dim)
-    log = _read_events(wh, coders, base, last_needed, events_table)
+    log = _read_events(wh, coders, base, last_needed, events_table, shard)
     first_day = day_number(base) if base is not None else (int(log.days[0]) if len(log.days) else 0)
     replay = _Replay(layout, ids, last, state, log, first_day)
     wanted = sorted({day_number(d) for d in dates})
@@ -544,6 +584,16 @@ def _check_previous_day(wh: Warehouse, start: dt.date, data_start: dt.date, fing
         )
 
 
+def _window_size(wh: Warehouse, events_table: str, after: dt.date | None, through: dt.date) -> tuple[int, int]:
+    """(distinct clients, events) on days (after, through]: what a replay of that span holds."""
+    lower = f"event_date > DATE '{after}' AND " if after is not None else ""
+    row = wh.fetch_df(
+        f"SELECT count(DISTINCT client_id) AS clients, count(*) AS events FROM {wh.table(events_table)} "
+        f"WHERE {lower}event_date <= DATE '{through}'"
+    ).iloc[0]
+    return int(row["clients"]), int(row["events"])
+
+
 def build_profiles_window(
     wh: Warehouse,
     coders: dict[str, SketchCoder],
@@ -553,55 +603,91 @@ def build_profiles_window(
     data_start: dt.date,
     fingerprint: str,
     events_table: str = EVENTS_DENORMALIZED,
+    memory_mb: float = 2048.0,
 ) -> ProfileBuild:
     """Compute the profiles of days [start, end) from the state at the end of start-1 plus each
     day's events, and store them in ONE transaction: the new rows of the clients whose state
     changed (their older rows dropped) and the day ledger. A crash leaves the previous state
-    whole. Continuing from the last built day reads the stored rows; re-running an earlier
-    window replays from the first day and re-derives every later built day with it."""
+    whole. Continuing from the last built day reads the stored rows of the window's clients
+    only; re-running an earlier window replays from the first day and re-derives every later
+    built day with it. Clients are processed in hash shards sized so one shard's replay fits in
+    `memory_mb`; with several shards the rows are staged per shard and moved in at the end."""
     layout = ProfileLayout.from_coders(coders, half_lives_days)
     wh.execute(_create_statements(wh) + write_layout(wh, layout))
     _check_previous_day(wh, start, data_start, fingerprint)
     built = built_through(wh)
     prev = start - dt.timedelta(days=1)
     forward = start > data_start and built == prev  # continue from the stored rows
-    base, (ids, last, state) = (prev, stored_states(wh, layout.state_dim)) if forward else (
-        None, _no_states(layout.state_dim)
-    )
     # re-running a window before the last built day re-derives the later days too (in the same
     # replay), so the store never holds days built on a state that has changed under them
     through = end - dt.timedelta(days=1) if forward or built is None else max(end - dt.timedelta(days=1), built)
-    log = _read_events(wh, coders, base, through, events_table)
-    first_day = day_number(start) if forward else day_number(data_start)
-    replay = _Replay(layout, ids, last, state, log, first_day)
-    ledger: list[str] = []
-    changed = np.zeros(len(replay.vocab), dtype=bool)
-    n_events = 0
-    for day in range(first_day, day_number(through) + 1):
-        active, n = replay.add(day)
-        if day >= day_number(start):
-            changed[active] = True
-            n_events += n
-            ledger.append(f"(DATE '{_date(day)}', {len(active)}, {n}, '{fingerprint}')")
-    # forward: only the clients that changed; otherwise every client (all rows are rewritten)
-    rows = np.flatnonzero(changed) if forward else replay.seen()
-    frame = _sparse_frame(replay, rows)
+    base = prev if forward else None
+    n_clients, n_window_events = _window_size(wh, events_table, base, through)
+    count = shards_for(n_clients, n_window_events, layout, memory_mb)
     t, days_t = wh.table(BEHAVIORAL_PROFILES), wh.table(PROFILE_DAYS_TABLE)
-    wh.insert_df(
-        BEHAVIORAL_PROFILES,
-        frame,
-        before=[
-            f"DELETE FROM {days_t} WHERE profile_date >= DATE '{start}'",
-            *([] if forward else [f"DELETE FROM {t} WHERE TRUE"]),
-            *([f"INSERT INTO {days_t} VALUES {', '.join(ledger)}"] if ledger else []),
-        ],
-        # a client keeps one row: its newest
-        after=[
-            f"DELETE FROM {t} AS old WHERE EXISTS (SELECT 1 FROM {t} AS newer "
-            "WHERE newer.client_id = old.client_id AND newer.profile_date > old.profile_date)"
-        ],
+    staging = f"{BEHAVIORAL_PROFILES}_staging"
+    if count > 1:
+        wh.execute([f"DROP TABLE IF EXISTS {wh.table(staging)}"])
+    first_day = day_number(start) if forward else day_number(data_start)
+    per_day = np.zeros((day_number(through) - first_day + 1, 2), dtype=np.int64)  # clients, events
+    rows_written = seen = 0
+    frame = None  # the rows to write when there is one shard
+    for index in range(count):
+        shard = ClientShard(index, count)
+        if forward:  # only the window's clients change: read their stored rows, no one else's
+            window_clients = (
+                f"client_id IN (SELECT client_id FROM {wh.table(events_table)} "
+                f"WHERE event_date > DATE '{prev}' AND event_date <= DATE '{through}')"
+            )
+            ids, last, state = stored_states(wh, layout.state_dim, f"{shard.predicate()} AND {window_clients}")
+        else:
+            ids, last, state = _no_states(layout.state_dim)
+        log = _read_events(wh, coders, base, through, events_table, shard)
+        replay = _Replay(layout, ids, last, state, log, first_day)
+        del ids, last, state
+        changed = np.zeros(len(replay.vocab), dtype=bool)
+        for day in range(first_day, day_number(through) + 1):
+            active, n = replay.add(day)
+            if day >= day_number(start):
+                changed[active] = True
+                per_day[day - first_day] += (len(active), n)
+        # forward: only the clients that changed; otherwise every client (all rows are rewritten)
+        frame = _sparse_frame(replay, np.flatnonzero(changed) if forward else replay.seen())
+        rows_written += len(frame)
+        seen += len(replay.seen())
+        if count > 1:
+            wh.insert_df(staging, frame)
+            frame = None
+    ledger = [
+        f"(DATE '{_date(first_day + i)}', {c}, {n}, '{fingerprint}')"
+        for i, (c, n) in enumerate(per_day)
+        if first_day + i >= day_number(start)
+    ]
+    write_ledger = [
+        f"DELETE FROM {days_t} WHERE profile_date >= DATE '{start}'",
+        *([] if forward else [f"DELETE FROM {t} WHERE TRUE"]),
+        *([f"INSERT INTO {days_t} VALUES {', '.join(ledger)}"] if ledger else []),
+    ]
+    # a client keeps one row: its newest
+    keep_newest = (
+        f"DELETE FROM {t} AS old WHERE EXISTS (SELECT 1 FROM {t} AS newer "
+        "WHERE newer.client_id = old.client_id AND newer.profile_date > old.profile_date)"
     )
-    return ProfileBuild(start, end, (end - start).days, n_events, len(frame), len(replay.seen()), layout.state_dim)
+    if count == 1:
+        wh.insert_df(BEHAVIORAL_PROFILES, frame, before=write_ledger, after=[keep_newest])
+    else:
+        # one transaction moves every shard's rows in; a crash before it leaves only the staging table
+        wh.execute(
+            [
+                *write_ledger,
+                f"INSERT INTO {t} SELECT client_id, profile_date, dims, vals FROM {wh.table(staging)}",
+                keep_newest,
+            ]
+        )
+        wh.execute([f"DROP TABLE IF EXISTS {wh.table(staging)}"])
+    n_events = int(per_day[day_number(start) - first_day :, 1].sum())
+    clients = seen if not forward else int(wh.fetch_df(f"SELECT count(*) AS n FROM {t}")["n"].iloc[0])
+    return ProfileBuild(start, end, (end - start).days, n_events, rows_written, clients, layout.state_dim, count)
 
 
 def _sparse_frame(replay: _Replay, rows: np.ndarray, chunk: int = 65_536) -> pd.DataFrame:
@@ -658,22 +744,52 @@ def export_profiles(
     dtype: str = "float32",
     coders: dict[str, SketchCoder] | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    memory_mb: float = 2048.0,
+    events_table: str = EVENTS_DENORMALIZED,
 ) -> tuple[Path, Path]:
     """Write `client_ids.npy` (str[n]) and `embeddings.npy` (float16/float32[n, d]) of the
     profiles at the end of `as_of` (d = profile_dim), or of `transform(profiles)` (e.g. the
-    foundation model's client embedding)."""
+    foundation model's client embedding). Streamed one client shard at a time (sized by
+    `memory_mb`) into a memory-mapped file, so memory follows a shard, not all clients; rows are
+    in shard order, client id order within a shard (one shard: sorted ids)."""
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, found {dtype!r}")
-    ids, profiles = load_profiles(wh, as_of, coders)
-    if len(ids) == 0:
+    if coders is None:
+        from bm_assets.settings import bm_home
+
+        coders = load_sketch_coders(bm_home())
+    layout = read_layout_of(wh, coders)
+    built = built_through(wh)
+    n_clients, n_events = _window_size(wh, events_table, None, as_of)
+    if n_clients == 0:
         raise LookupError(f"no profiles at or before {as_of} in {BEHAVIORAL_PROFILES}")
-    if transform is not None:
-        profiles = transform(profiles)
+    replayed = built is None or as_of < built  # else the stored rows are read, no events
+    count = shards_for(n_clients, n_events if replayed else 0, layout, memory_mb)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "client_ids.npy", ids.astype(str))
-    np.save(out / "embeddings.npy", profiles.astype(dtype))
-    return out / "client_ids.npy", out / "embeddings.npy"
+    emb_path, ids_path = out / "embeddings.npy", out / "client_ids.npy"
+    matrix, pos, id_parts = None, 0, []
+    for index in range(count):
+        for _, ids, profiles in iter_profiles(wh, coders, [as_of], events_table, ClientShard(index, count)):
+            if len(ids) == 0:
+                continue
+            if transform is not None:
+                profiles = transform(profiles)
+            if matrix is None:
+                matrix = np.lib.format.open_memmap(
+                    emb_path, mode="w+", dtype=dtype, shape=(n_clients, profiles.shape[1])
+                )
+            if pos + len(ids) > n_clients:
+                raise RuntimeError(f"export of {as_of}: more profiles than the {n_clients} clients counted")
+            matrix[pos : pos + len(ids)] = profiles.astype(dtype)
+            pos += len(ids)
+            id_parts.append(ids.astype(str))
+    if matrix is None or pos != n_clients:
+        raise RuntimeError(f"export of {as_of}: {pos} profiles written, {n_clients} clients counted")
+    matrix.flush()
+    del matrix
+    np.save(ids_path, np.concatenate(id_parts))
+    return ids_path, emb_path
 
 
 __all__ = [
