@@ -266,11 +266,11 @@ def test_a_killed_build_leaves_the_previous_profiles_whole(sample_events_db, tmp
         if sys.argv[1] == "first":
             _build(wh, coders, dt.date(2017, 1, 1), dt.date(2017, 2, 1))
         else:
-            slow = p.ProfileState.add_day
-            def add_day(self, *a, **k):  # slow each day down so the kill lands mid-window
-                time.sleep(0.02)
+            slow = p.ProfileState.add_events
+            def add_events(self, *a, **k):  # slow the replay down so the kill lands mid-window
+                time.sleep(10)
                 return slow(self, *a, **k)
-            p.ProfileState.add_day = add_day
+            p.ProfileState.add_events = add_events
             print("started", flush=True)
             _build(wh, coders, dt.date(2017, 2, 1), dt.date(2017, 12, 31))
         wh.close()
@@ -284,7 +284,7 @@ def test_a_killed_build_leaves_the_previous_profiles_whole(sample_events_db, tmp
     wh.close()
     proc = subprocess.Popen([*run, "second"], stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
     assert proc.stdout.readline().strip() == b"started"
-    time.sleep(2.0)  # 333 days x 20 ms: the build is still replaying
+    time.sleep(2.0)  # the build is still replaying
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     wh = DuckDBWarehouse(str(path))

@@ -79,6 +79,14 @@ class ProfileLayout:
             np.float64
         )
 
+    def decay_runs(self) -> list[tuple[int, int, float]]:
+        """(start, stop, ln daily decay) of each contiguous run of state entries that decay alike,
+        so decaying rows is a few block multiplies."""
+        log_decay = self.log_decay()
+        edges = np.flatnonzero(np.diff(log_decay)) + 1
+        starts, stops = np.r_[0, edges], np.r_[edges, len(log_decay)]
+        return [(int(a), int(b), float(log_decay[a])) for a, b in zip(starts, stops, strict=True)]
+
     def blocks(self) -> list[tuple[str, int, int]]:
         """(name, start, stop) of each block of the profile vector."""
         out, pos = [], 0
@@ -155,10 +163,7 @@ class ProfileState:
         self.last_day = np.full(n_rows, -1, dtype=np.int64)
         self.ref_day = int(ref_day)
         self._rates = np.array([_LN_HALF / h for h in layout.half_lives_days])
-        # contiguous runs of equal decay rate, so scaling is a few block multiplies
-        edges = np.flatnonzero(np.diff(self.log_decay)) + 1
-        starts, stops = np.r_[0, edges], np.r_[edges, len(self.log_decay)]
-        self._runs = [(int(a), int(b), float(self.log_decay[a])) for a, b in zip(starts, stops, strict=True)]
+        self._runs = layout.decay_runs()
         n_h, n_c, block = len(layout.half_lives_days), len(layout.columns), layout.depth * layout.width
         levels = np.arange(layout.depth, dtype=np.int64) * layout.width
         dense = n_h * layout.sketch_dim  # then counts[n_h], values[n_h], n_events, value_total
@@ -185,40 +190,63 @@ class ProfileState:
                 self.state[:, a:b] *= np.float32(np.exp(rate * (day - self.ref_day)))
         self.ref_day = day
 
+    _CHUNK = 1 << 17  # events per scatter: the entry temporaries follow a chunk, not the batch
+
     def add_day(self, day: int, rows: np.ndarray, codes: dict[str, np.ndarray], values: np.ndarray) -> None:
         """Add one day's events: `rows` int64[n_events] (client row of each event), `codes` per
         sketch column int32[n_events, depth] (-1 = unknown, skipped), `values` float[n_events]
         (NaN = 0). Days must come in increasing order."""
+        self.add_events(np.full(len(rows), day, dtype=np.int64), rows, codes, values)
+
+    def add_events(
+        self, days: np.ndarray, rows: np.ndarray, codes: dict[str, np.ndarray], values: np.ndarray
+    ) -> None:
+        """Add events of any days (int64[n_events], each at or after the last day already added
+        to its row), in one pass: each event weighs 2 ** ((day - ref_day) / h) at half-life h.
+        The scatter runs in client order (a stable sort of the rows), so each client's entries
+        land together in memory: the cost follows the events, not the cache misses of a random
+        walk over every client's state."""
         if len(rows) == 0:
             return
         rows = np.asarray(rows, dtype=np.int64)
-        latest = int(self.last_day[rows].max())
-        if day < latest:
-            raise ValueError(f"day {day} comes before a day already added ({latest})")
-        if -self._rates.min() * (day - self.ref_day) / np.log(2) > self._MAX_DOUBLINGS:
-            self._rebase(day)
-        weight = np.exp(-self._rates * (day - self.ref_day)).astype(np.float32)  # one per half-life
-        n, n_h, ns = len(rows), len(weight), self._n_sketch_entries
-        code = np.concatenate([np.asarray(codes[c]) for c in self.layout.columns], axis=1)  # [n, C*depth]
+        days = np.asarray(days, dtype=np.int64)
+        late = days < self.last_day[rows]
+        if late.any():
+            raise ValueError(
+                f"day {int(days[late][0])} comes before a day already added ({int(self.last_day[rows][late][0])})"
+            )
+        latest, fastest = int(days.max()), float(-self._rates.min())  # -ln(0.5)/h_min
+        if fastest * (latest - self.ref_day) / np.log(2) > self._MAX_DOUBLINGS:
+            self._rebase(latest - int(self._MAX_DOUBLINGS * np.log(2) / fastest))
+        order = np.argsort(rows, kind="stable")
+        code_all = np.concatenate([np.asarray(codes[c]) for c in self.layout.columns], axis=1)  # [n, C*depth]
+        values = np.nan_to_num(np.asarray(values, dtype=np.float32))
+        flat_state = self.state.reshape(-1)
+        for start in range(0, len(order), self._CHUNK):
+            sel = order[start : start + self._CHUNK]
+            self._scatter(flat_state, days[sel], rows[sel], code_all[sel], values[sel])
+        np.maximum.at(self.last_day, rows, days)
+
+    def _scatter(self, flat_state, days, rows, code, values) -> None:
+        n, ns = len(rows), self._n_sketch_entries
+        weight = np.exp(-self._rates[None, :] * (days - self.ref_day)[:, None]).astype(np.float32)  # [n, H]
+        n_h = weight.shape[1]
         known = code >= 0
-        all_known = bool(known.all())
         entries = (rows * self.layout.state_dim)[:, None] + self._offsets[None, :]  # [n, entries]
         w = np.empty(entries.shape, dtype=np.float32)
         sketch_entries = entries[:, :ns].reshape(n, n_h, -1)
         sketch_w = w[:, :ns].reshape(n, n_h, -1)
-        if all_known:
+        if known.all():
             sketch_entries += code[:, None, :]
-            sketch_w[...] = weight[None, :, None]
+            sketch_w[...] = weight[:, :, None]
         else:  # unknown codes add 0 to the level's bucket 0
             sketch_entries += np.where(known, code, 0)[:, None, :]
-            sketch_w[...] = known[:, None, :] * weight[None, :, None]
-        values = np.nan_to_num(np.asarray(values, dtype=np.float32))
+            sketch_w[...] = known[:, None, :] * weight[:, :, None]
         w[:, ns : ns + n_h] = weight
         w[:, ns + n_h : ns + 2 * n_h] = values[:, None] * weight
         w[:, ns + 2 * n_h] = 1.0
         w[:, ns + 2 * n_h + 1] = values
-        np.add.at(self.state.reshape(-1), entries.reshape(-1), w.reshape(-1))
-        self.last_day[rows] = day
+        np.add.at(flat_state, entries.reshape(-1), w.reshape(-1))
 
     def snapshot(self, rows: np.ndarray, day: int) -> np.ndarray:
         """float32[len(rows), state_dim]: true states of `rows` at the end of `day`."""
@@ -305,11 +333,12 @@ ALL_CLIENTS = ClientShard()
 
 
 def shards_for(n_clients: int, n_events: int, layout: ProfileLayout, memory_mb: float) -> int:
-    """How many client shards keep one shard's replay within `memory_mb`: per client its dense
-    state plus one snapshot of it (the rows written or read), per event its encoded entry (client,
-    day, value, codes) and its Arrow columns as read."""
-    per_client = 2 * 4 * layout.state_dim
-    per_event = 8 * 4 + 4 * layout.depth * len(layout.columns) + 16 * (1 + len(layout.columns))
+    """How many client shards keep one shard's work within `memory_mb`. Per client, 16 bytes per
+    state entry: its dense float32 state, a second dense copy (the stored rows read back, or the
+    profiles handed out) and, at most, its non-zero entries as (int32 dim, float32 value) lists.
+    Per event: the encoded log (client, row, day, value, int32 codes) and the Arrow columns read."""
+    per_client = 16 * layout.state_dim
+    per_event = 56 + 4 * layout.depth * len(layout.columns) + 20 * len(layout.columns)
     need = n_clients * per_client + n_events * per_event
     return max(1, int(np.ceil(need / (memory_mb * 2**20))))
 
@@ -339,49 +368,81 @@ def _no_states(state_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, state_dim), np.float32)
 
 
+def _stored_rows(wh: Warehouse, where: str = "TRUE") -> pa.Table:
+    """(client_id, day, dims, vals) of the stored rows matching the SQL condition `where`, one per
+    client (its newest), sorted by client id; Arrow, so the lists stay flat buffers."""
+    if not wh.table_exists(BEHAVIORAL_PROFILES):
+        return pa.table({"client_id": pa.array([], pa.string()), "day": pa.array([], pa.int64())})
+    return wh.fetch_arrow(
+        f"""SELECT client_id, date_diff('day', DATE '1970-01-01', profile_date) AS day, dims, vals
+        FROM {wh.table(BEHAVIORAL_PROFILES)} WHERE {where}
+        QUALIFY row_number() OVER (PARTITION BY client_id ORDER BY profile_date DESC) = 1
+        ORDER BY client_id"""
+    )
+
+
+def _scatter_rows(rows_t: pa.Table, out: np.ndarray, state_dim: int, chunk: int = 65_536) -> None:
+    """Write the stored rows' non-zero entries into the zeroed `out[:, :state_dim]`, a chunk of
+    rows at a time (the index temporaries follow a chunk, not the shard)."""
+    for start in range(0, rows_t.num_rows, chunk):
+        part = rows_t.slice(start, chunk)
+        dims_col = part.column("dims").combine_chunks()
+        counts = pc.list_value_length(dims_col).to_numpy(zero_copy_only=False)
+        if not counts.sum():
+            continue
+        dims = pc.list_flatten(dims_col).to_numpy(zero_copy_only=False)
+        if dims.max() >= state_dim:
+            raise ProfileOrderError(
+                f"stored profile states have dimension {int(dims.max()) + 1} or more, the layout now gives "
+                f"{state_dim}; backfill every partition of behavioral_profiles"
+            )
+        vals = pc.list_flatten(part.column("vals").combine_chunks()).to_numpy(zero_copy_only=False)
+        rows = np.repeat(np.arange(start, start + part.num_rows), counts)
+        out[rows, dims] = vals
+
+
+def _ids_and_days(rows_t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    ids = rows_t.column("client_id").cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
+    return ids, rows_t.column("day").to_numpy().astype(np.int64)
+
+
 def stored_states(
     wh: Warehouse, state_dim: int, where: str = "TRUE"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(client_ids str[n] sorted, last_day int64[n], state float32[n, state_dim]) of the stored
     rows (those matching the SQL condition `where`): each client's state as of its last event
     day up to the last built day."""
-    empty = _no_states(state_dim)
-    if not wh.table_exists(BEHAVIORAL_PROFILES):
-        return empty
-    # Arrow, not pandas: the list columns are read flat, without a Python object per client
-    rows_t = wh.fetch_arrow(
-        f"""SELECT client_id, date_diff('day', DATE '1970-01-01', profile_date) AS day, dims, vals
-        FROM {wh.table(BEHAVIORAL_PROFILES)} WHERE {where}
-        QUALIFY row_number() OVER (PARTITION BY client_id ORDER BY profile_date DESC) = 1
-        ORDER BY client_id"""
-    )
+    rows_t = _stored_rows(wh, where)
     if rows_t.num_rows == 0:
-        return empty
-    dims_col = rows_t.column("dims").combine_chunks()
-    counts = pc.list_value_length(dims_col).to_numpy(zero_copy_only=False)
-    rows = np.repeat(np.arange(rows_t.num_rows), counts)
+        return _no_states(state_dim)
     state = np.zeros((rows_t.num_rows, state_dim), dtype=np.float32)
-    if counts.sum():
-        dims = pc.list_flatten(dims_col).to_numpy(zero_copy_only=False).astype(np.int64)
-        if dims.max() >= state_dim:
-            raise ProfileOrderError(
-                f"stored profile states have dimension {int(dims.max()) + 1} or more, the layout now gives "
-                f"{state_dim}; backfill every partition of behavioral_profiles"
-            )
-        vals = pc.list_flatten(rows_t.column("vals").combine_chunks()).to_numpy(zero_copy_only=False)
-        state[rows, dims] = vals.astype(np.float32)
-    ids = rows_t.column("client_id").cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
-    return ids, rows_t.column("day").to_numpy().astype(np.int64), state
+    _scatter_rows(rows_t, state, state_dim)
+    ids, days = _ids_and_days(rows_t)
+    return ids, days, state
+
+
+def _stored_profiles(rows_t: pa.Table, layout: ProfileLayout, day: int) -> np.ndarray:
+    """float32[n, profile_dim]: the stored rows decayed to the end of `day` (at or after every
+    row's date), built in one matrix: no dense copy of the states besides it."""
+    out = np.zeros((rows_t.num_rows, layout.profile_dim), dtype=np.float32)
+    _scatter_rows(rows_t, out, layout.state_dim)
+    gap = (day - rows_t.column("day").to_numpy().astype(np.int64)).astype(np.float64)
+    for a, b, rate in layout.decay_runs():
+        if rate != 0.0:
+            out[:, a:b] *= np.exp(rate * gap).astype(np.float32)[:, None]
+    out[:, -1] = gap
+    return out
 
 
 def sparse_rows(ids: np.ndarray, last_day: np.ndarray, state: np.ndarray) -> pd.DataFrame:
     """(client_id, profile_date, dims, vals) rows of dense states, non-zero entries only; the
     lists are built as Arrow arrays in one vectorised pass (no per-row Python objects)."""
-    nz = state != 0
-    counts = nz.sum(1)
+    flat = np.flatnonzero(state)  # one pass; row-major, so each row's entries are contiguous
+    width = max(state.shape[1], 1)
+    counts = np.bincount(flat // width, minlength=len(state))
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    dims = pa.ListArray.from_arrays(offsets, pa.array(np.nonzero(nz)[1].astype(np.int32)))
-    vals = pa.ListArray.from_arrays(offsets, pa.array(state[nz].astype(np.float32)))
+    dims = pa.ListArray.from_arrays(offsets, pa.array((flat % width).astype(np.int32)))
+    vals = pa.ListArray.from_arrays(offsets, pa.array(state.reshape(-1)[flat].astype(np.float32)))
     frame = pd.DataFrame(
         {
             "client_id": ids.astype(str),
@@ -451,7 +512,7 @@ def _read_events(
 
 class _Replay:
     """ProfileState over a client vocabulary, started from stored states and advanced through
-    an event log one day at a time."""
+    an event log (sorted by day) up to each date asked."""
 
     def __init__(self, layout: ProfileLayout, ids, last, state, log: _EventLog, first_day: int):
         self.vocab = np.unique(np.concatenate([ids, log.client_ids]))
@@ -460,20 +521,29 @@ class _Replay:
             self.state.set_rows(np.searchsorted(self.vocab, ids), state, last)
         self.log = log
         self.rows = np.searchsorted(self.vocab, log.client_ids)[log.clients] if len(log.clients) else log.clients
-        self.bounds = {}
-        if len(log.days):
-            uniq, first = np.unique(log.days, return_index=True)
-            stops = np.r_[first[1:], len(log.days)]
-            self.bounds = {int(d): (int(a), int(b)) for d, a, b in zip(uniq, first, stops, strict=True)}
+        self.added = 0  # events of the log added so far (the log is sorted by day)
 
-    def add(self, day: int) -> tuple[np.ndarray, int]:
-        """Add the day's events; returns (rows of the clients active that day, events added)."""
-        if day not in self.bounds:
-            return np.array([], dtype=np.int64), 0
-        a, b = self.bounds[day]
-        sl = slice(a, b)
-        self.state.add_day(day, self.rows[sl], {c: v[sl] for c, v in self.log.codes.items()}, self.log.values[sl])
-        return np.unique(self.rows[sl]), b - a
+    def advance(self, through: int) -> None:
+        """Add every event of the log up to and including day `through`, in one pass."""
+        stop = int(np.searchsorted(self.log.days, through, side="right"))
+        if stop > self.added:
+            sl = slice(self.added, stop)
+            codes = {c: v[sl] for c, v in self.log.codes.items()}
+            self.state.add_events(self.log.days[sl], self.rows[sl], codes, self.log.values[sl])
+            self.added = stop
+
+    def activity(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Over days [first, last] of the log: (bool[len(vocab)] clients with an event, distinct
+        clients per day int64[last - first + 1], events per day), from one sort of (day, client)."""
+        keep = (self.log.days >= first) & (self.log.days <= last)
+        days, rows = self.log.days[keep] - first, self.rows[keep]
+        n_days = last - first + 1
+        active = np.zeros(len(self.vocab), dtype=bool)
+        active[rows] = True
+        pairs = np.sort(days * len(self.vocab) + rows)
+        pairs = pairs[np.r_[True, pairs[1:] != pairs[:-1]]] if len(pairs) else pairs
+        clients = np.bincount(pairs // max(len(self.vocab), 1), minlength=n_days) if len(pairs) else np.zeros(n_days)
+        return active, clients.astype(np.int64), np.bincount(days, minlength=n_days).astype(np.int64)
 
     def seen(self) -> np.ndarray:
         return np.flatnonzero(self.state.last_day >= 0)
@@ -525,20 +595,23 @@ def iter_profiles(
             f"profiles are built through {built or 'no day yet'}, but {last_needed} was asked for and "
             "events_denormalized has events in between; materialize behavioral_profiles up to that day first"
         )
-    if min(dates) >= built:  # the stored rows are the states at `built`: no replay
-        base, (ids, last, state) = built, stored_states(wh, layout.state_dim, shard.predicate())
-    else:
-        base, (ids, last, state) = None, _no_states(layout.state_dim)
-    log = _read_events(wh, coders, base, last_needed, events_table, shard)
-    first_day = day_number(base) if base is not None else (int(log.days[0]) if len(log.days) else 0)
-    replay = _Replay(layout, ids, last, state, log, first_day)
     wanted = sorted({day_number(d) for d in dates})
     empty = np.array([], dtype=str), np.zeros((0, layout.profile_dim), np.float32)
-    day = first_day if base is None else first_day + 1
+    if min(dates) >= built:  # the stored rows decayed (no events after `built`): no replay
+        rows_t = _stored_rows(wh, shard.predicate())
+        ids = _ids_and_days(rows_t)[0]
+        for target in wanted:
+            if len(ids):
+                yield _date(target), ids, _stored_profiles(rows_t, layout, target)
+            else:
+                yield _date(target), *empty
+        return
+    log = _read_events(wh, coders, None, last_needed, events_table, shard)
+    first_day = int(log.days[0]) if len(log.days) else 0
+    no_states = _no_states(layout.state_dim)
+    replay = _Replay(layout, *no_states, log, first_day)
     for target in wanted:
-        while day <= target:
-            replay.add(day)
-            day += 1
+        replay.advance(target)
         seen = replay.seen()
         if target < first_day or len(seen) == 0:
             yield _date(target), *empty
@@ -645,12 +718,9 @@ def build_profiles_window(
         log = _read_events(wh, coders, base, through, events_table, shard)
         replay = _Replay(layout, ids, last, state, log, first_day)
         del ids, last, state
-        changed = np.zeros(len(replay.vocab), dtype=bool)
-        for day in range(first_day, day_number(through) + 1):
-            active, n = replay.add(day)
-            if day >= day_number(start):
-                changed[active] = True
-                per_day[day - first_day] += (len(active), n)
+        replay.advance(day_number(through))
+        changed, clients_per_day, events_per_day = replay.activity(day_number(start), day_number(through))
+        per_day[day_number(start) - first_day :] += np.stack([clients_per_day, events_per_day], axis=1)
         # forward: only the clients that changed; otherwise every client (all rows are rewritten)
         frame = _sparse_frame(replay, np.flatnonzero(changed) if forward else replay.seen())
         rows_written += len(frame)
@@ -691,25 +761,29 @@ def build_profiles_window(
 
 
 def _sparse_frame(replay: _Replay, rows: np.ndarray, chunk: int = 65_536) -> pd.DataFrame:
-    """The stored rows of `rows`, built a chunk of clients at a time: memory holds one chunk's
-    dense states, not a second copy of the whole state."""
+    """The stored rows of `rows` (ascending), built a chunk of clients at a time. Spends the
+    replay: a contiguous chunk is decayed in place, other chunks are copied one at a time, so
+    memory never holds a second copy of the whole state."""
     parts = []
     for i in range(0, len(rows), chunk):
         sel = rows[i : i + chunk]
         lasts = replay.state.last_day[sel]
-        parts.append(sparse_rows(replay.vocab[sel], lasts, _states_at_last_day(replay, sel, lasts)))
+        contiguous = sel[-1] - sel[0] + 1 == len(sel)
+        block = replay.state.state[sel[0] : sel[-1] + 1] if contiguous else np.take(replay.state.state, sel, axis=0)
+        _decay_to_last_day(replay, block, lasts)
+        parts.append(sparse_rows(replay.vocab[sel], lasts, block))
     return pd.concat(parts, ignore_index=True) if parts else sparse_rows(
         np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, replay.state.state.shape[1]), np.float32)
     )
 
 
-def _states_at_last_day(replay: _Replay, rows: np.ndarray, lasts: np.ndarray) -> np.ndarray:
-    """States of `rows`, each as of its own last event day (lazy decay: a reader decays them)."""
-    out = np.empty((len(rows), replay.state.state.shape[1]), dtype=np.float32)
-    for day in np.unique(lasts):
-        sel = lasts == day
-        out[sel] = replay.state.snapshot(rows[sel], int(day))
-    return out
+def _decay_to_last_day(replay: _Replay, block: np.ndarray, lasts: np.ndarray) -> None:
+    """Turn time-normalised rows into states as of each row's own last event day, in place
+    (lazy decay: a reader decays them further)."""
+    gap = (lasts - replay.state.ref_day).astype(np.float64)
+    for a, b, rate in replay.state.layout.decay_runs():
+        if rate != 0.0:
+            block[:, a:b] *= np.exp(rate * gap).astype(np.float32)[:, None]
 
 
 def write_layout(wh: Warehouse, layout: ProfileLayout) -> list[str]:
@@ -768,26 +842,26 @@ def export_profiles(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     emb_path, ids_path = out / "embeddings.npy", out / "client_ids.npy"
-    matrix, pos, id_parts = None, 0, []
-    for index in range(count):
-        for _, ids, profiles in iter_profiles(wh, coders, [as_of], events_table, ClientShard(index, count)):
-            if len(ids) == 0:
-                continue
-            if transform is not None:
-                profiles = transform(profiles)
-            if matrix is None:
-                matrix = np.lib.format.open_memmap(
-                    emb_path, mode="w+", dtype=dtype, shape=(n_clients, profiles.shape[1])
-                )
-            if pos + len(ids) > n_clients:
-                raise RuntimeError(f"export of {as_of}: more profiles than the {n_clients} clients counted")
-            matrix[pos : pos + len(ids)] = profiles.astype(dtype)
-            pos += len(ids)
-            id_parts.append(ids.astype(str))
-    if matrix is None or pos != n_clients:
-        raise RuntimeError(f"export of {as_of}: {pos} profiles written, {n_clients} clients counted")
-    matrix.flush()
-    del matrix
+    written, id_parts = 0, []
+    # plain writes after an .npy header (not a memory map: mapped pages would count as resident)
+    with open(emb_path, "wb") as fh:
+        for index in range(count):
+            for _, ids, profiles in iter_profiles(wh, coders, [as_of], events_table, ClientShard(index, count)):
+                if len(ids) == 0:
+                    continue
+                if transform is not None:
+                    profiles = transform(profiles)
+                if written == 0:
+                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+                    np.lib.format.write_array_header_2_0(fh, {**header, "shape": (n_clients, profiles.shape[1])})
+                if written + len(ids) > n_clients:
+                    break
+                np.ascontiguousarray(profiles, dtype=dtype).tofile(fh)
+                written += len(ids)
+                id_parts.append(ids.astype(str))
+    if written != n_clients:
+        emb_path.unlink(missing_ok=True)
+        raise RuntimeError(f"export of {as_of}: {written} profiles written, {n_clients} clients counted")
     np.save(ids_path, np.concatenate(id_parts))
     return ids_path, emb_path
 
