@@ -1,21 +1,30 @@
-"""Benchmark of the daily profile update (bm_assets.core.profiles.ProfileState) on the full
-Complete Journey and on synthetic logs (benchmarks/synthetic.py), against the naive loop of the
-EMDE workshop (per client, per event: decay the whole sketch, then add one per depth level).
+"""Benchmark of the behavioral profiles, kernel and store, in one run:
 
-Each case runs in its own process pinned to one core, so peak RSS and time are its own. Prints a
-markdown table (and writes it with --out).
+1. The full Complete Journey at its production configuration (data/completejourney's dataset.yaml
+   with the columns tasks.yaml targets: every sketch column, every half-life), one process:
+   - kernel, window pass: ProfileState.add_events over the whole log (a backfill or a replay);
+   - kernel, daily: ProfileState.add_day once per day (a daily partition);
+   - the naive loop of the EMDE workshop at the same configuration (per client, per event: decay
+     the whole sketch, then add one per depth level and column), timed on the first clients;
+   - behavioral_profiles end to end on DuckDB (read the events, encode, kernel, write the sparse
+     rows in one transaction), one more day forward, a replay of 40 weekly dates (the task
+     inputs), and the DuckDB file against the source parquet.
+2. Synthetic logs (benchmarks/synthetic.py; sketch item_id only), one process per size pinned to
+   one core: kernel time per event across sizes (linear = constant).
 
-    python benchmarks/profiles.py --sizes 1000000,3000000,10000000 --out benchmarks/RESULTS_profiles.md
+    python benchmarks/profiles.py [--sizes 1000000,10000000] [--out benchmarks/RESULTS_profiles.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,178 +36,258 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 from bm_assets.core.profiles import ProfileLayout, ProfileState  # noqa: E402
 from bm_assets.core.sketches import fit_sketch_coder  # noqa: E402
 
-CJ = Path(os.environ.get("CJ_DIR", HERE.parent.parent / "shared" / "data" / "completejourney"))
-DEPTH, BITS, DIM, HALF_LIVES, SEED = 8, 6, 64, (7.0, 60.0), 0
+DATASET = HERE.parent / "data" / "completejourney" / "dataset.yaml"
+SEED = 0
 
 
-def _log_cj() -> dict[str, np.ndarray]:
-    import duckdb
-
-    df = duckdb.execute(
-        "SELECT household_id, product_id, "
-        "date_diff('day', DATE '2017-01-01', CAST(transaction_timestamp AS DATE)) AS day, sales_value "
-        f"FROM read_parquet('{CJ / 'transactions.parquet'}') ORDER BY transaction_timestamp"
-    ).df()
-    _, client = np.unique(df["household_id"].to_numpy(), return_inverse=True)
-    _, item = np.unique(df["product_id"].to_numpy(), return_inverse=True)
-    return {
-        "client": client,
-        "item": item,
-        "day": df["day"].to_numpy(),
-        "value": df["sales_value"].to_numpy(),
-    }
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _item_codes(n_items: int) -> np.ndarray:
-    """int32[n_items, depth]: EMDE codes of random item embeddings (throughput does not depend on
-    where the embeddings come from)."""
-    rng = np.random.default_rng(SEED)
-    ids = np.char.add("i", np.arange(n_items).astype(str))
-    coder = fit_sketch_coder(
-        "item_id", ids, rng.standard_normal((n_items, DIM)).astype(np.float32), DEPTH, BITS, SEED
-    )
-    return coder.encode(ids)
-
-
-def _naive(log: dict[str, np.ndarray], codes: np.ndarray, width: int, max_events: int) -> tuple[int, float]:
-    """The workshop's loop on the clients whose events come first in id order, up to max_events:
-    per client, per event, decay the whole sketch by the days elapsed, then add one per level."""
-    order = np.argsort(log["client"], kind="stable")  # per client, in time order
+def _naive(rows, days, codes: dict[str, np.ndarray], layout: ProfileLayout, max_events: int) -> tuple[int, float]:
+    """The workshop's loop on the clients whose events come first in row order, up to
+    max_events: per client, per event, decay the whole sketch (every half-life and column) by the
+    days elapsed, then add one in each level's bucket of each column."""
+    order = np.argsort(rows, kind="stable")  # per client, in time order
     sel = order[:max_events]
-    sel = sel[log["client"][sel] < log["client"][sel[-1]]] if len(order) > max_events else sel
-    decay = np.array([0.5 ** (1 / h) for h in HALF_LIVES])
-    client, item, day = log["client"][sel].tolist(), log["item"][sel].tolist(), log["day"][sel].tolist()
+    sel = sel[rows[sel] < rows[sel[-1]]] if len(order) > max_events else sel
+    decay = np.array([0.5 ** (1 / h) for h in layout.half_lives_days])
+    block = layout.depth * layout.width
+    cols = list(layout.columns)
+    client, day = rows[sel].tolist(), days[sel].tolist()
+    code = np.concatenate([codes[c][sel] for c in cols], axis=1).tolist()
     t0 = time.perf_counter()
-    current, sketch, last, out = -1, None, 0, {}
-    for c, i, d in zip(client, item, day, strict=True):
+    current, sketch, last = -1, None, 0
+    for c, d, cs in zip(client, day, code, strict=True):
         if c != current:
-            if sketch is not None:
-                out[current] = sketch
-            current, sketch, last = c, np.zeros((len(HALF_LIVES), DEPTH * width)), d
+            current, sketch, last = c, np.zeros((len(decay), len(cols) * block)), d
         sketch *= (decay ** (d - last))[:, None]
-        for level in range(DEPTH):
-            sketch[:, level * width + codes[i, level]] += 1.0
+        for j, b in enumerate(cs):
+            if b >= 0:
+                sketch[:, (j // layout.depth) * block + (j % layout.depth) * layout.width + b] += 1.0
         last = d
     return len(sel), time.perf_counter() - t0
 
 
-def worker(case: str, n_events: int, naive_events: int) -> dict:
-    if case == "cj":
-        log = _log_cj()
-    else:
-        from synthetic import generate
+def cj_worker(naive_events: int) -> dict:
+    from bm_assets.core.attributes import build_client_properties, build_product_catalog
+    from bm_assets.core.denormalize import denormalize_window
+    from bm_assets.core.ingest import ingest_window
+    from bm_assets.core.profiles import build_profiles_window, encode_events, iter_profiles
+    from bm_assets.core.sketches import coders_fingerprint
+    from bm_assets.core.tasks import load_dataset_for_tasks
+    from bm_assets.core.warehouse import DuckDBWarehouse
 
-        log = generate(n_events, max(n_events // 10, 1), 100_000, seed=SEED)
-    n_clients, n_items = int(log["client"].max()) + 1, int(log["item"].max()) + 1
-    codes = _item_codes(n_items)
-    layout = ProfileLayout(("item_id",), DEPTH, 2**BITS, HALF_LIVES)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
-    state = ProfileState(layout, n_clients, ref_day=0)
-    state.state.fill(0.0)  # first touch of the pages, timed apart from the updates
-    init_s = time.perf_counter() - t0
-    bounds = np.searchsorted(log["day"], np.arange(int(log["day"].max()) + 2))
-    t_update = t_snapshot = 0.0
-    max_day_events = int(np.diff(bounds).max())
-    for day in range(len(bounds) - 1):
-        sl = slice(bounds[day], bounds[day + 1])
+    cfg = load_dataset_for_tasks(DATASET)
+    rep = cfg.representation
+    columns, half_lives = rep.sketch_columns, rep.profile.half_lives_days
+    source_mb = sum(p.stat().st_size for p in Path(cfg.base_dir).glob("*.parquet")) / 1e6
+    out: dict = {"columns": columns, "depth": rep.sketch.depth, "width": rep.sketch.width, "half_lives": half_lives}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cj.duckdb")
+        wh = DuckDBWarehouse(path)
+        ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
+        build_client_properties(wh, cfg)
+        build_product_catalog(wh, cfg)
+        denormalize_window(wh, cfg.data_start, cfg.end_exclusive, covers_all_days=True)
+        wh.con.execute("CHECKPOINT")
+        events_mb = os.path.getsize(path) / 1e6
+        rng = np.random.default_rng(SEED)
+        coders = {}
+        for c in columns:  # random embeddings: the cost does not depend on where they come from
+            ids = wh.fetch_df(
+                f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM events_denormalized WHERE "{c}" IS NOT NULL'
+            )["v"].to_numpy()
+            emb = rng.standard_normal((len(ids), 64)).astype(np.float32)
+            coders[c] = fit_sketch_coder(c, ids, emb, rep.sketch.depth, rep.sketch.bits, SEED)
+        layout = ProfileLayout.from_coders(coders, half_lives)
+
+        # the kernel alone: codes, rows and days precomputed, as the store's replay has them
+        cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in columns)
+        ev = wh.fetch_df(f"SELECT client_id, event_date, value, {cols} FROM events_denormalized ORDER BY event_date")
+        codes = encode_events(coders, ev)
+        _, rows = np.unique(ev["client_id"].astype(str).to_numpy(), return_inverse=True)
+        days = ev["event_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+        values = ev["value"].to_numpy()
+        n_rows = int(rows.max()) + 1
+        state = ProfileState(layout, n_rows, ref_day=int(days[0]))
+        state.state.fill(0.0)  # first touch of the pages, apart from the timing
         t0 = time.perf_counter()
-        rows = log["client"][sl].astype(np.int64)
-        state.add_day(day, rows, {"item_id": codes[log["item"][sl]]}, log["value"][sl])
-        t1 = time.perf_counter()
-        state.snapshot(np.unique(rows), day)  # the rows a daily partition writes
-        t_snapshot += time.perf_counter() - t1
-        t_update += t1 - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    n_naive, t_naive = _naive(log, codes, 2**BITS, naive_events)
-    n = len(log["client"])
+        state.add_events(days, rows, codes, values)
+        out["kernel_window_s"] = time.perf_counter() - t0
+        state = ProfileState(layout, n_rows, ref_day=int(days[0]))
+        state.state.fill(0.0)
+        bounds = np.searchsorted(days, np.arange(days[0], days[-1] + 2))
+        t0 = time.perf_counter()
+        for i in range(len(bounds) - 1):
+            sl = slice(bounds[i], bounds[i + 1])
+            state.add_day(int(days[0]) + i, rows[sl], {c: v[sl] for c, v in codes.items()}, values[sl])
+        out["kernel_daily_s"] = time.perf_counter() - t0
+        out["kernel_events"], out["days"], out["clients"] = len(rows), len(bounds) - 1, n_rows
+        out["naive_events"], out["naive_s"] = _naive(rows, days, codes, layout, naive_events)
+        del ev, codes, state
+
+        fp = coders_fingerprint(coders)
+        t0 = time.perf_counter()
+        build = build_profiles_window(wh, coders, half_lives, cfg.data_start, cfg.data_end, cfg.data_start, fp)
+        out["window_s"], out["window_events"], out["window_days"] = time.perf_counter() - t0, build.events, build.days
+        t0 = time.perf_counter()
+        day = build_profiles_window(wh, coders, half_lives, cfg.data_end, cfg.end_exclusive, cfg.data_start, fp)
+        out["day_s"], out["day_events"], out["day_rows"] = time.perf_counter() - t0, day.events, day.rows
+        wh.con.execute("CHECKPOINT")
+        total_mb = os.path.getsize(path) / 1e6
+        stats = wh.fetch_df("SELECT count(*) AS n, sum(len(dims)) AS nnz FROM behavioral_profiles").iloc[0]
+        dates = [cfg.data_start + dt.timedelta(days=56 + 7 * i) for i in range(40)]
+        t0 = time.perf_counter()
+        out["replay_profiles"] = sum(len(ids) for _, ids, _ in iter_profiles(wh, coders, dates))
+        out["replay_s"] = time.perf_counter() - t0
+        wh.close()
+    out.update(
+        state_dim=layout.state_dim,
+        stored_rows=int(stats["n"]),
+        nnz=int(stats["nnz"]),
+        events_mb=events_mb,
+        total_mb=total_mb,
+        source_mb=source_mb,
+        peak_rss_mb=_rss_mb(),
+    )
+    return out
+
+
+def synthetic_worker(n_events: int) -> dict:
+    from synthetic import generate
+
+    log = generate(n_events, max(n_events // 10, 1), 100_000, seed=SEED)
+    n_clients, n_items = int(log["client"].max()) + 1, int(log["item"].max()) + 1
+    ids = np.char.add("i", np.arange(n_items).astype(str))
+    emb = np.random.default_rng(SEED).standard_normal((n_items, 64)).astype(np.float32)
+    item_codes = fit_sketch_coder("item_id", ids, emb, 8, 6, SEED).encode(ids)
+    layout = ProfileLayout(("item_id",), 8, 64, (7.0, 60.0))
+    rows, days = log["client"].astype(np.int64), log["day"].astype(np.int64)
+    codes = {"item_id": item_codes[log["item"]]}
+    state = ProfileState(layout, n_clients, ref_day=0)
+    t0 = time.perf_counter()
+    state.state.fill(0.0)
+    init_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state.add_events(days, rows, codes, log["value"])
+    window_s = time.perf_counter() - t0
     return {
-        "case": case,
-        "events": n,
+        "events": n_events,
         "clients": n_clients,
-        "items": n_items,
-        "days": len(bounds) - 1,
-        "max_day_events": max_day_events,
         "state_mb": state.state.nbytes / 2**20,
         "init_s": init_s,
-        "update_s": t_update,
-        "snapshot_s": t_snapshot,
-        "peak_rss_mb": peak,
-        "rss_before_state_mb": rss_before,
-        "naive_events": n_naive,
-        "naive_s": t_naive,
+        "window_s": window_s,
+        "peak_rss_mb": _rss_mb(),
     }
 
 
-def _row(r: dict) -> str:
+def _cj_text(r: dict) -> str:
+    k = r["kernel_events"]
     naive_rate = r["naive_events"] / r["naive_s"]
-    rate = r["events"] / r["update_s"]
-    rate_rows = r["events"] / (r["update_s"] + r["snapshot_s"])
+    window_rate, daily_rate = k / r["kernel_window_s"], k / r["kernel_daily_s"]
+    rows = [
+        (
+            "kernel, window pass: ProfileState.add_events over the whole log",
+            f"{k:,} events",
+            f"{r['kernel_window_s']:.2f} s",
+            f"**{window_rate / 1e6:.2f} M events/s**",
+        ),
+        (
+            "kernel, daily: ProfileState.add_day once per day",
+            f"{r['days']} days",
+            f"{r['kernel_daily_s']:.2f} s",
+            f"{daily_rate / 1e6:.2f} M events/s",
+        ),
+        (
+            "naive loop (EMDE workshop), same configuration",
+            f"first {r['naive_events']:,} events",
+            f"{r['naive_s']:.2f} s",
+            f"{naive_rate / 1e3:.1f} k events/s: window pass {window_rate / naive_rate:,.0f}x",
+        ),
+        (
+            "behavioral_profiles end to end (read, encode, kernel, write)",
+            f"{r['window_events']:,} events, {r['window_days']} days",
+            f"{r['window_s']:.2f} s",
+            f"**{r['window_events'] / r['window_s'] / 1e6:.2f} M events/s**",
+        ),
+        (
+            "one more day, forward from the stored rows",
+            f"{r['day_events']:,} events",
+            f"{r['day_s']:.2f} s",
+            f"{r['day_rows']} rows written",
+        ),
+        (
+            "replay of 40 weekly dates (task inputs)",
+            f"{r['replay_profiles']:,} client profiles",
+            f"{r['replay_s']:.2f} s",
+            f"{r['replay_profiles'] / r['replay_s'] / 1e3:.0f} k profiles/s",
+        ),
+    ]
+    table = "\n".join(
+        ["| step | work | wall | rate |", "| --- | --- | --- | --- |", *(f"| {' | '.join(x)} |" for x in rows)]
+    )
+    dense = r["stored_rows"] * r["state_dim"]
     return (
-        f"| {r['case']} | {r['events']:,} | {r['clients']:,} | {r['items']:,} | {r['update_s']:.2f} | "
-        f"{rate / 1e6:.2f} M | {r['update_s'] / r['events'] * 1e6:.3f} | {rate_rows / 1e6:.2f} M | "
-        f"{naive_rate / 1e3:.0f} k ({r['naive_events']:,} ev) | {rate / naive_rate:.0f}x | "
-        f"{r['events'] / naive_rate / 60:.1f} min | {r['state_mb']:.0f} ({r['init_s']:.2f} s) | "
-        f"{r['peak_rss_mb']:.0f} |"
+        f"Full Complete Journey at the production configuration: sketch columns {r['columns']}, depth "
+        f"{r['depth']}, width {r['width']}, half-lives {r['half_lives']}: {r['state_dim']} state entries per "
+        f"client, {r['clients']:,} clients. One process, numpy {np.__version__} (the kernel is single-threaded; "
+        f"DuckDB uses the {os.cpu_count()} cores).\n\n{table}\n\n"
+        f"Store: {r['stored_rows']:,} rows (one per client), {r['nnz']:,} non-zero entries of {dense:,} dense "
+        f"({r['nnz'] / dense:.0%}). DuckDB file: {r['events_mb']:.0f} MB after ingest and join, "
+        f"{r['total_mb']:.0f} MB with the profiles (+{r['total_mb'] - r['events_mb']:.0f} MB); source parquet "
+        f"{r['source_mb']:.1f} MB, so {r['total_mb'] / r['source_mb']:.1f}x. Peak RSS {r['peak_rss_mb']:.0f} MB.\n"
     )
 
 
-HEADER = (
-    "| log | events | clients | items | update s | events/s (update) | µs/event | events/s (update + daily "
-    "rows) | naive loop events/s (measured on) | speed-up | naive, extrapolated | state MB (allocation s) "
-    "| peak RSS MB |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-)
+def _synthetic_text(results: list[dict]) -> str:
+    lines = [
+        "| events | clients | kernel window pass s | events/s | µs/event | state MB (first touch s) | peak RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['events']:,} | {r['clients']:,} | {r['window_s']:.2f} | {r['events'] / r['window_s'] / 1e6:.2f} M | "
+            f"{r['window_s'] / r['events'] * 1e6:.3f} | {r['state_mb']:.0f} ({r['init_s']:.2f}) | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
+    return (
+        "Synthetic logs (clients = events / 10, 100k items; sketch item_id depth 8 x width 64, half-lives 7 and "
+        "60 days: 1030 state entries per client), one process per size on one core (taskset):\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--sizes", default="1000000,3000000", help="synthetic log sizes (events)")
-    parser.add_argument("--naive-events", type=int, default=50_000)
-    parser.add_argument("--no-cj", action="store_true", help="skip the Complete Journey case")
-    parser.add_argument("--out", help="also write the table to this markdown file")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000000,10000000", help="synthetic log sizes (events); empty: none")
+    parser.add_argument("--naive-events", type=int, default=20_000)
+    parser.add_argument("--out", help="also write the text to this markdown file")
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "EVENTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.naive_events)))
+        case, n = args.worker
+        print(json.dumps(cj_worker(args.naive_events) if case == "cj" else synthetic_worker(int(n))))
         return
-    cases = ([] if args.no_cj or not CJ.exists() else [("cj", 0)]) + [
-        ("synthetic", int(float(s))) for s in args.sizes.split(",")
-    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    results = []
-    for case, n in cases:
-        cmd = [
-            "taskset",
-            "-c",
-            "0",
-            sys.executable,
-            __file__,
-            "--worker",
-            case,
-            str(n),
-            "--naive-events",
-            str(args.naive_events),
-        ]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
-        print(_row(results[-1]), file=sys.stderr)
-    config = (
-        f"One core (taskset), numpy {np.__version__}. Sketch column item_id, depth {DEPTH}, width {2**BITS}, "
-        f"half-lives {list(HALF_LIVES)} days: state {2 * DEPTH * 2**BITS + 6} float32 per client. "
-        "'update' = ProfileState.add_day over every day (scatter-add of each event's entries, codes "
-        "gathered per event); 'daily rows' adds the snapshot of each day's active clients that a "
-        "partition writes. Synthetic logs: clients = events / 10, 100k items."
-    )
-    table = "\n".join([HEADER, *(_row(r) for r in results)])
-    per_m = [(r["events"], r["update_s"] / r["events"] * 1e6) for r in results if r["case"] == "synthetic"]
-    linear = ", ".join(f"{n / 1e6:g}M: {us:.3f} µs/event" for n, us in per_m)
-    text = f"{config}\n\n{table}\n\nTime per event across synthetic sizes (linear = constant): {linear}\n"
+
+    def run(cmd: list[str]) -> dict:
+        return json.loads(
+            subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+        )
+
+    me = [sys.executable, __file__]
+    parts = [_cj_text(run([*me, "--worker", "cj", "0", "--naive-events", str(args.naive_events)]))]
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s]
+    if sizes:
+        parts.append(
+            _synthetic_text([run(["taskset", "-c", "0", *me, "--worker", "synthetic", str(n)]) for n in sizes])
+        )
+    text = "\n".join(parts)
     print(text)
     if args.out:
-        Path(args.out).write_text("# Profile update benchmark\n\n" + text, encoding="utf-8")
+        Path(args.out).write_text("# Profile benchmark: kernel and store\n\n" + text, encoding="utf-8")
 
 
 if __name__ == "__main__":

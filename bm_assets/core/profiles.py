@@ -190,7 +190,7 @@ class ProfileState:
                 self.state[:, a:b] *= np.float32(np.exp(rate * (day - self.ref_day)))
         self.ref_day = day
 
-    _CHUNK = 1 << 17  # events per scatter: the entry temporaries follow a chunk, not the batch
+    _CHUNK = 1 << 14  # events per scatter; the buffers are allocated once per call and reused
 
     def add_day(self, day: int, rows: np.ndarray, codes: dict[str, np.ndarray], values: np.ndarray) -> None:
         """Add one day's events: `rows` int64[n_events] (client row of each event), `codes` per
@@ -204,8 +204,8 @@ class ProfileState:
         """Add events of any days (int64[n_events], each at or after the last day already added
         to its row), in one pass: each event weighs 2 ** ((day - ref_day) / h) at half-life h.
         The scatter runs in client order (a stable sort of the rows), so each client's entries
-        land together in memory: the cost follows the events, not the cache misses of a random
-        walk over every client's state."""
+        land together in memory, in chunks through reused buffers: the cost follows the events,
+        not cache misses over every client's state or fresh pages for temporaries."""
         if len(rows) == 0:
             return
         rows = np.asarray(rows, dtype=np.int64)
@@ -218,24 +218,36 @@ class ProfileState:
         latest, fastest = int(days.max()), float(-self._rates.min())  # -ln(0.5)/h_min
         if fastest * (latest - self.ref_day) / np.log(2) > self._MAX_DOUBLINGS:
             self._rebase(latest - int(self._MAX_DOUBLINGS * np.log(2) / fastest))
-        order = np.argsort(rows, kind="stable")
-        code_all = np.concatenate([np.asarray(codes[c]) for c in self.layout.columns], axis=1)  # [n, C*depth]
+        # a stable sort by client; small row numbers take numpy's linear-time radix sort
+        order = np.argsort(rows.astype(np.uint16) if len(self.state) <= 1 << 16 else rows, kind="stable")
         values = np.nan_to_num(np.asarray(values, dtype=np.float32))
+        columns = [np.asarray(codes[c]) for c in self.layout.columns]
+        size = min(self._CHUNK, len(order))
+        n_codes = len(columns) * self.layout.depth
+        index_type = np.int32 if self.state.size < 1 << 31 else np.int64  # half the index traffic
+        buffers = (
+            np.empty((size, len(self._offsets)), dtype=index_type),
+            np.empty((size, len(self._offsets)), dtype=np.float32),
+            np.empty((size, n_codes), dtype=np.int32),
+        )
         flat_state = self.state.reshape(-1)
-        for start in range(0, len(order), self._CHUNK):
-            sel = order[start : start + self._CHUNK]
-            self._scatter(flat_state, days[sel], rows[sel], code_all[sel], values[sel])
+        for start in range(0, len(order), size):
+            sel = order[start : start + size]
+            code = buffers[2][: len(sel)]
+            for j, col in enumerate(columns):
+                np.take(col, sel, axis=0, out=code[:, j * self.layout.depth : (j + 1) * self.layout.depth])
+            self._scatter(flat_state, days[sel], rows[sel], code, values[sel], buffers)
         np.maximum.at(self.last_day, rows, days)
 
-    def _scatter(self, flat_state, days, rows, code, values) -> None:
+    def _scatter(self, flat_state, days, rows, code, values, buffers) -> None:
         n, ns = len(rows), self._n_sketch_entries
         weight = np.exp(-self._rates[None, :] * (days - self.ref_day)[:, None]).astype(np.float32)  # [n, H]
         n_h = weight.shape[1]
-        known = code >= 0
-        entries = (rows * self.layout.state_dim)[:, None] + self._offsets[None, :]  # [n, entries]
-        w = np.empty(entries.shape, dtype=np.float32)
+        entries, w = buffers[0][:n], buffers[1][:n]
+        np.add((rows * self.layout.state_dim)[:, None], self._offsets[None, :], out=entries, casting="unsafe")
         sketch_entries = entries[:, :ns].reshape(n, n_h, -1)
         sketch_w = w[:, :ns].reshape(n, n_h, -1)
+        known = code >= 0
         if known.all():
             sketch_entries += code[:, None, :]
             sketch_w[...] = weight[:, :, None]
