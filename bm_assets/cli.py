@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from dagster import DagsterInstance, Definitions, define_asset_job
 
 from bm_assets.config import DatasetConfigError
-from bm_assets.console import progress_logger, quiet_libraries, results_summary, step_labels
+from bm_assets.console import ProgressHandler, progress_logger, quiet_libraries, results_summary, step_labels
 from bm_assets.core.tasks import TaskConfigError, load_modeling_config, tasks_path_for
 from bm_assets.settings import REPO_ROOT, bm_home, dataset_path
 
@@ -29,11 +29,15 @@ def dagster_instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
-def run_all(start: str | None = None, end: str | None = None, verbose: bool = False) -> bool:
+def run_all(
+    start: str | None = None, end: str | None = None, verbose: bool = False, all_scores: bool = False
+) -> bool:
     """Materialize every asset: partitioned ones over [start, end] (default: every day) in one
-    run, in dependency order. A failing asset skips only what depends on it (one task's failure
-    leaves the other tasks running); the failures are summarised at the end. Without `verbose`
-    the console shows one line per finished step and the results; the instance keeps all events."""
+    run, in dependency order; then the daily scores of the last day only (what a consumer reads
+    next), or of every day of the range with `all_scores` (a second run). A failing asset skips
+    only what depends on it (one task's failure leaves the other tasks running); the failures
+    are summarised at the end. Without `verbose` the console shows one line per finished step
+    and the results; the instance keeps all events."""
     from bm_assets.definitions import build_definitions
 
     defs = build_definitions()  # built now, so BM_HOME / BM_DATASET of this call apply
@@ -42,24 +46,38 @@ def run_all(start: str | None = None, end: str | None = None, verbose: bool = Fa
     partitioned = [a for a in assets if a.partitions_def is not None]
     keys = partitioned[0].partitions_def.get_partition_keys() if partitioned else []
     first, last = start or keys[0], end or keys[-1]
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    days = len([k for k in keys if first <= k <= last])
-    job = Definitions(assets=assets, resources=defs.resources, jobs=[define_asset_job(RUN_JOB)]).resolve_job_def(
-        RUN_JOB
-    )
-    run_config = {}
-    if not verbose:  # a logger runs only when the run config names it
-        job = job.with_logger_defs({"progress": progress_logger(step_labels(assets, (first, last, days)))})
-        run_config = {"loggers": {"progress": {}}}
+    score_first = first if all_scores else last
+    scores = [a for a in assets if any(k.to_user_string().endswith(SCORES_SUFFIX) for k in a.keys)]
+    main_assets = [a for a in assets if a not in scores]
+
+    def window(a: str, b: str) -> tuple[str, str, int]:
+        return a, b, len([k for k in keys if a <= k <= b])
+
+    labels = {**step_labels(main_assets, window(first, last)), **step_labels(scores, window(score_first, last))}
+    handler = ProgressHandler(labels)
     began = time.monotonic()
+    failures, reports, run_ids, ok = {}, [], [], True
     with nullcontext() if verbose else quiet_libraries():
-        result = job.execute_in_process(run_config, instance=instance, tags=tags, raise_on_error=False)
-    failures = step_failures(result)
-    reports = [
-        str(m.metadata["report"].value)
-        for e in result.get_asset_materialization_events()
-        if "report" in (m := e.step_materialization_data.materialization).metadata
-    ]
+        result = _execute(defs, main_assets, instance, (first, last), verbose, handler)
+        failures.update(step_failures(result))
+        reports = [
+            str(m.metadata["report"].value)
+            for e in result.get_asset_materialization_events()
+            if "report" in (m := e.step_materialization_data.materialization).metadata
+        ]
+        run_ids.append(result.run_id)
+        ok = result.success
+        # a task's scores need its model from this run; the others are skipped, as a failed upstream step
+        trained = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        ready = [a for a in scores if all(_model_of(k.to_user_string()) in trained for k in a.keys)]
+        for a in scores:
+            if a not in ready and not verbose:
+                handler.line(a.node_def.name, "skipped: an upstream step failed")
+        if ready:
+            result = _execute(defs, ready, instance, (score_first, last), verbose, handler)
+            failures.update(step_failures(result))
+            run_ids.append(result.run_id)
+            ok = ok and result.success
     tasks_file = tasks_path_for(dataset_path())
     headline = {t.name: t.metrics[0] for t in load_modeling_config(tasks_file).tasks} if tasks_file.exists() else {}
     for line in results_summary(reports, headline):
@@ -68,9 +86,32 @@ def run_all(start: str | None = None, end: str | None = None, verbose: bool = Fa
         print(f"FAILED {step}: {message}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} asset(s) failed; what depends on them was skipped, the rest ran", file=sys.stderr)
-    print(f"{'finished' if result.success else 'finished with failures'} in {time.monotonic() - began:.0f}s; "
-          f"Dagster run {result.run_id} in {instance.root_directory}")
-    return result.success
+    print(f"{'finished' if ok else 'finished with failures'} in {time.monotonic() - began:.0f}s; "
+          f"Dagster run{'s' if len(run_ids) > 1 else ''} {', '.join(run_ids)} in {instance.root_directory}")
+    return ok
+
+
+SCORES_SUFFIX = "_scores"
+
+
+def _model_of(scores_key: str) -> str:
+    return scores_key[: -len(SCORES_SUFFIX)] + "_model"
+
+
+def _execute(defs, assets, instance, window: tuple[str, str], verbose: bool, handler):
+    """One in-process run of `assets` (the others as sources) over the partition range `window`."""
+    from dagster import AssetSelection
+
+    selection = AssetSelection.assets(*[k for a in assets for k in a.keys])
+    job = Definitions(
+        assets=list(defs.assets), resources=defs.resources, jobs=[define_asset_job(RUN_JOB, selection=selection)]
+    ).resolve_job_def(RUN_JOB)
+    run_config = {}
+    if not verbose:  # a logger runs only when the run config names it
+        job = job.with_logger_defs({"progress": progress_logger(handler)})
+        run_config = {"loggers": {"progress": {}}}
+    tags = {"dagster/asset_partition_range_start": window[0], "dagster/asset_partition_range_end": window[1]}
+    return job.execute_in_process(run_config, instance=instance, tags=tags, raise_on_error=False)
 
 
 def step_failures(result) -> dict[str, str]:
@@ -204,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--start", help="first partition (YYYY-MM-DD); default the dataset's first day")
     run.add_argument("--end", help="last partition (YYYY-MM-DD); default the dataset's last day")
     run.add_argument("--verbose", action="store_true", help="Dagster's full event log instead of progress lines")
+    run.add_argument(
+        "--all-scores",
+        action="store_true",
+        help="score every day of the range (default: the daily scores of its last day only)",
+    )
     sub.add_parser(
         "validate", help="check the dataset YAML and tasks.yaml (BM_DATASET) against the data, in seconds"
     )
@@ -257,7 +303,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return validate_cli()
     if args.command == "run":
-        return 0 if run_all(args.start, args.end, args.verbose) else 1
+        return 0 if run_all(args.start, args.end, args.verbose, args.all_scores) else 1
     if args.command == "init":
         return init_cli(args.events, args.clients, args.items, args.out, args.name, args.force)
     if args.command == "explain":

@@ -33,7 +33,7 @@ def step_labels(assets: Sequence[AssetsDefinition], window: tuple[str, str, int]
     return labels
 
 
-class _ProgressHandler(logging.Handler):
+class ProgressHandler(logging.Handler):
     """Turns step events into `[n/N] label  elapsed` lines; the user's warnings pass through as
     one line each; everything else (Dagster's DEBUG events) stays in the instance only."""
 
@@ -52,7 +52,7 @@ class _ProgressHandler(logging.Handler):
         if event is None:
             # Dagster reports a step left out after an upstream failure as a plain warning.
             if message.startswith(f"Dependencies for step {step} failed"):
-                self._line(step, "skipped: an upstream step failed")
+                self.line(step, "skipped: an upstream step failed")
             elif record.levelno >= logging.WARNING:
                 print(f"  {step}: {message}", flush=True)
             return
@@ -60,21 +60,22 @@ class _ProgressHandler(logging.Handler):
             self.started[step] = time.monotonic()
         elif event.event_type in _FINISHED:
             elapsed = time.monotonic() - self.started.get(step, time.monotonic())
-            self._line(step, f"{elapsed:.1f}s{_FINISHED[event.event_type]}")
+            self.line(step, f"{elapsed:.1f}s{_FINISHED[event.event_type]}")
 
-    def _line(self, step: str, status: str) -> None:
+    def line(self, step: str, status: str) -> None:
         self.done += 1
         width = len(str(len(self.labels)))
         print(f"[{self.done:>{width}}/{len(self.labels)}] {self.labels.get(step, step)}  {status}", flush=True)
 
 
-def progress_logger(labels: dict[str, str]) -> LoggerDefinition:
-    """A Dagster logger that prints progress lines; it takes the place of the console logger."""
+def progress_logger(handler: ProgressHandler) -> LoggerDefinition:
+    """A Dagster logger that prints progress lines through `handler` (one handler can serve
+    several runs, so the count continues); it takes the place of the console logger."""
 
     @logger(description="one line per finished step (bm-assets run without --verbose)")
     def progress(_init_context) -> logging.Logger:
         log = logging.Logger("bm_assets.progress", level=logging.DEBUG)
-        log.addHandler(_ProgressHandler(labels))
+        log.addHandler(handler)
         return log
 
     return progress

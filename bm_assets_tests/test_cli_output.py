@@ -5,13 +5,15 @@ import re
 import shutil
 from pathlib import Path
 
+import duckdb
+
 from bm_assets.cli import main
 from bm_assets.console import results_summary
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "purchases_example"
 
 
-def test_run_prints_progress_and_results_in_few_lines(tmp_path, monkeypatch, capsys):
+def test_run_prints_progress_and_results_in_few_lines(tmp_path, bm_home, monkeypatch, capsys):
     shutil.copytree(EXAMPLE, tmp_path / "data")
     monkeypatch.setenv("BM_DATASET", str(tmp_path / "data" / "dataset.yaml"))
     assert main(["run"]) == 0
@@ -26,6 +28,12 @@ def test_run_prints_progress_and_results_in_few_lines(tmp_path, monkeypatch, cap
     assert "results (test window; * the pick on validation; reports in" in captured.out
     assert re.search(r"churn +test_auroc: finetuned [\d.]+ \| scratch", captured.out)
     assert re.search(r"spend +test_\w+: finetuned", captured.out)
+    # the daily scores of the last day only (every day of the range with --all-scores)
+    con = duckdb.connect(str(bm_home / "bm_assets.duckdb"), read_only=True)
+    last_event = con.execute("SELECT max(event_date) FROM events_denormalized").fetchall()[0][0]
+    scored = con.execute("SELECT DISTINCT score_date FROM churn_scores").fetchall()
+    assert len(scored) == 1 and scored[0][0] >= last_event, scored
+    con.close()
 
 
 def test_summary_shows_the_tasks_first_metric(tmp_path):
