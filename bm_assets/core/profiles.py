@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -146,6 +147,38 @@ def _state_from_weights(codes, rows, weights, values, n_rows, layout) -> np.ndar
     return np.concatenate([*parts, dense], axis=1) if parts else dense
 
 
+@numba.njit(cache=True, nogil=True)
+def _scatter_events(state, last_day, order, rows, days, codes, values, rates, ref_day, depth, width, n_columns):
+    """The profile update as one fused loop, events in `order` (client order, so a client's
+    entries land together in cache): per event and half-life k, add its weight
+    2 ** ((day - ref_day) / h_k) to one bucket per depth level and column (codes -1 skipped), to the
+    decayed count and value, and 1 and the value to the totals; keep each row's last day."""
+    n_h = rates.shape[0]
+    block = depth * width
+    sketch_dim = n_columns * block
+    dense = n_h * sketch_dim
+    weight = np.empty(n_h, dtype=np.float32)
+    for e in order:
+        row, day = rows[e], days[e]
+        value = values[e]
+        for k in range(n_h):
+            weight[k] = np.float32(np.exp(-rates[k] * (day - ref_day)))
+        for c in range(n_columns):
+            for level in range(depth):
+                code = codes[e, c * depth + level]
+                if code >= 0:
+                    pos = c * block + level * width + code
+                    for k in range(n_h):
+                        state[row, k * sketch_dim + pos] += weight[k]
+        for k in range(n_h):
+            state[row, dense + k] += weight[k]
+            state[row, dense + n_h + k] += value * weight[k]
+        state[row, dense + 2 * n_h] += np.float32(1.0)
+        state[row, dense + 2 * n_h + 1] += value
+        if day > last_day[row]:
+            last_day[row] = day
+
+
 class ProfileState:
     """The decayed sums of many clients, updated one day at a time in place.
 
@@ -164,14 +197,6 @@ class ProfileState:
         self.ref_day = int(ref_day)
         self._rates = np.array([_LN_HALF / h for h in layout.half_lives_days])
         self._runs = layout.decay_runs()
-        n_h, n_c, block = len(layout.half_lives_days), len(layout.columns), layout.depth * layout.width
-        levels = np.arange(layout.depth, dtype=np.int64) * layout.width
-        dense = n_h * layout.sketch_dim  # then counts[n_h], values[n_h], n_events, value_total
-        # Every event adds to the same entries of its row (plus its bucket codes): sketch levels
-        # of each half-life and column, then the dense features. Offsets [entries_per_event]:
-        sketch_offsets = [(k * n_c + i) * block + levels for k in range(n_h) for i in range(n_c)]
-        self._offsets = np.concatenate([*sketch_offsets, dense + np.arange(2 * n_h + 2)])
-        self._n_sketch_entries = n_h * n_c * layout.depth
 
     def set_rows(self, rows: np.ndarray, states: np.ndarray, last_days: np.ndarray) -> None:
         """Load true states (each as of its `last_days`, all <= ref_day) into `rows`."""
@@ -190,8 +215,6 @@ class ProfileState:
                 self.state[:, a:b] *= np.float32(np.exp(rate * (day - self.ref_day)))
         self.ref_day = day
 
-    _CHUNK = 1 << 14  # events per scatter; the buffers are allocated once per call and reused
-
     def add_day(self, day: int, rows: np.ndarray, codes: dict[str, np.ndarray], values: np.ndarray) -> None:
         """Add one day's events: `rows` int64[n_events] (client row of each event), `codes` per
         sketch column int32[n_events, depth] (-1 = unknown, skipped), `values` float[n_events]
@@ -203,9 +226,9 @@ class ProfileState:
     ) -> None:
         """Add events of any days (int64[n_events], each at or after the last day already added
         to its row), in one pass: each event weighs 2 ** ((day - ref_day) / h) at half-life h.
-        The scatter runs in client order (a stable sort of the rows), so each client's entries
-        land together in memory, in chunks through reused buffers: the cost follows the events,
-        not cache misses over every client's state or fresh pages for temporaries."""
+        One compiled loop (no per-entry temporaries) in client order (a stable sort of the rows),
+        so each client's entries land together in cache: the cost follows the events, not cache
+        misses over every client's state."""
         if len(rows) == 0:
             return
         rows = np.asarray(rows, dtype=np.int64)
@@ -221,44 +244,24 @@ class ProfileState:
         # a stable sort by client; small row numbers take numpy's linear-time radix sort
         order = np.argsort(rows.astype(np.uint16) if len(self.state) <= 1 << 16 else rows, kind="stable")
         values = np.nan_to_num(np.asarray(values, dtype=np.float32))
-        columns = [np.asarray(codes[c]) for c in self.layout.columns]
-        size = min(self._CHUNK, len(order))
-        n_codes = len(columns) * self.layout.depth
-        index_type = np.int32 if self.state.size < 1 << 31 else np.int64  # half the index traffic
-        buffers = (
-            np.empty((size, len(self._offsets)), dtype=index_type),
-            np.empty((size, len(self._offsets)), dtype=np.float32),
-            np.empty((size, n_codes), dtype=np.int32),
+        if self.layout.columns:
+            code = np.concatenate([np.asarray(codes[c], dtype=np.int32) for c in self.layout.columns], axis=1)
+        else:
+            code = np.zeros((len(rows), 0), dtype=np.int32)
+        _scatter_events(
+            self.state,
+            self.last_day,
+            order,
+            rows,
+            days,
+            np.ascontiguousarray(code),
+            values,
+            self._rates.astype(np.float64),
+            self.ref_day,
+            self.layout.depth,
+            self.layout.width,
+            len(self.layout.columns),
         )
-        flat_state = self.state.reshape(-1)
-        for start in range(0, len(order), size):
-            sel = order[start : start + size]
-            code = buffers[2][: len(sel)]
-            for j, col in enumerate(columns):
-                np.take(col, sel, axis=0, out=code[:, j * self.layout.depth : (j + 1) * self.layout.depth])
-            self._scatter(flat_state, days[sel], rows[sel], code, values[sel], buffers)
-        np.maximum.at(self.last_day, rows, days)
-
-    def _scatter(self, flat_state, days, rows, code, values, buffers) -> None:
-        n, ns = len(rows), self._n_sketch_entries
-        weight = np.exp(-self._rates[None, :] * (days - self.ref_day)[:, None]).astype(np.float32)  # [n, H]
-        n_h = weight.shape[1]
-        entries, w = buffers[0][:n], buffers[1][:n]
-        np.add((rows * self.layout.state_dim)[:, None], self._offsets[None, :], out=entries, casting="unsafe")
-        sketch_entries = entries[:, :ns].reshape(n, n_h, -1)
-        sketch_w = w[:, :ns].reshape(n, n_h, -1)
-        known = code >= 0
-        if known.all():
-            sketch_entries += code[:, None, :]
-            sketch_w[...] = weight[:, :, None]
-        else:  # unknown codes add 0 to the level's bucket 0
-            sketch_entries += np.where(known, code, 0)[:, None, :]
-            sketch_w[...] = known[:, None, :] * weight[:, :, None]
-        w[:, ns : ns + n_h] = weight
-        w[:, ns + n_h : ns + 2 * n_h] = values[:, None] * weight
-        w[:, ns + 2 * n_h] = 1.0
-        w[:, ns + 2 * n_h + 1] = values
-        np.add.at(flat_state, entries.reshape(-1), w.reshape(-1))
 
     def snapshot(self, rows: np.ndarray, day: int) -> np.ndarray:
         """float32[len(rows), state_dim]: true states of `rows` at the end of `day`."""
