@@ -333,15 +333,22 @@ class ClientShard:
     """The clients whose id hashes to `index` modulo `count`. The profile stages hold one shard's
     states at a time, so memory follows a shard, not all clients. The hash is the engine's own
     (DuckDB's hash, BigQuery's FARM_FINGERPRINT): stable for the life of a run, which is all a shard
-    needs (nothing stored depends on the assignment)."""
+    needs (nothing stored depends on the assignment). `column`: a column that already holds the
+    shard number (a table staged by shard), read instead of hashing again."""
 
     index: int = 0
     count: int = 1
+    column: str | None = None
+
+    def number_sql(self, column: str = "client_id") -> str:
+        return f"abs(hash(CAST({ident(column)} AS VARCHAR)) % {int(self.count)})"
 
     def predicate(self, column: str = "client_id") -> str:
         if self.count == 1:
             return "TRUE"
-        return f"abs(hash(CAST({ident(column)} AS VARCHAR)) % {int(self.count)}) = {int(self.index)}"
+        if self.column is not None:
+            return f"{ident(self.column)} = {int(self.index)}"
+        return f"{self.number_sql(column)} = {int(self.index)}"
 
 
 ALL_CLIENTS = ClientShard()
@@ -498,15 +505,17 @@ def _read_events(
     through: dt.date,
     events_table: str,
     shard: ClientShard = ALL_CLIENTS,
+    source: str | None = None,
 ) -> _EventLog:
     """The events of `shard`'s clients on days (after, through], in one query, encoded for the
-    profile kernel: each distinct client and entity is looked up once."""
+    profile kernel: each distinct client and entity is looked up once. `source`: a table
+    reference to read instead of `events_table` (the events staged by shard)."""
     cols = "".join(f", CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in coders)
     lower = f"event_date > DATE '{after}' AND " if after is not None else ""
     ev = wh.fetch_arrow(
         f"SELECT client_id, date_diff('day', DATE '1970-01-01', event_date) AS day, value{cols} "
-        f"FROM {wh.table(events_table)} WHERE {lower}event_date <= DATE '{through}' AND {shard.predicate()} "
-        "ORDER BY event_date"
+        f"FROM {source or wh.table(events_table)} WHERE {lower}event_date <= DATE '{through}' "
+        f"AND {shard.predicate()} ORDER BY event_date"
     )
     clients, client_ids = _factorize(ev.column("client_id"))
     codes = {}
@@ -714,8 +723,20 @@ def build_profiles_window(
     count = shards_for(n_clients, n_window_events, layout, memory_mb)
     t, days_t = wh.table(BEHAVIORAL_PROFILES), wh.table(PROFILE_DAYS_TABLE)
     staging = f"{BEHAVIORAL_PROFILES}_staging"
+    by_shard = ident("profile_events_by_shard")  # a session (TEMP) table: unqualified
     if count > 1:
-        wh.execute([f"DROP TABLE IF EXISTS {wh.table(staging)}"])
+        # the window's events once, clustered by shard: each shard then reads its own rows, not a
+        # scan of every event per shard (which would grow with events x shards)
+        lower = f"event_date > DATE '{base}' AND " if base is not None else ""
+        cols = "".join(f", {ident(c)}" for c in coders)
+        wh.execute(
+            [
+                f"DROP TABLE IF EXISTS {wh.table(staging)}",
+                f"CREATE OR REPLACE TEMP TABLE {by_shard} AS SELECT client_id, event_date, value{cols}, "
+                f"{ClientShard(0, count).number_sql()} AS client_shard FROM {wh.table(events_table)} "
+                f"WHERE {lower}event_date <= DATE '{through}' ORDER BY client_shard, event_date",
+            ]
+        )
     first_day = day_number(start) if forward else day_number(data_start)
     per_day = np.zeros((day_number(through) - first_day + 1, 2), dtype=np.int64)  # clients, events
     rows_written = seen = 0
@@ -730,7 +751,12 @@ def build_profiles_window(
             ids, last, state = stored_states(wh, layout.state_dim, f"{shard.predicate()} AND {window_clients}")
         else:
             ids, last, state = _no_states(layout.state_dim)
-        log = _read_events(wh, coders, base, through, events_table, shard)
+        if count > 1:
+            log = _read_events(
+                wh, coders, base, through, events_table, ClientShard(index, count, "client_shard"), by_shard
+            )
+        else:
+            log = _read_events(wh, coders, base, through, events_table)
         replay = _Replay(layout, ids, last, state, log, first_day)
         del ids, last, state
         replay.advance(day_number(through))
@@ -769,7 +795,7 @@ def build_profiles_window(
                 keep_newest,
             ]
         )
-        wh.execute([f"DROP TABLE IF EXISTS {wh.table(staging)}"])
+        wh.execute([f"DROP TABLE IF EXISTS {wh.table(staging)}", f"DROP TABLE IF EXISTS {by_shard}"])
     n_events = int(per_day[day_number(start) - first_day :, 1].sum())
     clients = seen if not forward else int(wh.fetch_df(f"SELECT count(*) AS n FROM {t}")["n"].iloc[0])
     return ProfileBuild(start, end, (end - start).days, n_events, rows_written, clients, layout.state_dim, count)
