@@ -23,7 +23,7 @@ from bm_assets.assets.ingest import build_ingest_assets
 from bm_assets.assets.representations import build_representation_assets
 from bm_assets.config import load_dataset_config
 from bm_assets.core.embeddings import EMBEDDINGS_DIR, load_embeddings
-from bm_assets.core.profiles import load_profiles
+from bm_assets.core.profiles import export_profiles, load_profiles
 from bm_assets.core.sketches import coders_fingerprint, load_sketch_coders
 from bm_assets.core.warehouse import Warehouse
 from bm_assets.partitions import daily_partitions
@@ -141,6 +141,14 @@ def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource, monkeyp
             np.testing.assert_allclose(bq_profiles, duck_profiles, rtol=1e-6, atol=1e-6)
             n_clients.append(len(duck_ids))
         assert n_clients[0] > 10 and n_clients[-1] > n_clients[0] and duck_profiles[:, -1].min() >= 14
+        # the export streams the stored rows in batches (BigQuery: page by page): the same profiles
+        exported = []
+        for wh, name in ((d, "duck"), (b, "bq")):
+            ids_path, emb_path = export_profiles(wh, DAYS[-1], tmp_path / f"export_{name}")
+            ids, emb = np.load(ids_path), np.load(emb_path)
+            exported.append((ids[np.argsort(ids)], emb[np.argsort(ids)]))
+        np.testing.assert_array_equal(exported[0][0], exported[1][0])
+        np.testing.assert_allclose(exported[1][1], exported[0][1], rtol=1e-6, atol=1e-6)
         leftovers = [
             t.table_id for t in b.client.list_tables(b.dataset)
             if t.table_id.startswith("_bm_scratch") or t.table_id.endswith("_staging")

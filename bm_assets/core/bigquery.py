@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import duckdb
 import pandas as pd
@@ -246,6 +246,13 @@ class BigQueryWarehouse(Warehouse):
 
     def fetch_arrow(self, sql: str) -> pa.Table:
         return self._run(self._bq(sql)).to_arrow(create_bqstorage_client=False)
+
+    def iter_arrow(self, sql: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Page by page through the REST API (the rows are never all in memory)."""
+        rows = self.client.query(self._bq(sql), job_config=self._job_config, location=self.location).result(
+            page_size=batch_rows
+        )
+        yield from rows.to_arrow_iterable(bqstorage_client=None)
 
     def table_exists(self, name: str) -> bool:
         try:

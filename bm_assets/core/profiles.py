@@ -852,6 +852,23 @@ def profile_half_lives(wh: Warehouse) -> list[float]:
     return [float(b.split("/h", 1)[1]) for b in blocks if b.startswith("event_count/h")]
 
 
+def _export_chunks(wh, coders, layout, as_of, replayed, n_clients, n_events, memory_mb, events_table):
+    """(client_ids, profiles) parts of the profiles at the end of `as_of`, see export_profiles."""
+    if not replayed:  # the stored rows (one per client) decayed batch by batch: one pass, no shards
+        sql = (
+            f"SELECT client_id, date_diff('day', DATE '1970-01-01', profile_date) AS day, dims, vals "
+            f"FROM {wh.table(BEHAVIORAL_PROFILES)}"
+        )
+        for batch in wh.iter_arrow(sql):
+            rows_t = pa.Table.from_batches([batch])
+            yield _ids_and_days(rows_t)[0], _stored_profiles(rows_t, layout, day_number(as_of))
+        return
+    count = shards_for(n_clients, n_events, layout, memory_mb)
+    for index in range(count):
+        for _, ids, profiles in iter_profiles(wh, coders, [as_of], events_table, ClientShard(index, count)):
+            yield ids, profiles
+
+
 def export_profiles(
     wh: Warehouse,
     as_of: dt.date,
@@ -864,9 +881,10 @@ def export_profiles(
 ) -> tuple[Path, Path]:
     """Write `client_ids.npy` (str[n]) and `embeddings.npy` (float16/float32[n, d]) of the
     profiles at the end of `as_of` (d = profile_dim), or of `transform(profiles)` (e.g. the
-    foundation model's client embedding). Streamed one client shard at a time (sized by
-    `memory_mb`) into a memory-mapped file, so memory follows a shard, not all clients; rows are
-    in shard order, client id order within a shard (one shard: sorted ids)."""
+    foundation model's client embedding), streamed so memory follows a part, not all clients: at
+    or after the last built day the stored rows are read in batches, in the table's order; an
+    earlier day is replayed one client shard at a time (sized by `memory_mb`), rows in shard
+    order, client id order within a shard (one shard: sorted ids)."""
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, found {dtype!r}")
     if coders is None:
@@ -879,17 +897,20 @@ def export_profiles(
     if n_clients == 0:
         raise LookupError(f"no profiles at or before {as_of} in {BEHAVIORAL_PROFILES}")
     replayed = built is None or as_of < built  # else the stored rows are read, no events
-    count = shards_for(n_clients, n_events if replayed else 0, layout, memory_mb)
+    if not replayed and as_of > built and _has_events(wh, events_table, built, as_of):
+        raise StaleProfilesError(
+            f"profiles are built through {built}, but {as_of} was asked for and {events_table} has events in "
+            "between; materialize behavioral_profiles up to that day first"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     emb_path, ids_path = out / "embeddings.npy", out / "client_ids.npy"
     written, id_parts = 0, []
     # plain writes after an .npy header (not a memory map: mapped pages would count as resident)
     with open(emb_path, "wb") as fh:
-        for index in range(count):
-            for _, ids, profiles in iter_profiles(wh, coders, [as_of], events_table, ClientShard(index, count)):
-                if len(ids) == 0:
-                    continue
+        parts = _export_chunks(wh, coders, layout, as_of, replayed, n_clients, n_events, memory_mb, events_table)
+        for ids, profiles in parts:
+            if len(ids):
                 if transform is not None:
                     profiles = transform(profiles)
                 if written == 0:

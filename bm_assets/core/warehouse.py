@@ -8,7 +8,7 @@ import datetime as dt
 import glob as globlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -39,6 +39,11 @@ class Warehouse(ABC):
     @abstractmethod
     def fetch_arrow(self, sql: str) -> pa.Table:
         """Rows as Arrow: for bulk reads, where per-row Python objects would dominate."""
+
+    def iter_arrow(self, sql: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Rows as a stream of Arrow record batches of about `batch_rows` rows: memory follows a
+        batch, not the result."""
+        yield from self.fetch_arrow(sql).to_batches(batch_rows)
 
     @abstractmethod
     def table_exists(self, name: str) -> bool: ...
@@ -134,6 +139,9 @@ class DuckDBWarehouse(Warehouse):
 
     def fetch_arrow(self, sql: str) -> pa.Table:
         return self.con.sql(sql).to_arrow_table()  # a relation: no extra copy of the rows
+
+    def iter_arrow(self, sql: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        yield from self.con.sql(sql).to_arrow_reader(batch_rows)
 
     def table_exists(self, name: str) -> bool:
         rows = self.con.execute(
