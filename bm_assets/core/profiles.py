@@ -479,8 +479,8 @@ def sparse_rows(ids: np.ndarray, last_day: np.ndarray, state: np.ndarray) -> pd.
 
 @dataclass
 class _EventLog:
-    """Encoded events sorted by day: client (index into client_ids), day numbers, codes per
-    column, values."""
+    """Encoded events in client order, then day: client (index into client_ids), day numbers,
+    codes per column, values."""
 
     clients: np.ndarray
     client_ids: np.ndarray
@@ -508,14 +508,15 @@ def _read_events(
     source: str | None = None,
 ) -> _EventLog:
     """The events of `shard`'s clients on days (after, through], in one query, encoded for the
-    profile kernel: each distinct client and entity is looked up once. `source`: a table
+    profile kernel (in client order, then day: the kernel then walks both the events and the
+    states in memory order); each distinct client and entity is looked up once. `source`: a table
     reference to read instead of `events_table` (the events staged by shard)."""
     cols = "".join(f", CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in coders)
     lower = f"event_date > DATE '{after}' AND " if after is not None else ""
     ev = wh.fetch_arrow(
         f"SELECT client_id, date_diff('day', DATE '1970-01-01', event_date) AS day, value{cols} "
         f"FROM {source or wh.table(events_table)} WHERE {lower}event_date <= DATE '{through}' "
-        f"AND {shard.predicate()} ORDER BY event_date"
+        f"AND {shard.predicate()} ORDER BY client_id, event_date, event_id"  # a total order: sums repeat exactly
     )
     clients, client_ids = _factorize(ev.column("client_id"))
     codes = {}
@@ -536,7 +537,7 @@ def _read_events(
 
 class _Replay:
     """ProfileState over a client vocabulary, started from stored states and advanced through
-    an event log (sorted by day) up to each date asked."""
+    an event log up to each date asked."""
 
     def __init__(self, layout: ProfileLayout, ids, last, state, log: _EventLog, first_day: int):
         self.vocab = np.unique(np.concatenate([ids, log.client_ids]))
@@ -545,16 +546,20 @@ class _Replay:
             self.state.set_rows(np.searchsorted(self.vocab, ids), state, last)
         self.log = log
         self.rows = np.searchsorted(self.vocab, log.client_ids)[log.clients] if len(log.clients) else log.clients
-        self.added = 0  # events of the log added so far (the log is sorted by day)
+        self.added_through: int | None = None  # the last day of the log added so far
 
     def advance(self, through: int) -> None:
-        """Add every event of the log up to and including day `through`, in one pass."""
-        stop = int(np.searchsorted(self.log.days, through, side="right"))
-        if stop > self.added:
-            sl = slice(self.added, stop)
-            codes = {c: v[sl] for c, v in self.log.codes.items()}
-            self.state.add_events(self.log.days[sl], self.rows[sl], codes, self.log.values[sl])
-            self.added = stop
+        """Add every event of the log after the days already added, up to and including day
+        `through`, in one pass."""
+        days = self.log.days
+        if self.added_through is None and (len(days) == 0 or days.max() <= through):
+            sel = slice(None)  # the whole log: no copies
+        else:
+            lower = days > self.added_through if self.added_through is not None else True
+            sel = np.flatnonzero(lower & (days <= through))
+        codes = {c: v[sel] for c, v in self.log.codes.items()}
+        self.state.add_events(days[sel], self.rows[sel], codes, self.log.values[sel])
+        self.added_through = through if self.added_through is None else max(self.added_through, through)
 
     def activity(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Over days [first, last] of the log: (bool[len(vocab)] clients with an event, distinct
@@ -631,7 +636,7 @@ def iter_profiles(
                 yield _date(target), *empty
         return
     log = _read_events(wh, coders, None, last_needed, events_table, shard)
-    first_day = int(log.days[0]) if len(log.days) else 0
+    first_day = int(log.days.min()) if len(log.days) else 0
     no_states = _no_states(layout.state_dim)
     replay = _Replay(layout, *no_states, log, first_day)
     for target in wanted:
@@ -732,7 +737,7 @@ def build_profiles_window(
         wh.execute(
             [
                 f"DROP TABLE IF EXISTS {wh.table(staging)}",
-                f"CREATE OR REPLACE TEMP TABLE {by_shard} AS SELECT client_id, event_date, value{cols}, "
+                f"CREATE OR REPLACE TEMP TABLE {by_shard} AS SELECT client_id, event_date, event_id, value{cols}, "
                 f"{ClientShard(0, count).number_sql()} AS client_shard FROM {wh.table(events_table)} "
                 f"WHERE {lower}event_date <= DATE '{through}' ORDER BY client_shard, event_date",
             ]
