@@ -73,7 +73,7 @@ def _naive(
 
 def _warm_up(layout: ProfileLayout, codes, rows, days, values) -> None:
     """One tiny update first, so the timings leave out loading the compiled kernel."""
-    state = ProfileState(layout, int(rows[:10].max()) + 1, ref_day=int(days[0]))
+    state = ProfileState(layout, int(rows[:10].max()) + 1, ref_day=int(days[:10].min()))
     state.add_events(days[:10], rows[:10], {c: v[:10] for c, v in codes.items()}, values[:10])
 
 
@@ -112,25 +112,33 @@ def cj_worker(naive_events: int) -> dict:
 
         # the kernel alone: codes, rows and days precomputed, as the store's replay has them
         cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in columns)
-        ev = wh.fetch_df(f"SELECT client_id, event_date, value, {cols} FROM events_denormalized ORDER BY event_date")
+        # in client order, then day, as the store's replay reads them (the daily pass re-sorts by day)
+        ev = wh.fetch_df(
+            f"SELECT client_id, event_date, value, {cols} FROM events_denormalized "
+            "ORDER BY client_id, event_date, event_id"
+        )
         codes = encode_events(coders, ev)
         _, rows = np.unique(ev["client_id"].astype(str).to_numpy(), return_inverse=True)
         days = ev["event_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
         values = ev["value"].to_numpy()
         n_rows = int(rows.max()) + 1
         _warm_up(layout, codes, rows, days, values)
-        state = ProfileState(layout, n_rows, ref_day=int(days[0]))
+        first = int(days.min())
+        state = ProfileState(layout, n_rows, ref_day=first)
         state.state.fill(0.0)  # first touch of the pages, apart from the timing
         t0, c0 = time.perf_counter(), time.thread_time()
         state.add_events(days, rows, codes, values)
         out["kernel_window_s"], out["kernel_window_cpu_s"] = time.perf_counter() - t0, time.thread_time() - c0
-        state = ProfileState(layout, n_rows, ref_day=int(days[0]))
+        state = ProfileState(layout, n_rows, ref_day=first)
         state.state.fill(0.0)
-        bounds = np.searchsorted(days, np.arange(days[0], days[-1] + 2))
+        by_day = np.argsort(days, kind="stable")
+        d_rows, d_days, d_values = rows[by_day], days[by_day], values[by_day]
+        d_codes = {c: v[by_day] for c, v in codes.items()}
+        bounds = np.searchsorted(d_days, np.arange(first, d_days[-1] + 2))
         t0, c0 = time.perf_counter(), time.thread_time()
         for i in range(len(bounds) - 1):
             sl = slice(bounds[i], bounds[i + 1])
-            state.add_day(int(days[0]) + i, rows[sl], {c: v[sl] for c, v in codes.items()}, values[sl])
+            state.add_day(first + i, d_rows[sl], {c: v[sl] for c, v in d_codes.items()}, d_values[sl])
         out["kernel_daily_s"], out["kernel_daily_cpu_s"] = time.perf_counter() - t0, time.thread_time() - c0
         out["kernel_events"], out["days"], out["clients"] = len(rows), len(bounds) - 1, n_rows
         out["naive_events"], out["naive_s"], out["naive_cpu_s"] = _naive(rows, days, codes, layout, naive_events)

@@ -148,24 +148,24 @@ def _state_from_weights(codes, rows, weights, values, n_rows, layout) -> np.ndar
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter_events(state, last_day, order, rows, days, codes, values, rates, ref_day, depth, width, n_columns):
+def _scatter_events(state, last_day, order, rows, days, codes, values, weights, first_day, depth, width, n_columns):
     """The profile update as one fused loop, events in `order` (client order, so a client's
-    entries land together in cache): per event and half-life k, add its weight
-    2 ** ((day - ref_day) / h_k) to one bucket per depth level and column (codes -1 skipped), to the
-    decayed count and value, and 1 and the value to the totals; keep each row's last day."""
-    n_h = rates.shape[0]
+    entries land together in cache), `codes` a tuple of int32[n_events, depth] per column: per
+    event and half-life k, add its weight `weights[day - first_day, k]` to one bucket per depth
+    level and column (codes -1 skipped), to the decayed count and value, and 1 and the value to
+    the totals; keep each row's last day."""
+    n_h = weights.shape[1]
     block = depth * width
     sketch_dim = n_columns * block
     dense = n_h * sketch_dim
-    weight = np.empty(n_h, dtype=np.float32)
     for e in order:
         row, day = rows[e], days[e]
         value = values[e]
-        for k in range(n_h):
-            weight[k] = np.float32(np.exp(-rates[k] * (day - ref_day)))
+        weight = weights[day - first_day]
         for c in range(n_columns):
+            column = codes[c]
             for level in range(depth):
-                code = codes[e, c * depth + level]
+                code = column[e, level]
                 if code >= 0:
                     pos = c * block + level * width + code
                     for k in range(n_h):
@@ -241,23 +241,28 @@ class ProfileState:
         latest, fastest = int(days.max()), float(-self._rates.min())  # -ln(0.5)/h_min
         if fastest * (latest - self.ref_day) / np.log(2) > self._MAX_DOUBLINGS:
             self._rebase(latest - int(self._MAX_DOUBLINGS * np.log(2) / fastest))
-        # a stable sort by client; small row numbers take numpy's linear-time radix sort
-        order = np.argsort(rows.astype(np.uint16) if len(self.state) <= 1 << 16 else rows, kind="stable")
+        if len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()):
+            order = np.arange(len(rows))  # already in client order (the store's replay reads it so)
+        else:  # a stable sort by client; small row numbers take numpy's linear-time radix sort
+            order = np.argsort(rows.astype(np.uint16) if len(self.state) <= 1 << 16 else rows, kind="stable")
         values = np.nan_to_num(np.asarray(values, dtype=np.float32))
-        if self.layout.columns:
-            code = np.concatenate([np.asarray(codes[c], dtype=np.int32) for c in self.layout.columns], axis=1)
-        else:
-            code = np.zeros((len(rows), 0), dtype=np.int32)
+        # one weight per day and half-life, 2 ** ((day - ref_day) / h), looked up per event
+        first = int(days.min())
+        span = np.arange(first, latest + 1, dtype=np.float64) - self.ref_day
+        weights = np.exp(-self._rates[None, :] * span[:, None]).astype(np.float32)
+        code = tuple(np.ascontiguousarray(codes[c], dtype=np.int32) for c in self.layout.columns)
+        if not code:
+            code = (np.zeros((len(rows), self.layout.depth), dtype=np.int32),)  # no column: nothing read
         _scatter_events(
             self.state,
             self.last_day,
             order,
             rows,
             days,
-            np.ascontiguousarray(code),
+            code,
             values,
-            self._rates.astype(np.float64),
-            self.ref_day,
+            weights,
+            first,
             self.layout.depth,
             self.layout.width,
             len(self.layout.columns),
