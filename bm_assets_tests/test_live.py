@@ -13,6 +13,8 @@ Slow: about 4 minutes on 2 busy cores (the bootstrap 1.5, dagster dev and four r
 from __future__ import annotations
 
 import collections
+import datetime as dt
+import importlib.util
 import os
 import shutil
 import time
@@ -25,13 +27,12 @@ from mlflow import MlflowClient
 
 from bm_assets.core.registry import champion
 from bm_assets.definitions import build_definitions
-from bm_assets.settings import BUNDLED_DATASET, REPO_ROOT
+from bm_assets.settings import REPO_ROOT
 from bm_assets_tests.conftest import TASKS
 from bm_assets_tests.test_ui import running_dagster_dev
 
 HISTORY_END = "2017-06-30"
 DAYS = ["2017-07-01", "2017-07-02", "2017-07-03"]
-SOURCES = {"transactions": "transaction_timestamp", "coupon_redemptions": "redemption_date"}
 DAILY = ["raw_events", "raw_events_quarantine", "events_denormalized", "behavioral_profiles", "churn_scores"]
 LOCATION = {"repositoryLocationName": "bm_assets.definitions", "repositoryName": "__repository__"}
 SENSORS = ["purchase_files", "coupon_redemption_files", "default_automation_condition_sensor"]
@@ -47,47 +48,30 @@ SENSOR_TICKS = """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s)
   ... on Sensor { sensorState { ticks(limit: 1) { timestamp status } } } } }"""
 
 
+def _live_sample():
+    """scripts/live_sample.py, the README walkthrough's helper, as a module."""
+    spec = importlib.util.spec_from_file_location("live_sample", REPO_ROOT / "scripts" / "live_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+live_sample = _live_sample()
+
+
 def live_copy(folder: Path) -> Path:
-    """The sample with data_end removed, its event files cut into a landing folder holding the days
-    up to HISTORY_END (the later days land in the test), small representations and the churn task
-    retrained every minute (the test turns the schedule off after its first tick)."""
-    shutil.copytree(BUNDLED_DATASET.parent, folder, ignore=shutil.ignore_patterns(*(f"{s}.parquet" for s in SOURCES)))
-    (folder / "landing").mkdir()
-    for source, column in SOURCES.items():
-        _cut(source, column, f"{column} < DATE '{DAYS[0]}'", folder / "landing" / f"{source}_history.parquet")
-    doc = yaml.safe_load(BUNDLED_DATASET.read_text())
-    del doc["data_end"]
-    doc["events"][0]["path"] = "landing/transactions_*.parquet"
-    doc["events"][1]["path"] = "landing/coupon_redemptions_*.parquet"
+    """The walkthrough's live copy (no data_end, a landing folder up to HISTORY_END), with small
+    representations, the churn task only, and the retrain schedule ticking every minute (the test
+    turns it off after its first tick)."""
+    dataset = live_sample.prepare(folder, dt.date.fromisoformat(HISTORY_END))
+    doc = yaml.safe_load(dataset.read_text())
     doc["sensor_interval_seconds"] = 5
-    doc["temporal"] = {"training_cutoff": "2017-05-01", "test_start": "2017-05-29", "test_end": "2017-07-01"}
+    assert doc["temporal"] == {"training_cutoff": "2017-05-01", "test_start": "2017-05-29", "test_end": "2017-07-01"}
     doc["representation"]["sketch"].update(depth=4, bits=4)
     doc["representation"]["cleora"]["dim"] = 16
-    (folder / "dataset.yaml").write_text(yaml.safe_dump(doc))
+    dataset.write_text(yaml.safe_dump(doc))
     (folder / "tasks.yaml").write_text(TASKS + "retrain: {cron_schedule: '* * * * *'}\n")
-    return folder / "dataset.yaml"
-
-
-def _cut(source: str, column: str, where: str, out: Path) -> int:
-    """Rows of the bundled `source` matching `where`, written to `out` (nothing when there are none)."""
-    path = BUNDLED_DATASET.parent / f"{source}.parquet"
-    con = duckdb.connect()
-    try:
-        n = con.execute(f"SELECT count(*) FROM read_parquet('{path}') WHERE {where}").fetchone()[0]
-        if n:
-            con.execute(f"COPY (SELECT * FROM read_parquet('{path}') WHERE {where}) TO '{out}' (FORMAT parquet)")
-    finally:
-        con.close()
-    return n
-
-
-def land(folder: Path, day: str) -> None:
-    """One day's files, written beside the folder's pattern and renamed into it, as a landing process
-    makes a file appear whole."""
-    for source, column in SOURCES.items():
-        aside = folder / "landing" / f".{source}_{day}.tmp"
-        if _cut(source, column, f"CAST({column} AS DATE) = DATE '{day}'", aside):
-            os.replace(aside, folder / "landing" / f"{source}_{day}.parquet")
+    return dataset
 
 
 def _wait(what: str, probe, timeout_s: float = 300, every_s: float = 2):
@@ -151,7 +135,7 @@ def test_live_dataset_runs_unattended_for_three_days(tmp_path, bm_home, monkeypa
             _wait(f"a first tick of {name}", lambda n=name: _ticks(gql, n), 120)
 
         for i, day in enumerate(DAYS):
-            land(folder, day)
+            assert live_sample.land(folder, dt.date.fromisoformat(day))
             if i == 1:  # the retrain schedule's first tick, during the second day
                 state = gql(START_SCHEDULE, {"s": {**LOCATION, "scheduleName": "retrain"}})["data"]["startSchedule"]
                 assert state["__typename"] == "ScheduleStateResult", state
