@@ -146,13 +146,16 @@ def file_arrival_sensor(
                     days[key] = max(days.get(key, 0.0), landed[path])
                 day += dt.timedelta(days=1)
         handled = handled_since(context.instance, job.name, days)
-        if handled:
-            context.log.info(f"{len(handled)} day(s) already loaded or launched since their files landed")
         # One key per day and arrival, so a changed file runs its days again and a repeated tick does not.
         arrival = hashlib.sha1(json.dumps({p: current[p] for p in changed}).encode()).hexdigest()[:12]
         requests = [
             RunRequest(run_key=f"{day}:{arrival}", partition_key=day) for day in sorted(days) if day not in handled
         ]
-        return SensorResult(run_requests=requests, cursor=json.dumps(current))
+        skip = None
+        if not requests and days:
+            skip = f"{len(changed)} new or changed file(s): their {len(days)} day(s) already loaded or launched"
+        elif not requests:
+            skip = f"{len(changed)} new or changed file(s): none of their days is a partition (yet)"
+        return SensorResult(run_requests=requests, cursor=json.dumps(current), skip_reason=skip)
 
     return files_sensor

@@ -72,19 +72,20 @@ def test_days_loaded_or_launched_since_the_file_landed_are_not_requested(tmp_pat
     job = defs.resolve_job_def("daily_refresh")
 
     with DagsterInstance.ephemeral() as instance:
-        cursor = None
+        cursor, skipped = None, None
 
         def tick() -> list[str]:
-            nonlocal cursor
+            nonlocal cursor, skipped
             context = build_sensor_context(instance=instance, cursor=cursor, repository_def=defs.get_repository_def())
             data = sensor.evaluate_tick(context)
-            cursor = data.cursor or cursor
+            cursor, skipped = data.cursor or cursor, data.skip_message
             return [r.partition_key for r in data.run_requests or []]
 
         # loaded before the sensor was turned on (bm-assets run): nothing to do
         instance.report_runless_asset_event(AssetMaterialization("raw_events", partition="1997-01-05"))
         instance.report_runless_asset_event(AssetMaterialization("raw_events", partition="1997-01-06"))
         assert tick() == []
+        assert skipped == "1 new or changed file(s): their 2 day(s) already loaded or launched"
         # a new file for the 6th and the 7th, whose 7th already has a queued run: only the 6th
         _write(landing / "b.csv", "19970106", "19970107")
         instance.create_run_for_job(job, tags={"dagster/partition": "1997-01-07"})
