@@ -1,6 +1,7 @@
-"""A BM_HOME copied or moved elsewhere uses its own MLflow artifacts: MLflow stores absolute
-artifact locations, and the resource rewrites them to the current home when it opens the store.
-The original folder is moved away (nothing left to read) or, for a copy, left unchanged."""
+"""The MLflow store. A BM_HOME copied or moved elsewhere uses its own MLflow artifacts: MLflow stores
+absolute artifact locations, and the resource rewrites them to the current home when it opens the
+store; the original folder is moved away (nothing left to read) or, for a copy, left unchanged. And
+a logged network carries a signature (its input and output shapes) into the registry."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from bm_assets.assets.foundation import foundation_name, load_champion_foundation, log_network
+from bm_assets.core.foundation import BehavioralNet
 from bm_assets.core.registry import register_and_promote
 from bm_assets.resources import MLflowResource
 
@@ -79,3 +81,20 @@ def test_a_moved_or_copied_home_reads_and_writes_its_own_artifacts(tmp_path, mon
         assert _files(original) == files  # not a file of the original was written or added
     else:
         assert not original.exists()
+
+
+def test_logged_networks_carry_their_signature():
+    task = BehavioralNet(n_in=6, hidden=4, layers=1, dropout=0.0, layout=[("item_id", 2, 4)], n_out=3)
+    foundation = BehavioralNet(n_in=6, hidden=4, layers=1, dropout=0.0, layout=[("item_id", 2, 4)])
+    resource = MLflowResource()
+    client = resource.client()
+    with resource.start_run("networks"):
+        infos = {name: log_network(net, name) for name, net in (("task", task), ("foundation", foundation))}
+        version = register_and_promote(client, "shop_task", infos["task"], "test", {}, "auroc", 0.7)
+    task_sig = mlflow.models.get_model_info(f"models:/shop_task/{version.version}").signature
+    assert task_sig.inputs.to_dict() == [
+        {"name": "profile", "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": (-1, 6)}}
+    ]
+    assert task_sig.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 3)
+    foundation_sig = mlflow.models.get_model_info(infos["foundation"].model_uri).signature
+    assert foundation_sig.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 6) and foundation_sig.outputs is None
