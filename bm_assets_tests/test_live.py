@@ -61,7 +61,7 @@ live_sample = _live_sample()
 
 def live_copy(folder: Path) -> Path:
     """The walkthrough's live copy (no data_end, a landing folder up to HISTORY_END), with small
-    representations, the churn task only, and the retrain schedule ticking every minute (the test
+    representations, the churn task only, and the retrain schedule ticking every other minute (the test
     turns it off after its first tick)."""
     dataset = live_sample.prepare(folder, dt.date.fromisoformat(HISTORY_END))
     doc = yaml.safe_load(dataset.read_text())
@@ -70,7 +70,7 @@ def live_copy(folder: Path) -> Path:
     doc["representation"]["sketch"].update(depth=4, bits=4)
     doc["representation"]["cleora"]["dim"] = 16
     dataset.write_text(yaml.safe_dump(doc))
-    (folder / "tasks.yaml").write_text(TASKS + "retrain: {cron_schedule: '* * * * *'}\n")
+    (folder / "tasks.yaml").write_text(TASKS + "retrain: {cron_schedule: '*/2 * * * *'}\n")
     return dataset
 
 
@@ -139,7 +139,7 @@ def test_live_dataset_runs_unattended_for_three_days(tmp_path, bm_home, monkeypa
             if i == 1:  # the retrain schedule's first tick, during the second day
                 state = gql(START_SCHEDULE, {"s": {**LOCATION, "scheduleName": "retrain"}})["data"]["startSchedule"]
                 assert state["__typename"] == "ScheduleStateResult", state
-                _wait("a retrain run", lambda: instance.get_runs(RunsFilter(job_name="retrain")), 150, 1)
+                _wait("a retrain run", lambda: instance.get_runs(RunsFilter(job_name="retrain")), 250, 1)
                 stopped = gql(STOP_SCHEDULE, {"id": state["scheduleState"]["id"]})["data"]["stopRunningSchedule"]
                 assert stopped["scheduleState"]["status"] == "STOPPED", stopped
                 _finished_run(instance, "retrain", timeout_s=400)
