@@ -141,6 +141,7 @@ def test_live_dataset_runs_unattended_for_three_days(tmp_path, bm_home, monkeypa
                 assert state["__typename"] == "ScheduleStateResult", state
                 _wait("a retrain run", lambda: instance.get_runs(RunsFilter(job_name="retrain")), 250, 1)
                 stopped = gql(STOP_SCHEDULE, {"id": state["scheduleState"]["id"]})["data"]["stopRunningSchedule"]
+                stopped_at = time.time()
                 assert stopped["scheduleState"]["status"] == "STOPPED", stopped
                 _finished_run(instance, "retrain", timeout_s=400)
             _finished_run(instance, "daily_refresh", {"dagster/partition": day})
@@ -151,7 +152,10 @@ def test_live_dataset_runs_unattended_for_three_days(tmp_path, bm_home, monkeypa
             _wait(f"a tick of {name} after the last run", lambda n=name: _ticks(gql, n, after=last_end), 120)
         runs = instance.get_runs()
         jobs = collections.Counter(r.job_name for r in runs)
-        assert jobs == {"__ephemeral_asset_job__": 1, "daily_refresh": 3, "retrain": 1}, jobs
+        retrains = [r.create_timestamp.timestamp() for r in instance.get_run_records(RunsFilter(job_name="retrain"))]
+        assert jobs == {"__ephemeral_asset_job__": 1, "daily_refresh": 3, "retrain": 1}, (
+            f"{jobs}; retrain runs created at {sorted(retrains)}, its schedule stopped at {stopped_at}"
+        )
         assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
         daily = sorted(r.tags["dagster/partition"] for r in runs if r.job_name == "daily_refresh")
         assert daily == DAYS
