@@ -456,6 +456,11 @@ class DatasetConfig(StrictModel):
         description="hour (in `timezone`) by which yesterday's partition of every daily asset, scores included, "
         "should exist; after it their freshness checks warn in the UI (the daily schedule runs at 02:00)",
     )
+    sensor_interval_seconds: int = Field(
+        default=60,
+        ge=5,
+        description="how often each event source's file-arrival sensor (`<source>_files`) lists its files",
+    )
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     baskets: Literal["timestamp", "day"] = Field(
         default="timestamp",

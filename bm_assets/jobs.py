@@ -21,6 +21,7 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from bm_assets.core.tasks import RetrainConfig
+from bm_assets.sensors import handled_since
 
 
 def build_jobs_and_schedules(partitions: DailyPartitionsDefinition, assets: list[AssetsDefinition]):
@@ -74,7 +75,8 @@ def daily_refresh_schedule(
 ) -> ScheduleDefinition:
     """At `hour_of_day` each day, the previous day's partition. Unlike Dagster's schedule built
     from a partitioned job (which falls back to the last partition), a day outside the dataset's
-    range is skipped with the reason: a closed dataset (data_end) does not re-run its last day."""
+    range is skipped with the reason: a closed dataset (data_end) does not re-run its last day. A day
+    already loaded or launched after it ended (by a file-arrival sensor) is skipped too."""
 
     @schedule(
         name="daily_refresh",
@@ -90,6 +92,11 @@ def daily_refresh_schedule(
         with partition_loading_context(now):  # the partitions as of the tick, not of the clock
             exists, last = partitions.has_partition_key(day), partitions.get_last_partition_key()
         if exists:
+            # A run of the day created after it ended read every file of the day (a sensor's, after a
+            # file landed past midnight, or a click); files landing later start their own runs.
+            ended = now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+            if handled_since(context.instance, job.name, {day: ended}):
+                return SkipReason(f"{day} was already loaded or launched after it ended (by a file-arrival sensor?)")
             return RunRequest(run_key=day, partition_key=day)
         if last is not None and day > last:
             return SkipReason(

@@ -6,9 +6,12 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from dagster import ConfigurableResource, MetadataValue
@@ -17,6 +20,7 @@ from pydantic import Field
 
 from bm_assets.config import DatasetConfig
 from bm_assets.core.bigquery import BigQueryWarehouse
+from bm_assets.core.sql import ident
 from bm_assets.core.tasks import load_dataset_for_tasks
 from bm_assets.core.warehouse import DuckDBWarehouse, Warehouse
 from bm_assets.run_launcher import process_alive
@@ -96,6 +100,49 @@ def _use_store(uri: str) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = before
 
 
+def follow_moved_home(db: Path, experiment: str) -> str | None:
+    """Make a local MLflow store follow its BM_HOME after the folder was copied or moved.
+
+    MLflow stores absolute artifact locations (the experiment's, each run's, each logged model's and
+    model version's), so a store in a moved home would keep reading and writing the original folder.
+    When the experiment's stored location is `<old home>/mlartifacts/<experiment>` and `<old home>` is
+    not the folder `db` is in, every stored value under `<old home>/` (as a path or a file URI) is
+    rewritten to the same place under the current home, in one transaction. Returns the old home, or
+    None when there was nothing to do (no store or experiment yet, or already at home)."""
+    if not db.exists():
+        return None
+    home = db.parent.resolve()
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        try:
+            row = con.execute("SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)).fetchone()
+        except sqlite3.OperationalError:  # an empty or foreign database: not ours to change
+            return None
+        suffix = f"/mlartifacts/{experiment}"
+        if row is None or not row[0] or not row[0].startswith("file:") or not row[0].endswith(suffix):
+            return None
+        old = Path(unquote(urlparse(row[0][: -len(suffix)]).path))
+        if old == home:
+            return None
+        moves = [(f"{old.as_uri()}/", f"{home.as_uri()}/"), (f"{old}/", f"{home}/")]
+        with con:  # one transaction: every location moves, or none
+            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                quoted = ident(table)  # SQLite quotes names as DuckDB does
+                for column in con.execute(f"PRAGMA table_info({quoted})").fetchall():
+                    name, kind = column[1], (column[2] or "").upper()
+                    if kind and not any(t in kind for t in ("CHAR", "TEXT", "CLOB")):
+                        continue
+                    col = ident(name)
+                    for before, after in moves:
+                        con.execute(
+                            f"UPDATE {quoted} SET {col} = ? || substr({col}, ?) WHERE substr({col}, 1, ?) = ?",
+                            (after, len(before) + 1, len(before), before),
+                        )
+        return str(old)
+    finally:
+        con.close()
+
+
 class MLflowResource(ConfigurableResource):
     """One finished MLflow run per materialization. Tracking URI: `tracking_uri` if set, else
     MLFLOW_TRACKING_URI, else a sqlite store under $BM_HOME with artifacts beside it (an
@@ -114,16 +161,23 @@ class MLflowResource(ConfigurableResource):
         default = f"sqlite:///{bm_home() / 'mlflow.db'}"
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default
 
+    def _open_store(self) -> str:
+        """The store's URI, made the process's tracking URI; the default store under $BM_HOME first
+        follows a copied or moved home (`follow_moved_home`)."""
+        uri = self.uri()
+        if not self.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+            follow_moved_home(bm_home() / "mlflow.db", self.experiment)
+        _use_store(uri)
+        return uri
+
     def client(self) -> mlflow.MlflowClient:
         """A client of this store (the registry included); also makes it the process's tracking URI,
         so `models:/` URIs resolve against it."""
-        _use_store(self.uri())
-        return mlflow.MlflowClient(self.uri())
+        return mlflow.MlflowClient(self._open_store())
 
     @contextmanager
     def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
-        uri = self.uri()
-        _use_store(uri)
+        uri = self._open_store()
         exp = mlflow.get_experiment_by_name(self.experiment)
         if exp is None:
             local = uri.startswith("sqlite:")

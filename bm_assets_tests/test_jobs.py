@@ -3,12 +3,20 @@ a live one (no data_end) requests yesterday's partition in its time zone."""
 
 import datetime as dt
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context, partition_loading_context
+from dagster import (
+    DagsterInstance,
+    RunRequest,
+    SkipReason,
+    build_schedule_context,
+    instance_for_test,
+    partition_loading_context,
+)
 
 from bm_assets.config import DatasetConfigError, load_dataset_config
 from bm_assets.definitions import build_definitions
@@ -32,10 +40,10 @@ def _dataset(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def _tick(dataset: Path, when: dt.datetime) -> RunRequest | SkipReason:
+def _tick(dataset: Path, when: dt.datetime, instance: DagsterInstance | None = None) -> RunRequest | SkipReason:
     defs = build_definitions(dataset)
     schedule = next(s for s in defs.schedules if s.name == "daily_refresh")
-    with DagsterInstance.ephemeral() as instance:
+    with nullcontext(instance) if instance else instance_for_test() as instance:
         context = build_schedule_context(
             instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
         )
@@ -70,3 +78,17 @@ def test_live_dataset_runs_up_to_yesterday_in_its_time_zone(tmp_path):
 def test_unknown_time_zone_is_refused(tmp_path):
     with pytest.raises(DatasetConfigError, match="unknown time zone 'Mars/Olympus'"):
         load_dataset_config(_dataset(tmp_path, timezone="Mars/Olympus"))
+
+
+def test_live_schedule_skips_a_day_a_sensor_already_ran_after_it_ended(tmp_path):
+    """Files of yesterday that land after midnight start its run by the file-arrival sensor; the
+    02:00 tick then has nothing to add (that run read every file of the day) and skips."""
+    dataset = _dataset(tmp_path, data_end=None)
+    tick = dt.datetime(2026, 3, 10, 2, tzinfo=dt.UTC)
+    with instance_for_test() as instance:  # a schedule's context needs an instance with a ref
+        job = build_definitions(dataset).resolve_job_def("daily_refresh")
+        instance.create_run_for_job(job, tags={"dagster/partition": "2026-03-08"})  # another day
+        assert isinstance(_tick(dataset, tick, instance), RunRequest)
+        instance.create_run_for_job(job, tags={"dagster/partition": "2026-03-09"})  # created after the 9th ended
+        skipped = _tick(dataset, tick, instance)
+    assert isinstance(skipped, SkipReason) and "2026-03-09 was already loaded or launched" in skipped.skip_message

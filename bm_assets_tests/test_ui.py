@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -71,10 +72,12 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
     assert not group_members(pgid), f"processes of dagster dev's group left: {group_members(pgid)}"
 
 
-@pytest.fixture
-def dagster_dev(bm_home):
-    """`dagster dev` on a free port in its own process group; stopped (and checked stopped) after
-    the test. Run monitoring polls every 2 s here instead of 30 s, to keep the test short."""
+@contextlib.contextmanager
+def running_dagster_dev(bm_home: Path) -> Iterator:
+    """`dagster dev` on a free port in its own process group, serving the environment's BM_DATASET;
+    yields a GraphQL client (`gql(query, variables)`, `gql.base_url`) once the UI answers, and stops
+    the whole group (checked stopped) on exit. Run monitoring polls every 2 s instead of 30 s, to keep
+    the tests short."""
     instance_cfg = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     instance_cfg["run_monitoring"]["poll_interval_seconds"] = 2
     (bm_home / "dagster" / "dagster.yaml").write_text(yaml.safe_dump(instance_cfg))
@@ -90,7 +93,7 @@ def dagster_dev(bm_home):
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=body,
                                      headers={"Content-Type": "application/json"})
-        return json.loads(urllib.request.urlopen(req, timeout=10).read())
+        return json.loads(urllib.request.urlopen(req, timeout=30).read())
 
     gql.base_url = f"http://127.0.0.1:{port}"  # the UI itself, for the browser tests
     try:
@@ -108,6 +111,12 @@ def dagster_dev(bm_home):
     finally:
         stop_group(proc)
         log.close()
+
+
+@pytest.fixture
+def dagster_dev(bm_home):
+    with running_dagster_dev(bm_home) as gql:
+        yield gql
 
 
 def _wait_backfill(gql, backfill_id: str, timeout_s: float = 240) -> str:

@@ -11,7 +11,9 @@ import mlflow.pytorch
 import numpy as np
 import torch
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
+from mlflow.types import Schema, TensorSpec
 
 from bm_assets.core.examples import CachedProfiles, foundation_examples, layout_of
 from bm_assets.core.foundation import TrainConfig, train_foundation
@@ -43,10 +45,29 @@ class _NotPickleCaution(logging.Filter):
 logging.getLogger("mlflow.pytorch").addFilter(_NotPickleCaution())
 
 
+def network_signature(net: torch.nn.Module) -> ModelSignature | None:
+    """What the registry shows a network takes and gives: a profile float32[n, n_in] in, and for a
+    task network its output float32[n, n_out] (the foundation network's output is its embedding,
+    read through its methods, so only its input is declared). None for a module of another kind."""
+    if not isinstance(getattr(net, "x_mean", None), torch.Tensor):
+        return None
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, int(net.x_mean.shape[0])), "profile")])
+    head = getattr(net, "task_head", None)
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, head.out_features), "output")]) if head else None
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
 def log_network(net: torch.nn.Module, name: str) -> ModelInfo:
     """Log a network to the active MLflow run as a pickled torch model: the class lives in
-    bm_assets, and pickling needs no example input (mlflow's default pt2 format traces one)."""
-    return mlflow.pytorch.log_model(net, name=name, pip_requirements=PIP_REQUIREMENTS, serialization_format="pickle")
+    bm_assets, and pickling needs no example input (mlflow's default pt2 format traces one).
+    The signature comes from the network's shapes (`network_signature`)."""
+    return mlflow.pytorch.log_model(
+        net,
+        name=name,
+        pip_requirements=PIP_REQUIREMENTS,
+        serialization_format="pickle",
+        signature=network_signature(net),
+    )
 
 
 def foundation_name(dataset_name: str) -> str:
