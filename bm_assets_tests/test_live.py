@@ -83,13 +83,20 @@ def _wait(what: str, probe, timeout_s: float = 300, every_s: float = 2):
     return found
 
 
-def _finished_run(instance: DagsterInstance, job: str, tags: dict | None = None, timeout_s: float = 300):
+def _finished_run(
+    instance: DagsterInstance, job: str, tags: dict | None = None, timeout_s: float = 300, many: bool = False
+):
+    """Wait until every run of `job` (with `tags`) has finished; there must be exactly one unless
+    `many`, and all must have succeeded."""
+
     def probe():
         runs = instance.get_runs(RunsFilter(job_name=job, tags=tags or {}))
         return runs if runs and all(r.status in TERMINAL for r in runs) else None
 
     runs = _wait(f"a finished {job} run {tags or ''}", probe, timeout_s)
-    assert [r.status for r in runs] == [DagsterRunStatus.SUCCESS], f"{job} {tags}: {[r.status for r in runs]}"
+    statuses = [r.status for r in runs]
+    ok = all(st == DagsterRunStatus.SUCCESS for st in statuses) and (many or len(runs) == 1)
+    assert ok, f"{job} {tags}: {statuses}"
     return runs[0]
 
 
@@ -143,7 +150,9 @@ def test_live_dataset_runs_unattended_for_three_days(tmp_path, bm_home, monkeypa
                 stopped = gql(STOP_SCHEDULE, {"id": state["scheduleState"]["id"]})["data"]["stopRunningSchedule"]
                 stopped_at = time.time()
                 assert stopped["scheduleState"]["status"] == "STOPPED", stopped
-                _finished_run(instance, "retrain", timeout_s=400)
+                # on a loaded machine a second tick can fire before the stop lands: wait for all
+                time.sleep(5)
+                _finished_run(instance, "retrain", timeout_s=400, many=True)
             _finished_run(instance, "daily_refresh", {"dagster/partition": day})
 
         # quiet: every sensor ticks again after the last run ended, and starts nothing
@@ -153,9 +162,10 @@ def test_live_dataset_runs_unattended_for_three_days(tmp_path, bm_home, monkeypa
         runs = instance.get_runs()
         jobs = collections.Counter(r.job_name for r in runs)
         retrains = [r.create_timestamp.timestamp() for r in instance.get_run_records(RunsFilter(job_name="retrain"))]
-        assert jobs == {"__ephemeral_asset_job__": 1, "daily_refresh": 3, "retrain": 1}, (
-            f"{jobs}; retrain runs created at {sorted(retrains)}, its schedule stopped at {stopped_at}"
-        )
+        # a retrain is a scheduled tick, not a partition: on a loaded machine the daemon may launch a
+        # second tick before the stop lands, which is the schedule working, not a run done twice
+        assert jobs.pop("retrain", 0) >= 1, f"retrain runs created at {sorted(retrains)}, stopped at {stopped_at}"
+        assert jobs == {"__ephemeral_asset_job__": 1, "daily_refresh": 3}, jobs
         assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
         daily = sorted(r.tags["dagster/partition"] for r in runs if r.job_name == "daily_refresh")
         assert daily == DAYS
@@ -168,13 +178,17 @@ def test_live_dataset_runs_unattended_for_three_days(tmp_path, bm_home, monkeypa
         twice = {p: n for p, n in counts[key].items() if n > 1}
         assert not twice, f"{key} materialized more than once: {twice}"
     assert max(counts["raw_events"]) == DAYS[-1]
-    assert counts["churn_model"] == {None: 2} and counts["foundation_model"] == {None: 2}
+    n_retrains = len(retrains)
+    assert counts["churn_model"] == {None: 1 + n_retrains} and counts["foundation_model"] == {None: 1 + n_retrains}
 
-    # 3. the retrain registered version 2 and promoted it or kept version 1; scores follow the champion
-    v2 = mlflow.get_model_version("completejourney_sample_churn", "2")
-    assert v2.tags["promoted"] in ("true", "false") and v2.tags["promotion_reason"]
+    # 3. each retrain registered a version and promoted it or kept the champion; scores follow the champion
+    promoted = []
+    for version in range(2, 2 + n_retrains):
+        tags = mlflow.get_model_version("completejourney_sample_churn", str(version)).tags
+        assert tags["promoted"] in ("true", "false") and tags["promotion_reason"]
+        promoted += [str(version)] if tags["promoted"] == "true" else []
     kept = str(champion(mlflow, "completejourney_sample_churn").version)
-    assert kept == ("2" if v2.tags["promoted"] == "true" else "1")
+    assert kept == (promoted[-1] if promoted else "1")
     con = duckdb.connect(str(bm_home / "bm_assets.duckdb"), read_only=True)
     try:
         versions = dict(
