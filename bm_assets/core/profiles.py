@@ -513,31 +513,34 @@ def _read_events(
     source: str | None = None,
 ) -> _EventLog:
     """The events of `shard`'s clients on days (after, through], in one query, encoded for the
-    profile kernel (in client order, then day: the kernel then walks both the events and the
-    states in memory order); each distinct client and entity is looked up once. `source`: a table
-    reference to read instead of `events_table` (the events staged by shard)."""
+    profile kernel and put in client order, then day, then a hash of the event id: the kernel walks
+    events and states in memory order, and the order is total, so sums repeat exactly. Sorting
+    here (integer keys) rather than in SQL (string keys) is several times cheaper. Each distinct
+    client and entity is looked up once. `source`: a table reference to read instead of
+    `events_table` (the events staged by shard)."""
     cols = "".join(f", CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in coders)
     lower = f"event_date > DATE '{after}' AND " if after is not None else ""
     ev = wh.fetch_arrow(
-        f"SELECT client_id, date_diff('day', DATE '1970-01-01', event_date) AS day, value{cols} "
+        f"SELECT client_id, date_diff('day', DATE '1970-01-01', event_date) AS day, value{cols}, "
+        f"hash(CAST(event_id AS VARCHAR)) AS event_hash "
         f"FROM {source or wh.table(events_table)} WHERE {lower}event_date <= DATE '{through}' "
-        f"AND {shard.predicate()} ORDER BY client_id, event_date, event_id"  # a total order: sums repeat exactly
+        f"AND {shard.predicate()}"
     )
     clients, client_ids = _factorize(ev.column("client_id"))
+    by_id = np.argsort(client_ids, kind="stable")
+    rank = np.empty(len(client_ids), dtype=np.int64)
+    rank[by_id] = np.arange(len(client_ids))
+    days = ev.column("day").to_numpy().astype(np.int64)
+    event_hash = np.asarray(ev.column("event_hash").to_numpy(zero_copy_only=False))
+    order = np.lexsort((event_hash, days, rank[clients])) if len(days) else np.zeros(0, dtype=np.int64)
     codes = {}
     for c, coder in coders.items():
         inverse, uniques = _factorize(ev.column(c))
         # one gather per column: a last row of -1 serves the missing values (inverse -1)
         table = np.vstack([coder.encode(uniques), np.full((1, coder.depth), -1, np.int32)])
-        codes[c] = np.take(table, inverse, axis=0, mode="wrap")
-    value = ev.column("value").to_numpy()
-    return _EventLog(
-        clients,
-        client_ids,
-        ev.column("day").to_numpy().astype(np.int64),
-        codes,
-        np.asarray(value, dtype=np.float64),
-    )
+        codes[c] = np.take(table, inverse[order], axis=0, mode="wrap")
+    value = np.asarray(ev.column("value").to_numpy(), dtype=np.float64)[order]
+    return _EventLog(rank[clients][order], client_ids[by_id], days[order], codes, value)
 
 
 class _Replay:
