@@ -44,10 +44,11 @@ def _tick(dataset: Path, when: dt.datetime, instance: DagsterInstance | None = N
     defs = build_definitions(dataset)
     schedule = next(s for s in defs.schedules if s.name == "daily_refresh")
     with nullcontext(instance) if instance else instance_for_test() as instance:
-        context = build_schedule_context(
+        # entered and left like the instance: the context sets Dagster's current state storage
+        with build_schedule_context(
             instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
-        )
-        data = schedule.evaluate_tick(context)
+        ) as context:
+            data = schedule.evaluate_tick(context)
     return data.run_requests[0] if data.run_requests else SkipReason(data.skip_message)
 
 
