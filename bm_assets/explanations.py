@@ -12,7 +12,6 @@ import pandas as pd
 from bm_assets.assets.foundation import modeling_config
 from bm_assets.assets.tasks import label_space, load_task_bundle
 from bm_assets.core.explain import (
-    EXPLAINABLE,
     aggregate_title,
     as_of_examples,
     explain_rows,
@@ -21,6 +20,8 @@ from bm_assets.core.explain import (
     top_reasons,
 )
 from bm_assets.core.features import aggregate_features, feature_tops
+from bm_assets.core.foundation import predict
+from bm_assets.core.kinds import EXPLAINABLE, kind_of
 from bm_assets.core.profiles import load_profiles, read_layout_of
 from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import TaskConfigError, feature_columns
@@ -88,8 +89,9 @@ def explain_client(
     if task_name not in names:
         raise TaskConfigError(f"{mcfg.config_file}: no task {task_name!r}; tasks are {names}")
     task = mcfg.task(task_name)
-    if task.type not in EXPLAINABLE:
-        raise TaskConfigError(f"{task_name}: {task.type} tasks are not explained (explanations cover {EXPLAINABLE})")
+    kind = kind_of(task)
+    if not kind.explainable:
+        raise TaskConfigError(f"{task_name}: {kind.name} tasks are not explained (explanations cover {EXPLAINABLE})")
     bundle = load_task_bundle(task)
     champion_net, shown = None, model
     if model == "champion":
@@ -98,7 +100,7 @@ def explain_client(
         raise TaskConfigError(f"{task_name}: no model {model!r}; trained models are {sorted(bundle)}")
     coders = load_sketch_coders(bm_home())
     with warehouse.open(sandboxed=True) as wh:
-        labels, _ = label_space(wh, dataset, task)
+        labels = label_space(wh, dataset, task).labels
         ids, x = load_profiles(wh, day, coders)
         pos = np.flatnonzero(ids == str(client_id))
         if not len(pos):
@@ -107,7 +109,7 @@ def explain_client(
             return _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, str(client_id), day, label, top)
         net = champion_net if champion_net is not None else bundle[model]["artifact"]
         row = x[pos]
-        scores = _network_scores(net, task.type, row)
+        scores = predict(net, row, kind.output())
         j = _label_index(task, labels, scores, label)
         layout = read_layout_of(wh, coders)
         explained = explain_rows(
@@ -146,15 +148,9 @@ def _champion_network(dataset_name: str, task) -> tuple[object, str]:
     return net, f"champion, version {version.version}"
 
 
-def _network_scores(net, kind: str, x: np.ndarray) -> np.ndarray:
-    from bm_assets.core.foundation import predict, task_output
-
-    return predict(net, x, task_output(kind))
-
-
 def _label_index(task, labels: list[str] | None, scores: np.ndarray, label: str | None) -> int | None:
     """The explained output: None for one-score tasks; the asked label, else the top-scored."""
-    if task.type in ("binary", "regression"):
+    if kind_of(task).one_score:
         if label is not None:
             raise TaskConfigError(f"{task.name}: a {task.type} task has one score; drop --label")
         return None
@@ -173,14 +169,9 @@ def _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, client_id, day, label, to
     example = pd.DataFrame({"client_id": [client_id], "t": [day + dt.timedelta(days=1)]})
     f, names = aggregate_features(wh, example, ev, tops)
     models = bundle["lightgbm"]["artifact"]
-    if task.type in ("binary", "regression"):
-        j = None
-        score = float(_gbdt_predict(task.type, models[0], f))
-    else:
-        per_label = [_gbdt_predict("binary", m, f) for m in models] if task.type == "multilabel" else None
-        scores = np.asarray(per_label) if per_label is not None else models[0].predict_proba(f)[0]
-        j = _label_index(task, labels, scores, label)
-        score = float(scores[j]) if per_label is not None else float(scores[list(models[0].classes_).index(j)])
+    scores = np.asarray(kind_of(task).gbdt_predict(models, f, len(labels or [])))[0]
+    j = _label_index(task, labels, scores, label)
+    score = float(scores if j is None else scores[j])
     contrib = gbdt_label_contributions(task.type, models, f, j)[0]
     total = float(np.abs(contrib).sum()) or 1.0
     order = np.argsort(-np.abs(contrib), kind="stable")[:top]
@@ -202,11 +193,3 @@ def _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, client_id, day, label, to
         None,
         reasons,
     )
-
-
-def _gbdt_predict(kind: str, model, f: np.ndarray) -> float:
-    if isinstance(model, float):
-        return model
-    if kind == "regression":
-        return float(model.predict(f)[0])
-    return float(model.predict_proba(f)[0, 1])

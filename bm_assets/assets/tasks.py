@@ -34,7 +34,6 @@ from bm_assets.core.evaluation import (
 )
 from bm_assets.core.examples import CachedProfiles, task_examples
 from bm_assets.core.explain import (
-    EXPLAINABLE,
     as_of_examples,
     drivers_markdown_all,
     drivers_png,
@@ -43,11 +42,12 @@ from bm_assets.core.explain import (
     task_drivers,
     top_reasons_per_row,
 )
+from bm_assets.core.kinds import LabelSpace, kind_of
 from bm_assets.core.profiles import iter_profiles, profiles_at_dates, read_layout_of
 from bm_assets.core.registry import champion, register_and_promote
 from bm_assets.core.report import build_report, curves_png, intervals_markdown, metrics_markdown, write_report
 from bm_assets.core.sketches import load_sketch_coders
-from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql, task_labels
+from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql, label_counts
 from bm_assets.partitions import window_of
 from bm_assets.resources import DatasetResource, MLflowResource, WarehouseResource
 from bm_assets.settings import bm_home
@@ -100,7 +100,7 @@ def _drivers(context, dataset, warehouse, task: TaskSpec, data: TaskData, test: 
     """Global drivers of the fine-tuned network and of LightGBM on test examples (None where
     the task type has no per-client score to explain, or explain_examples is 0)."""
     mcfg = modeling_config(dataset)
-    if task.type not in EXPLAINABLE or "finetuned" not in bundle or mcfg.evaluation.explain_examples == 0:
+    if not kind_of(task).explainable or "finetuned" not in bundle or mcfg.evaluation.explain_examples == 0:
         return None
     start = time.perf_counter()
     coders = load_sketch_coders(bm_home())
@@ -352,8 +352,9 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         table = f"{task.name}_scores"
         frames = []
         with warehouse.open(sandboxed=True) as wh:
-            labels, item_codes = label_space(wh, dataset, task)
-            data = TaskData(task, {}, labels, [], item_codes)
+            space = label_space(wh, dataset, task)
+            labels = space.labels
+            data = TaskData(task, {}, labels, [], space.item_codes)
             predict = rebuild(data, network, net)
             # Days before the training cutoff are the model's own training period: scoring them
             # would only cost time (a whole-history backfill), so they are left empty.
@@ -366,7 +367,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             for day, ids, x in iter_profiles(wh, coders, days):  # one pass over the window, a day at a time
                 if len(ids):
                     pred = predict(_Inputs(x))
-                    frames.append(_score_frame(task, labels, ids, pred, day))
+                    frames.append(kind_of(task).score_frame(task, labels, ids, pred, day))
                     if layout is not None:
                         reason_frames.append(
                             _reason_frame(wh, task, labels, net, ids, x, pred, day, coders, layout, rollups)
@@ -474,42 +475,8 @@ class _Inputs:
         self.x = x
 
 
-def label_space(wh, dataset: DatasetResource, task: TaskSpec) -> tuple[list[str] | None, np.ndarray | None]:
+def label_space(wh, dataset: DatasetResource, task: TaskSpec) -> LabelSpace:
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
-    labels = task_labels(wh, task, cfg.temporal.training_cutoff, mcfg.evaluation.candidates)
-    if task.type != "recommendation":
-        return labels, None
-    coder = load_sketch_coders(bm_home())[task.target.column]
-    codes = coder.encode(np.asarray(labels))
-    ok = codes[:, 0] >= 0
-    return [v for v, k in zip(labels, ok, strict=True) if k], codes[ok].astype(np.int64)
-
-
-def _score_frame(
-    task: TaskSpec, labels: list[str] | None, ids: np.ndarray, pred: np.ndarray, day: dt.date
-) -> pd.DataFrame:
-    """Long format (client_id, score_date, label, score); recommendation keeps the top `task.top_k`
-    items per client and day."""
-    if pred.ndim == 1:
-        return pd.DataFrame({"client_id": ids, "score_date": day, "label": task.name, "score": pred})
-    if task.type == "recommendation":
-        top = np.argsort(-pred, axis=1, kind="stable")[:, : task.top_k]
-        rows = np.repeat(np.arange(len(ids)), top.shape[1])
-        return pd.DataFrame(
-            {
-                "client_id": ids[rows],
-                "score_date": day,
-                "label": np.asarray(labels)[top.ravel()],
-                "score": pred[rows, top.ravel()],
-            }
-        )
-    rows = np.repeat(np.arange(len(ids)), pred.shape[1])
-    return pd.DataFrame(
-        {
-            "client_id": ids[rows],
-            "score_date": day,
-            "label": np.tile(np.asarray(labels), len(ids)),
-            "score": pred.ravel(),
-        }
-    )
+    counts = label_counts(wh, task, cfg.temporal.training_cutoff, mcfg.evaluation.candidates)
+    return kind_of(task).label_space(task, counts, load_sketch_coders(bm_home()))
