@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BM_DATASET"] = args.dataset
 
     from bm_assets.assets.foundation import modeling_config
-    from bm_assets.assets.tasks import load_task_bundle
+    from bm_assets.core.artifacts import Store
     from bm_assets.core.explain import (
         as_of_examples,
         entity_history,
@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     from bm_assets.core.foundation import predict
     from bm_assets.core.kinds import kind_of
     from bm_assets.core.profiles import load_profiles, read_layout_of
-    from bm_assets.core.sketches import load_sketch_coders
     from bm_assets.core.tasks import feature_columns
     from bm_assets.definitions import warehouse_from_env
     from bm_assets.explanations import explain_client
@@ -70,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     warehouse = warehouse_from_env()
     cfg, mcfg = dataset.load(), modeling_config(dataset)
     task = mcfg.task(args.task)
-    bundle = load_task_bundle(task)
+    store = Store(bm_home())
+    bundle = store.load_task(task.name).models
     net = bundle["finetuned"]["artifact"]
-    coders = load_sketch_coders(bm_home())
+    coders = store.load_coders()
     rows: list[dict] = []
 
     def record(stage: str, n: int, seconds: float) -> None:

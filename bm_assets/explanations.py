@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bm_assets.assets.foundation import modeling_config
-from bm_assets.assets.tasks import label_space, load_task_bundle
+from bm_assets.core.artifacts import Store
 from bm_assets.core.explain import (
     aggregate_title,
     as_of_examples,
@@ -23,7 +23,6 @@ from bm_assets.core.features import aggregate_features, feature_tops
 from bm_assets.core.foundation import predict
 from bm_assets.core.kinds import EXPLAINABLE, kind_of
 from bm_assets.core.profiles import load_profiles, read_layout_of
-from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import TaskConfigError, feature_columns
 from bm_assets.resources import DatasetResource, WarehouseResource
 from bm_assets.settings import bm_home
@@ -92,15 +91,16 @@ def explain_client(
     kind = kind_of(task)
     if not kind.explainable:
         raise TaskConfigError(f"{task_name}: {kind.name} tasks are not explained (explanations cover {EXPLAINABLE})")
-    bundle = load_task_bundle(task)
+    store = Store(bm_home())
+    saved = store.load_task(task.name)
+    bundle, labels = saved.models, saved.label_space.labels  # the labels the models were trained on
     champion_net, shown = None, model
     if model == "champion":
-        champion_net, shown = _champion_network(cfg.name, task)
+        champion_net, labels, shown = _champion_network(cfg.name, task)
     elif model not in bundle:
         raise TaskConfigError(f"{task_name}: no model {model!r}; trained models are {sorted(bundle)}")
-    coders = load_sketch_coders(bm_home())
+    coders = store.load_coders()
     with warehouse.open(sandboxed=True) as wh:
-        labels = label_space(wh, dataset, task).labels
         ids, x = load_profiles(wh, day, coders)
         pos = np.flatnonzero(ids == str(client_id))
         if not len(pos):
@@ -130,11 +130,10 @@ def explain_client(
     )
 
 
-def _champion_network(dataset_name: str, task) -> tuple[object, str]:
-    """The champion version's network (what `<task>_scores` uses) and how to name it."""
-    import mlflow.pytorch
-
+def _champion_network(dataset_name: str, task) -> tuple[object, list[str] | None, str]:
+    """The champion version's network (what `<task>_scores` uses), its labels and how to name it."""
     from bm_assets.assets.tasks import task_model_name
+    from bm_assets.core.artifacts import load_registered
     from bm_assets.core.registry import champion
     from bm_assets.resources import MLflowResource
 
@@ -144,8 +143,10 @@ def _champion_network(dataset_name: str, task) -> tuple[object, str]:
         raise LookupError(f"registered model {registered} has no champion: materialize {task.name}_model first")
     if version.tags.get("network", "finetuned") not in ("finetuned", "scratch"):
         raise LookupError(f"the champion of {registered} is not a network; use --model lightgbm or finetuned")
-    net = mlflow.pytorch.load_model(f"models:/{registered}/{version.version}")
-    return net, f"champion, version {version.version}"
+    net, space = load_registered(MLflowResource().client(), registered, str(version.version))
+    if space is None:
+        raise LookupError(f"version {version.version} of {registered} has no saved label space: retrain {task.name}")
+    return net, space.labels, f"champion, version {version.version}"
 
 
 def _label_index(task, labels: list[str] | None, scores: np.ndarray, label: str | None) -> int | None:

@@ -4,7 +4,6 @@ the dataset's training cutoff; profiles of day D see only events up to D."""
 
 import datetime as dt
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,33 +22,15 @@ from dagster import (
 )
 
 from bm_assets.assets.metadata import md_table
-from bm_assets.core.embeddings import (
-    EMBEDDINGS_DIR,
-    build_entity_embeddings,
-    load_embeddings,
-    save_embeddings,
-)
+from bm_assets.core.embeddings import build_entity_embeddings
 from bm_assets.core.graph import build_temporal_graph
 from bm_assets.core.profiles import batch_check, build_profiles_window
-from bm_assets.core.sketches import (
-    CODERS_DIR,
-    coders_fingerprint,
-    fit_coders,
-    load_sketch_coders,
-    save_sketch_coders,
-)
+from bm_assets.core.sketches import coders_fingerprint, fit_coders
 from bm_assets.core.sql import BEHAVIORAL_PROFILES, TEMPORAL_GRAPH
 from bm_assets.partitions import window_of
-from bm_assets.resources import DatasetResource, WarehouseResource
-from bm_assets.settings import bm_home
+from bm_assets.resources import ArtifactStore, DatasetResource, WarehouseResource
 
 GROUP = "representations"
-
-
-def artifacts_dir() -> Path:
-    """$BM_HOME/artifacts: arrays (embeddings, coders) that are files rather than tables."""
-    return bm_home() / "artifacts"
-
 
 def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
     @asset(
@@ -83,16 +64,17 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
         description="Cleora (pycleora) embeddings per entity column; catalogue items unseen before the "
         "cutoff embedded from their attributes. Files under $BM_HOME/artifacts/entity_embeddings.",
     )
-    def entity_embeddings(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
+    def entity_embeddings(
+        dataset: DatasetResource, warehouse: WarehouseResource, artifacts: ArtifactStore
+    ) -> MaterializeResult:
         cfg = dataset.load()
         rep = cfg.representation
         t0 = time.perf_counter()
         with warehouse.open() as wh:
             embeddings = build_entity_embeddings(wh, rep)
         seconds = time.perf_counter() - t0
-        directory = save_embeddings(
+        directory = artifacts.store().save_embeddings(
             embeddings,
-            artifacts_dir() / EMBEDDINGS_DIR,
             {
                 "cutoff": cfg.temporal.training_cutoff,
                 "cleora": rep.cleora.model_dump(),
@@ -126,15 +108,15 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
         description="EMDE density-aware LSH per sketch column (bucket codes of every entity, with the "
         "projection). Files under $BM_HOME/artifacts/sketch_coders.",
     )
-    def sketch_coders(dataset: DatasetResource) -> MaterializeResult:
+    def sketch_coders(dataset: DatasetResource, artifacts: ArtifactStore) -> MaterializeResult:
         cfg = dataset.load()
         rep = cfg.representation
-        embeddings = load_embeddings(artifacts_dir() / EMBEDDINGS_DIR)
+        store = artifacts.store()
+        embeddings = store.load_embeddings()
         coders = fit_coders(embeddings, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed)
         fingerprint = coders_fingerprint(coders)
-        directory = save_sketch_coders(
+        directory = store.save_coders(
             coders,
-            artifacts_dir() / CODERS_DIR,
             {
                 "cutoff": cfg.temporal.training_cutoff,
                 "fingerprint": fingerprint,
@@ -193,13 +175,13 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
         "transaction. Past days are replayed from the events (iter_profiles).",
     )
     def behavioral_profiles(
-        context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource
+        context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource, artifacts: ArtifactStore
     ):
         cfg = dataset.load()
         half_lives = cfg.representation.profile.half_lives_days
         start, end = window_of(context)
         last_day = end - dt.timedelta(days=1)
-        coders = load_sketch_coders(artifacts_dir() / CODERS_DIR)
+        coders = artifacts.store().load_coders()
         t0 = time.perf_counter()
         with warehouse.open() as wh:
             build = build_profiles_window(
