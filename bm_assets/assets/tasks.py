@@ -100,13 +100,10 @@ def _drivers(context, dataset, warehouse, store: Store, task: TaskSpec, data: Ta
 
 def build_task_assets(mcfg: ModelingConfig, partitions: DailyPartitionsDefinition) -> list[AssetsDefinition]:
     """Three assets per configured task; a new task in tasks.yaml is a new set of assets."""
-    out: list[AssetsDefinition] = []
-    for task in mcfg.tasks:
-        out += _task_assets(task, partitions)
-    return out
+    return [a for t in mcfg.tasks for a in (_model_asset(t), _evaluation_asset(t), _scores_asset(t, partitions))]
 
 
-def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[AssetsDefinition]:
+def _model_asset(task: TaskSpec) -> AssetsDefinition:
     @asset(
         name=f"{task.name}_model",
         deps=["foundation_model"],
@@ -195,6 +192,10 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             }
         )
 
+    return task_model
+
+
+def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
     @asset(
         name=f"{task.name}_evaluation",
         deps=[f"{task.name}_model"],
@@ -295,6 +296,10 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 )
         return MaterializeResult(metadata=meta)
 
+    return task_evaluation
+
+
+def _scores_asset(task: TaskSpec, partitions: DailyPartitionsDefinition) -> AssetsDefinition:
     @asset(
         name=f"{task.name}_scores",
         deps=[f"{task.name}_model", "behavioral_profiles"],
@@ -394,7 +399,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             }
         )
 
-    return [task_model, task_evaluation, task_scores]
+    return task_scores
 
 
 def task_model_name(dataset_name: str, task: TaskSpec) -> str:
