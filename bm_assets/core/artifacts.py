@@ -256,6 +256,11 @@ def load_registered(client, name: str, version: str) -> tuple[object, LabelSpace
     source = client.get_model_version(name, version).source
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
+        if not (folder / "network.json").exists():
+            raise FileNotFoundError(
+                f"version {version} of registered model {name} ({source}) holds no network.json: it was logged "
+                "in an older format; materialize the model's asset again to register a new version"
+            )
         net = load_network(folder)
         space = load_label_space(folder) if (folder / "label_space.json").exists() else None
     return net, space
