@@ -19,8 +19,11 @@ space), logged as run artifacts, so a version is read back exactly like a local 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,7 +257,7 @@ def load_registered(client, name: str, version: str) -> tuple[object, LabelSpace
     import mlflow
 
     source = client.get_model_version(name, version).source
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
         if not (folder / "network.json").exists():
             raise FileNotFoundError(
@@ -264,6 +267,21 @@ def load_registered(client, name: str, version: str) -> tuple[object, LabelSpace
         net = load_network(folder)
         space = load_label_space(folder) if (folder / "label_space.json").exists() else None
     return net, space
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a progress bar per download; a scoring run reads a few small files."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 # --- the store --------------------------------------------------------------------------------
