@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BM_DATASET"] = args.dataset
 
     from bm_assets.assets.foundation import modeling_config
-    from bm_assets.assets.tasks import label_space, load_task_bundle
+    from bm_assets.core.artifacts import Store
     from bm_assets.core.explain import (
         as_of_examples,
         entity_history,
@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         reference_baseline,
     )
     from bm_assets.core.features import aggregate_features, feature_tops
-    from bm_assets.core.foundation import predict, task_output
+    from bm_assets.core.foundation import predict
+    from bm_assets.core.kinds import kind_of
     from bm_assets.core.profiles import load_profiles, read_layout_of
-    from bm_assets.core.sketches import load_sketch_coders
     from bm_assets.core.tasks import feature_columns
     from bm_assets.definitions import warehouse_from_env
     from bm_assets.explanations import explain_client
@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     warehouse = warehouse_from_env()
     cfg, mcfg = dataset.load(), modeling_config(dataset)
     task = mcfg.task(args.task)
-    bundle = load_task_bundle(task)
+    store = Store(bm_home())
+    bundle = store.load_task(task.name).models
     net = bundle["finetuned"]["artifact"]
-    coders = load_sketch_coders(bm_home())
+    coders = store.load_coders()
     rows: list[dict] = []
 
     def record(stage: str, n: int, seconds: float) -> None:
@@ -79,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stage}: {n} clients in {seconds:.2f}s", flush=True)
 
     with warehouse.open() as wh:
-        labels, _ = label_space(wh, dataset, task)
         t0 = time.perf_counter()
         ids, x = load_profiles(wh, day, coders)
         record(f"profiles at the end of {day} (replayed from the events)", len(ids), time.perf_counter() - t0)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         rollups = item_rollups(cfg, coders)
 
         t0 = time.perf_counter()
-        scores = predict(net, xs, task_output(task.type))
+        scores = predict(net, xs, kind_of(task).output())
         target = None if scores.ndim == 1 else scores.argmax(1)
         t_ig = time.perf_counter()
         attributions = integrated_gradients(net, xs, task.type, target, baseline=reference_baseline(x, layout))

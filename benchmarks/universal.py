@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BM_DATASET"] = args.dataset
 
     from bm_assets.assets.foundation import load_champion_foundation, modeling_config
+    from bm_assets.core.artifacts import Store
     from bm_assets.core.features import aggregate_features, feature_tops
     from bm_assets.core.foundation import client_embedding
     from bm_assets.core.profiles import load_profiles
-    from bm_assets.core.sketches import load_sketch_coders
     from bm_assets.core.sql import EVENTS_DENORMALIZED as EVENTS
     from bm_assets.core.sql import ident
     from bm_assets.core.tasks import feature_columns, top_values
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, mcfg = dataset.load(), modeling_config(dataset)
     t = dt.date.fromisoformat(args.date) if args.date else cfg.temporal.test_start
     windows = [(t, t + dt.timedelta(days=14)), (t + dt.timedelta(days=14), t + dt.timedelta(days=28))]
-    coders = load_sketch_coders(bm_home())
+    coders = Store(bm_home()).load_coders()
     net, _ = load_champion_foundation(MLflowResource().client(), cfg.name)
     with warehouse_from_env().open(sandboxed=True) as wh:
         ids, profiles = load_profiles(wh, t - dt.timedelta(days=1), coders)

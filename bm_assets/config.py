@@ -83,6 +83,10 @@ class DatasetConfigError(ValueError):
     """A dataset config that cannot be used; the message names the file and the key."""
 
 
+class TaskConfigError(ValueError):
+    """A task config that cannot be used; the message names the file and the key."""
+
+
 class StrictModel(BaseModel):
     """Base of every config model (dataset.yaml, tasks.yaml): unknown keys are errors, values frozen."""
 

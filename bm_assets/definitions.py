@@ -21,6 +21,7 @@ from bm_assets.freshness import freshness_checks
 from bm_assets.jobs import build_jobs_and_schedules, retrain_job_and_schedule
 from bm_assets.partitions import daily_partitions
 from bm_assets.resources import (
+    ArtifactStore,
     BigQueryWarehouseResource,
     DatasetResource,
     DuckDBWarehouseResource,
@@ -87,6 +88,7 @@ def build_definitions(
             "dataset": DatasetResource(config_path=dataset_file),
             "warehouse": warehouse or warehouse_from_env(),
             "mlflow_tracking": MLflowResource(),
+            "artifacts": ArtifactStore(),
         },
         # One process runs all steps: the embedded DuckDB file accepts a single writer.
         executor=in_process_executor,

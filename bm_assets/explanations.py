@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 
 from bm_assets.assets.foundation import modeling_config
-from bm_assets.assets.tasks import label_space, load_task_bundle
+from bm_assets.core.artifacts import Store
 from bm_assets.core.explain import (
-    EXPLAINABLE,
     aggregate_title,
     as_of_examples,
     explain_rows,
@@ -21,8 +20,9 @@ from bm_assets.core.explain import (
     top_reasons,
 )
 from bm_assets.core.features import aggregate_features, feature_tops
+from bm_assets.core.foundation import predict
+from bm_assets.core.kinds import EXPLAINABLE, kind_of
 from bm_assets.core.profiles import load_profiles, read_layout_of
-from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import TaskConfigError, feature_columns
 from bm_assets.resources import DatasetResource, WarehouseResource
 from bm_assets.settings import bm_home
@@ -88,17 +88,19 @@ def explain_client(
     if task_name not in names:
         raise TaskConfigError(f"{mcfg.config_file}: no task {task_name!r}; tasks are {names}")
     task = mcfg.task(task_name)
-    if task.type not in EXPLAINABLE:
-        raise TaskConfigError(f"{task_name}: {task.type} tasks are not explained (explanations cover {EXPLAINABLE})")
-    bundle = load_task_bundle(task)
+    kind = kind_of(task)
+    if not kind.explainable:
+        raise TaskConfigError(f"{task_name}: {kind.name} tasks are not explained (explanations cover {EXPLAINABLE})")
+    store = Store(bm_home())
+    saved = store.load_task(task.name)
+    bundle, labels = saved.models, saved.label_space.labels  # the labels the models were trained on
     champion_net, shown = None, model
     if model == "champion":
-        champion_net, shown = _champion_network(cfg.name, task)
+        champion_net, labels, shown = _champion_network(cfg.name, task)
     elif model not in bundle:
         raise TaskConfigError(f"{task_name}: no model {model!r}; trained models are {sorted(bundle)}")
-    coders = load_sketch_coders(bm_home())
+    coders = store.load_coders()
     with warehouse.open(sandboxed=True) as wh:
-        labels, _ = label_space(wh, dataset, task)
         ids, x = load_profiles(wh, day, coders)
         pos = np.flatnonzero(ids == str(client_id))
         if not len(pos):
@@ -107,7 +109,7 @@ def explain_client(
             return _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, str(client_id), day, label, top)
         net = champion_net if champion_net is not None else bundle[model]["artifact"]
         row = x[pos]
-        scores = _network_scores(net, task.type, row)
+        scores = predict(net, row, kind.output())
         j = _label_index(task, labels, scores, label)
         layout = read_layout_of(wh, coders)
         explained = explain_rows(
@@ -128,11 +130,10 @@ def explain_client(
     )
 
 
-def _champion_network(dataset_name: str, task) -> tuple[object, str]:
-    """The champion version's network (what `<task>_scores` uses) and how to name it."""
-    import mlflow.pytorch
-
+def _champion_network(dataset_name: str, task) -> tuple[object, list[str] | None, str]:
+    """The champion version's network (what `<task>_scores` uses), its labels and how to name it."""
     from bm_assets.assets.tasks import task_model_name
+    from bm_assets.core.artifacts import load_registered
     from bm_assets.core.registry import champion
     from bm_assets.resources import MLflowResource
 
@@ -142,19 +143,15 @@ def _champion_network(dataset_name: str, task) -> tuple[object, str]:
         raise LookupError(f"registered model {registered} has no champion: materialize {task.name}_model first")
     if version.tags.get("network", "finetuned") not in ("finetuned", "scratch"):
         raise LookupError(f"the champion of {registered} is not a network; use --model lightgbm or finetuned")
-    net = mlflow.pytorch.load_model(f"models:/{registered}/{version.version}")
-    return net, f"champion, version {version.version}"
-
-
-def _network_scores(net, kind: str, x: np.ndarray) -> np.ndarray:
-    from bm_assets.core.foundation import predict, task_output
-
-    return predict(net, x, task_output(kind))
+    net, space = load_registered(MLflowResource().client(), registered, str(version.version))
+    if space is None:
+        raise LookupError(f"version {version.version} of {registered} has no saved label space: retrain {task.name}")
+    return net, space.labels, f"champion, version {version.version}"
 
 
 def _label_index(task, labels: list[str] | None, scores: np.ndarray, label: str | None) -> int | None:
     """The explained output: None for one-score tasks; the asked label, else the top-scored."""
-    if task.type in ("binary", "regression"):
+    if kind_of(task).one_score:
         if label is not None:
             raise TaskConfigError(f"{task.name}: a {task.type} task has one score; drop --label")
         return None
@@ -173,14 +170,9 @@ def _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, client_id, day, label, to
     example = pd.DataFrame({"client_id": [client_id], "t": [day + dt.timedelta(days=1)]})
     f, names = aggregate_features(wh, example, ev, tops)
     models = bundle["lightgbm"]["artifact"]
-    if task.type in ("binary", "regression"):
-        j = None
-        score = float(_gbdt_predict(task.type, models[0], f))
-    else:
-        per_label = [_gbdt_predict("binary", m, f) for m in models] if task.type == "multilabel" else None
-        scores = np.asarray(per_label) if per_label is not None else models[0].predict_proba(f)[0]
-        j = _label_index(task, labels, scores, label)
-        score = float(scores[j]) if per_label is not None else float(scores[list(models[0].classes_).index(j)])
+    scores = np.asarray(kind_of(task).gbdt_predict(models, f, len(labels or [])))[0]
+    j = _label_index(task, labels, scores, label)
+    score = float(scores if j is None else scores[j])
     contrib = gbdt_label_contributions(task.type, models, f, j)[0]
     total = float(np.abs(contrib).sum()) or 1.0
     order = np.argsort(-np.abs(contrib), kind="stable")[:top]
@@ -202,11 +194,3 @@ def _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, client_id, day, label, to
         None,
         reasons,
     )
-
-
-def _gbdt_predict(kind: str, model, f: np.ndarray) -> float:
-    if isinstance(model, float):
-        return model
-    if kind == "regression":
-        return float(model.predict(f)[0])
-    return float(model.predict_proba(f)[0, 1])

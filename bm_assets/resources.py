@@ -1,5 +1,5 @@
-"""Dagster resources: the dataset contract and the warehouse. Local versus cloud is decided
-once, in definitions.py, by choosing which warehouse resource to bind."""
+"""Dagster resources: the dataset contract, the warehouse, the artifact store and MLflow. Local
+versus cloud is decided once, in definitions.py, by choosing which warehouse resource to bind."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dagster_gcp import BigQueryResource
 from pydantic import Field
 
 from bm_assets.config import DatasetConfig
+from bm_assets.core.artifacts import Store
 from bm_assets.core.bigquery import BigQueryWarehouse
 from bm_assets.core.sql import ident
 from bm_assets.core.tasks import load_dataset_for_tasks
@@ -39,6 +40,16 @@ class DatasetResource(ConfigurableResource):
 
     def load(self) -> DatasetConfig:
         return _load(self.config_path)
+
+
+class ArtifactStore(ConfigurableResource):
+    """Every file that is not a table (embeddings, coders, models, reports), in the one layout
+    of core/artifacts.py, under `home` (default $BM_HOME). Assets never build paths."""
+
+    home: str = Field(default="", description="root folder of the artifacts; default $BM_HOME")
+
+    def store(self) -> Store:
+        return Store(self.home or bm_home())
 
 
 class WarehouseResource(ConfigurableResource):

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from bm_assets.config import DatasetConfig, load_dataset_config
 from bm_assets.core.attributes import build_client_properties, build_product_catalog
 from bm_assets.core.denormalize import denormalize_window
 from bm_assets.core.ingest import ingest_window
+from bm_assets.core.kinds import kind_of
 from bm_assets.core.quality import ingest_quality
 from bm_assets.core.sql import EVENTS_DENORMALIZED, QUARANTINE, RAW_EVENTS
 from bm_assets.core.tasks import (
@@ -166,17 +165,9 @@ def _check_tasks(wh: DuckDBWarehouse, cfg: DatasetConfig, mcfg: ModelingConfig, 
                 rep.errors.append(f"task {task.name}: no eligible client on the {role} split dates")
                 continue
             y = build_labels(wh, task, ex, labels)
-            parts.append(f"{role} {len(ex)} examples on {len(dates[role])} dates, {_label_rate(task.type, y)}")
-            if task.type in ("binary", "multilabel", "recommendation") and not (y > 0).any():
-                rep.errors.append(f"task {task.name}: no positive label in the {role} window")
+            kind = kind_of(task)
+            parts.append(f"{role} {len(ex)} examples on {len(dates[role])} dates, {kind.label_rate(y)}")
+            problem = kind.empty_target(y)
+            if problem is not None:
+                rep.errors.append(f"task {task.name}: {problem} in the {role} window")
         rep.lines.append(f"task {task.name} ({task.type}, {task.horizon_days} days): " + "; ".join(parts))
-
-
-def _label_rate(kind: str, y: np.ndarray) -> str:
-    if kind == "binary":
-        return f"positive rate {float(np.mean(y)):.1%}"
-    if kind == "regression":
-        return f"mean {float(np.mean(y)):.2f}, zero share {float(np.mean(y == 0)):.1%}"
-    if kind == "multiclass":
-        return f"labelled share {float(np.mean(y >= 0)):.1%}"
-    return f"mean positives per example {float(y.sum(1).mean()):.2f} of {y.shape[1]}"

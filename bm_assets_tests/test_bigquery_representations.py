@@ -27,7 +27,7 @@ from bm_assets.core.profiles import export_profiles, load_profiles
 from bm_assets.core.sketches import coders_fingerprint, load_sketch_coders
 from bm_assets.core.warehouse import Warehouse
 from bm_assets.partitions import daily_partitions
-from bm_assets.resources import DatasetResource, DuckDBWarehouseResource
+from bm_assets.resources import ArtifactStore, DatasetResource, DuckDBWarehouseResource
 from bm_assets.settings import BUNDLED_DATASET
 
 D = dt.date
@@ -66,14 +66,17 @@ def _range(start: str, end: str) -> dict:
     return {"tags": {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}}
 
 
-def _materialize_all(dataset_yaml: Path, warehouse, home: Path, monkeypatch) -> list[AssetCheckEvaluation]:
+def _materialize_all(dataset_yaml: Path, warehouse, home: Path) -> list[AssetCheckEvaluation]:
     """Ingest and denormalize the six days, build graph, embeddings and coders, then profiles
     for days 1-3 (one single-run backfill), days 4, 5 and 6, and day 5 again (replacing its
     rows); artifacts under `home`. Returns the asset check evaluations of the profile runs."""
-    monkeypatch.setenv("BM_HOME", str(home))
     daily = daily_partitions(load_dataset_config(dataset_yaml))
     assets = [*build_ingest_assets(daily), *build_denormalize_assets(daily), *build_representation_assets(daily)]
-    resources = {"dataset": DatasetResource(config_path=str(dataset_yaml)), "warehouse": warehouse}
+    resources = {
+        "dataset": DatasetResource(config_path=str(dataset_yaml)),
+        "warehouse": warehouse,
+        "artifacts": ArtifactStore(home=str(home)),
+    }
 
     def run(selection: list[str], **kwargs) -> list[AssetCheckEvaluation]:
         result = materialize(assets, resources=resources, selection=selection, **kwargs)
@@ -113,12 +116,12 @@ def _unknown_functions(sql: str) -> set[str]:
 
 
 @pytest.mark.bigquery
-def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource, monkeypatch):
+def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource):
     dataset_yaml = _dataset(tmp_path / "sample")
     duck = DuckDBWarehouseResource(database=str(tmp_path / "duck_home" / "duck.duckdb"))
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-    duck_checks = _materialize_all(dataset_yaml, duck, tmp_path / "duck_home", monkeypatch)
-    bq_checks = _materialize_all(dataset_yaml, bq_resource, tmp_path / "bq_home", monkeypatch)
+    duck_checks = _materialize_all(dataset_yaml, duck, tmp_path / "duck_home")
+    bq_checks = _materialize_all(dataset_yaml, bq_resource, tmp_path / "bq_home")
 
     with duck.open() as d, bq_resource.open() as b:
         graph = _rows(d, "temporal_graph", "edge_id, column_name, entity")
@@ -134,9 +137,10 @@ def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource, monkeyp
         ]:
             pd.testing.assert_frame_equal(_rows(d, table, order), _rows(b, table, order), check_dtype=False)
         n_clients = []
+        coders = load_sketch_coders(tmp_path / "bq_home")
         for day in [*DAYS, D(2017, 1, 20)]:
-            duck_ids, duck_profiles = load_profiles(d, day)
-            bq_ids, bq_profiles = load_profiles(b, day)
+            duck_ids, duck_profiles = load_profiles(d, day, coders)
+            bq_ids, bq_profiles = load_profiles(b, day, coders)
             np.testing.assert_array_equal(duck_ids, bq_ids)
             np.testing.assert_allclose(bq_profiles, duck_profiles, rtol=1e-6, atol=1e-6)
             n_clients.append(len(duck_ids))

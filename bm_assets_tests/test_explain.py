@@ -23,7 +23,8 @@ from bm_assets.core.explain import (
     reference_baseline,
     top_reasons,
 )
-from bm_assets.core.foundation import TrainConfig, fit, predict, supervised_loss, task_network, task_output
+from bm_assets.core.foundation import TrainConfig, fit, predict, task_network
+from bm_assets.core.kinds import KINDS
 from bm_assets.core.profiles import ProfileLayout, batch_profiles, day_number, encode_events
 from bm_assets.core.sketches import fit_sketch_coder
 
@@ -82,12 +83,12 @@ def fitted(tmp_path_factory):
     layout_net = [(c, k.depth, k.width) for c, k in coders.items()]
     net = task_network(None, x.shape[1], 32, 1, 0.0, layout_net, 1, seed=0)
     net.set_input_stats(x)
-    out = task_output("binary")
+    out = KINDS["binary"].output()
 
     def validate(n):
         return metrics("binary", y, predict(n, x, out))["auroc"]
 
-    res = fit(net, supervised_loss("binary"), x, y, validate, TrainConfig(lr=3e-3, max_epochs=40, patience=5))
+    res = fit(net, KINDS["binary"].loss(None), x, y, validate, TrainConfig(lr=3e-3, max_epochs=40, patience=5))
     yield wh, coders, layout, clients, x, y, res
     wh.close()
 
@@ -169,7 +170,7 @@ def test_multilabel_target_per_row():
     x = np.abs(np.random.default_rng(0).standard_normal((5, 12))).astype(np.float32)
     net.set_input_stats(x)
     attr = integrated_gradients(net, x, "multilabel", target=np.array([0, 1, 2, 1, 0]))
-    full = predict(net, x, task_output("multilabel"))
+    full = predict(net, x, KINDS["multilabel"].output())
     np.testing.assert_allclose(attr.output, full[np.arange(5), [0, 1, 2, 1, 0]], rtol=1e-5)
     assert np.abs(attr.delta).max() < 1e-4
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 
 import mlflow
-import mlflow.pytorch
 import pytest
 import torch
 
+from bm_assets.core.artifacts import load_registered, log_network
+from bm_assets.core.foundation import BehavioralNet
 from bm_assets.core.registry import CHAMPION, champion, decide, higher_is_better, register_and_promote
 
 
@@ -39,11 +40,11 @@ def test_directions():
     assert not higher_is_better("rmse") and not higher_is_better("validation_mae")
 
 
-def _logged(value: float):
-    net = torch.nn.Linear(2, 1)
+def _logged(value: float) -> str:
+    net = BehavioralNet(2, 4, 1, 0.0, [], n_out=1)
     with torch.no_grad():
-        net.weight.fill_(value)
-    return mlflow.pytorch.log_model(net, name="net", serialization_format="pickle")
+        net.task_head.weight.fill_(value)
+    return log_network(net, "net")
 
 
 @pytest.mark.parametrize(
@@ -71,11 +72,11 @@ def test_register_and_promote_moves_the_alias_only_forward(tmp_path, monkeypatch
         assert float(version.tags["validation_score"]) == score
         champions.append(str(champion(client, "m").version))
         assert p.champion_version == champions[-1]
-    # the alias follows the rule, and the champion's weights are what `models:/m@champion` loads
+    # the alias follows the rule, and the champion's weights are what its version loads
     best = {True: max, False: min}[higher_is_better(metric)]
     winner = champions[-1]
     assert float(client.get_model_version("m", winner).tags["validation_score"]) == best(
         s for s, e in zip(scores, expected, strict=True) if e
     )
-    loaded = mlflow.pytorch.load_model(f"models:/m@{CHAMPION}")
-    assert math.isclose(float(loaded.weight[0, 0]), float(int(winner) - 1))
+    loaded, space = load_registered(client, "m", client.get_model_version_by_alias("m", CHAMPION).version)
+    assert math.isclose(float(loaded.task_head.weight.detach()[0, 0]), float(int(winner) - 1)) and space is None

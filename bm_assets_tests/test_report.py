@@ -95,19 +95,21 @@ def test_bootstrap_intervals_resample_clients():
 def test_weighted_metrics_equal_the_metric_on_repeated_rows():
     import numpy as np
 
-    from bm_assets.core.evaluation import _weighted_metric, metrics
+    from bm_assets.core.evaluation import metrics
+    from bm_assets.core.kinds import KINDS
 
     rng = np.random.default_rng(3)
     w = rng.integers(0, 3, 200)
     idx = np.repeat(np.arange(200), w)
     y = (rng.random((200, 3)) < 0.3).astype(np.float32)
     p = np.round(rng.random((200, 3)), 1)  # ties
-    fn = _weighted_metric("multilabel", "auroc", y, p)
+    fn = KINDS["multilabel"].weighted_metric("auroc", y, p)
     assert abs(fn(w) - metrics("multilabel", y[idx], p[idx])["auroc"]) < 1e-12
     yr, pr = rng.normal(size=200), rng.normal(size=200)
     for m in ("rmse", "mae"):
-        assert abs(_weighted_metric("regression", m, yr, pr)(w) - metrics("regression", yr[idx], pr[idx])[m]) < 1e-9
+        weighted = KINDS["regression"].weighted_metric(m, yr, pr)(w)
+        assert abs(weighted - metrics("regression", yr[idx], pr[idx])[m]) < 1e-9
     yc = rng.integers(-1, 3, 200)
     pc = rng.random((200, 3))
-    acc = _weighted_metric("multiclass", "accuracy", yc, pc)(w)
+    acc = KINDS["multiclass"].weighted_metric("accuracy", yc, pc)(w)
     assert abs(acc - metrics("multiclass", yc[idx], pc[idx])["accuracy"]) < 1e-12

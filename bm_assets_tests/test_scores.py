@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bm_assets.assets.tasks import _score_frame
+from bm_assets.core.kinds import kind_of
 from bm_assets.core.scores import ScoresNotFoundError, day_scores, export_scores
 from bm_assets.core.tasks import TaskSpec
 
@@ -22,7 +22,7 @@ def _task(kind: str, **extra) -> TaskSpec:
 
 
 def _store(wh, task: TaskSpec, labels, pred: np.ndarray, day=DAY, version="4"):
-    frame = _score_frame(task, labels, np.array(["c1", "c2"]), pred, day)
+    frame = kind_of(task).score_frame(task, labels, np.array(["c1", "c2"]), pred, day)
     frame["model_version"] = version
     wh.insert_df(f"{task.name}_scores", frame)
 

@@ -2,72 +2,21 @@
 
 import dataclasses
 import datetime as dt
-import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import mlflow
-import mlflow.pytorch
-import numpy as np
 import torch
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
-from mlflow.models import ModelSignature
-from mlflow.models.model import ModelInfo
-from mlflow.types import Schema, TensorSpec
 
+from bm_assets.core.artifacts import load_registered, log_network
 from bm_assets.core.examples import CachedProfiles, foundation_examples, layout_of
 from bm_assets.core.foundation import TrainConfig, train_foundation
 from bm_assets.core.profiles import profiles_at_dates
 from bm_assets.core.registry import champion, register_and_promote
-from bm_assets.core.sketches import load_sketch_coders
 from bm_assets.core.tasks import ModelingConfig, events_end, load_modeling_config, tasks_path_for
-from bm_assets.resources import DatasetResource, MLflowResource, WarehouseResource
-from bm_assets.settings import bm_home
+from bm_assets.resources import ArtifactStore, DatasetResource, MLflowResource, WarehouseResource
 
 MODELS_GROUP = "models"
-PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-
-
-def models_dir() -> Path:
-    path = bm_home() / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-class _NotPickleCaution(logging.Filter):
-    """Drops mlflow.pytorch's caution about pickled models, logged at every save: the networks
-    are our own classes, pickled on purpose (see log_network)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Saving pytorch model by Pickle")
-
-
-logging.getLogger("mlflow.pytorch").addFilter(_NotPickleCaution())
-
-
-def network_signature(net: torch.nn.Module) -> ModelSignature | None:
-    """What the registry shows a network takes and gives: a profile float32[n, n_in] in, and for a
-    task network its output float32[n, n_out] (the foundation network's output is its embedding,
-    read through its methods, so only its input is declared). None for a module of another kind."""
-    if not isinstance(getattr(net, "x_mean", None), torch.Tensor):
-        return None
-    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, int(net.x_mean.shape[0])), "profile")])
-    head = getattr(net, "task_head", None)
-    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, head.out_features), "output")]) if head else None
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def log_network(net: torch.nn.Module, name: str) -> ModelInfo:
-    """Log a network to the active MLflow run as a pickled torch model: the class lives in
-    bm_assets, and pickling needs no example input (mlflow's default pt2 format traces one).
-    The signature comes from the network's shapes (`network_signature`)."""
-    return mlflow.pytorch.log_model(
-        net,
-        name=name,
-        pip_requirements=PIP_REQUIREMENTS,
-        serialization_format="pickle",
-        signature=network_signature(net),
-    )
 
 
 def foundation_name(dataset_name: str) -> str:
@@ -80,7 +29,8 @@ def load_champion_foundation(client: mlflow.MlflowClient, dataset_name: str) -> 
     version = champion(client, name)
     if version is None:
         raise RuntimeError(f"registered model {name} has no champion: materialize foundation_model first")
-    return mlflow.pytorch.load_model(f"models:/{name}/{version.version}"), str(version.version)
+    net, _ = load_registered(client, name, str(version.version))
+    return net, str(version.version)
 
 
 def modeling_config(dataset: DatasetResource) -> ModelingConfig:
@@ -102,6 +52,7 @@ def foundation_model(
     dataset: DatasetResource,
     warehouse: WarehouseResource,
     mlflow_tracking: MLflowResource,
+    artifacts: ArtifactStore,
 ) -> Iterator[MaterializeResult]:
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
@@ -116,7 +67,7 @@ def foundation_model(
                 f"validation window (to {needed}): skipped, and the task assets after it"
             )
             return
-        coders = load_sketch_coders(bm_home())
+        coders = artifacts.store().load_coders()
         data = foundation_examples(wh, cfg, mcfg, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds)))
     (ex_tr, x_tr, y_tr), (ex_va, x_va, y_va) = data["train"], data["validation"]
     train_cfg = TrainConfig(
@@ -163,12 +114,12 @@ def foundation_model(
                 "train_seconds": result.seconds,
             }
         )
-        info = log_network(result.net, "model")
+        source = log_network(result.net, "model")
         window = f"{cfg.data_start}..{needed}"  # through the validation window, no test-window event
         promotion = register_and_promote(
             mlflow_tracking.client(),
             foundation_name(cfg.name),
-            info,
+            source,
             description=f"Behavioral foundation model of dataset {cfg.name}: from a client's profile at a "
             f"split date T, predicts the sketch of their events in [T, T+{f.horizon_days}d). Self-supervised "
             f"(no task label), trained on events {window}; task models start from its weights.",
@@ -188,7 +139,7 @@ def foundation_model(
         metadata={
             "mlflow_run_id": run.info.run_id,
             "mlflow_run": link,
-            "model_uri": info.model_uri,
+            "model_uri": source,
             "registered_model": promotion.registered_model,
             "registered_version": promotion.version,
             "champion_version": promotion.champion_version,

@@ -4,7 +4,6 @@ the dataset's training cutoff; profiles of day D see only events up to D."""
 
 import datetime as dt
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,146 +22,133 @@ from dagster import (
 )
 
 from bm_assets.assets.metadata import md_table
-from bm_assets.core.embeddings import (
-    EMBEDDINGS_DIR,
-    build_entity_embeddings,
-    load_embeddings,
-    save_embeddings,
-)
+from bm_assets.core.embeddings import build_entity_embeddings
 from bm_assets.core.graph import build_temporal_graph
 from bm_assets.core.profiles import batch_check, build_profiles_window
-from bm_assets.core.sketches import (
-    CODERS_DIR,
-    coders_fingerprint,
-    fit_coders,
-    load_sketch_coders,
-    save_sketch_coders,
-)
+from bm_assets.core.sketches import coders_fingerprint, fit_coders
 from bm_assets.core.sql import BEHAVIORAL_PROFILES, TEMPORAL_GRAPH
 from bm_assets.partitions import window_of
-from bm_assets.resources import DatasetResource, WarehouseResource
-from bm_assets.settings import bm_home
+from bm_assets.resources import ArtifactStore, DatasetResource, WarehouseResource
 
 GROUP = "representations"
 
 
-def artifacts_dir() -> Path:
-    """$BM_HOME/artifacts: arrays (embeddings, coders) that are files rather than tables."""
-    return bm_home() / "artifacts"
+@asset(
+    deps=["events_denormalized"],
+    group_name=GROUP,
+    description="Hyperedges (per client and window, per basket) of the events before the training "
+    "cutoff: one row per (hyperedge, column, entity). Built by SQL in the warehouse.",
+)
+def temporal_graph(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
+    cfg = dataset.load()
+    rep = cfg.representation
+    with warehouse.open() as wh:
+        build = build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff)
+        preview = wh.preview(TEMPORAL_GRAPH, 10)
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": build.rows,
+            "cutoff": str(build.cutoff),
+            "nodes_per_column": MetadataValue.json(build.nodes),
+            "edges_per_kind": MetadataValue.json(build.edges),
+            "nodes": sum(build.nodes.values()),
+            "edges": sum(build.edges.values()),
+            "basket_column": str(build.basket_column),
+            "preview": md_table(preview),
+        }
+    )
+
+@asset(
+    deps=[temporal_graph, "product_catalog"],
+    group_name=GROUP,
+    description="Cleora (pycleora) embeddings per entity column; catalogue items unseen before the "
+    "cutoff embedded from their attributes. Files under $BM_HOME/artifacts/entity_embeddings.",
+)
+def entity_embeddings(
+    dataset: DatasetResource, warehouse: WarehouseResource, artifacts: ArtifactStore
+) -> MaterializeResult:
+    cfg = dataset.load()
+    rep = cfg.representation
+    t0 = time.perf_counter()
+    with warehouse.open() as wh:
+        embeddings = build_entity_embeddings(wh, rep)
+    seconds = time.perf_counter() - t0
+    directory = artifacts.store().save_embeddings(
+        embeddings,
+        {
+            "cutoff": cfg.temporal.training_cutoff,
+            "cleora": rep.cleora.model_dump(),
+            "seed": rep.seed,
+        },
+    )
+    summary = pd.DataFrame(
+        [
+            {
+                "column": c,
+                "entities": len(e.ids),
+                "inductive": int(e.inductive.sum()),
+                "dim": e.vectors.shape[1],
+            }
+            for c, e in embeddings.items()
+        ]
+    )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(directory)),
+            "columns": md_table(summary),
+            "entities": int(summary["entities"].sum()),
+            "seconds": round(seconds, 2),
+            "cleora": MetadataValue.json(rep.cleora.model_dump()),
+        }
+    )
+
+@asset(
+    deps=[entity_embeddings],
+    group_name=GROUP,
+    description="EMDE density-aware LSH per sketch column (bucket codes of every entity, with the "
+    "projection). Files under $BM_HOME/artifacts/sketch_coders.",
+)
+def sketch_coders(dataset: DatasetResource, artifacts: ArtifactStore) -> MaterializeResult:
+    cfg = dataset.load()
+    rep = cfg.representation
+    store = artifacts.store()
+    embeddings = store.load_embeddings()
+    coders = fit_coders(embeddings, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed)
+    fingerprint = coders_fingerprint(coders)
+    directory = store.save_coders(
+        coders,
+        {
+            "cutoff": cfg.temporal.training_cutoff,
+            "fingerprint": fingerprint,
+            "seed": rep.seed,
+        },
+    )
+    summary = pd.DataFrame(
+        [
+            {
+                "column": c,
+                "entities": len(k.entity_ids),
+                "depth": k.depth,
+                "width": k.width,
+                "buckets_used_level0": len(np.unique(k.codes[:, 0])),
+                "largest_bucket_share_level0": float(
+                    np.bincount(k.codes[:, 0]).max() / max(len(k.codes), 1)
+                ),
+            }
+            for c, k in coders.items()
+        ]
+    )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(directory)),
+            "fingerprint": fingerprint,
+            "coders": md_table(summary),
+        }
+    )
 
 
 def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
-    @asset(
-        deps=["events_denormalized"],
-        group_name=GROUP,
-        description="Hyperedges (per client and window, per basket) of the events before the training "
-        "cutoff: one row per (hyperedge, column, entity). Built by SQL in the warehouse.",
-    )
-    def temporal_graph(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
-        cfg = dataset.load()
-        rep = cfg.representation
-        with warehouse.open() as wh:
-            build = build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff)
-            preview = wh.preview(TEMPORAL_GRAPH, 10)
-        return MaterializeResult(
-            metadata={
-                "dagster/row_count": build.rows,
-                "cutoff": str(build.cutoff),
-                "nodes_per_column": MetadataValue.json(build.nodes),
-                "edges_per_kind": MetadataValue.json(build.edges),
-                "nodes": sum(build.nodes.values()),
-                "edges": sum(build.edges.values()),
-                "basket_column": str(build.basket_column),
-                "preview": md_table(preview),
-            }
-        )
-
-    @asset(
-        deps=[temporal_graph, "product_catalog"],
-        group_name=GROUP,
-        description="Cleora (pycleora) embeddings per entity column; catalogue items unseen before the "
-        "cutoff embedded from their attributes. Files under $BM_HOME/artifacts/entity_embeddings.",
-    )
-    def entity_embeddings(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
-        cfg = dataset.load()
-        rep = cfg.representation
-        t0 = time.perf_counter()
-        with warehouse.open() as wh:
-            embeddings = build_entity_embeddings(wh, rep)
-        seconds = time.perf_counter() - t0
-        directory = save_embeddings(
-            embeddings,
-            artifacts_dir() / EMBEDDINGS_DIR,
-            {
-                "cutoff": cfg.temporal.training_cutoff,
-                "cleora": rep.cleora.model_dump(),
-                "seed": rep.seed,
-            },
-        )
-        summary = pd.DataFrame(
-            [
-                {
-                    "column": c,
-                    "entities": len(e.ids),
-                    "inductive": int(e.inductive.sum()),
-                    "dim": e.vectors.shape[1],
-                }
-                for c, e in embeddings.items()
-            ]
-        )
-        return MaterializeResult(
-            metadata={
-                "path": MetadataValue.path(str(directory)),
-                "columns": md_table(summary),
-                "entities": int(summary["entities"].sum()),
-                "seconds": round(seconds, 2),
-                "cleora": MetadataValue.json(rep.cleora.model_dump()),
-            }
-        )
-
-    @asset(
-        deps=[entity_embeddings],
-        group_name=GROUP,
-        description="EMDE density-aware LSH per sketch column (bucket codes of every entity, with the "
-        "projection). Files under $BM_HOME/artifacts/sketch_coders.",
-    )
-    def sketch_coders(dataset: DatasetResource) -> MaterializeResult:
-        cfg = dataset.load()
-        rep = cfg.representation
-        embeddings = load_embeddings(artifacts_dir() / EMBEDDINGS_DIR)
-        coders = fit_coders(embeddings, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed)
-        fingerprint = coders_fingerprint(coders)
-        directory = save_sketch_coders(
-            coders,
-            artifacts_dir() / CODERS_DIR,
-            {
-                "cutoff": cfg.temporal.training_cutoff,
-                "fingerprint": fingerprint,
-                "seed": rep.seed,
-            },
-        )
-        summary = pd.DataFrame(
-            [
-                {
-                    "column": c,
-                    "entities": len(k.entity_ids),
-                    "depth": k.depth,
-                    "width": k.width,
-                    "buckets_used_level0": len(np.unique(k.codes[:, 0])),
-                    "largest_bucket_share_level0": float(
-                        np.bincount(k.codes[:, 0]).max() / max(len(k.codes), 1)
-                    ),
-                }
-                for c, k in coders.items()
-            ]
-        )
-        return MaterializeResult(
-            metadata={
-                "path": MetadataValue.path(str(directory)),
-                "fingerprint": fingerprint,
-                "coders": md_table(summary),
-            }
-        )
+    """The graph, embeddings and coders (one build each), and the daily profiles on `partitions`."""
 
     @asset(
         partitions_def=partitions,
@@ -193,13 +179,13 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
         "transaction. Past days are replayed from the events (iter_profiles).",
     )
     def behavioral_profiles(
-        context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource
+        context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource, artifacts: ArtifactStore
     ):
         cfg = dataset.load()
         half_lives = cfg.representation.profile.half_lives_days
         start, end = window_of(context)
         last_day = end - dt.timedelta(days=1)
-        coders = load_sketch_coders(artifacts_dir() / CODERS_DIR)
+        coders = artifacts.store().load_coders()
         t0 = time.perf_counter()
         with warehouse.open() as wh:
             build = build_profiles_window(

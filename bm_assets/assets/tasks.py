@@ -4,11 +4,9 @@ clients, the report JSON and curves) and `<task>_scores` (daily scores of the fi
 
 import base64
 import datetime as dt
-import pickle
 import time
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
 import pandas as pd
 from dagster import (
@@ -22,7 +20,8 @@ from dagster import (
     asset,
 )
 
-from bm_assets.assets.foundation import load_champion_foundation, log_network, modeling_config, models_dir
+from bm_assets.assets.foundation import load_champion_foundation, modeling_config
+from bm_assets.core.artifacts import SavedTask, Store, load_registered, log_network
 from bm_assets.core.evaluation import (
     ModelResult,
     TaskData,
@@ -34,7 +33,6 @@ from bm_assets.core.evaluation import (
 )
 from bm_assets.core.examples import CachedProfiles, task_examples
 from bm_assets.core.explain import (
-    EXPLAINABLE,
     as_of_examples,
     drivers_markdown_all,
     drivers_png,
@@ -43,14 +41,13 @@ from bm_assets.core.explain import (
     task_drivers,
     top_reasons_per_row,
 )
+from bm_assets.core.kinds import LabelSpace, kind_of
 from bm_assets.core.profiles import iter_profiles, profiles_at_dates, read_layout_of
 from bm_assets.core.registry import champion, register_and_promote
 from bm_assets.core.report import build_report, curves_png, intervals_markdown, metrics_markdown, write_report
-from bm_assets.core.sketches import load_sketch_coders
-from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql, task_labels
+from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql
 from bm_assets.partitions import window_of
-from bm_assets.resources import DatasetResource, MLflowResource, WarehouseResource
-from bm_assets.settings import bm_home
+from bm_assets.resources import ArtifactStore, DatasetResource, MLflowResource, WarehouseResource
 
 TASKS_GROUP = "tasks"
 #: The networks a task model registers, in order of preference for scoring.
@@ -58,10 +55,10 @@ NETWORKS = ("finetuned", "scratch")
 SCORE_COLUMNS = ("client_id", "score_date", "label", "score")
 
 
-def _load_data(dataset: DatasetResource, warehouse: WarehouseResource, task: TaskSpec) -> tuple:
+def _load_data(dataset: DatasetResource, warehouse: WarehouseResource, store: Store, task: TaskSpec) -> tuple:
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
-    coders = load_sketch_coders(bm_home())
+    coders = store.load_coders()
     with warehouse.open(sandboxed=True) as wh:
         check_task_sql(wh, ModelingConfig(tasks=[task], config_file=mcfg.config_file))
         data, frames = task_examples(
@@ -70,40 +67,18 @@ def _load_data(dataset: DatasetResource, warehouse: WarehouseResource, task: Tas
     return cfg, mcfg, data, frames
 
 
-def _bundle_path(task: TaskSpec):
-    return models_dir() / f"{task.name}.pkl"
-
-
-def _load_saved(task: TaskSpec) -> dict:
-    """{"models": {...}, "promotion": {...}} as the latest `<task>_model` saved it."""
-    path = _bundle_path(task)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: materialize {task.name}_model first")
-    with open(path, "rb") as fh:
-        saved = pickle.load(fh)
-    if "promotion" not in saved:
-        raise FileNotFoundError(f"{path} was written before model versions were registered: materialize "
-                                f"{task.name}_model again")
-    return saved
-
-
-def load_task_bundle(task: TaskSpec) -> dict:
-    """{model name: {"artifact", "seconds", "epochs", "history"}} of the latest `<task>_model` training."""
-    return _load_saved(task)["models"]
-
-
 def _md_image(png: bytes, alt: str = "curves") -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def _drivers(context, dataset, warehouse, task: TaskSpec, data: TaskData, test: pd.DataFrame, bundle: dict):
+def _drivers(context, dataset, warehouse, store: Store, task: TaskSpec, data: TaskData, test: pd.DataFrame, bundle):
     """Global drivers of the fine-tuned network and of LightGBM on test examples (None where
     the task type has no per-client score to explain, or explain_examples is 0)."""
     mcfg = modeling_config(dataset)
-    if task.type not in EXPLAINABLE or "finetuned" not in bundle or mcfg.evaluation.explain_examples == 0:
+    if not kind_of(task).explainable or "finetuned" not in bundle or mcfg.evaluation.explain_examples == 0:
         return None
     start = time.perf_counter()
-    coders = load_sketch_coders(bm_home())
+    coders = store.load_coders()
     gbdt = bundle.get("lightgbm", {}).get("artifact")
     with warehouse.open(sandboxed=True) as wh:
         drivers = task_drivers(
@@ -125,13 +100,10 @@ def _drivers(context, dataset, warehouse, task: TaskSpec, data: TaskData, test: 
 
 def build_task_assets(mcfg: ModelingConfig, partitions: DailyPartitionsDefinition) -> list[AssetsDefinition]:
     """Three assets per configured task; a new task in tasks.yaml is a new set of assets."""
-    out: list[AssetsDefinition] = []
-    for task in mcfg.tasks:
-        out += _task_assets(task, partitions)
-    return out
+    return [a for t in mcfg.tasks for a in (_model_asset(t), _evaluation_asset(t), _scores_asset(t, partitions))]
 
 
-def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[AssetsDefinition]:
+def _model_asset(task: TaskSpec) -> AssetsDefinition:
     @asset(
         name=f"{task.name}_model",
         deps=["foundation_model"],
@@ -148,8 +120,11 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         dataset: DatasetResource,
         warehouse: WarehouseResource,
         mlflow_tracking: MLflowResource,
+        artifacts: ArtifactStore,
     ) -> MaterializeResult:
-        cfg, mcfg, data, frames = _load_data(dataset, warehouse, task)
+        store = artifacts.store()
+        cfg, mcfg, data, frames = _load_data(dataset, warehouse, store, task)
+        space = LabelSpace(data.labels, data.item_codes, data.item_log_prior)
         client = mlflow_tracking.client()
         foundation, foundation_version = load_champion_foundation(client, cfg.name)
         with mlflow_tracking.start_run(
@@ -177,14 +152,15 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             result = run_task(data, foundation, mcfg.foundation, mcfg.evaluation, on_epoch=log_epoch)
             for name, row in result.report.items():
                 mlflow_tracking.log_metrics({f"{name}_{k}": v for k, v in row.items()})
-            infos = {n: log_network(result.models[n].artifact, n) for n in NETWORKS if n in result.models}
+            # each network with the label space it was trained on: scoring reads both back
+            sources = {n: log_network(result.models[n].artifact, n, space) for n in NETWORKS if n in result.models}
             scorer = next(name for name in NETWORKS if name in result.models)
             metric = task.metrics[0]
             window = f"{cfg.data_start}..{cfg.temporal.test_start - dt.timedelta(days=1)}"
             promotion = register_and_promote(
                 client,
                 task_model_name(cfg.name, task),
-                infos[scorer],
+                sources[scorer],
                 description=f"{task.type} task {task.name} of dataset {cfg.name} ({task.horizon_days}-day horizon): "
                 f"{task.description} The {scorer} network that {task.name}_scores runs while this version is the "
                 f"champion; fine-tuned from foundation version {foundation_version}.",
@@ -201,16 +177,8 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 score=result.report[scorer].get(f"validation_{metric}", float("nan")),
             )
             mlflow.log_dict(promotion.as_dict(), "promotion.json")
-            bundle = {
-                "models": {
-                    n: {"artifact": m.artifact, "seconds": m.seconds, "epochs": m.epochs, "history": m.history}
-                    for n, m in result.models.items()
-                },
-                "promotion": promotion.as_dict(),
-            }
-            with open(_bundle_path(task), "wb") as fh:
-                pickle.dump(bundle, fh)
-            mlflow.log_artifact(str(_bundle_path(task)), artifact_path="bundle")
+            saved = store.save_task(task.name, result.models, promotion.as_dict(), space)
+            mlflow.log_artifacts(str(saved), artifact_path="bundle")
             link = mlflow_tracking.run_link(run)
         return MaterializeResult(
             metadata={
@@ -224,6 +192,10 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             }
         )
 
+    return task_model
+
+
+def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
     @asset(
         name=f"{task.name}_evaluation",
         deps=[f"{task.name}_model"],
@@ -236,10 +208,12 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         dataset: DatasetResource,
         warehouse: WarehouseResource,
         mlflow_tracking: MLflowResource,
+        artifacts: ArtifactStore,
     ) -> MaterializeResult:
-        cfg, mcfg, data, frames = _load_data(dataset, warehouse, task)
-        saved = _load_saved(task)
-        bundle, promotion = saved["models"], saved["promotion"]
+        store = artifacts.store()
+        cfg, mcfg, data, frames = _load_data(dataset, warehouse, store, task)
+        saved: SavedTask = store.load_task(task.name)
+        bundle, promotion = saved.models, saved.promotion
         models = {
             n: ModelResult(n, rebuild(data, n, b["artifact"]), b["seconds"], b["epochs"], b["history"])
             for n, b in bundle.items()
@@ -261,7 +235,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve, intervals
             )
             report["registry"] = promotion  # which version this is, whether it was promoted and why
-            path = write_report(report, bm_home() / "reports")
+            path = write_report(report, store.reports_dir)
             for name, row in metrics.items():
                 mlflow_tracking.log_metrics({f"{name}_{k}": v for k, v in row.items()})
             meta = {
@@ -273,7 +247,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 **_promotion_metadata(promotion),
                 **{f"n_{r}": len(f) for r, f in frames.items()},
             }
-            drivers = _drivers(context, dataset, warehouse, task, data, frames["test"], bundle)
+            drivers = _drivers(context, dataset, warehouse, store, task, data, frames["test"], bundle)
             if drivers is not None:
                 report["drivers"] = {k: v for k, v in drivers.items() if k != "frames"}
                 mlflow_tracking.log_metrics(
@@ -282,7 +256,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                         "explain_collision_share": drivers["collision_share"],
                     }
                 )
-                write_report(report, bm_home() / "reports")
+                write_report(report, store.reports_dir)
                 meta["drivers"] = MetadataValue.md(drivers_markdown_all(drivers))
                 first = next(iter(drivers["frames"]), None)
                 chart = drivers_png(drivers["frames"][first], f"{task.name}: drivers of {first}") if first else None
@@ -322,6 +296,10 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
                 )
         return MaterializeResult(metadata=meta)
 
+    return task_evaluation
+
+
+def _scores_asset(task: TaskSpec, partitions: DailyPartitionsDefinition) -> AssetsDefinition:
     @asset(
         name=f"{task.name}_scores",
         deps=[f"{task.name}_model", "behavioral_profiles"],
@@ -340,6 +318,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         dataset: DatasetResource,
         warehouse: WarehouseResource,
         mlflow_tracking: MLflowResource,
+        artifacts: ArtifactStore,
     ) -> MaterializeResult:
         client = mlflow_tracking.client()
         registered = task_model_name(dataset.load().name, task)
@@ -347,26 +326,30 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
         if version is None:
             raise RuntimeError(f"registered model {registered} has no champion: materialize {task.name}_model first")
         network = version.tags.get("network", "finetuned")
-        net = mlflow.pytorch.load_model(f"models:/{registered}/{version.version}")
+        net, space = load_registered(client, registered, str(version.version))
+        if space is None:
+            raise RuntimeError(
+                f"version {version.version} of {registered} has no saved label space: materialize {task.name}_model"
+            )
         start, end = window_of(context)
         table = f"{task.name}_scores"
         frames = []
         with warehouse.open(sandboxed=True) as wh:
-            labels, item_codes = label_space(wh, dataset, task)
-            data = TaskData(task, {}, labels, [], item_codes)
+            labels = space.labels  # the labels the model was trained on, saved with it
+            data = TaskData(task, {}, labels, [], space.item_codes, space.item_log_prior)
             predict = rebuild(data, network, net)
             # Days before the training cutoff are the model's own training period: scoring them
             # would only cost time (a whole-history backfill), so they are left empty.
             first_scored = max(start, dataset.load().temporal.training_cutoff)
             days = [first_scored + dt.timedelta(days=i) for i in range((end - first_scored).days)]
-            coders = load_sketch_coders(bm_home())
+            coders = artifacts.store().load_coders()
             layout = read_layout_of(wh, coders) if task.explain else None
             rollups = item_rollups(dataset.load(), coders)
             reason_frames = []
             for day, ids, x in iter_profiles(wh, coders, days):  # one pass over the window, a day at a time
                 if len(ids):
                     pred = predict(_Inputs(x))
-                    frames.append(_score_frame(task, labels, ids, pred, day))
+                    frames.append(kind_of(task).score_frame(task, labels, ids, pred, day))
                     if layout is not None:
                         reason_frames.append(
                             _reason_frame(wh, task, labels, net, ids, x, pred, day, coders, layout, rollups)
@@ -416,7 +399,7 @@ def _task_assets(task: TaskSpec, partitions: DailyPartitionsDefinition) -> list[
             }
         )
 
-    return [task_model, task_evaluation, task_scores]
+    return task_scores
 
 
 def task_model_name(dataset_name: str, task: TaskSpec) -> str:
@@ -472,44 +455,3 @@ class _Inputs:
 
     def __init__(self, x: np.ndarray):
         self.x = x
-
-
-def label_space(wh, dataset: DatasetResource, task: TaskSpec) -> tuple[list[str] | None, np.ndarray | None]:
-    cfg = dataset.load()
-    mcfg = modeling_config(dataset)
-    labels = task_labels(wh, task, cfg.temporal.training_cutoff, mcfg.evaluation.candidates)
-    if task.type != "recommendation":
-        return labels, None
-    coder = load_sketch_coders(bm_home())[task.target.column]
-    codes = coder.encode(np.asarray(labels))
-    ok = codes[:, 0] >= 0
-    return [v for v, k in zip(labels, ok, strict=True) if k], codes[ok].astype(np.int64)
-
-
-def _score_frame(
-    task: TaskSpec, labels: list[str] | None, ids: np.ndarray, pred: np.ndarray, day: dt.date
-) -> pd.DataFrame:
-    """Long format (client_id, score_date, label, score); recommendation keeps the top `task.top_k`
-    items per client and day."""
-    if pred.ndim == 1:
-        return pd.DataFrame({"client_id": ids, "score_date": day, "label": task.name, "score": pred})
-    if task.type == "recommendation":
-        top = np.argsort(-pred, axis=1, kind="stable")[:, : task.top_k]
-        rows = np.repeat(np.arange(len(ids)), top.shape[1])
-        return pd.DataFrame(
-            {
-                "client_id": ids[rows],
-                "score_date": day,
-                "label": np.asarray(labels)[top.ravel()],
-                "score": pred[rows, top.ravel()],
-            }
-        )
-    rows = np.repeat(np.arange(len(ids)), pred.shape[1])
-    return pd.DataFrame(
-        {
-            "client_id": ids[rows],
-            "score_date": day,
-            "label": np.tile(np.asarray(labels), len(ids)),
-            "score": pred.ravel(),
-        }
-    )

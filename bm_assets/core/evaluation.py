@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 
 import lightgbm as lgb
 import numpy as np
-import torch
-from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from bm_assets.core.foundation import (
     BehavioralNet,
@@ -19,14 +17,11 @@ from bm_assets.core.foundation import (
     SketchLayout,
     TrainConfig,
     fit,
-    item_scores,
     predict,
-    sketch_cross_entropy,
-    supervised_loss,
     task_network,
-    task_output,
 )
-from bm_assets.core.tasks import METRICS, EvaluationConfig, FoundationConfig, TaskSpec
+from bm_assets.core.kinds import KINDS, Boosters, kind_of, ranking_metrics
+from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec
 
 ROLES = ("validation", "test", "holdout")
 
@@ -34,53 +29,14 @@ ROLES = ("validation", "test", "holdout")
 # --- metrics ----------------------------------------------------------------------------------
 
 
-def _macro(fn, y: np.ndarray, p: np.ndarray) -> float:
-    """Mean over label columns having both classes; NaN when none has."""
-    y, p = y.reshape(len(y), -1), p.reshape(len(p), -1)
-    ok = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
-    return float(np.mean([fn(y[:, j], p[:, j]) for j in ok])) if ok else float("nan")
-
-
-def ranking_metrics(relevant: np.ndarray, scores: np.ndarray, k: int = 10) -> dict[str, float]:
-    """HitRate@k and NDCG@k (binary relevance) over clients with at least one relevant item.
-    relevant: {0,1}[n, n_items]; scores: float[n, n_items]."""
-    has = relevant.sum(1) > 0
-    rel, sc = relevant[has], scores[has]
-    if not len(rel):
-        return {f"hitrate@{k}": float("nan"), f"ndcg@{k}": float("nan")}
-    top = np.argsort(-sc, axis=1, kind="stable")[:, :k]
-    gains = np.take_along_axis(rel, top, 1)
-    discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))  # fewer than k items: rank them all
-    ideal = np.cumsum(discount)[np.minimum(rel.sum(1), top.shape[1]).astype(int) - 1]
-    ndcg = (gains * discount).sum(1) / ideal
-    return {f"hitrate@{k}": float((gains.sum(1) > 0).mean()), f"ndcg@{k}": float(ndcg.mean())}
-
-
 def metrics(kind: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Every metric of the task type (METRICS) for targets y and predictions pred."""
-    if kind in ("binary", "multilabel"):
-        return {
-            "auroc": _macro(roc_auc_score, y, pred),
-            "average_precision": _macro(average_precision_score, y, pred),
-        }
-    if kind == "regression":
-        err = pred.astype(np.float64) - y
-        return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
-    if kind == "multiclass":
-        ok = y >= 0
-        p = np.clip(pred[ok], 1e-7, 1)
-        return {
-            "accuracy": float((p.argmax(1) == y[ok]).mean()),
-            "log_loss": float(log_loss(y[ok], p / p.sum(1, keepdims=True), labels=np.arange(p.shape[1]))),
-        }
-    if kind == "recommendation":
-        return ranking_metrics(y, pred)
-    raise ValueError(f"unknown task type {kind!r}")
+    """Every metric of the task type for targets y and predictions pred."""
+    return KINDS[kind].metrics(y, pred)
 
 
 def selection_score(task: TaskSpec, m: dict[str, float]) -> float:
     """Higher is better: the task's first metric, negated for errors."""
-    name = task.metrics[0] if task.metrics else METRICS[task.type][0]
+    name = task.metrics[0] if task.metrics else kind_of(task).metric_names[0]
     return -m[name] if name in ("rmse", "mae", "log_loss") else m[name]
 
 
@@ -141,15 +97,6 @@ class ModelResult:
     artifact: object = None
 
 
-def _n_out(data: TaskData) -> int:
-    t = data.task
-    if t.type in ("binary", "regression"):
-        return 1
-    if t.type == "recommendation":
-        return 0
-    return len(data.labels or [])
-
-
 #: Suffix of the recommendation models ranked with the popularity-aware decode.
 POPULARITY_DECODE = "_popdecode"
 
@@ -157,19 +104,7 @@ POPULARITY_DECODE = "_popdecode"
 def network_predictor(data: TaskData, popularity: bool = False) -> Callable[[BehavioralNet, np.ndarray], np.ndarray]:
     """Predictions of a task network on profiles; recommendation ranks candidate items (with
     `popularity`, by the popularity-aware decode of `item_scores`)."""
-    t = data.task
-    if t.type == "recommendation":
-        codes = torch.from_numpy(data.item_codes.astype(np.int64))
-        prior = torch.from_numpy(np.asarray(data.item_log_prior, np.float32)) if popularity else None
-        column = t.target.column
-
-        def rank(n: BehavioralNet, xb: torch.Tensor) -> torch.Tensor:
-            p = None if prior is None else prior.to(xb.device)
-            return item_scores(n.sketch_logp(xb, column), codes.to(xb.device), p)
-
-        return lambda net, x: predict(net, x, rank, batch_size=256)
-    out = task_output(t.type)
-    return lambda net, x: predict(net, x, out)
+    return kind_of(data.task).network_predictor(data, popularity)
 
 
 def fit_network(
@@ -182,28 +117,19 @@ def fit_network(
 ) -> tuple[FitResult, Callable[[Split], np.ndarray]]:
     """Fine-tune `foundation` (or train the same network from scratch when None) on the task's
     training split, early-stopped on the validation metric."""
-    t = data.task
+    t, kind = data.task, kind_of(data.task)
     tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
     val = data.splits["validation"]
-    net = task_network(
-        foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, fcfg.dropout, data.layout, _n_out(data), ev.seed
-    )
+    n_out = kind.n_out(len(data.labels or []))
+    net = task_network(foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, fcfg.dropout, data.layout, n_out, ev.seed)
     if foundation is None:
         net.set_input_stats(tr.x)
-    if t.type == "regression":
-        net.y_mean.fill_(float(tr.y.mean()))
-        net.y_std.fill_(float(tr.y.std() or 1.0))
-    if t.type == "recommendation":
-        column = t.target.column
-
-        def loss(n, xb, yb):
-            return sketch_cross_entropy(n.sketch_logp(xb, column), yb)
-    else:
-        loss = supervised_loss(t.type)
+    kind.prepare_network(net, tr)
+    loss = kind.loss(t)
     pred = network_predictor(data)
 
     def validate(n: BehavioralNet) -> float:
-        return selection_score(t, metrics(t.type, val.y, pred(n, val.x)))
+        return selection_score(t, kind.metrics(val.y, pred(n, val.x)))
 
     cfg = TrainConfig(
         lr=ev.task_lr if foundation is None else ev.finetune_lr,
@@ -213,8 +139,7 @@ def fit_network(
         patience=ev.task_patience,
         seed=ev.seed,
     )
-    y_train = tr.target if t.type != "multiclass" else tr.y
-    result = fit(net, loss, tr.x, y_train, validate, cfg, on_epoch)
+    result = fit(net, loss, tr.x, tr.target, validate, cfg, on_epoch)
     return result, lambda s: pred(result.net, s.x)
 
 
@@ -225,12 +150,8 @@ def fit_gbdt(
     features: Callable[[Split], np.ndarray] | None = None,
     name: str = "lightgbm",
 ) -> ModelResult | None:
-    """LightGBM on the aggregates (or on `features(split)`), one booster per label,
-    early-stopped on validation. None for recommendation (ranking thousands of items is not a
-    per-label classifier's job)."""
-    t = data.task
-    if t.type == "recommendation":
-        return None
+    """LightGBM on the aggregates (or on `features(split)`), with the kind's objective,
+    early-stopped on validation. None for a kind without a GBDT baseline (recommendation)."""
     tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
     val = data.splits["validation"]
     if features is not None:
@@ -251,27 +172,9 @@ def fit_gbdt(
     )
     stop = [lgb.early_stopping(20, verbose=False)]
     start = time.perf_counter()
-    models: list = []
-    if t.type == "regression":
-        models = [lgb.LGBMRegressor(**params).fit(tr.f, tr.y, eval_X=(val.f,), eval_y=(val.y,), callbacks=stop)]
-    elif t.type == "multiclass":
-        ok, vok = tr.y >= 0, val.y >= 0
-        models = [
-            lgb.LGBMClassifier(**params).fit(
-                tr.f[ok], tr.y[ok], eval_X=(val.f[vok],), eval_y=(val.y[vok],), callbacks=stop
-            )
-        ]
-    else:
-        # One contiguous row per label: LightGBM copies (and warns about) a strided column slice.
-        ys = np.ascontiguousarray(tr.y.reshape(len(tr.y), -1).T)
-        yv = np.ascontiguousarray(val.y.reshape(len(val.y), -1).T)
-        for j in range(ys.shape[0]):
-            if 0 < ys[j].sum() < ys.shape[1]:
-                models.append(
-                    lgb.LGBMClassifier(**params).fit(tr.f, ys[j], eval_X=(val.f,), eval_y=(yv[j],), callbacks=stop)
-                )
-            else:
-                models.append(float(ys[j].mean()))
+    models = kind_of(data.task).gbdt_fit(params, stop, tr, val)
+    if models is None:
+        return None
     fn = gbdt_predictor(data, models)
     if features is not None:
         base = fn
@@ -310,27 +213,10 @@ def _projected(net: BehavioralNet, projection: dict) -> Callable[[Split], np.nda
     return features
 
 
-def gbdt_predictor(data: TaskData, models: list) -> Callable[[Split], np.ndarray]:
-    """Predictions of fitted LightGBM models (one per label; a float for a constant label)."""
-    t = data.task
-    if t.type == "regression":
-        return lambda s: models[0].predict(s.f)
-    if t.type == "multiclass":
-        n_cls = len(data.labels or [])
-
-        def multiclass(s: Split) -> np.ndarray:
-            p = np.zeros((len(s.f), n_cls))
-            p[:, models[0].classes_] = models[0].predict_proba(s.f)
-            return p
-
-        return multiclass
-
-    def per_label(s: Split) -> np.ndarray:
-        cols = [m.predict_proba(s.f)[:, 1] if not isinstance(m, float) else np.full(len(s.f), m) for m in models]
-        p = np.stack(cols, 1)
-        return p[:, 0] if t.type == "binary" else p
-
-    return per_label
+def gbdt_predictor(data: TaskData, models: Boosters) -> Callable[[Split], np.ndarray]:
+    """Predictions of fitted LightGBM models."""
+    kind, n_labels = kind_of(data.task), len(data.labels or [])
+    return lambda s: kind.gbdt_predict(models, s.f, n_labels)
 
 
 def prior_predictor(rate: np.ndarray) -> Callable[[Split], np.ndarray]:
@@ -442,25 +328,18 @@ def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np
     if isinstance(artifact, BehavioralNet):
         pred = network_predictor(data, popularity=name.endswith(POPULARITY_DECODE))
         return lambda s: pred(artifact, s.x)
-    if name == "lightgbm":
-        return gbdt_predictor(data, artifact)  # type: ignore[arg-type]
+    if isinstance(artifact, Boosters):
+        return gbdt_predictor(data, artifact)
     return prior_predictor(np.asarray(artifact))
 
 
 def fit_prior(data: TaskData, train_idx: np.ndarray | None = None) -> ModelResult:
     """Base rate (binary, multilabel), class frequencies, mean value, or item popularity."""
-    t = data.task
+    kind = kind_of(data.task)
     tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
     start = time.perf_counter()
-    if t.type == "multiclass":
-        ok = tr.y[tr.y >= 0]
-        rate = np.bincount(ok, minlength=len(data.labels or [])) / max(len(ok), 1)
-    elif t.type == "recommendation":
-        # candidates are ordered by their popularity before the training cutoff
-        rate = -np.arange(len(data.item_codes), dtype=np.float64)
-    else:
-        rate = np.asarray(tr.y.mean(0), dtype=np.float64)
-    name = "popularity" if t.type == "recommendation" else "prior"
+    rate = kind.prior(tr, data)
+    name = kind.prior_name
     return ModelResult(name, prior_predictor(rate), time.perf_counter() - start, artifact=rate)
 
 
@@ -478,7 +357,7 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """{model: {"<role>_<metric>": value, "train_seconds": s, "epochs": n}} on validation, test
     and held-out clients."""
-    t = data.task
+    t, kind = data.task, kind_of(data.task)
     out: dict[str, dict[str, float]] = {}
     for name, m in models.items():
         row: dict[str, float] = {"train_seconds": round(m.seconds, 3), "epochs": m.epochs}
@@ -487,10 +366,10 @@ def evaluate(
             if s is None or not len(s.y):
                 continue
             pred = m.predict(s)
-            for metric, value in metrics(t.type, s.y, pred).items():
+            for metric, value in kind.metrics(s.y, pred).items():
                 if metric in t.metrics:
                     row[f"{role}_{metric}"] = value
-            if t.type == "recommendation" and s.history is not None:
+            if s.history is not None:  # items ranked against the client's own purchases
                 row[f"{role}_repeat_share_of_hits@10"] = repeat_share(s, pred)
         out[name] = row
     return out
@@ -498,27 +377,9 @@ def evaluate(
 
 # --- honest statistics: client-level bootstrap -------------------------------------------------
 
-#: The model every other is compared with, per task type (the strongest simple baseline).
-REFERENCE_MODELS = {"recommendation": ("repurchase_popularity", "popularity")}
-REFERENCE_DEFAULT = ("lightgbm", "prior")
-
-
 def reference_model(kind: str, names: list[str]) -> str | None:
-    return next((m for m in REFERENCE_MODELS.get(kind, REFERENCE_DEFAULT) if m in names), None)
-
-
-def _per_row_ranking(relevant: np.ndarray, scores: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(rows with a relevant item, their NDCG@k or hit@k): ranking metrics are means over rows."""
-    k = int(metric.split("@")[1])
-    has = relevant.sum(1) > 0
-    rel, sc = relevant[has], scores[has]
-    top = np.argsort(-sc, axis=1, kind="stable")[:, :k]
-    gains = np.take_along_axis(rel, top, 1)
-    if metric.startswith("hitrate"):
-        return has, (gains.sum(1) > 0).astype(np.float64)
-    discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
-    ideal = np.cumsum(discount)[np.minimum(rel.sum(1), top.shape[1]).astype(int) - 1]
-    return has, (gains * discount).sum(1) / ideal
+    """The model every other is compared with: the kind's strongest simple baseline present."""
+    return next((m for m in KINDS[kind].reference_models if m in names), None)
 
 
 def bootstrap_intervals(
@@ -542,18 +403,11 @@ def bootstrap_intervals(
     rng = np.random.default_rng(seed)
     names = list(preds)
     reference = reference_model(kind, names)
-    ranking = kind == "recommendation"
-    rows = {name: _per_row_ranking(y, p, metric) for name, p in preds.items()} if ranking else {}
-    weighted = {} if ranking else {name: _weighted_metric(kind, metric, y, p) for name, p in preds.items()}
+    weighted = {name: KINDS[kind].weighted_metric(metric, y, p) for name, p in preds.items()}
     weighted = {name: fn for name, fn in weighted.items() if fn is not None}
     draws: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(n_boot if n_clients else 0):
         weight = np.bincount(rng.integers(0, n_clients, n_clients), minlength=n_clients)[inverse]
-        if ranking:
-            for name, (has, values) in rows.items():
-                w = weight[has]
-                draws[name].append(float((values * w).sum() / w.sum()) if w.sum() else float("nan"))
-            continue
         for name, p in preds.items():
             draws[name].append(weighted[name](weight) if name in weighted else _repeated(kind, metric, y, p, weight))
     out: dict = {"reference": reference, "resamples": n_boot, "models": {}}
@@ -569,57 +423,6 @@ def bootstrap_intervals(
 def _repeated(kind: str, metric: str, y: np.ndarray, p: np.ndarray, weight: np.ndarray) -> float:
     idx = np.repeat(np.arange(len(y)), weight)
     return metrics(kind, y[idx], p[idx]).get(metric, float("nan"))
-
-
-def _weighted_auroc(y: np.ndarray, s: np.ndarray) -> Callable[[np.ndarray], float]:
-    """AUROC of one label under row weights (a bootstrap's multiplicities), O(n) per call:
-    the weighted Mann-Whitney statistic over scores sorted once, ties counting one half."""
-    order = np.argsort(s, kind="stable")
-    ys, ss = y[order] > 0, s[order]
-    _, start = np.unique(ss, return_index=True)
-    group = np.repeat(np.arange(len(start)), np.diff(np.r_[start, len(ss)]))
-
-    def auroc(weight: np.ndarray) -> float:
-        w = weight[order].astype(np.float64)
-        wn = np.bincount(group, w * ~ys, minlength=len(start))
-        wp = np.bincount(group, w * ys, minlength=len(start))
-        below = np.cumsum(wn) - wn  # negative weight strictly below each score group
-        total_p, total_n = wp.sum(), wn.sum()
-        if total_p == 0 or total_n == 0:
-            return float("nan")
-        return float((wp * (below + 0.5 * wn)).sum() / (total_p * total_n))
-
-    return auroc
-
-
-def _weighted_metric(kind: str, metric: str, y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], float] | None:
-    """metric(weights) for the metrics that take row weights cheaply (None: resample rows)."""
-    if metric == "auroc" and kind in ("binary", "multilabel"):
-        y2, p2 = y.reshape(len(y), -1), p.reshape(len(p), -1)
-        labels = [_weighted_auroc(y2[:, j], p2[:, j]) for j in range(y2.shape[1])]
-
-        def macro(weight: np.ndarray) -> float:
-            values = [f(weight) for f in labels]
-            ok = [v for v in values if np.isfinite(v)]
-            return float(np.mean(ok)) if ok else float("nan")
-
-        return macro
-    if kind == "regression" and metric in ("rmse", "mae"):
-        err = p.astype(np.float64) - y
-        per_row = err**2 if metric == "rmse" else np.abs(err)
-        root = metric == "rmse"
-
-        def error(weight: np.ndarray) -> float:
-            mean = float((per_row * weight).sum() / weight.sum())
-            return float(np.sqrt(mean)) if root else mean
-
-        return error
-    if kind == "multiclass" and metric == "accuracy":
-        ok = y >= 0
-        correct = np.zeros(len(y))
-        correct[ok] = p[ok].argmax(1) == y[ok]
-        return lambda w: float((correct * w * ok).sum() / (w * ok).sum()) if (w * ok).sum() else float("nan")
-    return None
 
 
 def _percentiles(values: np.ndarray) -> list[float]:
@@ -651,7 +454,7 @@ def run_task(
     for name, init in nets.items():
         res, fn = fit_network(data, init, fcfg, ev, on_epoch=(lambda r, n=name: on_epoch(n, r)) if on_epoch else None)
         models[name] = ModelResult(name, fn, res.seconds, res.best_epoch, res.history, artifact=res.net)
-        if data.task.type == "recommendation" and data.item_log_prior is not None:
+        if data.item_log_prior is not None:  # items ranked: also the popularity-aware decode
             pop = name + POPULARITY_DECODE
             models[pop] = ModelResult(pop, rebuild(data, pop, res.net), res.seconds, res.best_epoch, artifact=res.net)
     gbdt = fit_gbdt(data, ev)
@@ -666,9 +469,8 @@ def run_task(
                 models[hybrid.name] = hybrid
     prior = fit_prior(data)
     models[prior.name] = prior
-    if data.task.type == "recommendation":
-        best_net = models["finetuned"].artifact if "finetuned" in models else None
-        models.update(fit_recommendation_baselines(data, best_net))
+    best_net = models["finetuned"].artifact if "finetuned" in models else None
+    models.update(fit_recommendation_baselines(data, best_net))  # {} unless items are ranked
     return TaskRun(models, evaluate(data, models, roles=("validation",)))
 
 

@@ -15,6 +15,7 @@ from bm_assets.config import DatasetConfig
 from bm_assets.core.evaluation import Split, TaskData
 from bm_assets.core.features import aggregate_features, feature_tops
 from bm_assets.core.foundation import SketchLayout, normalise_sketch
+from bm_assets.core.kinds import kind_of
 from bm_assets.core.profiles import encode_events
 from bm_assets.core.sketches import SketchCoder, sketch
 from bm_assets.core.sql import ident
@@ -22,7 +23,6 @@ from bm_assets.core.tasks import (
     EVENTS_DENORMALIZED,
     Eligibility,
     ModelingConfig,
-    TaskConfigError,
     TaskSpec,
     _normalise,
     _splits_cte,
@@ -32,9 +32,8 @@ from bm_assets.core.tasks import (
     feature_columns,
     future_window_sql,
     is_holdout,
+    label_counts,
     protocol_dates,
-    task_labels,
-    value_counts,
 )
 from bm_assets.core.warehouse import Warehouse
 
@@ -202,23 +201,10 @@ def task_examples(
     ev = mcfg.evaluation
     cutoff = cfg.temporal.training_cutoff
     dates = protocol_dates(cfg.data_start, cfg.temporal, ev, task.horizon_days)
-    labels = task_labels(wh, task, cutoff, ev.candidates)
-    item_codes = item_log_prior = None
-    target_coders: dict[str, SketchCoder] = {}
-    if task.type == "recommendation":
-        coder = coders.get(task.target.column)
-        if coder is None:
-            raise TaskConfigError(
-                f"{task.name}: target.column {task.target.column!r} has no sketch coder; "
-                f"sketched columns are {list(coders)}"
-            )
-        counts = value_counts(wh, task.target.column, task.target.where, cutoff, ev.candidates)
-        codes = coder.encode(counts["v"].to_numpy())
-        known = codes[:, 0] >= 0
-        labels = counts["v"][known].tolist()
-        item_codes = codes[known].astype(np.int64)
-        item_log_prior = np.log(counts["n"].to_numpy(np.float64)[known])
-        target_coders = {task.target.column: coder}
+    space = kind_of(task).label_space(task, label_counts(wh, task, cutoff, ev.candidates), coders)
+    labels = space.labels
+    # items ranked by the network's sketch head: it trains on the sketch of the target column
+    target_coders = {task.target.column: coders[task.target.column]} if space.item_codes is not None else {}
     tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cutoff)
     roles = {
         "train": ("train", False),
@@ -238,9 +224,9 @@ def task_examples(
         if target_coders and role == "train":
             y_train = future_sketches(wh, target_coders, ex, task.horizon_days, task.target.where)
         f, feature_names = aggregate_features(wh, ex, ev, tops)
-        history = item_history(wh, task, ex, labels) if task.type == "recommendation" else None
+        history = item_history(wh, task, ex, labels) if space.item_codes is not None else None
         splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train, history, ex["client_id"].to_numpy())
         frames[role] = ex
     layout = layout_of(coders)
-    data = TaskData(task, splits, labels, layout, item_codes, item_log_prior, feature_names, tops)
+    data = TaskData(task, splits, labels, layout, space.item_codes, space.item_log_prior, feature_names, tops)
     return data, frames

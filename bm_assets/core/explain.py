@@ -26,14 +26,13 @@ import torch
 
 from bm_assets.config import DatasetConfig
 from bm_assets.core.evaluation import TaskData
-from bm_assets.core.foundation import BehavioralNet, head_output
+from bm_assets.core.foundation import BehavioralNet
+from bm_assets.core.kinds import EXPLAINABLE, KINDS, Boosters, kind_of, shap_values
 from bm_assets.core.profiles import ProfileLayout
 from bm_assets.core.sketches import SketchCoder
 from bm_assets.core.sql import EVENTS_DENORMALIZED, ident, literal
 from bm_assets.core.warehouse import Warehouse
 
-#: Task types whose network output is a per-client score the explanation decomposes.
-EXPLAINABLE = ("binary", "multilabel", "multiclass", "regression")
 #: Points on the integration path (Gauss-Legendre). Rows whose completeness gap exceeds
 #: GAP_TOLERANCE are integrated again with 4x the points.
 IG_STEPS = 64
@@ -105,7 +104,7 @@ def _integrated_gradients(
     from captum.attr import IntegratedGradients
 
     net = net.cpu().eval()
-    head = head_output(kind)
+    head = KINDS[kind].head
     first, rest = net.encoder[0], net.encoder[1:]
     n = len(x)
     targets = None if target is None else np.broadcast_to(np.asarray(target), (n,)).astype(np.int64)
@@ -386,10 +385,7 @@ def aggregate_title(name: str, tops: dict[str, list[str]]) -> str:
 def gbdt_contributions(model: object, f: np.ndarray) -> np.ndarray:
     """float64[n, n_features]: SHAP contributions of one fitted LightGBM model (raw score:
     log-odds for classifiers), without the bias column; a constant label has none (zeros)."""
-    if isinstance(model, float):
-        return np.zeros(f.shape, dtype=np.float64)
-    contrib = np.asarray(model.predict(f, pred_contrib=True), dtype=np.float64)
-    return contrib[:, : f.shape[1]]
+    return shap_values(model, f)
 
 
 def gbdt_drivers(contrib: np.ndarray, names: list[str], tops: dict[str, list[str]], top: int = 15) -> pd.DataFrame:
@@ -489,20 +485,11 @@ def _records(df: pd.DataFrame) -> list[dict]:
     ]
 
 
-def gbdt_label_contributions(kind: str, models: list, f: np.ndarray, j: int | None) -> np.ndarray | None:
+def gbdt_label_contributions(kind: str, models: Boosters | None, f: np.ndarray, j: int | None) -> np.ndarray | None:
     """SHAP contributions of the LightGBM baseline for output j (None: the only output)."""
-    if not models:
+    if not models or not models.models:
         return None
-    if kind == "multiclass":
-        model = models[0]
-        classes = list(model.classes_)
-        if j not in classes:
-            return None
-        raw = np.asarray(model.predict(f, pred_contrib=True), dtype=np.float64)
-        width = f.shape[1] + 1
-        k = classes.index(j)
-        return raw[:, k * width : k * width + f.shape[1]]
-    return gbdt_contributions(models[0 if j is None else j], f)
+    return KINDS[kind].gbdt_contributions(models, f, j)
 
 
 def task_drivers(
@@ -510,7 +497,7 @@ def task_drivers(
     data: TaskData,
     examples: pd.DataFrame,
     net: BehavioralNet,
-    gbdt_models: list | None,
+    gbdt_models: Boosters | None,
     coders: dict[str, SketchCoder],
     layout: ProfileLayout,
     rollups: dict[str, list[str]],
@@ -533,9 +520,7 @@ def task_drivers(
     rows = examples.iloc[idx]
     ex = as_of_examples(rows["client_id"].to_numpy(), [t - dt.timedelta(days=1) for t in rows["t"]])
     history = entity_history(wh, list(layout.columns), rollups, ex, layout.half_lives_days)
-    outputs: list[int | None] = (
-        [None] if task.type in ("binary", "regression") else list(range(min(n_labels, len(data.labels or []))))
-    )
+    outputs = kind_of(task).explained_outputs(n_labels, data.labels)
     first_rollups = sorted(
         {a for attrs in rollups.values() for a in attrs}, key=lambda a: (a != task.target.column, a)
     )
@@ -549,7 +534,7 @@ def task_drivers(
         frames = {"network": global_drivers(explained.reasons, len(idx))}
         for a in first_rollups:
             frames[f"network, items by {a}"] = global_drivers(explained.reasons, len(idx), by=a, top=10)
-        contrib = gbdt_label_contributions(task.type, gbdt_models or [], f, j)
+        contrib = gbdt_label_contributions(task.type, gbdt_models, f, j)
         if contrib is not None and data.feature_names:
             frames["lightgbm"] = gbdt_drivers(contrib, data.feature_names, data.feature_tops)
         out["frames"][label] = frames

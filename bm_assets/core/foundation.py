@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 #: (column, depth, width) of each sketched column, in profile/target order.
 SketchLayout = list[tuple[str, int, int]]
@@ -280,33 +279,3 @@ def item_scores(
         log_prior - log_prior.max() - torch.log(weight.sum()) - log_bucket[depth[None, :], codes].sum(-1)
     )
     return scores + correction[None, :].to(scores.dtype)
-
-
-def supervised_loss(kind: str) -> Callable[[BehavioralNet, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss of a task type on its head's output."""
-    if kind in ("binary", "multilabel"):
-        return lambda n, xb, yb: F.binary_cross_entropy_with_logits(n(xb).reshape(yb.shape), yb)
-    if kind == "multiclass":
-        return lambda n, xb, yb: F.cross_entropy(n(xb), yb, ignore_index=-1)
-    if kind == "regression":
-        return lambda n, xb, yb: F.mse_loss(n(xb)[:, 0], (yb - n.y_mean[0]) / n.y_std[0])
-    raise ValueError(f"no supervised loss for task type {kind!r}")
-
-
-def task_output(kind: str) -> Callable[[BehavioralNet, torch.Tensor], torch.Tensor]:
-    """The prediction of a task head: probabilities, class probabilities or values."""
-    head = head_output(kind)
-    return lambda n, xb: head(n, n(xb))
-
-
-def head_output(kind: str) -> Callable[[BehavioralNet, torch.Tensor], torch.Tensor]:
-    """The task head's raw output [n, n_out] -> the prediction users see."""
-    if kind == "binary":
-        return lambda n, out: torch.sigmoid(out[:, 0])
-    if kind == "multilabel":
-        return lambda n, out: torch.sigmoid(out)
-    if kind == "multiclass":
-        return lambda n, out: torch.softmax(out, -1)
-    if kind == "regression":
-        return lambda n, out: out[:, 0] * n.y_std[0] + n.y_mean[0]
-    raise ValueError(f"no task output for task type {kind!r}")

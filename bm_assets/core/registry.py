@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models.model import ModelInfo
 
 CHAMPION = "champion"
 #: Metrics where a smaller value is better; every other metric is better when larger.
@@ -69,10 +68,11 @@ def champion(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
 
 
 def register_model(
-    client: mlflow.MlflowClient, name: str, info: ModelInfo, description: str, tags: dict[str, str]
+    client: mlflow.MlflowClient, name: str, source: str, description: str, tags: dict[str, str]
 ) -> ModelVersion:
-    """A new version of registered model `name` from a logged model, with a description and tags on
-    both the model and the version (the registry page says what it is and what data made it)."""
+    """A new version of registered model `name` from the artifacts at `source` (a network folder
+    logged by core/artifacts.log_network), with a description and tags on both the model and the
+    version (the registry page says what it is and what data made it)."""
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
@@ -83,15 +83,13 @@ def register_model(
     for key, value in tags.items():
         client.set_registered_model_tag(name, key, value)
     run_id = mlflow.active_run().info.run_id if mlflow.active_run() else None
-    return client.create_model_version(
-        name, info.model_uri, run_id=run_id, tags=tags, description=description, model_id=info.model_id
-    )
+    return client.create_model_version(name, source, run_id=run_id, tags=tags, description=description)
 
 
 def register_and_promote(
     client: mlflow.MlflowClient,
     name: str,
-    info: ModelInfo,
+    source: str,
     description: str,
     tags: dict[str, str],
     metric: str,
@@ -105,7 +103,7 @@ def register_and_promote(
     if current is not None and current.tags.get(METRIC_TAG, metric) != metric:
         previous = None  # a champion scored on another metric cannot be compared: replaced
     version = register_model(
-        client, name, info, description, {**tags, METRIC_TAG: metric, SCORE_TAG: repr(float(score))}
+        client, name, source, description, {**tags, METRIC_TAG: metric, SCORE_TAG: repr(float(score))}
     )
     promoted, reason = decide(metric, score, previous)
     if current is not None and previous is None and promoted:

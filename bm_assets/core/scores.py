@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bm_assets.core.kinds import kind_of
 from bm_assets.core.tasks import TaskSpec
 from bm_assets.core.warehouse import Warehouse
 
@@ -29,15 +30,7 @@ def scores_sql(wh: Warehouse, task: TaskSpec, day: dt.date, top_k: int) -> str:
         "SELECT CAST(client_id AS VARCHAR) AS client_id, CAST(score_date AS DATE) AS as_of_date, "
         f"model_version, label, score FROM {table} WHERE score_date = DATE '{day.isoformat()}'"
     )
-    if task.type == "recommendation":
-        return (
-            "SELECT client_id, as_of_date, label AS item_id, rank, score, model_version FROM ("
-            "SELECT *, row_number() OVER (PARTITION BY client_id ORDER BY score DESC, label) AS rank "
-            f"FROM ({base})) WHERE rank <= {int(top_k)} ORDER BY client_id, rank"
-        )
-    if task.type in ("multilabel", "multiclass"):
-        return f"SELECT client_id, as_of_date, label, score, model_version FROM ({base}) ORDER BY client_id, label"
-    return f"SELECT client_id, as_of_date, score, model_version FROM ({base}) ORDER BY client_id"
+    return kind_of(task).export_sql(base, top_k)
 
 
 def day_scores(wh: Warehouse, task: TaskSpec, day: dt.date, top_k: int | None = None) -> pd.DataFrame:

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bm_assets.config import DatasetConfig, StrictModel, TemporalSplit, load_yaml_mapping
+from bm_assets.config import DatasetConfig, StrictModel, TaskConfigError, TemporalSplit, load_yaml_mapping
+from bm_assets.core.kinds import KINDS, kind_of
 from bm_assets.core.sql import (
     EVENTS_DENORMALIZED,
     UnsafeExpressionError,
@@ -26,22 +27,16 @@ from bm_assets.core.sql import (
 )
 from bm_assets.core.warehouse import Warehouse
 
-TaskType = Literal["binary", "multilabel", "multiclass", "regression", "recommendation"]
+#: The task types of core/kinds.py (KINDS).
+TaskType = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 
 #: Metrics each task type can report; the first one selects models on the validation window.
-METRICS: dict[str, tuple[str, ...]] = {
-    "binary": ("auroc", "average_precision"),
-    "multilabel": ("auroc", "average_precision"),
-    "multiclass": ("accuracy", "log_loss"),
-    "regression": ("rmse", "mae"),
-    "recommendation": ("ndcg@10", "hitrate@10"),
-}
+METRICS: dict[str, tuple[str, ...]] = {name: k.metric_names for name, k in KINDS.items()}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CRON = re.compile(r"^[0-9A-Za-z*/,?-]+(\s+[0-9A-Za-z*/,?-]+){4}$")
 
 
-class TaskConfigError(ValueError):
-    """A task config that cannot be used; the message names the file and the key."""
+__all__ = ["TaskConfigError"]  # raised here, defined beside DatasetConfigError
 
 
 def _checked(text: str, aggregate: bool) -> str:
@@ -115,25 +110,14 @@ class TaskSpec(StrictModel):
     def _check(self) -> TaskSpec:
         if not _IDENTIFIER.match(self.name):
             raise ValueError(f"name {self.name!r} must be an identifier (letters, digits, _)")
-        t = self.target
-        if self.type in ("binary", "regression"):
-            if t.value is None:
-                raise ValueError(f"a {self.type} task needs target.value (an SQL aggregate)")
-            if t.column is not None:
-                raise ValueError(f"a {self.type} task takes target.value, not target.column")
-        else:
-            if t.column is None:
-                raise ValueError(f"a {self.type} task needs target.column")
-            if self.type in ("multilabel", "multiclass") and t.top_n is None:
-                raise ValueError(f"a {self.type} task needs target.top_n")
-        allowed = METRICS[self.type]
+        kind = kind_of(self)
+        kind.check_spec(self)
+        allowed = kind.metric_names
         if not self.metrics:
             object.__setattr__(self, "metrics", list(allowed))
         bad = [m for m in self.metrics if m not in allowed]
         if bad:
             raise ValueError(f"metrics {bad} do not apply to {self.type}; choose from {list(allowed)}")
-        if self.explain and self.type == "recommendation":
-            raise ValueError("explain: recommendation scores are not explained (rank lists, not one score)")
         return self
 
 
@@ -273,21 +257,17 @@ def feature_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> list[str]:
     dataset's own categorical graph columns (never a Complete Journey name)."""
     if mcfg.evaluation.feature_columns is not None:
         return list(mcfg.evaluation.feature_columns)
-    targets = [t.target.column for t in mcfg.tasks if t.type in ("multilabel", "multiclass") and t.target.column]
+    targets = [t.target.column for t in mcfg.tasks if kind_of(t).top_n_labels and t.target.column]
     if targets:
         return list(dict.fromkeys(targets))
     graph = dataset.representation.graph.columns or []
     return [c for c in graph if c not in ("item_id", "event_type")][:3]
 
 
-#: Task types whose target is a column of values (labels, items) the profiles should carry.
-COLUMN_TASKS = ("multilabel", "multiclass", "recommendation")
-
-
 def task_target_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> list[str]:
     """The categorical columns the configured tasks predict (brand, category, item...)."""
     kinds = dataset.event_columns()
-    cols = [t.target.column for t in mcfg.tasks if t.type in COLUMN_TASKS and t.target.column]
+    cols = [t.target.column for t in mcfg.tasks if kind_of(t).column_target and t.target.column]
     return [c for c in dict.fromkeys(cols) if kinds.get(c) == "categorical"]
 
 
@@ -482,67 +462,39 @@ def future_window_sql(wh: Warehouse, dates: list[dt.date], horizon_days: int, wh
 def build_labels(
     wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: list[str] | None
 ) -> np.ndarray:
-    """Targets aligned with `examples` (client_id, t). binary: float32[n] in {0,1};
-    regression: float32[n]; multilabel/recommendation: float32[n, len(labels)] in {0,1};
-    multiclass: int64[n] index into labels, -1 when no labelled event is in the window."""
+    """Targets aligned with `examples` (client_id, t), as the task's kind builds them from the
+    rows of each example's future window (core/kinds.py)."""
+    kind = kind_of(task)
     dates = sorted(set(examples["t"]))
-    n = len(examples)
-    key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
-    if task.type in ("binary", "regression"):
-        sql = f"""SELECT client_id, t, {task.target.value} AS y FROM ({
-            future_window_sql(wh, dates, task.horizon_days, task.target.where, "e.*")
-        }) GROUP BY client_id, t"""
-        df = _normalise(wh.fetch_df(sql))
-        y = np.full(n, np.nan if task.target.default is None else task.target.default, dtype=np.float64)
-        pos = key.get_indexer(pd.MultiIndex.from_frame(df[["client_id", "t"]]))
-        keep = pos >= 0
-        y[pos[keep]] = pd.to_numeric(df["y"], errors="coerce").to_numpy(np.float64)[keep]
-        if np.isnan(y).any():
-            raise TaskConfigError(
-                f"{task.name}: target.value is NULL for {int(np.isnan(y).sum())} examples; "
-                "set target.default or coalesce the expression"
-            )
-        return y.astype(np.float32)
-    assert labels is not None
-    sql = f"""SELECT client_id, t, CAST({ident(task.target.column)} AS VARCHAR) AS v, count(*) AS n
-        FROM ({future_window_sql(wh, dates, task.horizon_days, task.target.where, "e.*")})
-        GROUP BY ALL"""
-    df = _normalise(wh.fetch_df(sql))
-    row = key.get_indexer(pd.MultiIndex.from_frame(df[["client_id", "t"]]))
-    col = pd.Index(labels).get_indexer(df["v"])
-    keep = (row >= 0) & (col >= 0)
-    row, col, cnt = row[keep], col[keep], df["n"].to_numpy()[keep]
-    if task.type == "multiclass":
-        counts = np.zeros((n, len(labels)), dtype=np.float64)
-        np.add.at(counts, (row, col), cnt)
-        return np.where(counts.sum(1) > 0, counts.argmax(1), -1).astype(np.int64)
-    y = np.zeros((n, len(labels)), dtype=np.float32)
-    y[row, col] = 1.0
-    return y
+    window = future_window_sql(wh, dates, task.horizon_days, task.target.where, "e.*")
+    rows = _normalise(wh.fetch_df(kind.label_query(task, window)))
+    return kind.label_array(task, rows, pd.MultiIndex.from_frame(examples[["client_id", "t"]]), labels)
+
+
+def label_counts(wh: Warehouse, task: TaskSpec, cutoff: dt.date, candidates: int) -> pd.DataFrame | None:
+    """(v, n) of the values the task's labels are drawn from, before the cutoff only, most
+    frequent first; None for a kind without labels."""
+    n = kind_of(task).label_count(task, candidates)
+    if n is None:
+        return None
+    counts = value_counts(wh, task.target.column, task.target.where, cutoff, n)
+    if counts.empty:
+        raise TaskConfigError(
+            f"{task.name}: target.column {task.target.column} has no values before {cutoff}"
+        )
+    return counts
 
 
 def task_labels(wh: Warehouse, task: TaskSpec, cutoff: dt.date, candidates: int) -> list[str] | None:
     """Label names for column tasks, from events before the cutoff only."""
-    if task.target.column is None:
-        return None
-    n = task.target.top_n or candidates
-    labels = top_values(wh, task.target.column, task.target.where, cutoff, n)
-    if not labels:
-        raise TaskConfigError(
-            f"{task.name}: target.column {task.target.column} has no values before {cutoff}"
-        )
-    return labels
+    counts = label_counts(wh, task, cutoff, candidates)
+    return None if counts is None else counts["v"].tolist()
 
 
 def check_target_not_empty(task: TaskSpec, y: np.ndarray, role: str) -> None:
     """A target with one value only cannot be learned or evaluated: fail loudly."""
     if y.size == 0:
         raise TaskConfigError(f"{task.name}: no {role} examples (no eligible clients)")
-    if task.type in ("binary", "multilabel", "recommendation") and not (y > 0).any():
-        raise TaskConfigError(
-            f"{task.name}: the target is empty: no positive label among {len(y)} {role} examples"
-        )
-    if task.type == "multiclass" and not (y >= 0).any():
-        raise TaskConfigError(f"{task.name}: the target is empty: no labelled {role} example")
-    if task.type == "regression" and float(np.nanstd(y)) == 0.0:
-        raise TaskConfigError(f"{task.name}: the target is constant ({float(y[0])}) over {role} examples")
+    problem = kind_of(task).empty_target(y)
+    if problem is not None:
+        raise TaskConfigError(f"{task.name}: the target is empty: {problem} among {len(y)} {role} examples")

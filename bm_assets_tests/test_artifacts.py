@@ -1,0 +1,49 @@
+"""The artifact store: a task's trained models written in the one layout (no pickle) and read
+back predict exactly what the models in memory predicted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bm_assets.core.artifacts import Store
+from bm_assets.core.evaluation import Split, TaskData, rebuild, run_task
+from bm_assets.core.kinds import KINDS, LabelSpace
+from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec
+from bm_assets_tests.test_foundation import LAYOUT, _synthetic, _train
+from bm_assets_tests.test_kinds import LABELS, _target, _y
+
+
+@pytest.mark.parametrize("name", ["binary", "multiclass"])
+def test_saved_models_predict_what_the_trained_ones_did(tmp_path, name):
+    kind = KINDS[name]
+    task = TaskSpec(name="t", type=name, horizon_days=14, target=_target(kind))
+    splits = {}
+    for i, (role, n) in enumerate([("train", 300), ("validation", 120), ("test", 120)]):
+        x, sk = _synthetic(n, 20 + i)
+        splits[role] = Split(x, x[:, :8].copy(), _y(name, x, sk))
+    labels = None if kind.one_score else LABELS
+    data = TaskData(task, splits, labels, LAYOUT)
+    run = run_task(data, _train().net, FoundationConfig(hidden=32), EvaluationConfig(task_max_epochs=2))
+    store = Store(tmp_path)
+    store.save_task("t", run.models, {"version": "1"}, LabelSpace(labels))
+    assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
+    saved = store.load_task("t")
+    assert saved.promotion == {"version": "1"} and saved.label_space.labels == labels
+    assert saved.models["finetuned"]["artifact"] is saved.models["lightgbm_fm"]["artifact"]["net"]  # saved once
+    test = data.splits["test"]
+    for model, m in run.models.items():
+        again = rebuild(data, model, saved.models[model]["artifact"])(test)
+        np.testing.assert_array_equal(again, m.predict(test), err_msg=model)
+        assert saved.models[model]["history"] == m.history
+
+
+def test_recommendation_label_space_round_trips(tmp_path):
+    from bm_assets.core.artifacts import load_label_space, save_label_space
+
+    space = LabelSpace(["a", "b"], np.array([[0, 1], [2, 3]], np.int64), np.log([5.0, 3.0]))
+    save_label_space(space, tmp_path)
+    back = load_label_space(tmp_path)
+    assert back.labels == ["a", "b"]
+    np.testing.assert_array_equal(back.item_codes, space.item_codes)
+    np.testing.assert_array_equal(back.item_log_prior, space.item_log_prior)

@@ -1,0 +1,75 @@
+"""The task-kind registry: every type of tasks.yaml is one class in KINDS, and each implements
+the whole interface (labels, head, loss, metrics, LightGBM, prior, scores) end to end."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import get_args
+
+import duckdb
+import numpy as np
+import pytest
+
+from bm_assets.core.evaluation import Split, TaskData, evaluate, run_task
+from bm_assets.core.kinds import KINDS, TaskKind, kind_of
+from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec, TaskType
+from bm_assets_tests.test_foundation import LAYOUT, _synthetic, _train
+
+LABELS = [f"l{i}" for i in range(8)]
+
+
+def test_every_task_type_is_a_kind():
+    assert list(KINDS) == list(get_args(TaskType))
+    for name, kind in KINDS.items():
+        assert isinstance(kind, TaskKind) and kind.name == name and kind.metric_names
+
+
+def _target(kind: TaskKind) -> np.ndarray:
+    return {"value": "count(*)"} if not kind.column_target else {"column": "item_id", "top_n": 8}
+
+
+def _y(name: str, x: np.ndarray, sk: np.ndarray) -> np.ndarray:
+    """Learnable targets of each type from the synthetic profiles."""
+    labels = sk[:, 16:24]
+    return {
+        "binary": (x[:, 0] > 1).astype(np.float32),
+        "regression": (3 * x[:, 0] + x[:, 1]).astype(np.float32),
+        "multilabel": (labels > 0.15).astype(np.float32),
+        "multiclass": labels.argmax(1).astype(np.int64),
+    }[name]
+
+
+@pytest.mark.parametrize("name", [n for n in KINDS if n != "recommendation"])  # test_recommendation.py
+def test_each_kind_trains_evaluates_and_scores(name):
+    kind = KINDS[name]
+    task = TaskSpec(name="t", type=name, horizon_days=14, target=_target(kind))
+    assert kind_of(task) is kind
+    splits = {}
+    for i, (role, n) in enumerate([("train", 400), ("validation", 150), ("test", 150), ("holdout", 100)]):
+        x, sk = _synthetic(n, 10 + i)
+        splits[role] = Split(x, x[:, :8].copy(), _y(name, x, sk), clients=np.arange(n).astype(str))
+    labels = None if kind.one_score else LABELS
+    data = TaskData(task, splits, labels, LAYOUT)
+    ev = EvaluationConfig(task_max_epochs=2, task_patience=1)
+    run = run_task(data, _train().net, FoundationConfig(hidden=32), ev)
+    assert set(run.models) == {"finetuned", "scratch", "lightgbm", "lightgbm_fm", kind.prior_name}
+    report = evaluate(data, run.models)
+    test = data.splits["test"]
+    for model, row in report.items():
+        assert {f"test_{m}" for m in kind.metric_names} <= set(row), model
+        pred = run.models[model].predict(test)
+        assert pred.shape == ((len(test.y),) if kind.one_score else (len(test.y), len(LABELS))), model
+        assert np.isfinite(pred).all(), model
+    # the kind's daily score rows, and its export over them, for the fine-tuned network
+    pred = run.models["finetuned"].predict(test)[:5]
+    ids = np.array([f"c{i}" for i in range(5)])
+    frame = kind.score_frame(task, labels, ids, pred, dt.date(2017, 12, 1))
+    assert list(frame.columns) == ["client_id", "score_date", "label", "score"]
+    assert len(frame) == 5 * (1 if kind.one_score else len(LABELS))
+    frame["model_version"] = "1"
+    frame["as_of_date"] = frame["score_date"]
+    con = duckdb.connect()
+    con.register("day", frame)
+    out = con.execute(kind.export_sql("SELECT * FROM day", top_k=3)).df()
+    assert len(out) == len(frame) and "score" in out and "model_version" in out
+    assert kind.empty_target(test.y) is None and kind.label_rate(test.y)
