@@ -532,7 +532,11 @@ def _read_events(
     rank[by_id] = np.arange(len(client_ids))
     days = ev.column("day").to_numpy().astype(np.int64)
     event_hash = np.asarray(ev.column("event_hash").to_numpy(zero_copy_only=False))
-    order = np.lexsort((event_hash, days, rank[clients])) if len(days) else np.zeros(0, dtype=np.int64)
+    if len(days):  # (client rank, day) as one integer key, then the hash: two sort keys, not three
+        first = int(days.min())
+        order = np.lexsort((event_hash, rank[clients] * (int(days.max()) - first + 1) + (days - first)))
+    else:
+        order = np.zeros(0, dtype=np.int64)
     codes = {}
     for c, coder in coders.items():
         inverse, uniques = _factorize(ev.column(c))
