@@ -148,7 +148,7 @@ def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource):
         # the export streams the stored rows in batches (BigQuery: page by page): the same profiles
         exported = []
         for wh, name in ((d, "duck"), (b, "bq")):
-            ids_path, emb_path = export_profiles(wh, DAYS[-1], tmp_path / f"export_{name}")
+            ids_path, emb_path = export_profiles(wh, DAYS[-1], tmp_path / f"export_{name}", coders=coders)
             ids, emb = np.load(ids_path), np.load(emb_path)
             exported.append((ids[np.argsort(ids)], emb[np.argsort(ids)]))
         np.testing.assert_array_equal(exported[0][0], exported[1][0])
