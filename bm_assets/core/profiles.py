@@ -88,6 +88,13 @@ class ProfileLayout:
         starts, stops = np.r_[0, edges], np.r_[edges, len(log_decay)]
         return [(int(a), int(b), float(log_decay[a])) for a, b in zip(starts, stops, strict=True)]
 
+    def decay_rows(self, block: np.ndarray, days: np.ndarray) -> None:
+        """Decay each row of `block` (state entries first) by its own number of `days`, in place."""
+        days = np.asarray(days, dtype=np.float64)
+        for a, b, rate in self.decay_runs():
+            if rate != 0.0:
+                block[:, a:b] *= np.exp(rate * days).astype(np.float32)[:, None]
+
     def blocks(self) -> list[tuple[str, int, int]]:
         """(name, start, stop) of each block of the profile vector."""
         out, pos = [], 0
@@ -180,7 +187,7 @@ def _scatter_events(state, last_day, order, rows, days, codes, values, weights, 
 
 
 class ProfileState:
-    """The decayed sums of many clients, updated one day at a time in place.
+    """The decayed sums of many clients, updated in place by spans of days (or one day).
 
     Kept in time-normalised form: entry j of a row holds sum_e w_e * 2 ** ((d_e - ref_day) /
     h_j), so adding a day's events is a scatter-add of a few entries per event (no decay of whole
@@ -204,9 +211,9 @@ class ProfileState:
             return
         if (last_days > self.ref_day).any():
             raise ValueError(f"a loaded state is newer than the reference day {self.ref_day}")
-        gap = (last_days - self.ref_day).astype(np.float64)
-        for a, b, rate in self._runs:
-            self.state[rows, a:b] = states[:, a:b] * np.exp(-rate * gap)[:, None].astype(np.float32)
+        block = np.array(states[:, : self.layout.state_dim], dtype=np.float32)
+        self.layout.decay_rows(block, self.ref_day - last_days)  # into the time-normalised form
+        self.state[rows] = block
         self.last_day[rows] = last_days
 
     def _rebase(self, day: int) -> None:
@@ -453,10 +460,8 @@ def _stored_profiles(rows_t: pa.Table, layout: ProfileLayout, day: int) -> np.nd
     row's date), built in one matrix: no dense copy of the states besides it."""
     out = np.zeros((rows_t.num_rows, layout.profile_dim), dtype=np.float32)
     _scatter_rows(rows_t, out, layout.state_dim)
-    gap = (day - rows_t.column("day").to_numpy().astype(np.int64)).astype(np.float64)
-    for a, b, rate in layout.decay_runs():
-        if rate != 0.0:
-            out[:, a:b] *= np.exp(rate * gap).astype(np.float32)[:, None]
+    gap = day - rows_t.column("day").to_numpy().astype(np.int64)
+    layout.decay_rows(out, gap)
     out[:, -1] = gap
     return out
 
@@ -828,20 +833,12 @@ def _sparse_frame(replay: _Replay, rows: np.ndarray, chunk: int = 65_536) -> pd.
         lasts = replay.state.last_day[sel]
         contiguous = sel[-1] - sel[0] + 1 == len(sel)
         block = replay.state.state[sel[0] : sel[-1] + 1] if contiguous else np.take(replay.state.state, sel, axis=0)
-        _decay_to_last_day(replay, block, lasts)
+        # time-normalised rows -> states as of each row's own last event day (a reader decays further)
+        replay.state.layout.decay_rows(block, lasts - replay.state.ref_day)
         parts.append(sparse_rows(replay.vocab[sel], lasts, block))
     return pd.concat(parts, ignore_index=True) if parts else sparse_rows(
         np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, replay.state.state.shape[1]), np.float32)
     )
-
-
-def _decay_to_last_day(replay: _Replay, block: np.ndarray, lasts: np.ndarray) -> None:
-    """Turn time-normalised rows into states as of each row's own last event day, in place
-    (lazy decay: a reader decays them further)."""
-    gap = (lasts - replay.state.ref_day).astype(np.float64)
-    for a, b, rate in replay.state.layout.decay_runs():
-        if rate != 0.0:
-            block[:, a:b] *= np.exp(rate * gap).astype(np.float32)[:, None]
 
 
 def write_layout(wh: Warehouse, layout: ProfileLayout) -> list[str]:
