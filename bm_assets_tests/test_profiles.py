@@ -213,7 +213,7 @@ def test_profile_state_matches_batch_on_generated_events_across_rebases():
         state.add_day(5, rows[:3], {c: v[:3] for c, v in codes.items()}, values[:3])
 
 
-def test_the_store_keeps_one_sparse_row_per_client_and_rebuilds_later_days(sample_warehouse):
+def test_the_store_keeps_one_sparse_row_per_client_and_rebuilds_later_days(sample_warehouse, tmp_path):
     wh = sample_warehouse
     coders = _coders(wh)
     _build(wh, coders, START, dt.date(2017, 2, 1))
@@ -241,6 +241,9 @@ def test_the_store_keeps_one_sparse_row_per_client_and_rebuilds_later_days(sampl
     # a date with events the store has not built is refused, not silently stale
     with pytest.raises(StaleProfilesError, match="built through 2017-02-04"):
         load_profiles(wh, dt.date(2017, 2, 10), coders)
+    with pytest.raises(StaleProfilesError, match="built through 2017-02-04"):  # the streamed export too
+        export_profiles(wh, dt.date(2017, 2, 10), tmp_path / "stale", coders=coders)
+    assert not (tmp_path / "stale" / "embeddings.npy").exists()
 
 
 def test_a_killed_build_leaves_the_previous_profiles_whole(sample_events_db, tmp_path):
