@@ -17,6 +17,7 @@ from bm_assets.core.profiles import (
     ProfileState,
     StaleProfilesError,
     batch_check,
+    basket_shares,
     batch_profiles,
     build_profiles_window,
     day_number,
@@ -55,11 +56,12 @@ def _build(wh, coders, start, end, fingerprint=None, memory_mb=2048.0):
 def _batch(wh, coders, as_of: dt.date):
     cols = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in coders)
     events = wh.fetch_df(
-        f"SELECT client_id, event_date, value, {cols} FROM events_denormalized "
+        f"SELECT client_id, event_date, value, basket_id, {cols} FROM events_denormalized "
         f"WHERE event_date >= DATE '{START}' ORDER BY event_id"
     )
     ids, rows = np.unique(events["client_id"].to_numpy().astype(str), return_inverse=True)
     days = events["event_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    baskets = pd.factorize(events["basket_id"].astype(str))[0]
     layout = ProfileLayout.from_coders(coders, HALF_LIVES)
     present, profiles = batch_profiles(
         encode_events(coders, events),
@@ -69,6 +71,7 @@ def _batch(wh, coders, as_of: dt.date):
         len(ids),
         day_number(as_of),
         layout,
+        basket_shares(rows, days, baskets),
     )
     return ids[present], profiles[present]
 
@@ -195,19 +198,38 @@ def test_profile_state_matches_batch_on_generated_events_across_rebases():
     codes = {c: rng.integers(-1, width, (n_events, depth)).astype(np.int32) for c in layout.columns}
     values = rng.lognormal(0, 1, n_events).astype(np.float32)
     values[::17] = np.nan
+    basket_ids = rng.integers(0, 3, n_events)  # up to 3 baskets a client-day
+    shares = basket_shares(rows, days, basket_ids)
     state = ProfileState(layout, n_clients, ref_day=0)
     state._MAX_DOUBLINGS = 3.0  # rebase every few days, to exercise it
     bounds = np.searchsorted(days, np.arange(n_days + 1))
     for day in range(n_days):
         sl = slice(bounds[day], bounds[day + 1])
-        state.add_day(day, rows[sl], {c: v[sl] for c, v in codes.items()}, values[sl])
+        state.add_day(day, rows[sl], {c: v[sl] for c, v in codes.items()}, values[sl], shares[sl])
         if day in (0, 37, 119):
-            present, ref = batch_profiles(codes, rows, days, np.nan_to_num(values), n_clients, day, layout)
+            present, ref = batch_profiles(codes, rows, days, np.nan_to_num(values), n_clients, day, layout, shares)
             seen = np.flatnonzero(state.last_day >= 0)
             assert np.array_equal(seen, np.flatnonzero(present))
-            # snapshot() gives true states at `day`; days since the last event come from last_day
-            got = np.concatenate([state.snapshot(seen, day), (day - state.last_day[seen])[:, None]], axis=1)
+            # snapshot() gives true states at `day`; finish() adds recency, tenure and gaps from last_day
+            got = np.concatenate([state.snapshot(seen, day), np.zeros((len(seen), 2), np.float32)], axis=1)
+            layout.finish(got, state.last_day[seen], day)
             np.testing.assert_allclose(got, ref[seen], rtol=1e-4, atol=1e-4)
+    # the visit block against a direct count: active days, baskets, tenure and the last gap
+    names = profile_feature_names(layout)
+    day = n_days - 1
+    assert np.array_equal(seen, np.arange(n_clients))
+    for client in range(5):
+        mine = rows == client
+        active = np.unique(days[mine])
+        baskets = len(set(zip(days[mine].tolist(), basket_ids[mine].tolist(), strict=True)))
+        assert got[client, names.index("n_active_days")] == len(active)
+        assert got[client, names.index("n_baskets")] == pytest.approx(baskets, rel=1e-5)
+        assert got[client, names.index("tenure_days")] == day - active[0]
+        assert got[client, names.index("last_gap_days")] == (active[-1] - active[-2] if len(active) > 1 else 0)
+        assert got[client, names.index("days_since_last_event")] == day - active[-1]
+        np.testing.assert_allclose(
+            got[client, names.index("mean_gap_days")], (active[-1] - active[0]) / max(len(active) - 1, 1)
+        )
     assert state.ref_day > 100
     with pytest.raises(ValueError, match="before a day already added"):
         state.add_day(5, rows[:3], {c: v[:3] for c, v in codes.items()}, values[:3])

@@ -24,7 +24,7 @@ from dagster import (
 from bm_assets.assets.metadata import md_table
 from bm_assets.core.embeddings import build_entity_embeddings
 from bm_assets.core.graph import build_temporal_graph
-from bm_assets.core.profiles import batch_check, build_profiles_window
+from bm_assets.core.profiles import ProfileLayout, batch_check, build_profiles_window
 from bm_assets.core.sketches import coders_fingerprint, fit_coders
 from bm_assets.core.sql import BEHAVIORAL_PROFILES, TEMPORAL_GRAPH
 from bm_assets.partitions import window_of
@@ -208,7 +208,7 @@ def build_representation_assets(partitions: DailyPartitionsDefinition) -> list:
                 "events": build.events,
                 "rows_written": build.rows,
                 "clients_with_history": build.clients,
-                "profile_dim": build.state_dim + 1,
+                "profile_dim": ProfileLayout.from_coders(coders, half_lives).profile_dim,
                 "client_shards": build.shards,
                 "table": BEHAVIORAL_PROFILES,
                 "events_per_second": round(build.events / seconds, 1) if seconds > 0 else 0.0,

@@ -218,6 +218,13 @@ _FEATURE_TITLES = {
     "n_events": "activity: events, whole history",
     "value_total": "spend: value, whole history",
     "days_since_last_event": "recency: days since the last event",
+    "active_days": "visits: active days, {h}-day half-life",
+    "baskets": "visits: baskets, {h}-day half-life",
+    "n_active_days": "visits: active days, whole history",
+    "n_baskets": "visits: baskets, whole history",
+    "tenure_days": "tenure: days since the first event",
+    "last_gap_days": "visits: days between the last two active days",
+    "mean_gap_days": "visits: mean days between active days",
 }
 
 

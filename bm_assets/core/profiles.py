@@ -11,6 +11,7 @@ scratch over the whole history; tests check that both agree."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,27 @@ def day_number(day: dt.date) -> int:
     return (day - _EPOCH).days
 
 
+#: The visit block of the state after the event counts (see ProfileLayout): per half-life the
+#: decayed active days and baskets, then whole-history totals and the two days that give tenure
+#: and the last inter-visit gap. Churn and spend are about visits, which event lines miss (a
+#: 40-line basket is one visit).
+VISIT_TOTALS = ("n_active_days", "n_baskets")
+#: State entries holding a day number + 1 (0: none; not sums, never decayed): the first active
+#: day and the active day before the last. Profiles replace them by `tenure_days` and `last_gap_days`.
+VISIT_DAYS = ("first_day", "previous_day")
+#: Entries a profile adds after the state: recency and the mean gap between active days.
+PROFILE_TAIL = ("days_since_last_event", "mean_gap_days")
+
+
 @dataclass(frozen=True)
 class ProfileLayout:
     """Where each feature sits in a profile vector:
     [sketch per half-life and column (depth*width each)] + [decayed event count per half-life]
-    + [decayed value per half-life] + [n_events, value_total] + [days_since_last_event].
-    The first `state_dim` entries form the stored, additive state."""
+    + [decayed value per half-life] + [n_events, value_total] + [decayed active days per
+    half-life] + [decayed baskets per half-life] + [n_active_days, n_baskets] + [first_day,
+    previous_day] (state) then [days_since_last_event, mean_gap_days].
+    The first `state_dim` entries form the stored, additive state; in a profile (`finish`) the
+    two day numbers become tenure and the last gap, so every feature is relative to its date."""
 
     columns: tuple[str, ...]
     depth: int
@@ -66,19 +82,44 @@ class ProfileLayout:
         return len(self.columns) * self.depth * self.width
 
     @property
-    def state_dim(self) -> int:
+    def visit_start(self) -> int:
+        """First state entry of the visit block (decayed active days per half-life)."""
         return len(self.half_lives_days) * (self.sketch_dim + 2) + 2
 
     @property
+    def state_dim(self) -> int:
+        return self.visit_start + 2 * len(self.half_lives_days) + len(VISIT_TOTALS) + len(VISIT_DAYS)
+
+    @property
     def profile_dim(self) -> int:
-        return self.state_dim + 1
+        return self.state_dim + len(PROFILE_TAIL)
+
+    @property
+    def signature(self) -> str:
+        """A short hash of the blocks: stored states of another layout cannot be continued."""
+        return hashlib.sha256(repr(self.blocks()).encode()).hexdigest()[:8]
 
     def log_decay(self) -> np.ndarray:
-        """float64[state_dim]: ln(daily decay factor) per state entry (0 for the totals)."""
+        """float64[state_dim]: ln(daily decay factor) per state entry (0 for the totals and days)."""
         rates = [_LN_HALF / h for h in self.half_lives_days]
-        return np.concatenate([np.repeat(rates, self.sketch_dim), rates, rates, np.zeros(2)]).astype(
-            np.float64
-        )
+        undecayed = np.zeros(len(VISIT_TOTALS) + len(VISIT_DAYS))
+        return np.concatenate(
+            [np.repeat(rates, self.sketch_dim), rates, rates, np.zeros(2), rates, rates, undecayed]
+        ).astype(np.float64)
+
+    def finish(self, out: np.ndarray, last_days: np.ndarray, day: int) -> None:
+        """Turn rows of `out` (float32[n, profile_dim], true states as of `day` in the first
+        state_dim entries) into profiles in place: the day numbers become tenure (days since the
+        first active day) and the last inter-visit gap, and the tail gets recency and the mean gap."""
+        last = np.asarray(last_days, dtype=np.float64)
+        first_at = self.state_dim - 2
+        # stored as day + 1, so 0 means none
+        first, previous = out[:, first_at].astype(np.float64) - 1, out[:, first_at + 1].astype(np.float64) - 1
+        n_active = out[:, first_at - 2].astype(np.float64)
+        out[:, first_at] = np.where(first >= 0, day - first, 0)
+        out[:, first_at + 1] = np.where(previous >= 0, last - previous, 0)
+        out[:, self.state_dim] = day - last
+        out[:, self.state_dim + 1] = np.where(n_active > 1, (last - first) / np.maximum(n_active - 1, 1), 0)
 
     def decay_runs(self) -> list[tuple[int, int, float]]:
         """(start, stop, ln daily decay) of each contiguous run of state entries that decay alike,
@@ -107,7 +148,14 @@ class ProfileLayout:
             for h in self.half_lives_days:
                 out.append((f"{name}/h{h:g}", pos, pos + 1))
                 pos += 1
-        for name in ("n_events", "value_total", "days_since_last_event"):
+        for name in ("n_events", "value_total"):
+            out.append((name, pos, pos + 1))
+            pos += 1
+        for name in ("active_days", "baskets"):
+            for h in self.half_lives_days:
+                out.append((f"{name}/h{h:g}", pos, pos + 1))
+                pos += 1
+        for name in (*VISIT_TOTALS, "tenure_days", "last_gap_days", *PROFILE_TAIL):
             out.append((name, pos, pos + 1))
             pos += 1
         return out
@@ -136,8 +184,49 @@ def encode_events(coders: dict[str, SketchCoder], events: pd.DataFrame) -> dict[
     return out
 
 
-def _state_from_weights(codes, rows, weights, values, n_rows, layout) -> np.ndarray:
-    """State of events with per-half-life weights float32[n_events, n_half_lives]."""
+def basket_shares(rows: np.ndarray, days: np.ndarray, baskets: np.ndarray) -> np.ndarray:
+    """float32[n_events]: 1 / the number of events in each event's (client row, day, basket), so
+    a client's shares sum to its baskets whatever the read order. A basket is counted on each
+    day it has events (one spanning midnight counts twice), so a day's increment never depends
+    on another day."""
+    if len(rows) == 0:
+        return np.zeros(0, np.float32)
+    _, inverse, counts = np.unique(
+        np.stack([np.asarray(rows, np.int64), np.asarray(days, np.int64), np.asarray(baskets, np.int64)]),
+        axis=1,
+        return_inverse=True,
+        return_counts=True,
+    )
+    return (np.float32(1.0) / counts[inverse.ravel()].astype(np.float32)).astype(np.float32)
+
+
+def _visit_state(rows, days, weights, shares, n_rows) -> np.ndarray:
+    """The visit block of events (see ProfileLayout), from scratch: float32[n_rows, 2 * n_h + 4]."""
+    n_h = weights.shape[1]
+    out = np.zeros((n_rows, 2 * n_h + 4), dtype=np.float64)
+    if len(rows) == 0:
+        return out.astype(np.float32)
+    days = np.asarray(days, np.int64)
+    span = int(days.max() - days.min()) + 1
+    pairs, first = np.unique(rows.astype(np.int64) * span + (days - days.min()), return_index=True)
+    p_rows, p_days = pairs // span, pairs % span + days.min()
+    for k in range(n_h):
+        out[:, k] = np.bincount(p_rows, weights=weights[first, k], minlength=n_rows)
+        out[:, n_h + k] = np.bincount(rows, weights=weights[:, k] * shares, minlength=n_rows)
+    out[:, 2 * n_h] = np.bincount(p_rows, minlength=n_rows)
+    out[:, 2 * n_h + 1] = np.bincount(rows, weights=shares, minlength=n_rows)
+    # pairs are sorted by (row, day): a row's first pair is its first day, its second-to-last the previous day
+    starts = np.r_[True, p_rows[1:] != p_rows[:-1]]
+    out[p_rows[starts], 2 * n_h + 2] = p_days[starts] + 1  # day + 1: 0 is "none"
+    ends = np.r_[p_rows[1:] != p_rows[:-1], True]
+    before_end = np.r_[ends[1:], False] & ~ends
+    out[p_rows[before_end], 2 * n_h + 3] = p_days[before_end] + 1
+    return out.astype(np.float32)
+
+
+def _state_from_weights(codes, rows, weights, values, n_rows, layout, days=None, shares=None) -> np.ndarray:
+    """State of events with per-half-life weights float32[n_events, n_half_lives] (days and
+    basket shares give the visit block; without them it is left at zero)."""
     values = np.nan_to_num(np.asarray(values, dtype=np.float64))
     parts = []
     for k in range(len(layout.half_lives_days)):
@@ -151,24 +240,46 @@ def _state_from_weights(codes, rows, weights, values, n_rows, layout) -> np.ndar
         np.bincount(rows, values, minlength=n_rows),
     ]
     dense = np.stack(counts + value_sums + totals, axis=1).astype(np.float32)
-    return np.concatenate([*parts, dense], axis=1) if parts else dense
+    n_visit = 2 * weights.shape[1] + len(VISIT_TOTALS) + len(VISIT_DAYS)
+    if days is None:
+        visits = np.zeros((n_rows, n_visit), np.float32)
+    else:
+        shares = np.ones(len(rows), np.float32) if shares is None else np.asarray(shares, np.float32)
+        visits = _visit_state(rows, days, weights, shares, n_rows)
+    return np.concatenate([*parts, dense, visits], axis=1)
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter_events(state, last_day, order, rows, days, codes, values, weights, first_day, depth, width, n_columns):
+def _scatter_events(
+    state, last_day, order, rows, days, codes, values, shares, weights, first_day, depth, width, n_columns
+):
     """The profile update as one fused loop, events in `order` (client order, so a client's
     entries land together in cache), `codes` a tuple of int32[n_events, depth] per column: per
     event and half-life k, add its weight `weights[day - first_day, k]` to one bucket per depth
-    level and column (codes -1 skipped), to the decayed count and value, and 1 and the value to
-    the totals; keep each row's last day."""
+    level and column (codes -1 skipped), to the decayed count and value, its basket share to the
+    baskets, and 1 and the value to the totals; on a row's new active day, add to its active
+    days and move its first/previous day; keep each row's last day."""
     n_h = weights.shape[1]
     block = depth * width
     sketch_dim = n_columns * block
     dense = n_h * sketch_dim
+    visit = dense + 2 * n_h + 2
     for e in order:
         row, day = rows[e], days[e]
         value = values[e]
         weight = weights[day - first_day]
+        share = shares[e]
+        for k in range(n_h):
+            state[row, visit + n_h + k] += weight[k] * share
+        state[row, visit + 2 * n_h + 1] += share
+        if day > last_day[row]:  # the row's first event of a new active day
+            for k in range(n_h):
+                state[row, visit + k] += weight[k]
+            state[row, visit + 2 * n_h] += np.float32(1.0)
+            if last_day[row] >= 0:
+                state[row, visit + 2 * n_h + 3] = np.float32(last_day[row] + 1)  # day + 1: 0 is "none"
+            else:
+                state[row, visit + 2 * n_h + 2] = np.float32(day + 1)
         for c in range(n_columns):
             column = codes[c]
             for level in range(depth):
@@ -222,17 +333,31 @@ class ProfileState:
                 self.state[:, a:b] *= np.float32(np.exp(rate * (day - self.ref_day)))
         self.ref_day = day
 
-    def add_day(self, day: int, rows: np.ndarray, codes: dict[str, np.ndarray], values: np.ndarray) -> None:
+    def add_day(
+        self,
+        day: int,
+        rows: np.ndarray,
+        codes: dict[str, np.ndarray],
+        values: np.ndarray,
+        shares: np.ndarray | None = None,
+    ) -> None:
         """Add one day's events: `rows` int64[n_events] (client row of each event), `codes` per
         sketch column int32[n_events, depth] (-1 = unknown, skipped), `values` float[n_events]
-        (NaN = 0). Days must come in increasing order."""
-        self.add_events(np.full(len(rows), day, dtype=np.int64), rows, codes, values)
+        (NaN = 0), `shares` their basket_shares (default: each event its own basket). Days must
+        come in increasing order."""
+        self.add_events(np.full(len(rows), day, dtype=np.int64), rows, codes, values, shares)
 
     def add_events(
-        self, days: np.ndarray, rows: np.ndarray, codes: dict[str, np.ndarray], values: np.ndarray
+        self,
+        days: np.ndarray,
+        rows: np.ndarray,
+        codes: dict[str, np.ndarray],
+        values: np.ndarray,
+        shares: np.ndarray | None = None,
     ) -> None:
-        """Add events of any days (int64[n_events], each at or after the last day already added
-        to its row), in one pass: each event weighs 2 ** ((day - ref_day) / h) at half-life h.
+        """Add events of any days (int64[n_events], each after the last day already added to its
+        row: a day is added whole, once), in one pass: each event weighs 2 ** ((day - ref_day) / h)
+        at half-life h.
         One compiled loop (no per-entry temporaries) in client order (a stable sort of the rows),
         so each client's entries land together in cache: the cost follows the events, not cache
         misses over every client's state."""
@@ -240,10 +365,11 @@ class ProfileState:
             return
         rows = np.asarray(rows, dtype=np.int64)
         days = np.asarray(days, dtype=np.int64)
-        late = days < self.last_day[rows]
+        late = days <= self.last_day[rows]
         if late.any():
             raise ValueError(
-                f"day {int(days[late][0])} comes before a day already added ({int(self.last_day[rows][late][0])})"
+                f"day {int(days[late][0])} comes at or before a day already added "
+                f"({int(self.last_day[rows][late][0])}); add each day's events once, in day order"
             )
         latest, fastest = int(days.max()), float(-self._rates.min())  # -ln(0.5)/h_min
         if fastest * (latest - self.ref_day) / np.log(2) > self._MAX_DOUBLINGS:
@@ -253,6 +379,7 @@ class ProfileState:
         else:  # a stable sort by client; small row numbers take numpy's linear-time radix sort
             order = np.argsort(rows.astype(np.uint16) if len(self.state) <= 1 << 16 else rows, kind="stable")
         values = np.nan_to_num(np.asarray(values, dtype=np.float32))
+        shares = np.ones(len(rows), np.float32) if shares is None else np.asarray(shares, dtype=np.float32)
         # one weight per day and half-life, 2 ** ((day - ref_day) / h), looked up per event
         first = int(days.min())
         span = np.arange(first, latest + 1, dtype=np.float64) - self.ref_day
@@ -268,6 +395,7 @@ class ProfileState:
             days,
             code,
             values,
+            shares,
             weights,
             first,
             self.layout.depth,
@@ -290,21 +418,25 @@ def batch_profiles(
     n_clients: int,
     as_of: int,
     layout: ProfileLayout,
+    shares: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """From scratch over the whole history: (present bool[n_clients], float32[n_clients,
     profile_dim]) as of the end of day `as_of`. Events after `as_of` are ignored; each event
-    weighs 0.5 ** ((as_of - day) / half_life)."""
+    weighs 0.5 ** ((as_of - day) / half_life). `shares`: basket_shares of the events (default:
+    each event its own basket)."""
     keep = event_days <= as_of
     codes = {c: v[keep] for c, v in codes.items()}
     rows, days, values = client_rows[keep], event_days[keep], values[keep]
+    shares = np.ones(len(rows), np.float32) if shares is None else np.asarray(shares, np.float32)[keep]
     age = (as_of - days).astype(np.float64)
     weights = np.exp(age[:, None] * (_LN_HALF / np.array(layout.half_lives_days))[None, :]).astype(np.float32)
-    state = _state_from_weights(codes, rows, weights, values, n_clients, layout)
+    state = _state_from_weights(codes, rows, weights, values, n_clients, layout, days, shares)
     last = np.full(n_clients, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(last, rows, days.astype(np.int64))
     present = last > np.iinfo(np.int64).min
-    since = np.where(present, as_of - last, 0).astype(np.float32)
-    return present, np.concatenate([state, since[:, None]], axis=1)
+    out = np.concatenate([state, np.zeros((n_clients, len(PROFILE_TAIL)), np.float32)], axis=1)
+    layout.finish(out, np.where(present, last, as_of), as_of)
+    return present, out
 
 
 # --- warehouse storage --------------------------------------------------------------------
@@ -372,7 +504,7 @@ def shards_for(n_clients: int, n_events: int, layout: ProfileLayout, memory_mb: 
     profiles handed out) and, at most, its non-zero entries as (int32 dim, float32 value) lists.
     Per event: the encoded log (client, row, day, value, int32 codes) and the Arrow columns read."""
     per_client = 16 * layout.state_dim
-    per_event = 56 + 4 * layout.depth * len(layout.columns) + 20 * len(layout.columns)
+    per_event = 68 + 4 * layout.depth * len(layout.columns) + 20 * len(layout.columns)
     need = n_clients * per_client + n_events * per_event
     return max(1, int(np.ceil(need / (memory_mb * 2**20))))
 
@@ -460,9 +592,9 @@ def _stored_profiles(rows_t: pa.Table, layout: ProfileLayout, day: int) -> np.nd
     row's date), built in one matrix: no dense copy of the states besides it."""
     out = np.zeros((rows_t.num_rows, layout.profile_dim), dtype=np.float32)
     _scatter_rows(rows_t, out, layout.state_dim)
-    gap = day - rows_t.column("day").to_numpy().astype(np.int64)
-    layout.decay_rows(out, gap)
-    out[:, -1] = gap
+    last = rows_t.column("day").to_numpy().astype(np.int64)
+    layout.decay_rows(out, day - last)
+    layout.finish(out, last, day)
     return out
 
 
@@ -497,6 +629,7 @@ class _EventLog:
     days: np.ndarray
     codes: dict[str, np.ndarray]
     values: np.ndarray
+    shares: np.ndarray  # basket_shares
 
 
 def _factorize(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -527,7 +660,7 @@ def _read_events(
     lower = f"event_date > DATE '{after}' AND " if after is not None else ""
     ev = wh.fetch_arrow(
         f"SELECT client_id, date_diff('day', DATE '1970-01-01', event_date) AS day, value{cols}, "
-        f"hash(CAST(event_id AS VARCHAR)) AS event_hash "
+        f"hash(CAST(event_id AS VARCHAR)) AS event_hash, hash(CAST(basket_id AS VARCHAR)) AS basket_hash "
         f"FROM {source or wh.table(events_table)} WHERE {lower}event_date <= DATE '{through}' "
         f"AND {shard.predicate()}"
     )
@@ -537,11 +670,18 @@ def _read_events(
     rank[by_id] = np.arange(len(client_ids))
     days = ev.column("day").to_numpy().astype(np.int64)
     event_hash = np.asarray(ev.column("event_hash").to_numpy(zero_copy_only=False))
-    if len(days):  # (client rank, day) as one integer key, then the hash: two sort keys, not three
+    basket_hash = np.asarray(ev.column("basket_hash").to_numpy(zero_copy_only=False))
+    if len(days):  # (client rank, day) as one integer key, then the basket and event hashes
         first = int(days.min())
-        order = np.lexsort((event_hash, rank[clients] * (int(days.max()) - first + 1) + (days - first)))
+        client_day = rank[clients] * (int(days.max()) - first + 1) + (days - first)
+        order = np.lexsort((event_hash, basket_hash, client_day))
+        # a (client, day, basket) is a run of the order: each event's share is 1 / its run's length
+        client_day, basket_hash = client_day[order], basket_hash[order]
+        starts = np.flatnonzero(np.r_[True, (client_day[1:] != client_day[:-1]) | (basket_hash[1:] != basket_hash[:-1])])
+        lengths = np.diff(np.r_[starts, len(order)])
+        shares = np.repeat(np.float32(1.0) / lengths.astype(np.float32), lengths).astype(np.float32)
     else:
-        order = np.zeros(0, dtype=np.int64)
+        order, shares = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     codes = {}
     for c, coder in coders.items():
         inverse, uniques = _factorize(ev.column(c))
@@ -549,7 +689,7 @@ def _read_events(
         table = np.vstack([coder.encode(uniques), np.full((1, coder.depth), -1, np.int32)])
         codes[c] = np.take(table, inverse[order], axis=0, mode="wrap")
     value = np.asarray(ev.column("value").to_numpy(), dtype=np.float64)[order]
-    return _EventLog(rank[clients][order], client_ids[by_id], days[order], codes, value)
+    return _EventLog(rank[clients][order], client_ids[by_id], days[order], codes, value, shares)
 
 
 class _Replay:
@@ -575,7 +715,7 @@ class _Replay:
             lower = days > self.added_through if self.added_through is not None else True
             sel = np.flatnonzero(lower & (days <= through))
         codes = {c: v[sel] for c, v in self.log.codes.items()}
-        self.state.add_events(days[sel], self.rows[sel], codes, self.log.values[sel])
+        self.state.add_events(days[sel], self.rows[sel], codes, self.log.values[sel], self.log.shares[sel])
         self.added_through = through if self.added_through is None else max(self.added_through, through)
 
     def activity(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -666,8 +806,11 @@ def iter_profiles(
 
 
 def _profile(replay: _Replay, rows: np.ndarray, day: int, layout: ProfileLayout) -> np.ndarray:
-    since = (day - replay.state.last_day[rows]).astype(np.float32)
-    return np.concatenate([replay.state.snapshot(rows, day), since[:, None]], axis=1)
+    out = np.concatenate(
+        [replay.state.snapshot(rows, day), np.zeros((len(rows), len(PROFILE_TAIL)), np.float32)], axis=1
+    )
+    layout.finish(out, replay.state.last_day[rows], day)
+    return out
 
 
 def load_profiles(
@@ -698,8 +841,8 @@ def _check_previous_day(wh: Warehouse, start: dt.date, data_start: dt.date, fing
         )
     if rows["coders"].iloc[0] != fingerprint:
         raise ProfileOrderError(
-            f"behavioral_profiles of {prev} were built with sketch coders {rows['coders'].iloc[0]}, "
-            f"the current ones are {fingerprint}; backfill every partition from {data_start}"
+            f"behavioral_profiles of {prev} were built with sketch coders and profile layout "
+            f"{rows['coders'].iloc[0]}, the current ones are {fingerprint}; backfill every partition from {data_start}"
         )
 
 
@@ -732,6 +875,7 @@ def build_profiles_window(
     built day with it. Clients are processed in hash shards sized so one shard's replay fits in
     `memory_mb`; with several shards the rows are staged per shard and moved in at the end."""
     layout = ProfileLayout.from_coders(coders, half_lives_days)
+    fingerprint = f"{fingerprint}/{layout.signature}"  # the coders and the layout the states follow
     wh.execute(_create_statements(wh) + write_layout(wh, layout))
     _check_previous_day(wh, start, data_start, fingerprint)
     built = built_through(wh)
@@ -754,7 +898,7 @@ def build_profiles_window(
         wh.execute(
             [
                 f"DROP TABLE IF EXISTS {wh.table(staging)}",
-                f"CREATE OR REPLACE TEMP TABLE {by_shard} AS SELECT client_id, event_date, event_id, value{cols}, "
+                f"CREATE OR REPLACE TEMP TABLE {by_shard} AS SELECT client_id, event_date, event_id, basket_id, value{cols}, "
                 f"{ClientShard(0, count).number_sql()} AS client_shard FROM {wh.table(events_table)} "
                 f"WHERE {lower}event_date <= DATE '{through}' ORDER BY client_shard, event_date",
             ]
@@ -978,11 +1122,12 @@ def batch_check(
     cols = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in layout.columns)
     in_list = ", ".join(literal(str(c)) for c in sample)
     events = wh.fetch_df(
-        f"SELECT client_id, event_date, value, {cols} FROM {table} "
+        f"SELECT client_id, event_date, value, hash(CAST(basket_id AS VARCHAR)) AS basket_hash, {cols} FROM {table} "
         f"WHERE event_date <= DATE '{as_of}' AND client_id IN ({in_list})"
     )
     ids, rows = np.unique(events["client_id"].astype(str).to_numpy(), return_inverse=True)
     days = pd.to_datetime(events["event_date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
+    baskets = events["basket_hash"].to_numpy().astype(np.uint64).astype(np.int64)
     _, batch = batch_profiles(
         encode_events(coders, events),
         rows,
@@ -991,6 +1136,7 @@ def batch_check(
         len(ids),
         day_number(as_of),
         layout,
+        basket_shares(rows, days, baskets),
     )
     stored_ids, stored = load_profiles(wh, as_of, coders)
     pos = np.searchsorted(stored_ids, ids)
