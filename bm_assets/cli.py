@@ -29,9 +29,7 @@ def dagster_instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
-def run_all(
-    start: str | None = None, end: str | None = None, verbose: bool = False, all_scores: bool = False
-) -> bool:
+def run_all(start: str | None = None, end: str | None = None, verbose: bool = False, all_scores: bool = False) -> bool:
     """Materialize every asset: partitioned ones over [start, end] (default: every day) in one
     run, in dependency order; then the daily scores of the last day only (what a consumer reads
     next), or of every day of the range with `all_scores` (a second run). A failing asset skips
@@ -86,8 +84,10 @@ def run_all(
         print(f"FAILED {step}: {message}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} asset(s) failed; what depends on them was skipped, the rest ran", file=sys.stderr)
-    print(f"{'finished' if ok else 'finished with failures'} in {time.monotonic() - began:.0f}s; "
-          f"Dagster run{'s' if len(run_ids) > 1 else ''} {', '.join(run_ids)} in {instance.root_directory}")
+    print(
+        f"{'finished' if ok else 'finished with failures'} in {time.monotonic() - began:.0f}s; "
+        f"Dagster run{'s' if len(run_ids) > 1 else ''} {', '.join(run_ids)} in {instance.root_directory}"
+    )
     return ok
 
 
@@ -203,8 +203,10 @@ def export_scores_cli(task_name: str, date: str, out: str, top_k: int | None) ->
     tasks_file = tasks_path_for(dataset_path())
     tasks = {t.name: t for t in load_modeling_config(tasks_file).tasks} if tasks_file.exists() else {}
     if task_name not in tasks:
-        print(f"--task: {task_name!r} is not a task of {tasks_file} (tasks: {', '.join(tasks) or 'none'})",
-              file=sys.stderr)
+        print(
+            f"--task: {task_name!r} is not a task of {tasks_file} (tasks: {', '.join(tasks) or 'none'})",
+            file=sys.stderr,
+        )
         return 2
     try:
         with warehouse_from_env().open() as wh:
@@ -250,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="score every day of the range (default: the daily scores of its last day only)",
     )
-    sub.add_parser(
-        "validate", help="check the dataset YAML and tasks.yaml (BM_DATASET) against the data, in seconds"
-    )
+    sub.add_parser("validate", help="check the dataset YAML and tasks.yaml (BM_DATASET) against the data, in seconds")
     init = sub.add_parser("init", help="write a starter dataset.yaml and tasks.yaml guessed from data files")
     init.add_argument("--events", action="append", required=True, help="an event file or glob (repeatable)")
     init.add_argument("--clients", help="a client attribute file")

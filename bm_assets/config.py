@@ -308,9 +308,7 @@ class GraphConfig(StrictModel):
         "or event_type when the data has none of these; every categorical column a task of tasks.yaml "
         "targets is added",
     )
-    window_days: int = Field(
-        default=7, ge=1, description="one hyperedge per client and window of this length"
-    )
+    window_days: int = Field(default=7, ge=1, description="one hyperedge per client and window of this length")
     basket_column: str | None = Field(
         default="basket_id", description="also one hyperedge per basket (set to null to leave baskets out)"
     )
@@ -404,9 +402,7 @@ class RepresentationConfig(StrictModel):
             raise ValueError(f"sketch.columns {unknown} are not graph.columns {graph_cols}")
         if self.inductive is not None:
             if self.inductive.column not in graph_cols:
-                raise ValueError(
-                    f"inductive.column {self.inductive.column!r} is not in graph.columns {graph_cols}"
-                )
+                raise ValueError(f"inductive.column {self.inductive.column!r} is not in graph.columns {graph_cols}")
             missing = [c for c in self.inductive.attributes or [] if c not in graph_cols]
             if missing:
                 raise ValueError(f"inductive.attributes {missing} are not graph.columns {graph_cols}")
@@ -500,8 +496,11 @@ class DatasetConfig(StrictModel):
                 f"temporal dates must lie inside [{self.data_start}, {self.end_exclusive}]: "
                 f"training_cutoff {t.training_cutoff}, test_end {t.test_end}"
             )
-        for key, table in [*(("events", s) for s in self.events), *(("clients", t) for t in self.clients),
-                           *(("items", t) for t in self.items)]:
+        for key, table in [
+            *(("events", s) for s in self.events),
+            *(("clients", t) for t in self.clients),
+            *(("items", t) for t in self.items),
+        ]:
             if table.path is not None and not self._inside_base_dir(table.path):
                 raise ValueError(
                     f"{key} ({table.name}).path {table.path!r} leaves base_dir {self.base_dir}; write an absolute "
@@ -714,8 +713,7 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
                 out = attribute_output_name(table, c)
                 if c not in schema:
                     raise DatasetConfigError(
-                        f"{where}: {role}[{i}] ({table.name}).columns.{c} is not in {path} "
-                        f"(columns: {sorted(schema)})"
+                        f"{where}: {role}[{i}] ({table.name}).columns.{c} is not in {path} (columns: {sorted(schema)})"
                     )
                 _check_attribute_name(cfg, where, role, i, c, out, seen_attr)
                 seen_attr[out] = table.name
@@ -797,9 +795,7 @@ def default_graph_columns(cfg: DatasetConfig, attributes: dict[str, dict[str, st
     return list(dict.fromkeys(cols)) or ["event_type"]
 
 
-def resolve_representation(
-    cfg: DatasetConfig, attributes: dict[str, dict[str, str]], where: str
-) -> DatasetConfig:
+def resolve_representation(cfg: DatasetConfig, attributes: dict[str, dict[str, str]], where: str) -> DatasetConfig:
     """Fill the representation defaults from the data and check every column it names."""
     rep = cfg.representation
     available = denormalized_columns(cfg, attributes)
@@ -847,9 +843,7 @@ def load_dataset_config(path: str | Path, check_files: bool = True) -> DatasetCo
     try:
         cfg = DatasetConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"key {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"key {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
         raise DatasetConfigError(f"{path}: {problems}") from None
     attributes = _check_files(cfg, str(path)) if check_files else declared_attributes(cfg)
     return resolve_representation(cfg, attributes, str(path))

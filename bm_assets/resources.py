@@ -164,8 +164,7 @@ class MLflowResource(ConfigurableResource):
     experiment: str = "bm_assets"
     ui_url: str = Field(
         default="",
-        description="address of the MLflow UI that run links point to; default BM_MLFLOW_UI, else "
-        f"{DEFAULT_MLFLOW_UI}",
+        description=f"address of the MLflow UI that run links point to; default BM_MLFLOW_UI, else {DEFAULT_MLFLOW_UI}",
     )
 
     def uri(self) -> str:

@@ -103,8 +103,9 @@ def _check_events(wh: DuckDBWarehouse, cfg: DatasetConfig, rep: ValidationReport
             f"{limits.error_rate:.0%}: a run over the whole range would fail its quarantine_rate check"
         )
     elif rate > limits.warn_rate:
-        rep.warnings.append(f"{rate:.1%} of the rows in the date range quarantined (quarantine.warn_rate "
-                            f"{limits.warn_rate:.0%})")
+        rep.warnings.append(
+            f"{rate:.1%} of the rows in the date range quarantined (quarantine.warn_rate {limits.warn_rate:.0%})"
+        )
     reasons = wh.fetch_df(
         f"SELECT source, reason, count(*) AS n, min(source_row) AS first_row FROM {QUARANTINE} "
         "GROUP BY ALL ORDER BY n DESC LIMIT 8"

@@ -51,9 +51,7 @@ def write_dataset(
         "data_end": data_end,
         "temporal": {"training_cutoff": "2024-01-20", "test_start": "2024-01-25", "test_end": "2024-02-01"},
         "events": [source],
-        "clients": [
-            {"name": "clients", "path": "clients.csv", "key": "cid", "columns": {"segment": "categorical"}}
-        ],
+        "clients": [{"name": "clients", "path": "clients.csv", "key": "cid", "columns": {"segment": "categorical"}}],
         "items": [{"name": "items", "path": "items.csv", "key": "sku", "columns": {"brand": "categorical"}}],
     }
     path = folder / "dataset.yaml"
@@ -68,10 +66,12 @@ def hostile_names_dataset(folder: Path, context_name: str = HOSTILE) -> DatasetC
     """A dataset whose context columns are `context_name`, `order` and `store id`, with a client
     attribute `from` and an item attribute `select` (also used by the BigQuery variant)."""
     quoted = '"' + context_name.replace('"', '""') + '"'
-    csv = (f"client,item,ts,{quoted},order,store id\n"
-           "1,A,2024-01-02 10:00:00,x1,o1,s1\n2,B,2024-01-03 10:00:00,x2,o2,s2\n")
-    path = write_dataset(folder, csv, event_id=False, items_csv='sku,"select"\nA,b1\nB,b2\n',
-                         clients_csv='cid,"from"\n1,x\n2,y\n')
+    csv = (
+        f"client,item,ts,{quoted},order,store id\n1,A,2024-01-02 10:00:00,x1,o1,s1\n2,B,2024-01-03 10:00:00,x2,o2,s2\n"
+    )
+    path = write_dataset(
+        folder, csv, event_id=False, items_csv='sku,"select"\nA,b1\nB,b2\n', clients_csv='cid,"from"\n1,x\n2,y\n'
+    )
     cfg = yaml.safe_load(path.read_text())
     source = cfg["events"][0]
     del source["quantity"], source["value"]

@@ -31,6 +31,7 @@ def test_saved_models_predict_what_the_trained_ones_did(tmp_path, name):
     saved = store.load_task("t")
     assert saved.promotion == {"version": "1"} and saved.label_space.labels == labels
     assert saved.models["finetuned"]["artifact"] is saved.models["lightgbm_fm"]["artifact"]["net"]  # saved once
+    assert saved.models["finetuned"]["artifact"] is saved.models["finetuned_lightgbm"]["artifact"]["net"]
     test = data.splits["test"]
     for model, m in run.models.items():
         again = rebuild(data, model, saved.models[model]["artifact"])(test)

@@ -57,10 +57,8 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     assert run.info.artifact_uri.startswith((bm_home / "mlartifacts").as_uri())
 
     report = json.loads((bm_home / "reports" / "churn.json").read_text())
-    assert {"task", "type", "horizon_days", "split", "models", "learning_curve", "n_train", "n_test"} <= set(
-        report
-    )
-    assert set(report["models"]) == {"finetuned", "scratch", "lightgbm", "lightgbm_fm", "prior"}
+    assert {"task", "type", "horizon_days", "split", "models", "learning_curve", "n_train", "n_test"} <= set(report)
+    assert set(report["models"]) == {"finetuned", "scratch", "lightgbm", "lightgbm_fm", "finetuned_lightgbm", "prior"}
     for row in report["models"].values():
         assert {"validation_auroc", "test_auroc", "holdout_auroc", "test_average_precision"} <= set(row)
     assert report["models"]["prior"]["test_auroc"] == 0.5
@@ -148,8 +146,24 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29"]) == 0
     assert capsys.readouterr().out == out
     assert len([line for line in out.splitlines() if line.rstrip().endswith("%")]) == 10
-    assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29",
-                 "--model", "lightgbm", "--top", "5"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--task",
+                "churn",
+                "--client",
+                str(row["client_id"]),
+                "--date",
+                "2017-06-29",
+                "--model",
+                "lightgbm",
+                "--top",
+                "5",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "(lightgbm)" in out and len([line for line in out.splitlines() if line.rstrip().endswith("%")]) == 5
     assert main(["explain", "--task", "churn", "--client", "no-such-client", "--date", "2017-06-29"]) == 1
@@ -177,7 +191,9 @@ def test_mlflow_resource_store_location(bm_home, tmp_path, monkeypatch):
     with res.start_run("r") as run:
         res.log_metrics({"finetuned_test_ndcg@10": 0.5, "undefined": float("nan")})
     assert res.uri() == other
-    assert res.run_link(run).url == f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert (
+        res.run_link(run).url == f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    )
     monkeypatch.setenv("BM_MLFLOW_UI", "https://mlflow.example.com/")
     assert res.run_link(run).url.startswith("https://mlflow.example.com/#/experiments/")
     logged = MlflowClient(tracking_uri=other).get_run(run.info.run_id)

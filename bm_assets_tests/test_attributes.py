@@ -55,8 +55,9 @@ def test_denormalized_join_on_sample(sample_config, warehouse):
     df = warehouse.fetch_df("SELECT * FROM events_denormalized")
     purchases = df[df["source"] == "purchase"]
     assert purchases["item_in_catalog"].mean() > 0.99  # a few real product ids have no catalog row
-    product = warehouse.fetch_df("SELECT item_id, brand, department FROM product_catalog WHERE item_id = "
-                                 f"'{purchases['item_id'].iloc[0]}'")
+    product = warehouse.fetch_df(
+        f"SELECT item_id, brand, department FROM product_catalog WHERE item_id = '{purchases['item_id'].iloc[0]}'"
+    )
     assert purchases["brand"].iloc[0] == product["brand"].iloc[0]
     coupons = df[df["source"] == "coupon_redemption"]
     assert len(coupons) and coupons["item_id"].str.startswith("coupon:").all()

@@ -41,6 +41,7 @@ SCRATCH = {"stage_x": "`p.d._s_stage_x`"}
 
 # --- translation, no emulator needed -----------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("duckdb_sql", "expected"),
     [
@@ -54,8 +55,7 @@ SCRATCH = {"stage_x": "`p.d._s_stage_x`"}
         ("SELECT * EXCLUDE (a) FROM t", "SELECT * EXCEPT (a)"),
         ("SELECT a FROM t UNION SELECT a FROM u", "UNION DISTINCT"),
         ("SELECT CAST(t AS TIMESTAMP) FROM t", "CAST(t AS DATETIME)"),
-        ("CREATE OR REPLACE TEMP TABLE stage_x AS SELECT 1 AS a",
-         "CREATE OR REPLACE TABLE `p.d._s_stage_x` AS"),
+        ("CREATE OR REPLACE TEMP TABLE stage_x AS SELECT 1 AS a", "CREATE OR REPLACE TABLE `p.d._s_stage_x` AS"),
         ("SELECT stage_x.a FROM stage_x", "FROM `p.d._s_stage_x` AS stage_x"),
         ("SELECT s.a FROM stage_x s", "FROM `p.d._s_stage_x` AS s"),
         ('SELECT * FROM "my-proj"."ds"."raw_events"', "FROM `my-proj`.`ds`.`raw_events`"),
@@ -65,11 +65,16 @@ SCRATCH = {"stage_x": "`p.d._s_stage_x`"}
         ("CREATE TABLE IF NOT EXISTS t (state FLOAT[])", "(state ARRAY<FLOAT64>)"),
         ("SELECT md5(CAST(c AS VARCHAR)) FROM t", "TO_HEX(MD5(CAST(c AS STRING)))"),
         ("SELECT date_diff('day', DATE '2017-01-01', d) FROM t", "DATE_DIFF(d, CAST('2017-01-01' AS DATE), DAY)"),
-        ("SELECT string_agg('n' || CAST(k AS VARCHAR), ' ' ORDER BY k) FROM t",
-         "STRING_AGG('n' || CAST(k AS STRING), ' ' ORDER BY k)"),
+        (
+            "SELECT string_agg('n' || CAST(k AS VARCHAR), ' ' ORDER BY k) FROM t",
+            "STRING_AGG('n' || CAST(k AS STRING), ' ' ORDER BY k)",
+        ),
         ("SELECT 'e' || CAST(i AS VARCHAR) || chr(9) || m FROM t", "CAST(CHR(9) AS STRING)"),
-        ("SELECT c FROM t WHERE d < DATE '2017-01-02' QUALIFY row_number() OVER (PARTITION BY c "
-         "ORDER BY d DESC) = 1", "QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY d DESC) = 1"),
+        (
+            "SELECT c FROM t WHERE d < DATE '2017-01-02' QUALIFY row_number() OVER (PARTITION BY c "
+            "ORDER BY d DESC) = 1",
+            "QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY d DESC) = 1",
+        ),
     ],
 )
 def test_translate_rewrites_duckdb_constructs(duckdb_sql, expected):
@@ -84,10 +89,13 @@ def test_translate_leaves_no_temp_table_and_no_unknown_function():
 
 
 def test_transaction_script_wraps_dml_after_ddl():
-    script = transaction_script(["CREATE TABLE IF NOT EXISTS t (a INT64)", "DELETE FROM t WHERE a = 1",
-                                 "INSERT INTO t VALUES (1)"])
-    assert script == ("CREATE TABLE IF NOT EXISTS t (a INT64);\nBEGIN TRANSACTION;\n"
-                      "DELETE FROM t WHERE a = 1;\nINSERT INTO t VALUES (1);\nCOMMIT TRANSACTION;")
+    script = transaction_script(
+        ["CREATE TABLE IF NOT EXISTS t (a INT64)", "DELETE FROM t WHERE a = 1", "INSERT INTO t VALUES (1)"]
+    )
+    assert script == (
+        "CREATE TABLE IF NOT EXISTS t (a INT64);\nBEGIN TRANSACTION;\n"
+        "DELETE FROM t WHERE a = 1;\nINSERT INTO t VALUES (1);\nCOMMIT TRANSACTION;"
+    )
 
 
 def test_storage_switch(monkeypatch):
@@ -110,6 +118,7 @@ def test_storage_switch(monkeypatch):
 
 # --- the same assets on both engines (emulator) ------------------------------------------
 
+
 def _frame(wh: Warehouse, table: str, order: str) -> pd.DataFrame:
     """A table as comparable values: JSON records parsed, dtypes left to the values."""
     df = wh.fetch_df(f"SELECT * FROM {wh.table(table)} ORDER BY {order}")
@@ -130,12 +139,18 @@ def _sample_subset(folder: Path) -> Path:
     src = BUNDLED_DATASET.parent
     folder.mkdir()
     con = duckdb.connect()
-    con.execute(f"COPY (SELECT * FROM '{src}/transactions.parquet' WHERE transaction_timestamp < "
-                f"TIMESTAMP '2017-01-07') TO '{folder}/transactions.parquet'")
-    con.execute(f"COPY (SELECT * FROM '{src}/coupon_redemptions.parquet' WHERE redemption_date < "
-                f"TIMESTAMP '2017-01-07') TO '{folder}/coupon_redemptions.parquet'")
-    con.execute(f"COPY (SELECT * FROM '{src}/products.parquet' WHERE product_id IN (SELECT product_id FROM "
-                f"'{folder}/transactions.parquet')) TO '{folder}/products.parquet'")
+    con.execute(
+        f"COPY (SELECT * FROM '{src}/transactions.parquet' WHERE transaction_timestamp < "
+        f"TIMESTAMP '2017-01-07') TO '{folder}/transactions.parquet'"
+    )
+    con.execute(
+        f"COPY (SELECT * FROM '{src}/coupon_redemptions.parquet' WHERE redemption_date < "
+        f"TIMESTAMP '2017-01-07') TO '{folder}/coupon_redemptions.parquet'"
+    )
+    con.execute(
+        f"COPY (SELECT * FROM '{src}/products.parquet' WHERE product_id IN (SELECT product_id FROM "
+        f"'{folder}/transactions.parquet')) TO '{folder}/products.parquet'"
+    )
     for name in ("demographics", "campaigns", "coupons"):
         con.execute(f"COPY (SELECT * FROM '{src}/{name}.parquet') TO '{folder}/{name}.parquet'")
     con.close()
@@ -157,8 +172,12 @@ def _materialize_days(dataset_yaml: Path, warehouse: WarehouseResource) -> None:
     assert materialize(assets, resources=resources, selection=attributes).success
     daily_keys = ["raw_events", "raw_events_quarantine", "events_denormalized"]
     runs = [
-        {"tags": {"dagster/asset_partition_range_start": "2017-01-01",
-                  "dagster/asset_partition_range_end": "2017-01-02"}},
+        {
+            "tags": {
+                "dagster/asset_partition_range_start": "2017-01-01",
+                "dagster/asset_partition_range_end": "2017-01-02",
+            }
+        },
         {"partition_key": "2017-01-03"},
         {"partition_key": "2017-01-02"},
     ]
@@ -196,8 +215,12 @@ def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
     cfg = load_dataset_config(dataset_yaml)
     assets = [*build_ingest_assets(daily_partitions(cfg)), *build_denormalize_assets(daily_partitions(cfg))]
     resources = {"dataset": DatasetResource(config_path=str(dataset_yaml)), "warehouse": bq_resource}
-    assert materialize(assets, resources=resources, partition_key="2017-01-03",
-                       selection=["raw_events", "raw_events_quarantine", "events_denormalized"]).success
+    assert materialize(
+        assets,
+        resources=resources,
+        partition_key="2017-01-03",
+        selection=["raw_events", "raw_events_quarantine", "events_denormalized"],
+    ).success
     with bq_resource.open() as b:
         for table, order in TABLE_ORDER.items():
             pd.testing.assert_frame_equal(_frame(b, table, order), before[table])
@@ -206,14 +229,19 @@ def test_assets_on_bigquery_equal_duckdb(tmp_path, bq_resource, warehouse):
     assert tables == sorted(["client_properties", "product_catalog", FILE_INDEX, *TABLE_ORDER])
 
 
-BAD_CSV = (HEADER + "ok1,1,A,2024-01-05 10:00:00,1,1,s\n"
-           "e1,1,A,2024-13-45 10:00,1,1,s\n"          # unparsable timestamp
-           "e2,,A,2024-01-02 10:00:00,1,1,s\n"        # missing client id
-           "e3,1,A,2024-01-02 10:00:00,-3,1,s\n"      # negative quantity
-           "e4,1,A,2024-01-02 10:00:00,lots,1.2.3,s\n"  # non-numeric quantity and value
-           "e5,1,A,2023-12-31 23:59:59,1,1,s\n"       # outside the range
-           "ok1,2,B,2024-01-06 10:00:00,1,1,s\n"      # duplicate event id
-           ).encode() + b"e6,1,\xff\xfeB,2024-01-02 10:00:00,1,1,s\n" + b"ok2,2,C,2024-01-03 10:00:00,1,1,s\n"
+BAD_CSV = (
+    (
+        HEADER + "ok1,1,A,2024-01-05 10:00:00,1,1,s\n"
+        "e1,1,A,2024-13-45 10:00,1,1,s\n"  # unparsable timestamp
+        "e2,,A,2024-01-02 10:00:00,1,1,s\n"  # missing client id
+        "e3,1,A,2024-01-02 10:00:00,-3,1,s\n"  # negative quantity
+        "e4,1,A,2024-01-02 10:00:00,lots,1.2.3,s\n"  # non-numeric quantity and value
+        "e5,1,A,2023-12-31 23:59:59,1,1,s\n"  # outside the range
+        "ok1,2,B,2024-01-06 10:00:00,1,1,s\n"  # duplicate event id
+    ).encode()
+    + b"e6,1,\xff\xfeB,2024-01-02 10:00:00,1,1,s\n"
+    + b"ok2,2,C,2024-01-03 10:00:00,1,1,s\n"
+)
 
 
 @pytest.mark.bigquery
@@ -268,8 +296,13 @@ def test_execute_is_all_or_nothing(bq_warehouse):
     t = bq_warehouse.table("t")
     bq_warehouse.execute([f"CREATE TABLE IF NOT EXISTS {t} (a BIGINT)", f"INSERT INTO {t} VALUES (1)"])
     with pytest.raises(Exception, match="no_such_table"):
-        bq_warehouse.execute([f"DELETE FROM {t} WHERE a = 1", f"INSERT INTO {t} VALUES (2)",
-                              f"INSERT INTO {bq_warehouse.table('no_such_table')} VALUES (3)"])
+        bq_warehouse.execute(
+            [
+                f"DELETE FROM {t} WHERE a = 1",
+                f"INSERT INTO {t} VALUES (2)",
+                f"INSERT INTO {bq_warehouse.table('no_such_table')} VALUES (3)",
+            ]
+        )
     assert bq_warehouse.fetch_df(f"SELECT a FROM {t}")["a"].tolist() == [1]
 
 
@@ -315,8 +348,12 @@ def test_duckdb_sql_gives_the_same_result_on_bigquery(warehouse, bq_warehouse, s
 
 @pytest.mark.bigquery
 def test_temp_tables_and_insert_by_name_run_on_bigquery(bq_warehouse):
-    bq_warehouse.execute(["CREATE OR REPLACE TEMP TABLE scratch_t (a BIGINT, b VARCHAR)",
-                          "INSERT INTO scratch_t BY NAME SELECT 'x' AS b, 1 AS a"])
+    bq_warehouse.execute(
+        [
+            "CREATE OR REPLACE TEMP TABLE scratch_t (a BIGINT, b VARCHAR)",
+            "INSERT INTO scratch_t BY NAME SELECT 'x' AS b, 1 AS a",
+        ]
+    )
     assert bq_warehouse.fetch_df("SELECT a, b FROM scratch_t").values.tolist() == [[1, "x"]]
     assert not bq_warehouse.table_exists("scratch_t")  # a scratch table, not a managed one
     bq_warehouse.close()

@@ -42,17 +42,25 @@ def _dataset(folder: Path) -> Path:
     folder.mkdir()
     con = duckdb.connect()
     for name, ts in (("transactions", "transaction_timestamp"), ("coupon_redemptions", "redemption_date")):
-        con.execute(f"COPY (SELECT * FROM '{src}/{name}.parquet' WHERE {ts} < TIMESTAMP '2017-01-07') "
-                    f"TO '{folder}/{name}.parquet'")
-    con.execute(f"COPY (SELECT * FROM '{src}/products.parquet' WHERE product_id IN (SELECT product_id FROM "
-                f"'{src}/transactions.parquet' WHERE transaction_timestamp < TIMESTAMP '2017-01-21')) "
-                f"TO '{folder}/products.parquet'")  # includes items first sold later: inductive
+        con.execute(
+            f"COPY (SELECT * FROM '{src}/{name}.parquet' WHERE {ts} < TIMESTAMP '2017-01-07') "
+            f"TO '{folder}/{name}.parquet'"
+        )
+    con.execute(
+        f"COPY (SELECT * FROM '{src}/products.parquet' WHERE product_id IN (SELECT product_id FROM "
+        f"'{src}/transactions.parquet' WHERE transaction_timestamp < TIMESTAMP '2017-01-21')) "
+        f"TO '{folder}/products.parquet'"
+    )  # includes items first sold later: inductive
     for name in ("demographics", "campaigns", "coupons"):
         con.execute(f"COPY (SELECT * FROM '{src}/{name}.parquet') TO '{folder}/{name}.parquet'")
     con.close()
     cfg = yaml.safe_load(BUNDLED_DATASET.read_text())
-    cfg.update(data_start="2017-01-01", data_end="2017-01-06", catalog_coverage_min=0.0,
-               temporal={"training_cutoff": "2017-01-04", "test_start": "2017-01-05", "test_end": "2017-01-07"})
+    cfg.update(
+        data_start="2017-01-01",
+        data_end="2017-01-06",
+        catalog_coverage_min=0.0,
+        temporal={"training_cutoff": "2017-01-04", "test_start": "2017-01-05", "test_end": "2017-01-07"},
+    )
     rep = cfg["representation"]
     rep["cleora"].update(dim=8)
     rep["sketch"].update(depth=2, bits=3)
@@ -154,13 +162,15 @@ def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource):
         np.testing.assert_array_equal(exported[0][0], exported[1][0])
         np.testing.assert_allclose(exported[1][1], exported[0][1], rtol=1e-6, atol=1e-6)
         leftovers = [
-            t.table_id for t in b.client.list_tables(b.dataset)
+            t.table_id
+            for t in b.client.list_tables(b.dataset)
             if t.table_id.startswith("_bm_scratch") or t.table_id.endswith("_staging")
         ]
         assert leftovers == []
         # Every statement the stages sent is BigQuery SQL, not just SQL the emulator accepts.
         queries = [
-            j.query for j in b.client.list_jobs(min_creation_time=started)
+            j.query
+            for j in b.client.list_jobs(min_creation_time=started)
             if getattr(j, "query", None) and b.dataset in j.query
         ]
 
@@ -186,16 +196,18 @@ def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource):
 
 @pytest.mark.bigquery
 def test_insert_df_creates_appends_and_is_all_or_nothing(warehouse, bq_warehouse):
-    frame = pd.DataFrame({
-        "client_id": ["a", "b"],
-        "day": [D(2017, 1, 1), D(2017, 1, 2)],
-        "n": np.array([1, 2], dtype=np.int32),
-        "x": np.array([0.5, np.nan], dtype=np.float32),
-        "ok": [True, False],
-        "v": pd.arrays.ArrowExtensionArray(
-            pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32) / 3), 3)
-        ),
-    })
+    frame = pd.DataFrame(
+        {
+            "client_id": ["a", "b"],
+            "day": [D(2017, 1, 1), D(2017, 1, 2)],
+            "n": np.array([1, 2], dtype=np.int32),
+            "x": np.array([0.5, np.nan], dtype=np.float32),
+            "ok": [True, False],
+            "v": pd.arrays.ArrowExtensionArray(
+                pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32) / 3), 3)
+            ),
+        }
+    )
     results = []
     for wh in (warehouse, bq_warehouse):
         wh.execute([f"CREATE TABLE IF NOT EXISTS {wh.table('log')} (k VARCHAR)"])
@@ -204,8 +216,11 @@ def test_insert_df_creates_appends_and_is_all_or_nothing(warehouse, bq_warehouse
         # a day without events: no rows, but its `before` statements still apply
         wh.insert_df("t", frame.iloc[:0], before=[f"INSERT INTO {wh.table('log')} VALUES ('empty')"])
         with pytest.raises(Exception, match="no_such_table"):
-            wh.insert_df("t", frame, before=[f"DELETE FROM {wh.table('t')}",
-                                             f"INSERT INTO {wh.table('no_such_table')} VALUES (1)"])
+            wh.insert_df(
+                "t",
+                frame,
+                before=[f"DELETE FROM {wh.table('t')}", f"INSERT INTO {wh.table('no_such_table')} VALUES (1)"],
+            )
         df = wh.fetch_df(f"SELECT * FROM {wh.table('t')} ORDER BY client_id")
         df["v"] = [[float(e) for e in v] for v in df["v"]]
         results.append(df.astype(object).where(df.notna(), None))

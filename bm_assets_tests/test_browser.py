@@ -20,8 +20,16 @@ from bm_assets_tests.test_ui import dagster_dev  # noqa: F401  (the fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As Chromium runs on these machines: headless, as root, with no network beyond loopback.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 RUNS = "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"
 LAST_DAY = "2017-06-30"
 
@@ -54,8 +62,9 @@ def sample_models(half_year, bm_home, monkeypatch):
     keys = [k for a in defs.assets for k in a.keys if not k.to_user_string().endswith("_scores")]
     tags = {"dagster/asset_partition_range_start": "2017-01-01", "dagster/asset_partition_range_end": "2017-06-29"}
     with DagsterInstance.get() as instance:
-        assert materialize(list(defs.assets), selection=keys, resources=defs.resources, instance=instance,
-                           tags=tags).success
+        assert materialize(
+            list(defs.assets), selection=keys, resources=defs.resources, instance=instance, tags=tags
+        ).success
     return half_year
 
 
@@ -83,8 +92,14 @@ def test_ui_lineage_launch_and_evaluation_in_a_browser(sample_models, dagster_de
         try:
             # lineage: the join between its inputs and what reads it
             page.goto(f"{base}/assets/events_denormalized?view=lineage")
-            for name in ("raw_events", "client_properties", "product_catalog", "events_denormalized",
-                         "behavioral_profiles", "temporal_graph"):
+            for name in (
+                "raw_events",
+                "client_properties",
+                "product_catalog",
+                "events_denormalized",
+                "behavioral_profiles",
+                "temporal_graph",
+            ):
                 page.get_by_text(name, exact=True).first.wait_for(state="visible")
 
             # one partition, by clicks: Materialize… on raw_events, its multi-asset confirmed, Latest, Launch

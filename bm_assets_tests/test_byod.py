@@ -158,8 +158,12 @@ def test_graph_defaults_come_from_the_declared_columns(tmp_path):
         tmp_path,
         _invoice_source(context={"Country": "categorical"}),
         items=[
-            {"name": "families", "path": "items.csv", "key": "StockCode",
-             "columns": {"family": "categorical", "label": "text"}},
+            {
+                "name": "families",
+                "path": "items.csv",
+                "key": "StockCode",
+                "columns": {"family": "categorical", "label": "text"},
+            },
         ],
     )
     cfg = load_dataset_config(path)
@@ -197,10 +201,11 @@ tasks:
 @pytest.mark.parametrize(
     ("patch", "match"),
     [
-        ('target: {value: "1 FROM events_denormalized; COPY (SELECT 1) TO \'pwn.csv\'", default: 1}',
-         "statements"),
-        ('target: {value: "count(*) FILTER (WHERE read_csv(\'/etc/passwd\') IS NULL)", default: 1}',
-         "function read_csv"),
+        ("target: {value: \"1 FROM events_denormalized; COPY (SELECT 1) TO 'pwn.csv'\", default: 1}", "statements"),
+        (
+            "target: {value: \"count(*) FILTER (WHERE read_csv('/etc/passwd') IS NULL)\", default: 1}",
+            "function read_csv",
+        ),
         ("target: {value: \"count(*) FILTER (WHERE Country = 'France')\", default: 1}", "reads column 'Country'"),
     ],
 )

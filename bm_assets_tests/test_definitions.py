@@ -89,9 +89,7 @@ def test_single_run_backfill_equals_daily_runs(tmp_path):
     }
     assert _run(defs_a, ["raw_events", "events_denormalized"], instance, tags=tags).success
     for d in range(1, 8):
-        assert _run(
-            defs_b, ["raw_events", "events_denormalized"], instance, partition=f"2017-05-0{d}"
-        ).success
+        assert _run(defs_b, ["raw_events", "events_denormalized"], instance, partition=f"2017-05-0{d}").success
     q = "SELECT * FROM events_denormalized ORDER BY event_id"
     a, b = DuckDBWarehouse(db_a), DuckDBWarehouse(db_b)
     pd.testing.assert_frame_equal(a.fetch_df(q), b.fetch_df(q))
@@ -113,8 +111,11 @@ def _quarantine_run(tmp_path, timestamp_format: str, rows: str):
     instance = DagsterInstance.ephemeral()
     assert _run(defs, ["client_properties", "product_catalog"], instance).success
     result = materialize(
-        _assets(defs, "raw_events", "events_denormalized"), resources=defs.resources, instance=instance,
-        partition_key="2024-01-01", raise_on_error=False,
+        _assets(defs, "raw_events", "events_denormalized"),
+        resources=defs.resources,
+        instance=instance,
+        partition_key="2024-01-01",
+        raise_on_error=False,
     )
     check = [c for c in result.get_asset_check_evaluations() if c.check_name == "quarantine_rate"][0]
     return result, check

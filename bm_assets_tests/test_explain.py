@@ -120,9 +120,7 @@ def test_the_brand_is_the_top_reason_of_the_positive_clients(fitted):
     wh, coders, layout, clients, x, y, res = fitted
     pos = np.flatnonzero(y == 1)
     attr = integrated_gradients(res.net, x[pos], "binary", baseline=reference_baseline(x, layout))
-    history = entity_history(
-        wh, list(coders), {"item_id": ["brand"]}, as_of_examples(clients[pos], AS_OF), (7.0, 30.0)
-    )
+    history = entity_history(wh, list(coders), {"item_id": ["brand"]}, as_of_examples(clients[pos], AS_OF), (7.0, 30.0))
     reasons, _ = fold(attr, x[pos], layout, coders, history)
     top = [top_reasons(reasons, i, 1).iloc[0] for i in range(len(pos))]
     about_brand = [
@@ -222,6 +220,7 @@ def test_fast_path_equals_integrated_gradients_on_the_input():
     fast = integrated_gradients(net, x, "multilabel", target=target, steps=48, baseline=baseline)
     net.double()
     try:
+
         def forward(z):
             return torch.sigmoid(net(torch.sign(z) * torch.expm1(torch.abs(z))))
 

@@ -115,16 +115,14 @@ def _task_data(kind: str, target: dict) -> TaskData:
         y = (x[:, 0] > 1).astype(np.float32) if kind == "binary" else (sk[:, 16:24] > 0.15).astype(np.float32)
         splits[role] = Split(x, x[:, :8].copy(), y, sk[:, 16:32] if kind == "recommendation" else None)
     codes = np.stack([np.arange(8), np.arange(8)], 1) if kind == "recommendation" else None
-    return TaskData(
-        task, splits, [str(i) for i in range(8)] if kind == "recommendation" else None, LAYOUT, codes
-    )
+    return TaskData(task, splits, [str(i) for i in range(8)] if kind == "recommendation" else None, LAYOUT, codes)
 
 
 def test_run_task_fits_every_model_and_reports_validation_only():
     data = _task_data("binary", {"value": "count(*) > 0"})
     fc, ev = FoundationConfig(hidden=32), EvaluationConfig(task_max_epochs=3, task_patience=2)
     run = run_task(data, _train().net, fc, ev)
-    assert set(run.models) == {"finetuned", "scratch", "lightgbm", "lightgbm_fm", "prior"}
+    assert set(run.models) == {"finetuned", "scratch", "lightgbm", "lightgbm_fm", "finetuned_lightgbm", "prior"}
     assert all(not any(k.startswith("test_") for k in row) for row in run.report.values())
     assert run.report["lightgbm"]["validation_auroc"] > 0.9  # x[:, 0] is among its features
     assert run.report["prior"]["validation_auroc"] == 0.5
@@ -134,6 +132,14 @@ def test_run_task_fits_every_model_and_reports_validation_only():
     assert hybrid.artifact["basis"].shape == (32, 16)
     val = data.splits["validation"]
     np.testing.assert_allclose(rebuild(data, "lightgbm_fm", hybrid.artifact)(val), hybrid.predict(val))
+    # the blend averages the two models' predictions with the weight that is best on validation
+    mix = run.models["finetuned_lightgbm"]
+    w = mix.artifact["mix"]
+    expected = w * run.models["finetuned"].predict(val) + (1 - w) * run.models["lightgbm"].predict(val)
+    np.testing.assert_allclose(mix.predict(val), expected, rtol=1e-6)
+    np.testing.assert_allclose(rebuild(data, "finetuned_lightgbm", mix.artifact)(val), mix.predict(val))
+    best = max(run.report[m]["validation_auroc"] for m in ("finetuned", "lightgbm"))
+    assert run.report["finetuned_lightgbm"]["validation_auroc"] >= best  # w = 0 and 1 are in the grid
 
 
 def test_recommendation_reuses_the_sketch_head():

@@ -38,9 +38,7 @@ def test_graph_columns_and_windows_come_from_config(sample_warehouse, sample_con
         build_temporal_graph(wh, GraphConfig(columns=["not_a_column"]), cfg.data_start, cutoff)
 
 
-def test_embeddings_are_deterministic_and_inductive_items_use_their_attributes(
-    sample_warehouse, sample_config
-):
+def test_embeddings_are_deterministic_and_inductive_items_use_their_attributes(sample_warehouse, sample_config):
     wh, cfg = sample_warehouse, sample_config
     rep = cfg.representation
     build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff)
@@ -56,9 +54,7 @@ def test_embeddings_are_deterministic_and_inductive_items_use_their_attributes(
 
     items = first["item_id"]
     assert items.inductive.sum() > 0
-    catalog = wh.fetch_df(
-        "SELECT item_id, manufacturer_id, product_category, department FROM product_catalog"
-    )
+    catalog = wh.fetch_df("SELECT item_id, manufacturer_id, product_category, department FROM product_catalog")
     catalog = catalog.set_index("item_id")
     new_item = items.ids[np.flatnonzero(items.inductive)[0]]
     parts = []

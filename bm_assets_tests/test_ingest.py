@@ -83,9 +83,7 @@ def test_unattributable_rows_go_to_first_day(tmp_path, warehouse):
 
 def test_duplicate_event_ids_are_kept_once(tmp_path, warehouse):
     csv = HEADER + (
-        "e1,1,A,2024-01-02 10:00:00,1,1,s\n"
-        "e2,1,B,2024-01-02 11:00:00,1,1,s\n"
-        "e1,1,A,2024-01-07 10:00:00,1,1,s\n"
+        "e1,1,A,2024-01-02 10:00:00,1,1,s\ne2,1,B,2024-01-02 11:00:00,1,1,s\ne1,1,A,2024-01-07 10:00:00,1,1,s\n"
     )
     cfg, report = _ingest(tmp_path, warehouse, csv)
     ev = warehouse.fetch_df("SELECT event_id, event_date FROM raw_events ORDER BY event_id")
@@ -142,9 +140,7 @@ def test_missing_required_column_fails_and_writes_nothing(tmp_path, warehouse):
     ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
     before = warehouse.fetch_df("SELECT * FROM raw_events")
     # The file changes after the config was validated: the item column disappears.
-    (tmp_path / "ds" / "events.csv").write_text(
-        "event_id,client,ts,qty,amount,shop\ne9,1,2024-01-02 10:00:00,1,1,s\n"
-    )
+    (tmp_path / "ds" / "events.csv").write_text("event_id,client,ts,qty,amount,shop\ne9,1,2024-01-02 10:00:00,1,1,s\n")
     with pytest.raises(SourceReadError) as err:
         ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
     assert "events.csv" in str(err.value) and "'item'" in str(err.value)

@@ -53,9 +53,7 @@ def test_graph_embeddings_and_coders_ignore_events_at_or_after_the_cutoff(sample
     graph_after = _graph(wh, cfg)
     pd.testing.assert_frame_equal(graph, graph_after)
     embeddings_after = build_entity_embeddings(wh, rep)
-    coders_after = fit_coders(
-        embeddings_after, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed
-    )
+    coders_after = fit_coders(embeddings_after, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed)
     assert list(embeddings) == list(embeddings_after)
     for column, emb in embeddings.items():
         assert np.array_equal(emb.ids, embeddings_after[column].ids)

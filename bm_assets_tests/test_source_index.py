@@ -163,15 +163,17 @@ def test_a_growing_range_reuses_the_stored_spans(tmp_path, warehouse):
 
 def _parquet_day(day: int, n: int, null_ts: bool = False) -> pd.DataFrame:
     ts = pd.to_datetime([f"2024-01-{day:02d} {h:02d}:00:00" for h in range(n)])
-    df = pd.DataFrame({
-        "event_id": [f"p{day}_{i}" for i in range(n)],
-        "client": ["1", "2"] * (n // 2) + ["1"] * (n % 2),
-        "item": "A",
-        "ts": ts,
-        "qty": 1.0,
-        "amount": 2.0,
-        "shop": "s",
-    })
+    df = pd.DataFrame(
+        {
+            "event_id": [f"p{day}_{i}" for i in range(n)],
+            "client": ["1", "2"] * (n // 2) + ["1"] * (n % 2),
+            "item": "A",
+            "ts": ts,
+            "qty": 1.0,
+            "amount": 2.0,
+            "shop": "s",
+        }
+    )
     if null_ts:
         df.loc[0, "ts"] = pd.NaT
     return df
@@ -201,7 +203,8 @@ def test_raw_events_metadata_names_the_files_read(tmp_path):
     result = materialize(assets, resources=defs.resources, instance=instance, partition_key="2024-01-06")
     assert result.success
     meta = next(
-        e.materialization.metadata for e in result.get_asset_materialization_events()
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
         if e.materialization.asset_key.to_user_string() == "raw_events"
     )
     assert [Path(f).name for f in meta["files_read"].value["purchase"]] == ["d06.csv"]

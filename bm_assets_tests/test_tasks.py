@@ -156,9 +156,7 @@ def test_protocol_dates_keep_label_windows_apart():
     dates = protocol_dates(dt.date(2017, 1, 1), split, EvaluationConfig(), horizon_days=14)
     h = D(14)
     assert max(dates["train"]) + h <= split.training_cutoff
-    assert (
-        min(dates["validation"]) == split.training_cutoff and max(dates["validation"]) + h <= split.test_start
-    )
+    assert min(dates["validation"]) == split.training_cutoff and max(dates["validation"]) + h <= split.test_start
     assert min(dates["test"]) == split.test_start and max(dates["test"]) + h <= split.test_end
     with pytest.raises(TaskConfigError, match="no validation split date fits a 60-day horizon"):
         protocol_dates(dt.date(2017, 1, 1), split, EvaluationConfig(), horizon_days=60)
@@ -188,9 +186,7 @@ def test_bad_horizon_names_file_and_key(tmp_path):
             target: {value: "count(*) = 0", default: 1}
     """,
     )
-    with pytest.raises(
-        TaskConfigError, match=r"tasks\.yaml: key tasks\[0\] \(churn\)\.horizon_days: .*greater than 0"
-    ):
+    with pytest.raises(TaskConfigError, match=r"tasks\.yaml: key tasks\[0\] \(churn\)\.horizon_days: .*greater than 0"):
         load_modeling_config(path)
 
 
@@ -263,9 +259,7 @@ def test_training_examples_and_labels_ignore_events_from_the_cutoff_on(warehouse
         return ex, build_labels(warehouse, task, ex, None)
 
     ex0, y0 = build(ROWS)
-    poison = [
-        (c, split.training_cutoff + D(k), "purchase", "i1", "m1", "c1", 1e6) for c in "abz" for k in (0, 3)
-    ]
+    poison = [(c, split.training_cutoff + D(k), "purchase", "i1", "m1", "c1", 1e6) for c in "abz" for k in (0, 3)]
     ex1, y1 = build(ROWS + poison)
     pd.testing.assert_frame_equal(ex0, ex1)
     np.testing.assert_array_equal(y0, y1)

@@ -85,14 +85,19 @@ def running_dagster_dev(bm_home: Path) -> Iterator:
     log = open(bm_home / "dagster_dev.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-p", str(port), "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         preexec_fn=_default_signals,
     )
 
     def gql(query: str, variables: dict | None = None) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
         return json.loads(urllib.request.urlopen(req, timeout=30).read())
 
     gql.base_url = f"http://127.0.0.1:{port}"  # the UI itself, for the browser tests
@@ -121,9 +126,7 @@ def dagster_dev(bm_home):
 
 def _wait_backfill(gql, backfill_id: str, timeout_s: float = 240) -> str:
     deadline = time.monotonic() + timeout_s
-    while (status := gql(STATUS, {"id": backfill_id})["data"]["partitionBackfillOrError"]["status"]) in (
-        "REQUESTED",
-    ):
+    while (status := gql(STATUS, {"id": backfill_id})["data"]["partitionBackfillOrError"]["status"]) in ("REQUESTED",):
         assert time.monotonic() < deadline, f"backfill did not finish within {timeout_s} s"
         time.sleep(2)
     return status
@@ -132,11 +135,25 @@ def _wait_backfill(gql, backfill_id: str, timeout_s: float = 240) -> str:
 def test_ui_shows_graph_and_runs_a_backfill(dagster_dev, bm_home):
     gql = dagster_dev
     nodes = gql("{ assetNodes { assetKey { path } } }")["data"]["assetNodes"]
-    assert {"raw_events", "raw_events_quarantine", "events_denormalized", "client_properties",
-            "product_catalog"} <= {n["assetKey"]["path"][0] for n in nodes}
-    subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "bm_assets.definitions",
-                    "--select", "client_properties,product_catalog"], cwd=REPO_ROOT, check=True,
-                   capture_output=True)
+    assert {"raw_events", "raw_events_quarantine", "events_denormalized", "client_properties", "product_catalog"} <= {
+        n["assetKey"]["path"][0] for n in nodes
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "bm_assets.definitions",
+            "--select",
+            "client_properties,product_catalog",
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+    )
     days = ["2017-01-02", "2017-01-03", "2017-01-04"]
     selection = [{"path": [k]} for k in ("raw_events", "raw_events_quarantine", "events_denormalized")]
     launched = gql(BACKFILL, {"p": {"assetSelection": selection, "partitionNames": days}})
@@ -161,9 +178,23 @@ def test_run_killed_with_sigkill_does_not_block_the_queue(dagster_dev, bm_home):
     gql = dagster_dev
     lock = duckdb.connect(str(bm_home / "bm_assets.duckdb"))  # the run waits for the file's lock
     cli = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "bm_assets.definitions",
-         "--select", "raw_events,raw_events_quarantine", "--partition", "2017-01-02"],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "bm_assets.definitions",
+            "--select",
+            "raw_events,raw_events_quarantine",
+            "--partition",
+            "2017-01-02",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 180

@@ -35,9 +35,7 @@ def build_denormalize_assets(partitions: DailyPartitionsDefinition) -> list:
             )
         ],
     )
-    def events_denormalized(
-        context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource
-    ):
+    def events_denormalized(context: AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource):
         cfg = dataset.load()
         start, end = window_of(context)
         with warehouse.open() as wh:

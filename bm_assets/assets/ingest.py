@@ -75,10 +75,12 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
             report = ingest_window(wh, cfg, start, end)
             quality = ingest_quality(wh, start, end, [s.name for s in cfg.events if s.item_id is not None])
             reasons = quarantine_reasons(wh, start, end)
-        per_source = pd.DataFrame([
-            {**s.__dict__, "ignored_columns": str(s.ignored_columns), "files_read": len(s.files_read)}
-            for s in report.sources
-        ])
+        per_source = pd.DataFrame(
+            [
+                {**s.__dict__, "ignored_columns": str(s.ignored_columns), "files_read": len(s.files_read)}
+                for s in report.sources
+            ]
+        )
         if report.rows_in == 0:
             context.log.warning(f"no source rows for {start}..{end}: the window is empty")
         ignored = {s.source: s.ignored_columns for s in report.sources if s.ignored_columns}
@@ -126,9 +128,7 @@ def build_ingest_assets(partitions: DailyPartitionsDefinition) -> list:
         )
         yield _quarantine_check(quality.quarantine_rate, cfg.quarantine, reasons)
 
-    @asset(
-        group_name=INGEST_GROUP, description="One row per client: client attribute tables, joined on the id."
-    )
+    @asset(group_name=INGEST_GROUP, description="One row per client: client attribute tables, joined on the id.")
     def client_properties(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
         with warehouse.open() as wh:
             build = build_client_properties(wh, dataset.load())

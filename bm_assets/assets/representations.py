@@ -58,6 +58,7 @@ def temporal_graph(dataset: DatasetResource, warehouse: WarehouseResource) -> Ma
         }
     )
 
+
 @asset(
     deps=[temporal_graph, "product_catalog"],
     group_name=GROUP,
@@ -102,6 +103,7 @@ def entity_embeddings(
         }
     )
 
+
 @asset(
     deps=[entity_embeddings],
     group_name=GROUP,
@@ -131,9 +133,7 @@ def sketch_coders(dataset: DatasetResource, artifacts: ArtifactStore) -> Materia
                 "depth": k.depth,
                 "width": k.width,
                 "buckets_used_level0": len(np.unique(k.codes[:, 0])),
-                "largest_bucket_share_level0": float(
-                    np.bincount(k.codes[:, 0]).max() / max(len(k.codes), 1)
-                ),
+                "largest_bucket_share_level0": float(np.bincount(k.codes[:, 0]).max() / max(len(k.codes), 1)),
             }
             for c, k in coders.items()
         ]

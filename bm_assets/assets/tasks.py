@@ -127,9 +127,7 @@ def _model_asset(task: TaskSpec) -> AssetsDefinition:
         space = LabelSpace(data.labels, data.item_codes, data.item_log_prior)
         client = mlflow_tracking.client()
         foundation, foundation_version = load_champion_foundation(client, cfg.name)
-        with mlflow_tracking.start_run(
-            f"{task.name}_model", tags={"task": task.name, "dataset": cfg.name}
-        ) as run:
+        with mlflow_tracking.start_run(f"{task.name}_model", tags={"task": task.name, "dataset": cfg.name}) as run:
             mlflow.log_params(
                 {
                     "task": task.name,
@@ -218,16 +216,12 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
             n: ModelResult(n, rebuild(data, n, b["artifact"]), b["seconds"], b["epochs"], b["history"])
             for n, b in bundle.items()
         }
-        with mlflow_tracking.start_run(
-            f"{task.name}_evaluation", tags={"task": task.name, "dataset": cfg.name}
-        ) as run:
+        with mlflow_tracking.start_run(f"{task.name}_evaluation", tags={"task": task.name, "dataset": cfg.name}) as run:
             metrics = evaluate(data, models)
             curve: list[dict] = []
             if task.learning_curve and "finetuned" in bundle:
                 start = time.perf_counter()
-                curve = learning_curve(
-                    data, bundle["finetuned"]["artifact"], mcfg.foundation, mcfg.evaluation
-                )
+                curve = learning_curve(data, bundle["finetuned"]["artifact"], mcfg.foundation, mcfg.evaluation)
                 context.log.info(f"learning curve in {time.perf_counter() - start:.1f}s")
             time_curve = {n: m.history for n, m in models.items() if m.history}
             intervals = intervals_on_test(data, models, mcfg.evaluation.bootstrap, mcfg.evaluation.seed)

@@ -175,6 +175,9 @@ def save_task_models(models: dict, promotion: dict, space: LabelSpace, directory
             entry.update(type="hybrid", lightgbm=name, network=network(a["net"]))
         elif isinstance(a, dict) and "weights" in a:
             entry.update(type="blend", weights=a["weights"], network=network(a["net"]))
+        elif isinstance(a, dict) and "mix" in a:
+            save_boosters(a["mix_gbdt"], tmp / "lightgbm" / name)
+            entry.update(type="mix", weight=a["mix"], lightgbm=name, network=network(a["net"]))
         else:
             arrays[f"{name}/rate"] = np.asarray(a)
             entry.update(type="prior")
@@ -230,6 +233,12 @@ def load_task_models(directory: Path) -> SavedTask:
             }
         elif kind == "blend":
             artifact = {"weights": e["weights"], "net": network(e["network"])}
+        elif kind == "mix":
+            artifact = {
+                "mix": e["weight"],
+                "net": network(e["network"]),
+                "mix_gbdt": load_boosters(directory / "lightgbm" / e["lightgbm"]),
+            }
         else:
             artifact = arrays[f"{name}/rate"]
         models[name] = {"artifact": artifact, "seconds": e["seconds"], "epochs": e["epochs"], "history": e["history"]}

@@ -77,9 +77,7 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
                 "(set multi_valued: true to aggregate)"
             )
         exprs = [
-            f"TRY_CAST({_text(c)} AS DOUBLE) AS {ident(c)}"
-            if k == "numeric"
-            else f"{_text(c)} AS {ident(c)}"
+            f"TRY_CAST({_text(c)} AS DOUBLE) AS {ident(c)}" if k == "numeric" else f"{_text(c)} AS {ident(c)}"
             for c, k in cols.items()
         ]
         return (
@@ -172,9 +170,7 @@ def build_attributes(
         keys = " UNION ".join(f"SELECT {key_name} FROM {ident('t_' + n)}" for n, _ in parts)
         joins = " ".join(f"LEFT JOIN {ident('t_' + n)} USING ({key_name})" for n, _ in parts)
         cols = ", ".join(ident(c) for c in kinds)
-        select = (
-            f"WITH {ctes}, keys AS ({keys}) SELECT {key_name}, {cols} FROM keys {joins} ORDER BY {key_name}"
-        )
+        select = f"WITH {ctes}, keys AS ({keys}) SELECT {key_name}, {cols} FROM keys {joins} ORDER BY {key_name}"
     else:
         select = f"SELECT CAST(NULL AS VARCHAR) AS {key_name} WHERE FALSE"
     wh.execute([f"CREATE OR REPLACE TABLE {wh.table(target)} AS {select}"])

@@ -50,9 +50,7 @@ def _fix(node: exp.Expression, scratch: Mapping[str, str]) -> exp.Expression:
         if name == "hash" and len(args) == 1:  # a stable 64-bit hash of a value (client shards)
             return exp.func("FARM_FINGERPRINT", args[0])
         if name == "isfinite" and len(args) == 1:
-            return exp.paren(
-                exp.not_(exp.or_(exp.func("IS_INF", args[0].copy()), exp.func("IS_NAN", args[0].copy())))
-            )
+            return exp.paren(exp.not_(exp.or_(exp.func("IS_INF", args[0].copy()), exp.func("IS_NAN", args[0].copy()))))
     if isinstance(node, exp.StrToTime):
         # sqlglot renders DuckDB's strptime as PARSE_TIMESTAMP, a time-zoned type in BigQuery.
         parse = exp.ParseDatetime(this=node.this, format=node.args["format"])
@@ -195,8 +193,7 @@ class BigQueryWarehouse(Warehouse):
     """One BigQuery dataset. Managed tables are `project.dataset.name`; scratch tables (stages,
     DuckDB TEMP tables) get a per-instance prefix so concurrent runs do not collide."""
 
-    def __init__(self, client: bigquery.Client, dataset: str, project: str | None = None,
-                 location: str | None = None):
+    def __init__(self, client: bigquery.Client, dataset: str, project: str | None = None, location: str | None = None):
         self.client = client
         self.project = project or client.project
         self.dataset = dataset
@@ -295,9 +292,7 @@ class BigQueryWarehouse(Warehouse):
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         self._stage(stage, lambda local: local.stage_attributes(table, path, stage))
 
-    def insert_df(
-        self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()
-    ) -> None:
+    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()) -> None:
         """Upload `df` to a scratch table (a load job: BigQuery cannot take rows inside a
         transaction), then one script: create the target from the frame's schema if missing
         (DDL, before the transaction), then `before` and INSERT ... SELECT in one transaction.
@@ -313,7 +308,8 @@ class BigQueryWarehouse(Warehouse):
         buf.seek(0)
         scratch = self._ref(f"{self._prefix}insert_{uuid.uuid4().hex[:8]}")
         config = bigquery.LoadJobConfig(
-            schema=[f for f, _ in fields], source_format=bigquery.SourceFormat.PARQUET,
+            schema=[f for f, _ in fields],
+            source_format=bigquery.SourceFormat.PARQUET,
             write_disposition="WRITE_TRUNCATE",
         )
         config.parquet_options = bigquery.ParquetOptions()
@@ -322,12 +318,16 @@ class BigQueryWarehouse(Warehouse):
         cols = ", ".join(ident(c, "bigquery") for c in table.column_names)
         try:
             self.client.load_table_from_file(buf, scratch, job_config=config, location=self.location).result()
-            self._run(transaction_script([
-                f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {source} LIMIT 0",
-                *(self._bq(s) for s in before),
-                f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {source}",
-                *(self._bq(s) for s in after),
-            ]))
+            self._run(
+                transaction_script(
+                    [
+                        f"CREATE TABLE IF NOT EXISTS {target} AS SELECT * FROM {source} LIMIT 0",
+                        *(self._bq(s) for s in before),
+                        f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {source}",
+                        *(self._bq(s) for s in after),
+                    ]
+                )
+            )
         finally:
             self.client.delete_table(scratch, not_found_ok=True)
 

@@ -72,9 +72,7 @@ def embed_graph(graph: CleoraInput, cfg: CleoraConfig, seed: int) -> dict[str, C
     return out
 
 
-def add_inductive(
-    embeddings: dict[str, ColumnEmbeddings], column: str, attributes: pd.DataFrame
-) -> ColumnEmbeddings:
+def add_inductive(embeddings: dict[str, ColumnEmbeddings], column: str, attributes: pd.DataFrame) -> ColumnEmbeddings:
     """Embed the entities of `column` that are missing from `embeddings[column]` as the L2-normalised
     mean of their attribute values' embeddings. `attributes`: one row per entity, the entity id in
     `column` and one column per attribute (each an embedded column)."""
@@ -89,11 +87,7 @@ def add_inductive(
         emb = embeddings[a]
         values = candidates[a].astype("string").fillna("").to_numpy().astype(str)
         pos = np.minimum(np.searchsorted(emb.ids, values), max(len(emb.ids) - 1, 0))
-        hit = (
-            (emb.ids[pos] == values) & candidates[a].notna().to_numpy()
-            if len(emb.ids)
-            else np.zeros(len(ids), bool)
-        )
+        hit = (emb.ids[pos] == values) & candidates[a].notna().to_numpy() if len(emb.ids) else np.zeros(len(ids), bool)
         total[hit] += emb.vectors[pos[hit]]
         count += hit
     keep = count > 0

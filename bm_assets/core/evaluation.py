@@ -213,6 +213,30 @@ def _projected(net: BehavioralNet, projection: dict) -> Callable[[Split], np.nda
     return features
 
 
+#: Weights of the fine-tuned network tried for the network + LightGBM blend (the rest LightGBM's).
+MIX_GRID = tuple(i / 10 for i in range(11))
+
+
+def _mix_predictor(data: TaskData, weight: float, net: BehavioralNet, gbdt: Boosters) -> Callable[[Split], np.ndarray]:
+    network, trees = network_predictor(data), gbdt_predictor(data, gbdt)
+    return lambda s: weight * network(net, s.x) + (1 - weight) * trees(s)
+
+
+def fit_mix(data: TaskData, network: ModelResult, gbdt: ModelResult, name: str) -> ModelResult:
+    """The average of the network's and LightGBM's predictions (probabilities or values), the
+    network's weight chosen on the validation window from MIX_GRID: the two learn from different
+    inputs (a profile of the whole history vs windowed aggregates), so their errors differ."""
+    t0 = time.perf_counter()
+    val = data.splits["validation"]
+    kind = kind_of(data.task)
+    p_net, p_gbdt = network.predict(val), gbdt.predict(val)
+    scores = [selection_score(data.task, kind.metrics(val.y, w * p_net + (1 - w) * p_gbdt)) for w in MIX_GRID]
+    weight = float(MIX_GRID[int(np.argmax(scores))])
+    artifact = {"mix": weight, "net": network.artifact, "mix_gbdt": gbdt.artifact}
+    fn = _mix_predictor(data, weight, network.artifact, gbdt.artifact)
+    return ModelResult(name, fn, network.seconds + gbdt.seconds + time.perf_counter() - t0, artifact=artifact)
+
+
 def gbdt_predictor(data: TaskData, models: Boosters) -> Callable[[Split], np.ndarray]:
     """Predictions of fitted LightGBM models."""
     kind, n_labels = kind_of(data.task), len(data.labels or [])
@@ -321,6 +345,8 @@ def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np
     """The predictor of a saved model (network, LightGBM list, blend weights or prior rates)."""
     if isinstance(artifact, dict) and "weights" in artifact:
         return _blend_predictor(data, artifact["weights"], artifact["net"])
+    if isinstance(artifact, dict) and "mix" in artifact:
+        return _mix_predictor(data, artifact["mix"], artifact["net"], artifact["mix_gbdt"])
     if isinstance(artifact, dict) and "gbdt" in artifact:
         features = _projected(artifact["net"], artifact)
         base = gbdt_predictor(data, artifact["gbdt"])
@@ -376,6 +402,7 @@ def evaluate(
 
 
 # --- honest statistics: client-level bootstrap -------------------------------------------------
+
 
 def reference_model(kind: str, names: list[str]) -> str | None:
     """The model every other is compared with: the kind's strongest simple baseline present."""
@@ -467,6 +494,8 @@ def run_task(
             if hybrid is not None:
                 hybrid.artifact = {"gbdt": hybrid.artifact, "net": net, **projection}
                 models[hybrid.name] = hybrid
+            mix = fit_mix(data, models["finetuned"], gbdt, "finetuned_lightgbm")
+            models[mix.name] = mix
     prior = fit_prior(data)
     models[prior.name] = prior
     best_net = models["finetuned"].artifact if "finetuned" in models else None

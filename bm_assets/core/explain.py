@@ -528,9 +528,7 @@ def task_drivers(
     ex = as_of_examples(rows["client_id"].to_numpy(), [t - dt.timedelta(days=1) for t in rows["t"]])
     history = entity_history(wh, list(layout.columns), rollups, ex, layout.half_lives_days)
     outputs = kind_of(task).explained_outputs(n_labels, data.labels)
-    first_rollups = sorted(
-        {a for attrs in rollups.values() for a in attrs}, key=lambda a: (a != task.target.column, a)
-    )
+    first_rollups = sorted({a for attrs in rollups.values() for a in attrs}, key=lambda a: (a != task.target.column, a))
     out: dict = {"examples": len(idx), "outputs": {}, "frames": {}}
     gaps, collisions = [], []
     for j in outputs:

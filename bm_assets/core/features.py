@@ -52,9 +52,7 @@ def aggregate_features_sql(
         GROUP BY e.client_id, s.t"""
 
 
-def feature_tops(
-    wh: Warehouse, columns: list[str], ev: EvaluationConfig, cutoff: dt.date
-) -> dict[str, list[str]]:
+def feature_tops(wh: Warehouse, columns: list[str], ev: EvaluationConfig, cutoff: dt.date) -> dict[str, list[str]]:
     """The top values per feature column, counted before the training cutoff."""
     return {c: top_values(wh, c, "TRUE", cutoff, ev.feature_top_n) for c in columns}
 

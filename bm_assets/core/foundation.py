@@ -31,9 +31,7 @@ class BehavioralNet(nn.Module):
     task output. Inputs are compressed (sign * log1p|x|) and standardised with statistics of the
     training inputs, stored as buffers so a saved model carries its own preprocessing."""
 
-    def __init__(
-        self, n_in: int, hidden: int, layers: int, dropout: float, layout: SketchLayout, n_out: int = 0
-    ):
+    def __init__(self, n_in: int, hidden: int, layers: int, dropout: float, layout: SketchLayout, n_out: int = 0):
         super().__init__()
         self.layout = list(layout)
         self.register_buffer("x_mean", torch.zeros(n_in))
@@ -195,9 +193,7 @@ def predict(
     net.eval()
     dev = device()
     net = net.to(dev)
-    out = [
-        fn(net, torch.from_numpy(x[i : i + batch_size]).to(dev)).cpu() for i in range(0, len(x), batch_size)
-    ]
+    out = [fn(net, torch.from_numpy(x[i : i + batch_size]).to(dev)).cpu() for i in range(0, len(x), batch_size)]
     net.cpu()
     return torch.cat(out).numpy() if out else np.zeros((0,), np.float32)
 
@@ -258,9 +254,7 @@ def client_embedding(net: BehavioralNet, x: np.ndarray) -> np.ndarray:
     return predict(net, x, lambda n, xb: n.embed(xb)).astype(np.float32)
 
 
-def item_scores(
-    logp: torch.Tensor, codes: torch.Tensor, log_prior: torch.Tensor | None = None
-) -> torch.Tensor:
+def item_scores(logp: torch.Tensor, codes: torch.Tensor, log_prior: torch.Tensor | None = None) -> torch.Tensor:
     """Ranking scores float[n, n_items]: for each item, the sum over depth levels of the log
     predicted probability of its bucket. logp [n, depth, width], codes int64[n_items, depth].
 
@@ -275,7 +269,5 @@ def item_scores(
     bucket_mass = torch.zeros(codes.shape[1], logp.shape[2], dtype=weight.dtype, device=logp.device)
     bucket_mass.scatter_add_(1, codes.T, weight.expand(codes.shape[1], -1).contiguous())
     log_bucket = torch.log(bucket_mass / weight.sum())
-    correction = (
-        log_prior - log_prior.max() - torch.log(weight.sum()) - log_bucket[depth[None, :], codes].sum(-1)
-    )
+    correction = log_prior - log_prior.max() - torch.log(weight.sum()) - log_bucket[depth[None, :], codes].sum(-1)
     return scores + correction[None, :].to(scores.dtype)

@@ -32,9 +32,7 @@ def graph_select(
 ) -> str:
     """SQL of the hyperedge rows (edge_kind, edge_id, column_name, entity, events) of the events
     with event_date < cutoff."""
-    cols = ", ".join(
-        ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])])
-    )
+    cols = ", ".join(ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])]))
     window = f"CAST(floor(date_diff('day', DATE '{data_start}', event_date) / {cfg.window_days}) AS BIGINT)"
     source = (
         f"SELECT client_id, {window} AS window_index, {cols} FROM {wh.table(EVENTS_DENORMALIZED)} "

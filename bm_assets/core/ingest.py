@@ -343,10 +343,12 @@ def _string_columns(wh: Warehouse, stage: str) -> set[str]:
 def _classify(wh: Warehouse, cfg: DatasetConfig, src: EventSource, stage: str, classified: str) -> None:
     """Temp table `classified`: every staged row typed, checked and given its partition date."""
     try:
-        wh.execute([
-            f"CREATE OR REPLACE TEMP TABLE {classified} AS "
-            f"{classify_sql(cfg, src, stage, _string_columns(wh, stage))}"
-        ])
+        wh.execute(
+            [
+                f"CREATE OR REPLACE TEMP TABLE {classified} AS "
+                f"{classify_sql(cfg, src, stage, _string_columns(wh, stage))}"
+            ]
+        )
     except Exception as exc:
         if not any(isinstance(r, Derived) for r in src.role_refs().values()):
             raise
@@ -363,9 +365,7 @@ def scan_span(cfg: DatasetConfig, src: EventSource, path: str) -> FileSpan:
     try:
         local.stage_events(src, [path], "stage")
         _classify(local, cfg, src, "stage", "classified")
-        spans = spans_from_frame(
-            local.fetch_df(spans_sql("classified", "stage_rejects", src.event_id is not None))
-        )
+        spans = spans_from_frame(local.fetch_df(spans_sql("classified", "stage_rejects", src.event_id is not None)))
     finally:
         local.close()
     return spans.get(path, FileSpan(None, None))
@@ -418,9 +418,7 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         classified = f"classified_{src.name}"
         _classify(wh, cfg, src, stage, classified)
         if unindexed:
-            spans = spans_from_frame(
-                wh.fetch_df(spans_sql(classified, f"{stage}_rejects", src.event_id is not None))
-            )
+            spans = spans_from_frame(wh.fetch_df(spans_sql(classified, f"{stage}_rejects", src.event_id is not None)))
             learned = {k: spans.get(k.path, FileSpan(None, None)) for k in unindexed}
             write_index(wh, src.name, fingerprint(src), learned)
         reader_rejects = f"""SELECT {literal(src.name)} AS source, __file AS source_file, __row AS source_row,
@@ -450,8 +448,6 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         loaded, quarantined = (int(v) if v == v and v is not None else 0 for v in totals.iloc[0])
         schema_cols = set(wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0").columns)
         ignored = sorted(schema_cols - set(src.required_columns().values()) - {"__file", "__row"})
-        reports.append(
-            SourceIngest(src.name, loaded + quarantined, loaded, quarantined, ignored, chosen, len(files))
-        )
+        reports.append(SourceIngest(src.name, loaded + quarantined, loaded, quarantined, ignored, chosen, len(files)))
     wh.execute(statements)
     return IngestReport(start, end, reports)

@@ -184,9 +184,7 @@ class TaskKind:
         """How many of the target column's most frequent values are labels (None: no labels)."""
         return (task.target.top_n or candidates) if self.column_target else None
 
-    def label_space(
-        self, task: TaskSpec, counts: pd.DataFrame | None, coders: dict[str, SketchCoder]
-    ) -> LabelSpace:
+    def label_space(self, task: TaskSpec, counts: pd.DataFrame | None, coders: dict[str, SketchCoder]) -> LabelSpace:
         """The labels from (v, n): the most frequent values before the training cutoff."""
         return LabelSpace(None if counts is None else counts["v"].tolist())
 

@@ -177,9 +177,7 @@ def encode_events(coders: dict[str, SketchCoder], events: pd.DataFrame) -> dict[
     out = {}
     for column, coder in coders.items():
         if column not in events.columns:
-            raise KeyError(
-                f"events have no column {column!r} for its sketch coder; found {list(events.columns)}"
-            )
+            raise KeyError(f"events have no column {column!r} for its sketch coder; found {list(events.columns)}")
         out[column] = coder.encode(events[column].to_numpy())  # missing values factorise to -1
     return out
 
@@ -232,9 +230,7 @@ def _state_from_weights(codes, rows, weights, values, n_rows, layout, days=None,
     for k in range(len(layout.half_lives_days)):
         parts += [sketch(codes[c], rows, weights[:, k], n_rows, layout.width) for c in layout.columns]
     counts = [np.bincount(rows, weights=weights[:, k], minlength=n_rows) for k in range(weights.shape[1])]
-    value_sums = [
-        np.bincount(rows, weights=weights[:, k] * values, minlength=n_rows) for k in range(weights.shape[1])
-    ]
+    value_sums = [np.bincount(rows, weights=weights[:, k] * values, minlength=n_rows) for k in range(weights.shape[1])]
     totals = [
         np.bincount(rows, minlength=n_rows).astype(np.float64),
         np.bincount(rows, values, minlength=n_rows),
@@ -458,8 +454,6 @@ class StaleProfilesError(LookupError):
     """Profiles were asked for a day that behavioral_profiles has not (completely) built."""
 
 
-
-
 @dataclass
 class ProfileBuild:
     start: dt.date
@@ -572,9 +566,7 @@ def _ids_and_days(rows_t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return ids, rows_t.column("day").to_numpy().astype(np.int64)
 
 
-def stored_states(
-    wh: Warehouse, state_dim: int, where: str = "TRUE"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stored_states(wh: Warehouse, state_dim: int, where: str = "TRUE") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(client_ids str[n] sorted, last_day int64[n], state float32[n, state_dim]) of the stored
     rows (those matching the SQL condition `where`): each client's state as of its last event
     day up to the last built day."""
@@ -677,7 +669,9 @@ def _read_events(
         order = np.lexsort((event_hash, basket_hash, client_day))
         # a (client, day, basket) is a run of the order: each event's share is 1 / its run's length
         client_day, basket_hash = client_day[order], basket_hash[order]
-        starts = np.flatnonzero(np.r_[True, (client_day[1:] != client_day[:-1]) | (basket_hash[1:] != basket_hash[:-1])])
+        starts = np.flatnonzero(
+            np.r_[True, (client_day[1:] != client_day[:-1]) | (basket_hash[1:] != basket_hash[:-1])]
+        )
         lengths = np.diff(np.r_[starts, len(order)])
         shares = np.repeat(np.float32(1.0) / lengths.astype(np.float32), lengths).astype(np.float32)
     else:
@@ -831,9 +825,7 @@ def _check_previous_day(wh: Warehouse, start: dt.date, data_start: dt.date, fing
     if start <= data_start:
         return
     prev = start - dt.timedelta(days=1)
-    rows = wh.fetch_df(
-        f"SELECT coders FROM {wh.table(PROFILE_DAYS_TABLE)} WHERE profile_date = DATE '{prev}'"
-    )
+    rows = wh.fetch_df(f"SELECT coders FROM {wh.table(PROFILE_DAYS_TABLE)} WHERE profile_date = DATE '{prev}'")
     if rows.empty:
         raise ProfileOrderError(
             f"behavioral_profiles for {start} needs the profiles of {prev}, which were never built; "
@@ -898,7 +890,8 @@ def build_profiles_window(
         wh.execute(
             [
                 f"DROP TABLE IF EXISTS {wh.table(staging)}",
-                f"CREATE OR REPLACE TEMP TABLE {by_shard} AS SELECT client_id, event_date, event_id, basket_id, value{cols}, "
+                f"CREATE OR REPLACE TEMP TABLE {by_shard} AS SELECT client_id, event_date, event_id, basket_id, "
+                f"value{cols}, "
                 f"{ClientShard(0, count).number_sql()} AS client_shard FROM {wh.table(events_table)} "
                 f"WHERE {lower}event_date <= DATE '{through}' ORDER BY client_shard, event_date",
             ]
@@ -980,8 +973,14 @@ def _sparse_frame(replay: _Replay, rows: np.ndarray, chunk: int = 65_536) -> pd.
         # time-normalised rows -> states as of each row's own last event day (a reader decays further)
         replay.state.layout.decay_rows(block, lasts - replay.state.ref_day)
         parts.append(sparse_rows(replay.vocab[sel], lasts, block))
-    return pd.concat(parts, ignore_index=True) if parts else sparse_rows(
-        np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, replay.state.state.shape[1]), np.float32)
+    return (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else sparse_rows(
+            np.array([], dtype=str),
+            np.array([], dtype=np.int64),
+            np.zeros((0, replay.state.state.shape[1]), np.float32),
+        )
     )
 
 
@@ -1140,8 +1139,6 @@ def batch_check(
     )
     stored_ids, stored = load_profiles(wh, as_of, coders)
     pos = np.searchsorted(stored_ids, ids)
-    if (pos >= len(stored_ids)).any() or not np.array_equal(
-        stored_ids[np.minimum(pos, len(stored_ids) - 1)], ids
-    ):
+    if (pos >= len(stored_ids)).any() or not np.array_equal(stored_ids[np.minimum(pos, len(stored_ids) - 1)], ids):
         return len(ids), float("inf")
     return len(ids), float((np.abs(stored[pos] - batch) / (1 + np.abs(batch))).max())

@@ -41,9 +41,7 @@ def _scalar(wh: Warehouse, sql: str) -> int:
     return 0 if value is None or value != value else int(value)
 
 
-def ingest_quality(
-    wh: Warehouse, start: dt.date, end: dt.date, item_sources: list[str] | None = None
-) -> IngestQuality:
+def ingest_quality(wh: Warehouse, start: dt.date, end: dt.date, item_sources: list[str] | None = None) -> IngestQuality:
     """Rows the sources held for the window versus rows the tables now hold for it. A key is
     missing when client or time is NULL, or the item of a source that maps items."""
     d = f"DATE '{start}'", f"DATE '{end}'"

@@ -51,8 +51,10 @@ def decide(metric: str, score: float, champion_score: float | None) -> tuple[boo
     if not math.isfinite(champion_score):
         return True, f"validation {metric} {score:.4f}; the champion's is undefined (NaN)"
     ok = score >= champion_score if better == "higher" else score <= champion_score
-    relation = ("at least as high as" if better == "higher" else "at most") if ok else (
-        "below" if better == "higher" else "above"
+    relation = (
+        ("at least as high as" if better == "higher" else "at most")
+        if ok
+        else ("below" if better == "higher" else "above")
     )
     return ok, f"validation {metric} {score:.4f} is {relation} the champion's {champion_score:.4f} ({better} is better)"
 

@@ -72,9 +72,7 @@ class SketchCoder:
     def code_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """int32[n, depth] codes of new embeddings (float[n, dim]) with this coder's hyperplanes."""
         if self.projection is None or self.mean is None or self.scale is None or self.thresholds is None:
-            raise ValueError(
-                f"coder {self.column!r} was saved without its projection; cannot code new embeddings"
-            )
+            raise ValueError(f"coder {self.column!r} was saved without its projection; cannot code new embeddings")
         return _pack(
             _project(embeddings, self.mean, self.scale, self.projection) > self.thresholds,
             self.depth,
@@ -117,9 +115,7 @@ def column_seed(seed: int, column: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(column.encode())) % (2**32)
 
 
-def _project(
-    embeddings: np.ndarray, mean: np.ndarray, scale: np.ndarray, projection: np.ndarray
-) -> np.ndarray:
+def _project(embeddings: np.ndarray, mean: np.ndarray, scale: np.ndarray, projection: np.ndarray) -> np.ndarray:
     z = (np.asarray(embeddings, dtype=np.float64) - mean) / scale
     return z @ projection
 
@@ -190,9 +186,7 @@ def sketch(codes: np.ndarray, rows: np.ndarray, weights: np.ndarray, n_rows: int
     return out.astype(np.float32).reshape(n_rows, depth * width)
 
 
-def save_sketch_coders(
-    coders: dict[str, SketchCoder], directory: str | Path, info: dict | None = None
-) -> Path:
+def save_sketch_coders(coders: dict[str, SketchCoder], directory: str | Path, info: dict | None = None) -> Path:
     """Write each coder to `<directory>/<column>.npz` and a manifest with the column order."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -232,9 +226,7 @@ def coders_fingerprint(coders: dict[str, SketchCoder]) -> str:
     return h.hexdigest()[:16]
 
 
-def fit_coders(
-    embeddings: dict, columns: list[str], depth: int, bits: int, seed: int
-) -> dict[str, SketchCoder]:
+def fit_coders(embeddings: dict, columns: list[str], depth: int, bits: int, seed: int) -> dict[str, SketchCoder]:
     """One coder per column, fitted on the entities observed in the graph (so the median
     thresholds follow behaviour, not the catalogue); entities embedded inductively get codes
     from the same hyperplanes. `embeddings[c]` has `ids`, `vectors`, `inductive` (bool)."""

@@ -186,8 +186,13 @@ def read_index(wh: Warehouse, source: str, fp: str) -> dict[FileKey, FileSpan]:
     ).to_pydict()
     keys = map(FileKey, cols["path"], cols["size"], cols["mtime_ns"])
     spans = map(
-        FileSpan, cols["first_time"], cols["last_time"], cols["untimed_rows"], cols["min_event_id"],
-        cols["max_event_id"], cols["method"],
+        FileSpan,
+        cols["first_time"],
+        cols["last_time"],
+        cols["untimed_rows"],
+        cols["min_event_id"],
+        cols["max_event_id"],
+        cols["method"],
     )
     return dict(zip(keys, spans, strict=True))
 
@@ -225,7 +230,11 @@ def write_index(wh: Warehouse, source: str, fp: str, spans: dict[FileKey, FileSp
 
 
 def select_files(
-    cfg: DatasetConfig, files: Sequence[str], spans: dict[str, FileSpan], start: dt.date, end: dt.date,
+    cfg: DatasetConfig,
+    files: Sequence[str],
+    spans: dict[str, FileSpan],
+    start: dt.date,
+    end: dt.date,
     event_ids: bool,
 ) -> list[str]:
     """The files (in `files` order) that can hold rows of days [start, end), plus, for a source

@@ -459,9 +459,7 @@ def future_window_sql(wh: Warehouse, dates: list[dt.date], horizon_days: int, wh
         WHERE {where}"""
 
 
-def build_labels(
-    wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: list[str] | None
-) -> np.ndarray:
+def build_labels(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: list[str] | None) -> np.ndarray:
     """Targets aligned with `examples` (client_id, t), as the task's kind builds them from the
     rows of each example's future window (core/kinds.py)."""
     kind = kind_of(task)
@@ -479,9 +477,7 @@ def label_counts(wh: Warehouse, task: TaskSpec, cutoff: dt.date, candidates: int
         return None
     counts = value_counts(wh, task.target.column, task.target.where, cutoff, n)
     if counts.empty:
-        raise TaskConfigError(
-            f"{task.name}: target.column {task.target.column} has no values before {cutoff}"
-        )
+        raise TaskConfigError(f"{task.name}: target.column {task.target.column} has no values before {cutoff}")
     return counts
 
 

@@ -64,9 +64,7 @@ class Warehouse(ABC):
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         """Load an attribute table's raw rows into temp table `<stage>`, with __file, __row."""
 
-    def insert_df(
-        self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()
-    ) -> None:
+    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()) -> None:
         """Append `df` to managed table `name` (created from df's schema if missing), after
         running `before` (e.g. a DELETE of the rows being replaced) and before `after` (e.g. a
         compaction that needs the new rows), all in one transaction."""
@@ -255,17 +253,17 @@ class DuckDBWarehouse(Warehouse):
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         self._stage(path, table.format or "parquet", stage, {"key": table.key}, rejects=True)
 
-    def insert_df(
-        self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()
-    ) -> None:
+    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()) -> None:
         self.con.register("__insert_df", df)
         try:
-            self.execute([
-                f"CREATE TABLE IF NOT EXISTS {self.table(name)} AS SELECT * FROM __insert_df WHERE FALSE",
-                *before,
-                f"INSERT INTO {self.table(name)} BY NAME SELECT * FROM __insert_df",
-                *after,
-            ])
+            self.execute(
+                [
+                    f"CREATE TABLE IF NOT EXISTS {self.table(name)} AS SELECT * FROM __insert_df WHERE FALSE",
+                    *before,
+                    f"INSERT INTO {self.table(name)} BY NAME SELECT * FROM __insert_df",
+                    *after,
+                ]
+            )
         finally:
             self.con.unregister("__insert_df")
 
