@@ -349,6 +349,12 @@ class SketchConfig(StrictModel):
     )
     depth: int = Field(default=8, ge=1)
     bits: int = Field(default=6, ge=1, le=16)
+    exact_head_columns: list[str] | None = Field(
+        default=None,
+        description="sketch columns whose first level is exact: one bucket for each of their 2**bits - 1 "
+        "most frequent values before the cutoff, one for the rest; None = the columns whose top values a "
+        "multilabel/multiclass task of tasks.yaml predicts",
+    )
 
     @property
     def width(self) -> int:

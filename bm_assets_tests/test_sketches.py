@@ -98,3 +98,20 @@ def test_sketch_equals_a_per_event_sum_and_ignores_unknown_codes():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="rows"):
         sketch(codes, rows[:-1], weights, n_rows, width)
+
+
+def test_an_exact_head_gives_each_top_value_its_own_first_level_bucket():
+    from bm_assets.core.sketches import with_exact_head
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"b{i:03d}" for i in range(200)])
+    coder = fit_sketch_coder("brand", ids, rng.standard_normal((200, 8)), depth=3, bits=3, seed=0)
+    head = ["b150", "b007", "unknown", "b042"] + [f"b{i:03d}" for i in range(100, 110)]
+    exact = with_exact_head(coder, head)
+    asked = np.array(["b150", "b007", "b042", "b100", "b103", "b199"])
+    codes = exact.encode(asked)
+    # level 0: rank in the head for the first width - 1 = 7 head values ("unknown" keeps its rank
+    # unused); every other value shares the last bucket
+    assert codes[:, 0].tolist() == [0, 1, 3, 4, 7, 7]
+    np.testing.assert_array_equal(codes[:, 1:], coder.encode(asked)[:, 1:])
+    assert exact.codes.shape == coder.codes.shape and (exact.codes[:, 0] < exact.width).all()

@@ -27,6 +27,7 @@ from bm_assets.core.graph import build_temporal_graph
 from bm_assets.core.profiles import ProfileLayout, batch_check, build_profiles_window
 from bm_assets.core.sketches import coders_fingerprint, fit_coders
 from bm_assets.core.sql import BEHAVIORAL_PROFILES, TEMPORAL_GRAPH
+from bm_assets.core.tasks import top_values
 from bm_assets.partitions import window_of
 from bm_assets.resources import ArtifactStore, DatasetResource, WarehouseResource
 
@@ -110,12 +111,17 @@ def entity_embeddings(
     description="EMDE density-aware LSH per sketch column (bucket codes of every entity, with the "
     "projection). Files under $BM_HOME/artifacts/sketch_coders.",
 )
-def sketch_coders(dataset: DatasetResource, artifacts: ArtifactStore) -> MaterializeResult:
+def sketch_coders(
+    dataset: DatasetResource, warehouse: WarehouseResource, artifacts: ArtifactStore
+) -> MaterializeResult:
     cfg = dataset.load()
     rep = cfg.representation
     store = artifacts.store()
     embeddings = store.load_embeddings()
-    coders = fit_coders(embeddings, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed)
+    head_columns = [c for c in rep.sketch.exact_head_columns or [] if c in rep.sketch_columns]
+    with warehouse.open() as wh:  # the most frequent values before the cutoff
+        heads = {c: top_values(wh, c, "TRUE", cfg.temporal.training_cutoff, rep.sketch.width - 1) for c in head_columns}
+    coders = fit_coders(embeddings, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed, heads)
     fingerprint = coders_fingerprint(coders)
     directory = store.save_coders(
         coders,
@@ -134,6 +140,7 @@ def sketch_coders(dataset: DatasetResource, artifacts: ArtifactStore) -> Materia
                 "width": k.width,
                 "buckets_used_level0": len(np.unique(k.codes[:, 0])),
                 "largest_bucket_share_level0": float(np.bincount(k.codes[:, 0]).max() / max(len(k.codes), 1)),
+                "exact_first_level": c in heads,
             }
             for c, k in coders.items()
         ]

@@ -226,10 +226,43 @@ def coders_fingerprint(coders: dict[str, SketchCoder]) -> str:
     return h.hexdigest()[:16]
 
 
-def fit_coders(embeddings: dict, columns: list[str], depth: int, bits: int, seed: int) -> dict[str, SketchCoder]:
+def with_exact_head(coder: SketchCoder, head: list[str]) -> SketchCoder:
+    """The coder with level 0 replaced by the identity of the `width - 1` first values of `head`
+    (its most frequent values, most frequent first): bucket j is head[j] alone, the last bucket
+    every other value. A column a task predicts (its top brands) then has exact counts in the
+    profile and an exact target in pretraining, while the other levels keep the LSH of the tail."""
+    ids = np.asarray([str(v) for v in head][: coder.width - 1], dtype=str)
+    codes = coder.codes.copy()
+    codes[:, 0] = coder.width - 1
+    if len(ids) and len(coder.entity_ids):
+        pos = np.minimum(np.searchsorted(coder.entity_ids, ids), len(coder.entity_ids) - 1)
+        known = coder.entity_ids[pos] == ids
+        codes[pos[known], 0] = np.arange(len(ids))[known]
+    return SketchCoder(
+        coder.column,
+        coder.entity_ids,
+        codes,
+        coder.depth,
+        coder.width,
+        coder.mean,
+        coder.scale,
+        coder.projection,
+        coder.thresholds,
+    )
+
+
+def fit_coders(
+    embeddings: dict,
+    columns: list[str],
+    depth: int,
+    bits: int,
+    seed: int,
+    heads: dict[str, list[str]] | None = None,
+) -> dict[str, SketchCoder]:
     """One coder per column, fitted on the entities observed in the graph (so the median
     thresholds follow behaviour, not the catalogue); entities embedded inductively get codes
-    from the same hyperplanes. `embeddings[c]` has `ids`, `vectors`, `inductive` (bool)."""
+    from the same hyperplanes. `embeddings[c]` has `ids`, `vectors`, `inductive` (bool).
+    `heads`: per column, its values by frequency, for an exact first level (with_exact_head)."""
     out = {}
     for column in columns:
         if column not in embeddings:
@@ -253,5 +286,7 @@ def fit_coders(embeddings: dict, columns: list[str], depth: int, bits: int, seed
                 coder.projection,
                 coder.thresholds,
             )
+        if heads and column in heads:
+            coder = with_exact_head(coder, heads[column])
         out[column] = coder
     return out

@@ -280,11 +280,16 @@ def with_task_columns(dataset: DatasetConfig, mcfg: ModelingConfig) -> DatasetCo
     missing = [c for c in task_target_columns(mcfg, dataset) if c not in graph]
     sketch = rep.sketch.columns
     sketch_missing = [c for c in task_target_columns(mcfg, dataset) if sketch is not None and c not in sketch]
-    if not missing and not sketch_missing:
-        return dataset
-    update = {"graph": rep.graph.model_copy(update={"columns": graph + missing})}
-    if sketch is not None:
-        update["sketch"] = rep.sketch.model_copy(update={"columns": list(sketch) + sketch_missing})
+    heads = rep.sketch.exact_head_columns
+    if heads is None:  # the columns whose top values a task predicts get an exact first level
+        kinds = dataset.event_columns()
+        targets = [t.target.column for t in mcfg.tasks if kind_of(t).top_n_labels and t.target.column]
+        heads = [c for c in dict.fromkeys(targets) if kinds.get(c) == "categorical"]
+    update: dict = {"sketch": rep.sketch.model_copy(update={"exact_head_columns": heads})}
+    if missing or sketch_missing:
+        update["graph"] = rep.graph.model_copy(update={"columns": graph + missing})
+        if sketch is not None:
+            update["sketch"] = update["sketch"].model_copy(update={"columns": list(sketch) + sketch_missing})
     return dataset.model_copy(update={"representation": rep.model_copy(update=update)})
 
 
