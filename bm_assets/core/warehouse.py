@@ -65,11 +65,12 @@ class Warehouse(ABC):
         """Load an attribute table's raw rows into temp table `<stage>`, with __file, __row."""
 
     def insert_df(
-        self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()
+        self, name: str, df: pd.DataFrame | pa.Table, before: Sequence[str] = (), after: Sequence[str] = ()
     ) -> None:
-        """Append `df` to managed table `name` (created from df's schema if missing), after
-        running `before` (e.g. a DELETE of the rows being replaced) and before `after` (e.g. a
-        compaction that needs the new rows), all in one transaction."""
+        """Append `df` (a DataFrame, or an Arrow table: no conversion of list columns) to managed
+        table `name` (created from df's schema if missing), after running `before` (e.g. a DELETE
+        of the rows being replaced) and before `after` (e.g. a compaction that needs the new
+        rows), all in one transaction."""
         raise NotImplementedError(f"{type(self).__name__} cannot insert a DataFrame into {name}")
 
     def preview(
@@ -256,7 +257,7 @@ class DuckDBWarehouse(Warehouse):
         self._stage(path, table.format or "parquet", stage, {"key": table.key}, rejects=True)
 
     def insert_df(
-        self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()
+        self, name: str, df: pd.DataFrame | pa.Table, before: Sequence[str] = (), after: Sequence[str] = ()
     ) -> None:
         self.con.register("__insert_df", df)
         try:
