@@ -569,9 +569,10 @@ def _read_events(
     """The events of `shard`'s clients on days (after, through], in one query, encoded for the
     profile kernel and put in client order, then day, then a hash of the event id: the kernel walks
     events and states in memory order, and the order is total, so sums repeat exactly. Sorting
-    here (integer keys) rather than in SQL (string keys) is several times cheaper. Each distinct
-    client and entity is looked up once. `source`: a table reference to read instead of
-    `events_table` (the events staged by shard)."""
+    here (integer keys) rather than in SQL (string keys) is several times cheaper. Clients are
+    ranked once per distinct id; entity ids are looked up in the coders' ids by Arrow, in C++
+    (_entity_codes). `source`: a table reference to read instead of `events_table` (the events
+    staged by shard)."""
     cols = "".join(f", CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in coders)
     lower = f"event_date > DATE '{after}' AND " if after is not None else ""
     ev = wh.fetch_arrow(
