@@ -105,8 +105,10 @@ def cj_worker(naive_events: int) -> dict:
         rng = np.random.default_rng(SEED)
         coders = {}
         for c in columns:  # random embeddings: the cost does not depend on where they come from
+            # in id order, so each id gets the same vector (and the store the same entries) every run
             ids = wh.fetch_df(
-                f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM events_denormalized WHERE "{c}" IS NOT NULL'
+                f'SELECT DISTINCT CAST("{c}" AS VARCHAR) AS v FROM events_denormalized WHERE "{c}" IS NOT NULL '
+                "ORDER BY v"
             )["v"].to_numpy()
             emb = rng.standard_normal((len(ids), 64)).astype(np.float32)
             coders[c] = fit_sketch_coder(c, ids, emb, rep.sketch.depth, rep.sketch.bits, SEED)
