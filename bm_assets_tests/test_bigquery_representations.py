@@ -23,6 +23,7 @@ from bm_assets.assets.ingest import build_ingest_assets
 from bm_assets.assets.representations import build_representation_assets
 from bm_assets.config import load_dataset_config
 from bm_assets.core.embeddings import EMBEDDINGS_DIR, load_embeddings
+from bm_assets.core.graph import cleora_input, graph_rows
 from bm_assets.core.profiles import export_profiles, load_profiles
 from bm_assets.core.sketches import coders_fingerprint, load_sketch_coders
 from bm_assets.core.warehouse import Warehouse
@@ -132,13 +133,14 @@ def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource):
     bq_checks = _materialize_all(dataset_yaml, bq_resource, tmp_path / "bq_home")
 
     with duck.open() as d, bq_resource.open() as b:
-        graph = _rows(d, "temporal_graph", "edge_id, column_name, entity")
+        graph = graph_rows(d)
         assert len(graph) > 1000 and set(graph["edge_kind"]) == {"client_window", "basket"}
         assert graph["edge_id"].str.startswith("cw:").any()
+        assert cleora_input(d, "star").lines == cleora_input(b, "star").lines
         for table, order in [
-            ("temporal_graph", "edge_id, column_name, entity"),
+            ("temporal_graph", "edge_index, node"),
             ("temporal_graph_nodes", "node"),
-            ("temporal_graph_members", "edge_index"),
+            ("temporal_graph_edges", "edge_index"),
             ("behavioral_profiles_days", "profile_date"),
             ("behavioral_profiles", "client_id, profile_date"),
             ("behavioral_profiles_layout", "start_dim"),

@@ -8,8 +8,7 @@ import pytest
 
 from bm_assets.config import GraphConfig
 from bm_assets.core.embeddings import add_inductive, build_entity_embeddings, embed_graph
-from bm_assets.core.graph import build_temporal_graph, cleora_input
-from bm_assets.core.sql import TEMPORAL_GRAPH
+from bm_assets.core.graph import build_temporal_graph, cleora_input, graph_rows
 
 
 def test_graph_columns_and_windows_come_from_config(sample_warehouse, sample_config):
@@ -32,8 +31,8 @@ def test_graph_columns_and_windows_come_from_config(sample_warehouse, sample_con
     small = GraphConfig(columns=["department", "brand"], window_days=30, basket_column=None)
     build = build_temporal_graph(wh, small, cfg.data_start, cutoff)
     assert set(build.nodes) == {"department", "brand"} and set(build.edges) == {"client_window"}
-    kinds = wh.fetch_df(f"SELECT DISTINCT column_name FROM {TEMPORAL_GRAPH}")["column_name"]
-    assert set(kinds) == {"department", "brand"}
+    rows = graph_rows(wh)
+    assert set(rows["column_name"]) == {"department", "brand"} and len(rows) == build.rows
     with pytest.raises(KeyError, match="not_a_column"):
         build_temporal_graph(wh, GraphConfig(columns=["not_a_column"]), cfg.data_start, cutoff)
 

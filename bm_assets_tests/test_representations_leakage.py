@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 
 from bm_assets.core.embeddings import build_entity_embeddings
-from bm_assets.core.graph import build_temporal_graph
+from bm_assets.core.graph import build_temporal_graph, graph_rows
 from bm_assets.core.sketches import fit_coders
-from bm_assets.core.sql import TEMPORAL_GRAPH
 
 
 def _graph(wh, cfg) -> pd.DataFrame:
     build_temporal_graph(wh, cfg.representation.graph, cfg.data_start, cfg.temporal.training_cutoff)
-    return wh.fetch_df(f"SELECT * FROM {TEMPORAL_GRAPH} ORDER BY ALL")
+    return graph_rows(wh)  # with the names: node and hyperedge numbers alone could hide a change
 
 
 def _poison(wh, condition: str) -> int:

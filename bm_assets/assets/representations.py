@@ -23,10 +23,10 @@ from dagster import (
 
 from bm_assets.assets.metadata import md_table
 from bm_assets.core.embeddings import build_entity_embeddings
-from bm_assets.core.graph import build_temporal_graph
+from bm_assets.core.graph import build_temporal_graph, graph_rows
 from bm_assets.core.profiles import ProfileLayout, batch_check, build_profiles_window
 from bm_assets.core.sketches import coders_fingerprint, fit_coders
-from bm_assets.core.sql import BEHAVIORAL_PROFILES, TEMPORAL_GRAPH
+from bm_assets.core.sql import BEHAVIORAL_PROFILES
 from bm_assets.core.tasks import top_values
 from bm_assets.partitions import window_of
 from bm_assets.resources import ArtifactStore, DatasetResource, WarehouseResource
@@ -38,14 +38,15 @@ GROUP = "representations"
     deps=["events_denormalized"],
     group_name=GROUP,
     description="Hyperedges (per client and window, per basket) of the events before the training "
-    "cutoff: one row per (hyperedge, column, entity). Built by SQL in the warehouse.",
+    "cutoff: one row per (hyperedge, node) with its events; nodes (column, entity) and hyperedges are "
+    "numbered in temporal_graph_nodes and temporal_graph_edges. Built by SQL in the warehouse.",
 )
 def temporal_graph(dataset: DatasetResource, warehouse: WarehouseResource) -> MaterializeResult:
     cfg = dataset.load()
     rep = cfg.representation
     with warehouse.open() as wh:
         build = build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff)
-        preview = wh.preview(TEMPORAL_GRAPH, 10)
+        preview = graph_rows(wh, 10)
     return MaterializeResult(
         metadata={
             "dagster/row_count": build.rows,

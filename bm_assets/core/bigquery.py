@@ -292,12 +292,14 @@ class BigQueryWarehouse(Warehouse):
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         self._stage(stage, lambda local: local.stage_attributes(table, path, stage))
 
-    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()) -> None:
+    def insert_df(
+        self, name: str, df: pd.DataFrame | pa.Table, before: Sequence[str] = (), after: Sequence[str] = ()
+    ) -> None:
         """Upload `df` to a scratch table (a load job: BigQuery cannot take rows inside a
         transaction), then one script: create the target from the frame's schema if missing
         (DDL, before the transaction), then `before` and INSERT ... SELECT in one transaction.
         A failure leaves the target as it was; the scratch table is dropped either way."""
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
         fields = [_arrow_field(f) for f in table.schema]
         table = pa.table(
             [col.cast(up) for col, (_, up) in zip(table.columns, fields, strict=True)],

@@ -1,8 +1,13 @@
 """temporal_graph: the hyperedges Cleora embeds, built by SQL in the warehouse from the events
 strictly before a cutoff date. One hyperedge per client and time window, and one per basket
 where the data has a basket column; its members are the values of the configured columns
-(items, manufacturers, categories, ...) the events touched. Stored long: one row per
-(hyperedge, column, entity) with the number of events behind it."""
+(items, manufacturers, categories, ...) the events touched.
+
+Stored normalised, each string once: `temporal_graph_nodes` numbers the (column, entity) pairs,
+`temporal_graph_edges` the hyperedges, and `temporal_graph` holds one row per (hyperedge, node)
+as integers with the number of events behind it. Rows are grouped by column, so each column's
+node numbers and counts stay narrow and compress well (a third of the size of the same rows
+with their strings and a second copy of the members as token lines)."""
 
 from __future__ import annotations
 
@@ -10,12 +15,15 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from bm_assets.config import GraphConfig
-from bm_assets.core.sql import EVENTS_DENORMALIZED, GRAPH_MEMBERS, GRAPH_NODES, TEMPORAL_GRAPH, ident, literal
+from bm_assets.core.sql import EVENTS_DENORMALIZED, GRAPH_EDGES, GRAPH_NODES, TEMPORAL_GRAPH, ident, literal
 from bm_assets.core.warehouse import Warehouse
 
-#: Companion tables in pycleora's terms: node ids, and each hyperedge's members as one string.
+#: The members table of earlier versions (each hyperedge's tokens as one string): dropped on
+#: rebuild, the lines are now aggregated when Cleora reads them.
+_OLD_MEMBERS = "temporal_graph_members"
 
 
 @dataclass
@@ -64,28 +72,29 @@ def build_temporal_graph(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, c
             f"(found {sorted(available)})"
         )
     basket = cfg.basket_column if cfg.basket_column in available else None
-    target = wh.table(TEMPORAL_GRAPH)
-    nodes_t, members_t = wh.table(GRAPH_NODES), wh.table(GRAPH_MEMBERS)
+    target, nodes_t, edges_t = wh.table(TEMPORAL_GRAPH), wh.table(GRAPH_NODES), wh.table(GRAPH_EDGES)
+    long = ident("temporal_graph_long")  # a session (TEMP) table: unqualified
     wh.execute(
         [
-            f"CREATE OR REPLACE TABLE {target} AS {graph_select(wh, cfg, data_start, cutoff, basket)} "
-            "ORDER BY edge_id, column_name, entity",
+            f"CREATE OR REPLACE TEMP TABLE {long} AS {graph_select(wh, cfg, data_start, cutoff, basket)}",
             # node k is the token n<k>: entity values may hold spaces, and equal values in two
             # columns are different nodes
             f"""CREATE OR REPLACE TABLE {nodes_t} AS SELECT column_name, entity,
                 CAST(row_number() OVER (ORDER BY column_name, entity) - 1 AS BIGINT) AS node
-                FROM (SELECT DISTINCT column_name, entity FROM {target}) ORDER BY node""",
-            f"""CREATE OR REPLACE TABLE {members_t} AS SELECT edge_id,
-                CAST(row_number() OVER (ORDER BY edge_id) AS BIGINT) AS edge_index, members FROM (
-                    SELECT g.edge_id,
-                        string_agg('n' || CAST(n.node AS VARCHAR), ' ' ORDER BY n.node) AS members
-                    FROM {target} g JOIN {nodes_t} n ON g.column_name = n.column_name AND g.entity = n.entity
-                    GROUP BY g.edge_id)
-                ORDER BY edge_index""",
+                FROM (SELECT DISTINCT column_name, entity FROM {long}) ORDER BY node""",
+            f"""CREATE OR REPLACE TABLE {edges_t} AS SELECT
+                CAST(row_number() OVER (ORDER BY edge_id) AS BIGINT) AS edge_index, edge_kind, edge_id
+                FROM (SELECT DISTINCT edge_kind, edge_id FROM {long}) ORDER BY edge_index""",
+            f"""CREATE OR REPLACE TABLE {target} AS SELECT e.edge_index, n.node, g.events FROM {long} g
+                JOIN {edges_t} e ON g.edge_id = e.edge_id
+                JOIN {nodes_t} n ON g.column_name = n.column_name AND g.entity = n.entity
+                ORDER BY g.column_name, e.edge_index, n.node""",
+            f"DROP TABLE IF EXISTS {long}",
+            f"DROP TABLE IF EXISTS {wh.table(_OLD_MEMBERS)}",
         ]
     )
-    nodes = wh.fetch_df(f"SELECT column_name, count(DISTINCT entity) AS n FROM {target} GROUP BY 1")
-    edges = wh.fetch_df(f"SELECT edge_kind, count(DISTINCT edge_id) AS n FROM {target} GROUP BY 1")
+    nodes = wh.fetch_df(f"SELECT column_name, count(*) AS n FROM {nodes_t} GROUP BY 1")
+    edges = wh.fetch_df(f"SELECT edge_kind, count(*) AS n FROM {edges_t} GROUP BY 1")
     rows = int(wh.fetch_df(f"SELECT count(*) AS n FROM {target}")["n"].iloc[0])
     return GraphBuild(
         cutoff=cutoff,
@@ -108,15 +117,30 @@ class CleoraInput:
     node_entity: np.ndarray
 
 
+def graph_rows(wh: Warehouse, limit: int | None = None) -> pd.DataFrame:
+    """temporal_graph with its names: (edge_kind, edge_id, column_name, entity, events) per
+    (hyperedge, node), in hyperedge then node order (the first `limit` rows)."""
+    return wh.fetch_df(
+        f"""SELECT e.edge_kind, e.edge_id, n.column_name, n.entity, g.events FROM {wh.table(TEMPORAL_GRAPH)} g
+        JOIN {wh.table(GRAPH_EDGES)} e ON g.edge_index = e.edge_index
+        JOIN {wh.table(GRAPH_NODES)} n ON g.node = n.node
+        ORDER BY g.edge_index, g.node{f" LIMIT {int(limit)}" if limit is not None else ""}"""
+    )
+
+
 def cleora_input(wh: Warehouse, expansion: str) -> CleoraInput:
-    """The lines of temporal_graph's hyperedges (tokenised by build_temporal_graph, in SQL)."""
-    if not wh.table_exists(GRAPH_MEMBERS):
-        raise LookupError(f"no table {GRAPH_MEMBERS}: materialize temporal_graph first")
+    """The lines of temporal_graph's hyperedges, tokenised in SQL: each hyperedge's node
+    tokens in node order, hyperedges in index order."""
+    if not wh.table_exists(GRAPH_EDGES):
+        raise LookupError(f"no table {GRAPH_EDGES}: materialize temporal_graph first")
+    members = "string_agg('n' || CAST(node AS VARCHAR), ' ' ORDER BY node)"
     if expansion == "clique":
-        line, columns = "members", "complex::reflexive::entity"
+        line, columns = members, "complex::reflexive::entity"
     else:
-        line, columns = "'e' || CAST(edge_index AS VARCHAR) || chr(9) || members", "hyperedge complex::entity"
-    lines = wh.fetch_df(f"SELECT {line} AS line FROM {wh.table(GRAPH_MEMBERS)} ORDER BY edge_index")["line"]
+        line, columns = f"'e' || CAST(edge_index AS VARCHAR) || chr(9) || {members}", "hyperedge complex::entity"
+    lines = wh.fetch_df(
+        f"SELECT {line} AS line FROM {wh.table(TEMPORAL_GRAPH)} GROUP BY edge_index ORDER BY edge_index"
+    )["line"]
     nodes = wh.fetch_df(f"SELECT column_name, entity FROM {wh.table(GRAPH_NODES)} ORDER BY node")
     return CleoraInput(
         lines.tolist(),

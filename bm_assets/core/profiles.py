@@ -590,25 +590,39 @@ def _stored_profiles(rows_t: pa.Table, layout: ProfileLayout, day: int) -> np.nd
     return out
 
 
-def sparse_rows(ids: np.ndarray, last_day: np.ndarray, state: np.ndarray) -> pd.DataFrame:
-    """(client_id, profile_date, dims, vals) rows of dense states, non-zero entries only; the
-    lists are built as Arrow arrays in one vectorised pass (no per-row Python objects)."""
-    flat = np.flatnonzero(state)  # one pass; row-major, so each row's entries are contiguous
-    width = max(state.shape[1], 1)
-    counts = np.bincount(flat // width, minlength=len(state))
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    dims = pa.ListArray.from_arrays(offsets, pa.array((flat % width).astype(np.int32)))
-    vals = pa.ListArray.from_arrays(offsets, pa.array(state.reshape(-1)[flat].astype(np.float32)))
-    frame = pd.DataFrame(
+@numba.njit(cache=True, nogil=True)
+def _gather_nonzero(state, offsets, dims, vals):
+    """Row i's non-zero entries of `state` (float32[n, d]) into dims/vals[offsets[i]:offsets[i + 1]],
+    in column order: one pass, written straight into the output (no index temporaries)."""
+    for i in range(state.shape[0]):
+        pos = offsets[i]
+        for j in range(state.shape[1]):
+            v = state[i, j]
+            if v != 0:
+                dims[pos] = j
+                vals[pos] = v
+                pos += 1
+
+
+def sparse_rows(ids: np.ndarray, last_day: np.ndarray, state: np.ndarray) -> pa.Table:
+    """(client_id, profile_date, dims, vals) rows of dense states, non-zero entries only, as an
+    Arrow table the warehouse takes as it is; the lists are filled by one compiled pass over
+    the states (no per-row Python objects, no index arrays the size of the states)."""
+    state = np.ascontiguousarray(state, dtype=np.float32)
+    offsets = np.zeros(len(state) + 1, dtype=np.int64)
+    np.cumsum(np.count_nonzero(state, axis=1), out=offsets[1:])
+    dims = np.empty(int(offsets[-1]), dtype=np.int32)
+    vals = np.empty(int(offsets[-1]), dtype=np.float32)
+    _gather_nonzero(state, offsets, dims, vals)
+    offsets_arrow = pa.array(offsets.astype(np.int32))
+    return pa.table(
         {
-            "client_id": ids.astype(str),
-            "profile_date": (last_day.astype("datetime64[D]")).astype("datetime64[s]"),
-            "dims": pd.arrays.ArrowExtensionArray(dims),
-            "vals": pd.arrays.ArrowExtensionArray(vals),
+            "client_id": pa.array(np.asarray(ids).astype(str), type=pa.string()),
+            "profile_date": pa.array(np.asarray(last_day).astype("datetime64[D]"), type=pa.date32()),
+            "dims": pa.ListArray.from_arrays(offsets_arrow, pa.array(dims)),
+            "vals": pa.ListArray.from_arrays(offsets_arrow, pa.array(vals)),
         }
     )
-    frame["profile_date"] = frame["profile_date"].dt.date
-    return frame
 
 
 @dataclass
@@ -633,6 +647,58 @@ def _factorize(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.asarray(encoded.dictionary.to_pylist(), dtype=object).astype(str)
 
 
+def _event_order(ranks: np.ndarray, days: np.ndarray, event_hash: np.ndarray) -> np.ndarray:
+    """int64 positions of the events sorted by client rank, then day, then event hash, ties in
+    arrival order: np.lexsort((event_hash, (rank, day))), as ONE stable sort of a uint64 key
+    ((rank, day) in the high bits, the hash's top bits below), several times cheaper. Where two
+    events of a client and day agree in the kept hash bits but not in the rest, the full sort
+    decides, so the order is always the exact one."""
+    if len(days) == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = int(days.min())
+    group = ranks * (int(days.max()) - first + 1) + (days - first)  # (client rank, day) as one integer
+    bits = max(int(group.max()).bit_length(), 1)
+    kind = event_hash.dtype.kind
+    if bits <= 48 and kind in "iu":  # at least 16 bits of the hash fit beside the group
+        # an order-keeping map of the hash onto uint64 (a signed one, as BigQuery's, flips its sign bit)
+        unsigned = event_hash.astype(np.uint64) ^ np.uint64(1 << 63) if kind == "i" else event_hash
+        key = (group.astype(np.uint64) << np.uint64(64 - bits)) | (unsigned >> np.uint64(bits))
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        tie = np.flatnonzero(key[1:] == key[:-1])
+        if not len(tie) or np.array_equal(event_hash[order[tie]], event_hash[order[tie + 1]]):
+            return order
+    return np.lexsort((event_hash, group))
+
+
+def _basket_shares(ranks: np.ndarray, days: np.ndarray, basket_hash: np.ndarray) -> np.ndarray:
+    """float32[n]: basket_shares of events given their client rank, day and basket hash, in any
+    order, in linear time: baskets are numbered by a hash table (pandas), then (basket, client,
+    day) packed into one integer where it fits (else the exact sort of basket_shares)."""
+    if len(days) == 0:
+        return np.zeros(0, np.float32)
+    basket = pd.factorize(basket_hash)[0].astype(np.int64)
+    first, span = int(days.min()), int(days.max() - days.min()) + 1
+    n_clients = int(ranks.max()) + 1
+    if (int(basket.max()) + 1) * n_clients * span >= 2**62:
+        return basket_shares(ranks, days, basket)
+    key = (basket * n_clients + ranks) * span + (days - first)
+    inverse, uniques = pd.factorize(key)
+    counts = np.bincount(inverse, minlength=len(uniques)).astype(np.float32)
+    return (np.float32(1.0) / counts)[inverse]
+
+
+def _entity_codes(column: pa.ChunkedArray, coder: SketchCoder, order: np.ndarray) -> np.ndarray:
+    """int32[len(order), depth]: the codes of `column`'s values taken in `order`, -1 for a
+    missing value or an id the coder does not know (as SketchCoder.encode). Each value is
+    looked up in the coder's ids by Arrow's hash lookup (C++): no string array in Python."""
+    ids = pa.array(coder.entity_ids, type=pa.string())
+    rows = pc.fill_null(pc.index_in(column.cast(pa.string()), value_set=ids), -1).to_numpy()
+    # one gather: a last row of -1 serves the missing values (row -1)
+    table = np.vstack([coder.codes.astype(np.int32), np.full((1, coder.depth), -1, np.int32)])
+    return np.take(table, rows[order], axis=0, mode="wrap")
+
+
 def _read_events(
     wh: Warehouse,
     coders: dict[str, SketchCoder],
@@ -645,9 +711,10 @@ def _read_events(
     """The events of `shard`'s clients on days (after, through], in one query, encoded for the
     profile kernel and put in client order, then day, then a hash of the event id: the kernel walks
     events and states in memory order, and the order is total, so sums repeat exactly. Sorting
-    here (integer keys) rather than in SQL (string keys) is several times cheaper. Each distinct
-    client and entity is looked up once. `source`: a table reference to read instead of
-    `events_table` (the events staged by shard)."""
+    here (integer keys) rather than in SQL (string keys) is several times cheaper. Clients are
+    ranked once per distinct id; entity ids are looked up in the coders' ids by Arrow, in C++
+    (_entity_codes). `source`: a table reference to read instead of `events_table` (the events
+    staged by shard)."""
     cols = "".join(f", CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in coders)
     lower = f"event_date > DATE '{after}' AND " if after is not None else ""
     ev = wh.fetch_arrow(
@@ -662,26 +729,10 @@ def _read_events(
     rank[by_id] = np.arange(len(client_ids))
     days = ev.column("day").to_numpy().astype(np.int64)
     event_hash = np.asarray(ev.column("event_hash").to_numpy(zero_copy_only=False))
+    order = _event_order(rank[clients], days, event_hash)
+    codes = {c: _entity_codes(ev.column(c), coder, order) for c, coder in coders.items()}
     basket_hash = np.asarray(ev.column("basket_hash").to_numpy(zero_copy_only=False))
-    if len(days):  # (client rank, day) as one integer key, then the basket and event hashes
-        first = int(days.min())
-        client_day = rank[clients] * (int(days.max()) - first + 1) + (days - first)
-        order = np.lexsort((event_hash, basket_hash, client_day))
-        # a (client, day, basket) is a run of the order: each event's share is 1 / its run's length
-        client_day, basket_hash = client_day[order], basket_hash[order]
-        starts = np.flatnonzero(
-            np.r_[True, (client_day[1:] != client_day[:-1]) | (basket_hash[1:] != basket_hash[:-1])]
-        )
-        lengths = np.diff(np.r_[starts, len(order)])
-        shares = np.repeat(np.float32(1.0) / lengths.astype(np.float32), lengths).astype(np.float32)
-    else:
-        order, shares = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    codes = {}
-    for c, coder in coders.items():
-        inverse, uniques = _factorize(ev.column(c))
-        # one gather per column: a last row of -1 serves the missing values (inverse -1)
-        table = np.vstack([coder.encode(uniques), np.full((1, coder.depth), -1, np.int32)])
-        codes[c] = np.take(table, inverse[order], axis=0, mode="wrap")
+    shares = _basket_shares(rank[clients], days, basket_hash)[order]
     value = np.asarray(ev.column("value").to_numpy(), dtype=np.float64)[order]
     return _EventLog(rank[clients][order], client_ids[by_id], days[order], codes, value, shares)
 
@@ -714,15 +765,19 @@ class _Replay:
 
     def activity(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Over days [first, last] of the log: (bool[len(vocab)] clients with an event, distinct
-        clients per day int64[last - first + 1], events per day), from one sort of (day, client)."""
+        clients per day int64[last - first + 1], events per day), from the distinct (client, day)
+        pairs: adjacent in the log's client-then-day order, so no sort is needed (one is made if
+        the log is in another order)."""
         keep = (self.log.days >= first) & (self.log.days <= last)
         days, rows = self.log.days[keep] - first, self.rows[keep]
         n_days = last - first + 1
         active = np.zeros(len(self.vocab), dtype=bool)
         active[rows] = True
-        pairs = np.sort(days * len(self.vocab) + rows)
+        pairs = rows * n_days + days
+        if len(pairs) and not bool((pairs[1:] >= pairs[:-1]).all()):
+            pairs = np.sort(pairs)
         pairs = pairs[np.r_[True, pairs[1:] != pairs[:-1]]] if len(pairs) else pairs
-        clients = np.bincount(pairs // max(len(self.vocab), 1), minlength=n_days) if len(pairs) else np.zeros(n_days)
+        clients = np.bincount(pairs % n_days, minlength=n_days) if len(pairs) else np.zeros(n_days)
         return active, clients.astype(np.int64), np.bincount(days, minlength=n_days).astype(np.int64)
 
     def seen(self) -> np.ndarray:
@@ -960,7 +1015,7 @@ def build_profiles_window(
     return ProfileBuild(start, end, (end - start).days, n_events, rows_written, clients, layout.state_dim, count)
 
 
-def _sparse_frame(replay: _Replay, rows: np.ndarray, chunk: int = 65_536) -> pd.DataFrame:
+def _sparse_frame(replay: _Replay, rows: np.ndarray, chunk: int = 65_536) -> pa.Table:
     """The stored rows of `rows` (ascending), built a chunk of clients at a time. Spends the
     replay: a contiguous chunk is decayed in place, other chunks are copied one at a time, so
     memory never holds a second copy of the whole state."""
@@ -973,14 +1028,8 @@ def _sparse_frame(replay: _Replay, rows: np.ndarray, chunk: int = 65_536) -> pd.
         # time-normalised rows -> states as of each row's own last event day (a reader decays further)
         replay.state.layout.decay_rows(block, lasts - replay.state.ref_day)
         parts.append(sparse_rows(replay.vocab[sel], lasts, block))
-    return (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else sparse_rows(
-            np.array([], dtype=str),
-            np.array([], dtype=np.int64),
-            np.zeros((0, replay.state.state.shape[1]), np.float32),
-        )
+    return pa.concat_tables(parts) if parts else sparse_rows(
+        np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, replay.state.state.shape[1]), np.float32)
     )
 
 

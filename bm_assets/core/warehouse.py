@@ -64,10 +64,13 @@ class Warehouse(ABC):
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         """Load an attribute table's raw rows into temp table `<stage>`, with __file, __row."""
 
-    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()) -> None:
-        """Append `df` to managed table `name` (created from df's schema if missing), after
-        running `before` (e.g. a DELETE of the rows being replaced) and before `after` (e.g. a
-        compaction that needs the new rows), all in one transaction."""
+    def insert_df(
+        self, name: str, df: pd.DataFrame | pa.Table, before: Sequence[str] = (), after: Sequence[str] = ()
+    ) -> None:
+        """Append `df` (a DataFrame, or an Arrow table: no conversion of list columns) to managed
+        table `name` (created from df's schema if missing), after running `before` (e.g. a DELETE
+        of the rows being replaced) and before `after` (e.g. a compaction that needs the new
+        rows), all in one transaction."""
         raise NotImplementedError(f"{type(self).__name__} cannot insert a DataFrame into {name}")
 
     def preview(
@@ -253,7 +256,9 @@ class DuckDBWarehouse(Warehouse):
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         self._stage(path, table.format or "parquet", stage, {"key": table.key}, rejects=True)
 
-    def insert_df(self, name: str, df: pd.DataFrame, before: Sequence[str] = (), after: Sequence[str] = ()) -> None:
+    def insert_df(
+        self, name: str, df: pd.DataFrame | pa.Table, before: Sequence[str] = (), after: Sequence[str] = ()
+    ) -> None:
         self.con.register("__insert_df", df)
         try:
             self.execute(
