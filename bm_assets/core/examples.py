@@ -174,7 +174,8 @@ def foundation_examples(
     """{"train"|"validation": (examples, x, y)}: non-holdout clients; examples without any
     future event are dropped (their target sketch is empty)."""
     f, ev = mcfg.foundation, mcfg.evaluation
-    dates = protocol_dates(cfg.data_start, cfg.temporal, ev, f.horizon_days)
+    step = ev.model_copy(update={"split_every_days": f.pretraining_step()})
+    dates = protocol_dates(cfg.data_start, cfg.temporal, step, f.horizon_days)
     out = {}
     for role in ("train", "validation"):
         ex = _split_examples(wh, f.eligible, dates[role], ev.holdout_fraction, holdout=False)

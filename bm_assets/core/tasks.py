@@ -137,6 +137,15 @@ class FoundationConfig(StrictModel):
     max_train_examples: int = Field(
         default=200_000, gt=0, description="cap on pretraining examples; above it a seeded sample is drawn"
     )
+    split_every_days: int | None = Field(
+        default=None,
+        gt=0,
+        description="step between pretraining dates; None = half the horizon (overlapping future windows: "
+        "pretraining is self-supervised, so it can see more (client, date) pairs than any task has labels)",
+    )
+
+    def pretraining_step(self) -> int:
+        return self.split_every_days or max(1, self.horizon_days // 2)
 
 
 class EvaluationConfig(StrictModel):
