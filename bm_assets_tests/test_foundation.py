@@ -196,3 +196,20 @@ def test_popularity_decode_shares_a_buckets_probability_by_item_frequency():
     one_each = torch.tensor([[0, 0], [1, 1]])
     diff = item_scores(logp, one_each, torch.zeros(2)) - item_scores(logp, one_each)
     torch.testing.assert_close(diff[0, 0], diff[0, 1])
+
+
+def test_fine_tuning_fits_the_new_head_first_with_the_pretrained_layers_frozen():
+    data = _task_data("binary", {"value": "count(*) > 0"})
+    foundation = _train().net
+    fc = FoundationConfig(hidden=32)
+    # a vanishing learning rate after the head phase: what moved, moved while the head trained alone
+    ev = EvaluationConfig(task_max_epochs=1, task_patience=1, head_epochs=2, finetune_lr=1e-12)
+    res, _ = fit_network(data, foundation, fc, ev)
+    before, after = foundation.state_dict(), res.net.state_dict()
+    for name, value in before.items():
+        if name.startswith("encoder."):
+            torch.testing.assert_close(after[name], value, rtol=0, atol=1e-9, msg=name)
+    assert all(p.requires_grad for p in res.net.parameters())  # unfrozen for the whole-network phase
+    # without the head phase the same fine-tuning leaves the head where it started (lr ~ 0)
+    still, _ = fit_network(data, foundation, fc, ev.model_copy(update={"head_epochs": 0}))
+    assert not torch.allclose(res.net.task_head.weight, still.net.task_head.weight)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -139,8 +139,18 @@ def fit_network(
         patience=ev.task_patience,
         seed=ev.seed,
     )
+    head = net.task_head if foundation is not None and ev.head_epochs else None  # None: the sketch head is reused
+    if head is not None:  # the new head alone first, pretrained layers frozen
+        pretrained = [p for p in net.parameters() if all(p is not q for q in head.parameters())]
+        for p in pretrained:
+            p.requires_grad_(False)
+        warm = replace(cfg, lr=ev.task_lr, max_epochs=ev.head_epochs, patience=ev.head_epochs)
+        net = fit(net, loss, tr.x, tr.target, validate, warm, on_epoch).net
+        for p in net.parameters():
+            p.requires_grad_(True)
     result = fit(net, loss, tr.x, tr.target, validate, cfg, on_epoch)
     return result, lambda s: pred(result.net, s.x)
+
 
 
 def fit_gbdt(

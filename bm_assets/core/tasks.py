@@ -187,6 +187,13 @@ class EvaluationConfig(StrictModel):
     task_patience: int = Field(default=4, gt=0)
     task_lr: float = Field(default=1e-3, gt=0, description="learning rate from scratch")
     finetune_lr: float = Field(default=3e-4, gt=0, description="lower: keeps what pretraining learned")
+    head_epochs: int = Field(
+        default=3,
+        ge=0,
+        description="fine-tuning first fits the new head alone (pretrained layers frozen, at task_lr) for at "
+        "most this many epochs, then every layer at finetune_lr: a random head's first gradients do not "
+        "disturb what pretraining learned",
+    )
     seed: int = 0
 
 
