@@ -203,7 +203,7 @@ def test_fine_tuning_fits_the_new_head_first_with_the_pretrained_layers_frozen()
     foundation = _train().net
     fc = FoundationConfig(hidden=32)
     # a vanishing learning rate after the head phase: what moved, moved while the head trained alone
-    ev = EvaluationConfig(task_max_epochs=1, task_patience=1, head_epochs=2, finetune_lr=1e-12)
+    ev = EvaluationConfig(task_max_epochs=1, task_patience=1, head_epochs=2, finetune_lr=1e-12)  # off by default
     res, _ = fit_network(data, foundation, fc, ev)
     before, after = foundation.state_dict(), res.net.state_dict()
     for name, value in before.items():
