@@ -213,31 +213,3 @@ def test_fine_tuning_fits_the_new_head_first_with_the_pretrained_layers_frozen()
     # without the head phase the same fine-tuning leaves the head where it started (lr ~ 0)
     still, _ = fit_network(data, foundation, fc, ev.model_copy(update={"head_epochs": 0}))
     assert not torch.allclose(res.net.task_head.weight, still.net.task_head.weight)
-
-
-def test_pretraining_also_predicts_future_activity_and_the_network_round_trips(tmp_path):
-    from bm_assets.core.artifacts import load_network, save_network
-
-    x, y = _synthetic(600, 0)
-    xv, yv = _synthetic(200, 1)
-    # an activity target the profile determines (its first input), beside the sketch
-    act, act_v = np.log1p(np.abs(x[:, :1])) * 3, np.log1p(np.abs(xv[:, :1])) * 3
-    res = train_foundation(
-        np.ascontiguousarray(x),
-        np.concatenate([y, act], 1),
-        xv,
-        np.concatenate([yv, act_v], 1),
-        LAYOUT,
-        hidden=32,
-        layers=2,
-        dropout=0.1,
-        cfg=CFG,
-    )
-    net = res.net
-    assert net.activity_head is not None and net.activity_head.out_features == 1
-    with torch.no_grad():
-        pred = net.activity_head(net.embed(torch.from_numpy(xv))).numpy().ravel()
-    assert np.corrcoef(pred, act_v.ravel())[0, 1] > 0.5  # it learned the activity, not noise
-    again = load_network(save_network(net, tmp_path / "net"))
-    for k, v in net.state_dict().items():
-        assert torch.equal(v, again.state_dict()[k]), k

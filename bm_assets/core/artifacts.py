@@ -52,7 +52,6 @@ def save_network(net, directory: Path) -> Path:
         "dropout": float(next(m.p for m in net.encoder if m.__class__.__name__ == "Dropout")),
         "layout": [list(t) for t in net.layout],
         "n_out": 0 if net.task_head is None else int(net.task_head.out_features),
-        "n_activity": 0 if getattr(net, "activity_head", None) is None else int(net.activity_head.out_features),
     }
     (directory / "network.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
     state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
@@ -73,8 +72,7 @@ def load_network(directory: Path):
     spec = json.loads(path.read_text(encoding="utf-8"))
     layout = [(str(c), int(d), int(w)) for c, d, w in spec["layout"]]
     with torch.random.fork_rng():  # building the module draws initial weights: leave the caller's RNG alone
-        args = (spec["n_in"], spec["hidden"], spec["layers"], spec["dropout"], layout, spec["n_out"])
-        net = BehavioralNet(*args, n_activity=spec.get("n_activity", 0))
+        net = BehavioralNet(spec["n_in"], spec["hidden"], spec["layers"], spec["dropout"], layout, spec["n_out"])
     with np.load(directory / "weights.npz", allow_pickle=False) as z:
         net.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files})
     return net.eval()

@@ -103,31 +103,6 @@ def future_sketches(
     return normalise_sketch(raw, layout_of(coders))
 
 
-#: Pretraining's activity targets per example, from its events in [t, t+h): log1p of active days,
-#: of baskets, of events and of value (spend; negative values count as 0).
-ACTIVITY_TARGETS = ("active_days", "baskets", "events", "value")
-
-
-def future_activity(wh: Warehouse, examples: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """float32[n, len(ACTIVITY_TARGETS)]: log1p of each activity target of every example (zeros
-    for an example without a future event)."""
-    dates = sorted(set(examples["t"]))
-    cols = "e.event_date AS d, e.basket_id AS b, e.value AS v"
-    rows = _normalise(
-        wh.fetch_df(
-            f"""SELECT client_id, t, count(DISTINCT d) AS active_days, count(DISTINCT b) AS baskets,
-            count(*) AS events, coalesce(sum(greatest(v, 0)), 0) AS value
-            FROM ({future_window_sql(wh, dates, horizon_days, "TRUE", cols)}) GROUP BY client_id, t"""
-        )
-    )
-    out = np.zeros((len(examples), len(ACTIVITY_TARGETS)), dtype=np.float32)
-    key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
-    pos = key.get_indexer(pd.MultiIndex.from_frame(rows[["client_id", "t"]]))
-    keep = pos >= 0
-    out[pos[keep]] = np.log1p(rows.loc[keep, list(ACTIVITY_TARGETS)].to_numpy(np.float64)).astype(np.float32)
-    return out
-
-
 def sample_examples(ex: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """A seeded sample of n examples in their original order; `attrs["sampled_from"]` keeps
     the count before sampling, so reports can say that they sampled."""
@@ -196,10 +171,8 @@ def foundation_examples(
     coders: dict[str, SketchCoder],
     profiles: ProfileSource,
 ) -> dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]]:
-    """{"train"|"validation": (examples, x, y)}: non-holdout clients; y is the future sketch
-    followed by the future activity (ACTIVITY_TARGETS). Examples without any future event stay:
-    their sketch target is empty (no cross-entropy) but their activity is zero, which is what a
-    client about to lapse looks like."""
+    """{"train"|"validation": (examples, x, y)}: non-holdout clients; examples without any
+    future event are dropped (their target sketch is empty)."""
     f, ev = mcfg.foundation, mcfg.evaluation
     step = ev.model_copy(update={"split_every_days": f.pretraining_step()})
     dates = protocol_dates(cfg.data_start, cfg.temporal, step, f.horizon_days)
@@ -208,9 +181,10 @@ def foundation_examples(
         ex = _split_examples(wh, f.eligible, dates[role], ev.holdout_fraction, holdout=False)
         if role == "train" and len(ex) > f.max_train_examples:
             ex = sample_examples(ex, f.max_train_examples, ev.seed)
-        sketches = future_sketches(wh, coders, ex, f.horizon_days)
-        y = np.concatenate([sketches, future_activity(wh, ex, f.horizon_days)], axis=1)
-        out[role] = (ex, profile_inputs(profiles, ex), y)
+        y = future_sketches(wh, coders, ex, f.horizon_days)
+        keep = y.sum(1) > 0
+        ex = ex[keep].reset_index(drop=True)
+        out[role] = (ex, profile_inputs(profiles, ex), y[keep])
     return out
 
 

@@ -31,16 +31,7 @@ class BehavioralNet(nn.Module):
     task output. Inputs are compressed (sign * log1p|x|) and standardised with statistics of the
     training inputs, stored as buffers so a saved model carries its own preprocessing."""
 
-    def __init__(
-        self,
-        n_in: int,
-        hidden: int,
-        layers: int,
-        dropout: float,
-        layout: SketchLayout,
-        n_out: int = 0,
-        n_activity: int = 0,
-    ):
+    def __init__(self, n_in: int, hidden: int, layers: int, dropout: float, layout: SketchLayout, n_out: int = 0):
         super().__init__()
         self.layout = list(layout)
         self.register_buffer("x_mean", torch.zeros(n_in))
@@ -58,8 +49,6 @@ class BehavioralNet(nn.Module):
         self.encoder = nn.Sequential(*blocks)
         self.sketch_head = nn.Linear(hidden, sum(d * w for _, d, w in self.layout)) if self.layout else None
         self.task_head = nn.Linear(hidden, n_out) if n_out else None
-        # pretraining's second target: the client's future activity (see train_foundation)
-        self.activity_head = nn.Linear(hidden, n_activity) if n_activity else None
 
     @staticmethod
     def compress(x: torch.Tensor) -> torch.Tensor:
@@ -82,11 +71,7 @@ class BehavioralNet(nn.Module):
 
     def sketch_logp(self, x: torch.Tensor, column: str | None = None) -> torch.Tensor:
         """log-probabilities [n, groups, width] (groups = sum of depths; one column: its depth)."""
-        return self.sketch_logp_of_embedding(self.embed(x), column)
-
-    def sketch_logp_of_embedding(self, h: torch.Tensor, column: str | None = None) -> torch.Tensor:
-        """sketch_logp from an embedding already computed (one encoder pass per batch)."""
-        logits = self.sketch_head(h)
+        logits = self.sketch_head(self.embed(x))
         out, offset = [], 0
         for name, d, w in self.layout:
             if column is None or name == column:
@@ -251,32 +236,17 @@ def train_foundation(
     on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Self-supervised pretraining: profile float32[n, n_in] -> L1-normalised future sketch
-    float32[n, sum depth*width], plus, in any columns of y after the sketch, future activity
-    (e.g. log active days, events, spend), fitted by squared error on standardised targets and
-    weighted like one sketch column (its depth levels) per target: the sketch says what a client
-    will buy, the activity whether and how much, which churn and spend are about. Validation
-    score = minus the validation sketch cross-entropy."""
+    float32[n, sum depth*width]. Validation score = minus the validation cross-entropy."""
     torch.manual_seed(cfg.seed)
-    n_sketch = sum(d * w for _, d, w in layout)
-    n_activity = y_train.shape[1] - n_sketch
-    net = BehavioralNet(x_train.shape[1], hidden, layers, dropout, layout, n_activity=n_activity)
+    net = BehavioralNet(x_train.shape[1], hidden, layers, dropout, layout)
     net.set_input_stats(x_train)
-    act = y_train[:, n_sketch:]
-    act_mean = torch.from_numpy(act.mean(0).astype(np.float32))
-    act_std = torch.from_numpy(act.std(0).clip(1e-3).astype(np.float32))
-    weight = float(np.mean([d for _, d, _ in layout])) if layout else 1.0
 
     def loss(n: BehavioralNet, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        if not n_activity:
-            return sketch_cross_entropy(n.sketch_logp(xb), yb)
-        h = n.embed(xb)
-        total = sketch_cross_entropy(n.sketch_logp_of_embedding(h), yb[:, :n_sketch])
-        target = (yb[:, n_sketch:] - act_mean.to(yb.device)) / act_std.to(yb.device)
-        return total + weight * ((n.activity_head(h) - target) ** 2).mean(0).sum()
+        return sketch_cross_entropy(n.sketch_logp(xb), yb)
 
     def validate(n: BehavioralNet) -> float:
         logp = predict(n, x_val, lambda m, xb: m.sketch_logp(xb))
-        return -float(sketch_cross_entropy(torch.from_numpy(logp), torch.from_numpy(y_val[:, :n_sketch])))
+        return -float(sketch_cross_entropy(torch.from_numpy(logp), torch.from_numpy(y_val)))
 
     return fit(net, loss, x_train, y_train, validate, cfg, on_epoch)
 
