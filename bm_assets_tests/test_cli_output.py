@@ -26,7 +26,7 @@ def test_run_prints_progress_and_results_in_few_lines(tmp_path, bm_home, monkeyp
     assert any("events_denormalized  " in line and "days)" in line for line in progress)
     assert not any(" - DEBUG - " in line or "Warning" in line for line in out)
     assert "results (test window; * the pick on validation; reports in" in captured.out
-    assert re.search(r"churn +test_auroc: finetuned [\d.]+ \| scratch", captured.out)
+    assert re.search(r"churn +test_auroc: finetuned\*? [\d.]+ \| scratch", captured.out)
     assert re.search(r"spend +test_\w+: finetuned", captured.out)
     # the daily scores of the last day only (every day of the range with --all-scores)
     con = duckdb.connect(str(bm_home / "bm_assets.duckdb"), read_only=True)

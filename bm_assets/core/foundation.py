@@ -54,7 +54,7 @@ class BehavioralNet(nn.Module):
     def compress(x: torch.Tensor) -> torch.Tensor:
         return torch.sign(x) * torch.log1p(torch.abs(x))
 
-    def set_input_stats(self, x: np.ndarray) -> None:
+    def set_input_stats(self, x: np.ndarray, balance_sketch_blocks: bool = True) -> None:
         """Standardise each input, then give every sketch block (a column at a half-life) the
         total variance of ONE dense feature (its entries scaled by 1/sqrt(block size)): otherwise
         thousands of sparse sketch entries drown the few visit and count features, and the
@@ -62,7 +62,7 @@ class BehavioralNet(nn.Module):
         z = self.compress(torch.from_numpy(x))
         self.x_mean.copy_(z.mean(0))
         std = z.std(0).clamp_min(1e-3)
-        for start, stop in sketch_blocks(x.shape[1], self.layout):
+        for start, stop in sketch_blocks(x.shape[1], self.layout) if balance_sketch_blocks else []:
             std[start:stop] *= float(np.sqrt(stop - start))
         self.x_std.copy_(std)
 
