@@ -406,6 +406,10 @@ class RepresentationConfig(StrictModel):
         unknown = [c for c in self.sketch.columns or [] if c not in graph_cols]
         if unknown:
             raise ValueError(f"sketch.columns {unknown} are not graph.columns {graph_cols}")
+        sketched = self.sketch.columns or graph_cols
+        unknown = [c for c in self.sketch.exact_head_columns or [] if c not in sketched]
+        if unknown:
+            raise ValueError(f"sketch.exact_head_columns {unknown} are not sketch columns {sketched}")
         if self.inductive is not None:
             if self.inductive.column not in graph_cols:
                 raise ValueError(f"inductive.column {self.inductive.column!r} is not in graph.columns {graph_cols}")

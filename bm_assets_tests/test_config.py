@@ -163,3 +163,12 @@ def test_wrong_file_error_does_not_echo_its_first_line(tmp_path):
     with pytest.raises(DatasetConfigError) as err:
         load_dataset_config(path)
     assert "none of them mapped: is this the right file" in str(err.value) and "root:x" not in str(err.value)
+
+
+def test_an_exact_head_column_must_be_sketched(tmp_path):
+    path = _edit(
+        write_dataset(tmp_path, GOOD),
+        lambda c: c.setdefault("representation", {}).update(sketch={"exact_head_columns": ["colour"]}),
+    )
+    with pytest.raises(DatasetConfigError, match=r"representation: sketch\.exact_head_columns \['colour'\] are not"):
+        load_dataset_config(path)

@@ -332,11 +332,12 @@ def test_a_killed_build_leaves_the_previous_profiles_whole(sample_events_db, tmp
 
 
 def test_the_network_finds_the_sketch_blocks_of_a_profile():
-    from bm_assets.core.foundation import sketch_blocks
+    from bm_assets.core.profiles import sketch_blocks
 
     layout = ProfileLayout(("a", "b"), 3, 8, (2.0, 30.0, 90.0))
     names = profile_feature_names(layout)
-    blocks = sketch_blocks(layout.profile_dim, [("a", 3, 8), ("b", 3, 8)])
+    assert layout.profile_dim == len(names) == layout.state_dim + 2
+    blocks = sketch_blocks(layout.profile_dim, [24, 24])
     assert blocks == [(s, e) for n, s, e in layout.blocks() if n.startswith("sketch/")]
     assert all(names[s].startswith("sketch/") and names[e - 1].startswith("sketch/") for s, e in blocks)
-    assert sketch_blocks(layout.profile_dim + 1, [("a", 3, 8), ("b", 3, 8)]) == []
+    assert sketch_blocks(layout.profile_dim + 1, [24, 24]) == []

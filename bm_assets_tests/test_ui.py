@@ -124,6 +124,22 @@ def dagster_dev(bm_home):
         yield gql
 
 
+def _materialize(selection: str, *extra: str) -> list[str]:
+    """`dagster asset materialize` of the project's definitions, as a process of its own."""
+    return [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "bm_assets.definitions",
+        "--select",
+        selection,
+        *extra,
+    ]
+
+
 def _wait_backfill(gql, backfill_id: str, timeout_s: float = 240) -> str:
     deadline = time.monotonic() + timeout_s
     while (status := gql(STATUS, {"id": backfill_id})["data"]["partitionBackfillOrError"]["status"]) in ("REQUESTED",):
@@ -139,17 +155,7 @@ def test_ui_shows_graph_and_runs_a_backfill(dagster_dev, bm_home):
         n["assetKey"]["path"][0] for n in nodes
     }
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "bm_assets.definitions",
-            "--select",
-            "client_properties,product_catalog",
-        ],
+        _materialize("client_properties,product_catalog"),
         cwd=REPO_ROOT,
         check=True,
         capture_output=True,
@@ -178,19 +184,7 @@ def test_run_killed_with_sigkill_does_not_block_the_queue(dagster_dev, bm_home):
     gql = dagster_dev
     lock = duckdb.connect(str(bm_home / "bm_assets.duckdb"))  # the run waits for the file's lock
     cli = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "bm_assets.definitions",
-            "--select",
-            "raw_events,raw_events_quarantine",
-            "--partition",
-            "2017-01-02",
-        ],
+        _materialize("raw_events,raw_events_quarantine", "--partition", "2017-01-02"),
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -119,9 +119,9 @@ def sketch_coders(
     rep = cfg.representation
     store = artifacts.store()
     embeddings = store.load_embeddings()
-    head_columns = [c for c in rep.sketch.exact_head_columns or [] if c in rep.sketch_columns]
+    cutoff, n_head = cfg.temporal.training_cutoff, rep.sketch.width - 1
     with warehouse.open() as wh:  # the most frequent values before the cutoff
-        heads = {c: top_values(wh, c, "TRUE", cfg.temporal.training_cutoff, rep.sketch.width - 1) for c in head_columns}
+        heads = {c: top_values(wh, c, "TRUE", cutoff, n_head) for c in rep.sketch.exact_head_columns or []}
     coders = fit_coders(embeddings, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed, heads)
     fingerprint = coders_fingerprint(coders)
     directory = store.save_coders(

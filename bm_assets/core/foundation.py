@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bm_assets.core.profiles import sketch_blocks  # the profile layout owns where its blocks sit
+
 #: (column, depth, width) of each sketched column, in profile/target order.
 SketchLayout = list[tuple[str, int, int]]
 
@@ -62,7 +64,8 @@ class BehavioralNet(nn.Module):
         z = self.compress(torch.from_numpy(x))
         self.x_mean.copy_(z.mean(0))
         std = z.std(0).clamp_min(1e-3)
-        for start, stop in sketch_blocks(x.shape[1], self.layout) if balance_sketch_blocks else []:
+        blocks = sketch_blocks(x.shape[1], [d * w for _, d, w in self.layout]) if balance_sketch_blocks else []
+        for start, stop in blocks:
             std[start:stop] *= float(np.sqrt(stop - start))
         self.x_std.copy_(std)
 
@@ -81,24 +84,6 @@ class BehavioralNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.task_head(self.embed(x))
-
-
-def sketch_blocks(n_in: int, layout: SketchLayout) -> list[tuple[int, int]]:
-    """(start, stop) of each sketch block of a profile input of width n_in: the profile starts
-    with, per half-life, one block per column of depth * width entries, followed by 4 dense
-    entries per half-life and 8 more (core/profiles.py ProfileLayout). Inputs of another shape
-    (a bare sketch, aggregates) have no blocks."""
-    sizes = [d * w for _, d, w in layout]
-    per_half_life = sum(sizes) + 4
-    n_h, rest = divmod(n_in - 8, per_half_life) if sizes else (0, 1)
-    if n_h < 1 or rest:
-        return []
-    out, pos = [], 0
-    for _ in range(n_h):
-        for size in sizes:
-            out.append((pos, pos + size))
-            pos += size
-    return out
 
 
 def sketch_cross_entropy(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,21 @@ VISIT_TOTALS = ("n_active_days", "n_baskets")
 VISIT_DAYS = ("first_day", "previous_day")
 #: Entries a profile adds after the state: recency and the mean gap between active days.
 PROFILE_TAIL = ("days_since_last_event", "mean_gap_days")
+#: Dense profile entries per half-life (event count, value, active days, baskets) and once
+#: (n_events, value_total, the visit totals and days, the tail).
+DENSE_PER_HALF_LIFE = 4
+DENSE_FIXED = 2 + len(VISIT_TOTALS) + len(VISIT_DAYS) + len(PROFILE_TAIL)
+
+
+def sketch_blocks(n_in: int, sizes: list[int]) -> list[tuple[int, int]]:
+    """(start, stop) of each sketch block (one column at one half-life) of a profile of width
+    n_in whose sketch columns have `sizes` (depth * width) entries: the half-life count follows
+    from the width. Inputs of another shape (a bare sketch, aggregates) have no blocks."""
+    n_h, rest = divmod(n_in - DENSE_FIXED, sum(sizes) + DENSE_PER_HALF_LIFE) if sizes else (0, 1)
+    if n_h < 1 or rest:
+        return []
+    starts = np.cumsum([0, *sizes * n_h])
+    return [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 @dataclass(frozen=True)
@@ -92,7 +107,7 @@ class ProfileLayout:
 
     @property
     def profile_dim(self) -> int:
-        return self.state_dim + len(PROFILE_TAIL)
+        return len(self.half_lives_days) * (self.sketch_dim + DENSE_PER_HALF_LIFE) + DENSE_FIXED
 
     @property
     def signature(self) -> str:

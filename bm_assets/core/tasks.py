@@ -273,11 +273,16 @@ def feature_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> list[str]:
     dataset's own categorical graph columns (never a Complete Journey name)."""
     if mcfg.evaluation.feature_columns is not None:
         return list(mcfg.evaluation.feature_columns)
-    targets = [t.target.column for t in mcfg.tasks if kind_of(t).top_n_labels and t.target.column]
+    targets = top_n_target_columns(mcfg)
     if targets:
-        return list(dict.fromkeys(targets))
+        return targets
     graph = dataset.representation.graph.columns or []
     return [c for c in graph if c not in ("item_id", "event_type")][:3]
+
+
+def top_n_target_columns(mcfg: ModelingConfig) -> list[str]:
+    """The columns whose top values a multilabel/multiclass task predicts (brand, category)."""
+    return list(dict.fromkeys(t.target.column for t in mcfg.tasks if kind_of(t).top_n_labels and t.target.column))
 
 
 def task_target_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> list[str]:
@@ -299,8 +304,7 @@ def with_task_columns(dataset: DatasetConfig, mcfg: ModelingConfig) -> DatasetCo
     heads = rep.sketch.exact_head_columns
     if heads is None:  # the columns whose top values a task predicts get an exact first level
         kinds = dataset.event_columns()
-        targets = [t.target.column for t in mcfg.tasks if kind_of(t).top_n_labels and t.target.column]
-        heads = [c for c in dict.fromkeys(targets) if kinds.get(c) == "categorical"]
+        heads = [c for c in top_n_target_columns(mcfg) if kinds.get(c) == "categorical"]
     update: dict = {"sketch": rep.sketch.model_copy(update={"exact_head_columns": heads})}
     if missing or sketch_missing:
         update["graph"] = rep.graph.model_copy(update={"columns": graph + missing})
