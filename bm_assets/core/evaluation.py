@@ -141,16 +141,13 @@ def fit_network(
     )
     head = net.task_head if foundation is not None and ev.head_epochs else None  # None: the sketch head is reused
     if head is not None:  # the new head alone first, pretrained layers frozen
-        pretrained = [p for p in net.parameters() if all(p is not q for q in head.parameters())]
-        for p in pretrained:
-            p.requires_grad_(False)
+        net.requires_grad_(False)
+        head.requires_grad_(True)
         warm = replace(cfg, lr=ev.task_lr, max_epochs=ev.head_epochs, patience=ev.head_epochs)
         net = fit(net, loss, tr.x, tr.target, validate, warm, on_epoch).net
-        for p in net.parameters():
-            p.requires_grad_(True)
+        net.requires_grad_(True)
     result = fit(net, loss, tr.x, tr.target, validate, cfg, on_epoch)
     return result, lambda s: pred(result.net, s.x)
-
 
 
 def fit_gbdt(
