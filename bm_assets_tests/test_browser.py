@@ -85,7 +85,9 @@ def test_ui_lineage_launch_and_evaluation_in_a_browser(sample_models, dagster_de
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)  # a fresh profile of its own
         page = browser.new_page(viewport={"width": 1600, "height": 1400})
         page.set_default_timeout(60_000)
-        # Dagster's first-visit "Join the Dagster community" dialog, whenever it shows up: Skip.
+        # Dagster's first-visit "Join the Dagster community" dialog: marked as seen in this browser
+        # before any page loads (the key the UI itself sets on Skip), and skipped should it still show.
+        page.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
         page.add_locator_handler(
             page.get_by_text("Join the Dagster community"), lambda _: page.get_by_role("button", name="Skip").click()
         )
@@ -106,7 +108,7 @@ def test_ui_lineage_launch_and_evaluation_in_a_browser(sample_models, dagster_de
             page.goto(f"{base}/assets/raw_events")
             page.get_by_role("button", name="Materialize…").first.click()
             page.get_by_role("dialog").get_by_role("button", name="Confirm").click()
-            dialog = page.get_by_role("dialog")
+            dialog = page.get_by_role("dialog").filter(has_text="Launch runs")
             dialog.get_by_role("button", name="Latest").click()
             dialog.get_by_role("button", name="Launch").last.click()
             dialog.wait_for(state="hidden")
