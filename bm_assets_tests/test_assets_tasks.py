@@ -168,16 +168,23 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     assert "(lightgbm)" in out and len([line for line in out.splitlines() if line.rstrip().endswith("%")]) == 5
     assert main(["explain", "--task", "churn", "--client", "no-such-client", "--date", "2017-06-29"]) == 1
 
-    # the universal embedding: the foundation model's view of each client, hidden-size wide
+    # the universal embedding: the foundation model's encoder output (hidden-size wide), then the
+    # profile's dense entries as the network sees them (sign-log, standardised)
     import numpy as np
+
+    from bm_assets.core.profiles import DENSE_FIXED, DENSE_PER_HALF_LIFE
 
     out_dir = bm_home / "export"
     assert main(["export-profiles", "--date", "2017-06-29", "--out", str(out_dir / "p")]) == 0
     assert main(["export-profiles", "--date", "2017-06-29", "--out", str(out_dir / "f"), "--kind", "foundation"]) == 0
     profiles, embedded = np.load(out_dir / "p" / "embeddings.npy"), np.load(out_dir / "f" / "embeddings.npy")
-    assert embedded.shape == (len(profiles), 32) and profiles.shape[1] > 100
+    n_dense = DENSE_FIXED + DENSE_PER_HALF_LIFE * 2  # two half-lives on the sample
+    assert embedded.shape == (len(profiles), 32 + n_dense) and profiles.shape[1] > 100
     assert (np.load(out_dir / "p" / "client_ids.npy") == np.load(out_dir / "f" / "client_ids.npy")).all()
-    assert np.isfinite(embedded).all() and embedded.std(0).min() > 0
+    assert np.isfinite(embedded).all() and embedded[:, :32].std(0).min() > 0
+    dense = profiles[:, -n_dense:].astype(np.float64)
+    for j in np.flatnonzero(dense.std(0) > 0):  # an increasing affine map of sign-log of the entry
+        assert np.corrcoef(np.sign(dense[:, j]) * np.log1p(np.abs(dense[:, j])), embedded[:, 32 + j])[0, 1] > 0.9999
 
 
 def test_mlflow_resource_store_location(bm_home, tmp_path, monkeypatch):

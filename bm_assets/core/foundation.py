@@ -259,9 +259,19 @@ def task_network(
 
 
 def client_embedding(net: BehavioralNet, x: np.ndarray) -> np.ndarray:
-    """float32[n, hidden]: the foundation model's view of each client (its encoder's output on
-    the profile): a compact universal embedding for downstream models."""
-    return predict(net, x, lambda n, xb: n.embed(xb)).astype(np.float32)
+    """float32[n, hidden + dense]: a compact universal embedding for downstream models: the
+    foundation model's encoder output on the profile, followed by the profile's dense entries
+    (counts, value, visits, recency, tenure) as the network sees them (sign-log, standardised).
+    The encoder compresses the sketches towards the future behaviour it was trained to predict;
+    the few dense statistics are kept exact so a downstream model need not recover them from it."""
+    encoded = predict(net, x, lambda n, xb: n.embed(xb)).astype(np.float32)
+    dense = np.ones(x.shape[1], dtype=bool)
+    for start, stop in sketch_blocks(x.shape[1], [d * w for _, d, w in net.layout]):
+        dense[start:stop] = False
+    if dense.all():  # not a profile (no sketch blocks): nothing to append
+        return encoded
+    z = (net.compress(torch.from_numpy(x[:, dense])) - net.x_mean[dense]) / net.x_std[dense]
+    return np.concatenate([encoded, z.numpy().astype(np.float32)], axis=1)
 
 
 def item_scores(logp: torch.Tensor, codes: torch.Tensor, log_prior: torch.Tensor | None = None) -> torch.Tensor:
