@@ -1041,8 +1041,14 @@ def _sparse_frame(replay: _Replay, rows: np.ndarray, chunk: int = 65_536) -> pa.
         # time-normalised rows -> states as of each row's own last event day (a reader decays further)
         replay.state.layout.decay_rows(block, lasts - replay.state.ref_day)
         parts.append(sparse_rows(replay.vocab[sel], lasts, block))
-    return pa.concat_tables(parts) if parts else sparse_rows(
-        np.array([], dtype=str), np.array([], dtype=np.int64), np.zeros((0, replay.state.state.shape[1]), np.float32)
+    return (
+        pa.concat_tables(parts)
+        if parts
+        else sparse_rows(
+            np.array([], dtype=str),
+            np.array([], dtype=np.int64),
+            np.zeros((0, replay.state.state.shape[1]), np.float32),
+        )
     )
 
 
