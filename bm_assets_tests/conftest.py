@@ -201,6 +201,7 @@ evaluation:
   feature_top_n: 3
   task_max_epochs: 3
   task_patience: 1
+  label_fractions: [0.5, 1.0]
 tasks:
   - name: churn
     type: binary
@@ -208,6 +209,7 @@ tasks:
     target: {value: "count(*) FILTER (WHERE event_type = 'purchase') = 0", default: 1}
     eligible: {active_days: 30, where: "event_type = 'purchase'"}
     explain: true
+    learning_curve: true
 """
 
 

@@ -73,7 +73,14 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     eval_meta = result.asset_materializations_for_node("churn_evaluation")[0].metadata
     assert "| finetuned |" in eval_meta["metrics"].value or "| **finetuned** (pick) |" in eval_meta["metrics"].value
     assert "minus lightgbm, 95% CI" in eval_meta["intervals"].value
-    assert eval_meta["learning_curve"].value.startswith("not computed")
+    # the learning curve fine-tunes from the foundation version the task model started from, never
+    # from the task's own network (which has seen every training label)
+    task_version = client.search_model_versions("name = 'completejourney_sample_churn'")[0]
+    assert report["learning_curve_foundation_version"] == task_version.tags["foundation_version"] == "1"
+    assert {(r["fraction"], r["model"]) for r in report["learning_curve"]} == {
+        (f, m) for f in (0.5, 1.0) for m in ("finetuned", "scratch", "lightgbm")
+    }
+    assert "finetuned @50%" in eval_meta["learning_curve"].value
     assert "curves" in eval_meta  # the time panel alone
     spec = next(a for a in assets if a.node_def.name == "churn_evaluation").specs_by_key
     assert "`$BM_HOME/reports/churn.json`" in next(iter(spec.values())).description

@@ -33,6 +33,12 @@ def load_champion_foundation(client: mlflow.MlflowClient, dataset_name: str) -> 
     return net, str(version.version)
 
 
+def load_foundation_version(client: mlflow.MlflowClient, dataset_name: str, version: str) -> torch.nn.Module:
+    """One registered version of the foundation network (the one a task model was fine-tuned from)."""
+    net, _ = load_registered(client, foundation_name(dataset_name), version)
+    return net
+
+
 def modeling_config(dataset: DatasetResource) -> ModelingConfig:
     return load_modeling_config(tasks_path_for(dataset.config_path))
 

@@ -20,7 +20,7 @@ from dagster import (
     asset,
 )
 
-from bm_assets.assets.foundation import load_champion_foundation, modeling_config
+from bm_assets.assets.foundation import load_champion_foundation, load_foundation_version, modeling_config
 from bm_assets.core.artifacts import SavedTask, Store, load_registered, log_network
 from bm_assets.core.evaluation import (
     ModelResult,
@@ -219,9 +219,16 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
         with mlflow_tracking.start_run(f"{task.name}_evaluation", tags={"task": task.name, "dataset": cfg.name}) as run:
             metrics = evaluate(data, models)
             curve: list[dict] = []
+            curve_foundation = None
             if task.learning_curve and "finetuned" in bundle:
+                # fine-tuned at each fraction from the foundation version the task model started
+                # from: never from the task's own network, which has seen every training label
                 start = time.perf_counter()
-                curve = learning_curve(data, bundle["finetuned"]["artifact"], mcfg.foundation, mcfg.evaluation)
+                client = mlflow_tracking.client()
+                version = client.get_model_version(promotion["registered_model"], promotion["version"])
+                curve_foundation = version.tags["foundation_version"]
+                foundation = load_foundation_version(client, cfg.name, curve_foundation)
+                curve = learning_curve(data, foundation, mcfg.foundation, mcfg.evaluation)
                 context.log.info(f"learning curve in {time.perf_counter() - start:.1f}s")
             time_curve = {n: m.history for n, m in models.items() if m.history}
             intervals = intervals_on_test(data, models, mcfg.evaluation.bootstrap, mcfg.evaluation.seed)
@@ -229,6 +236,7 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
                 task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve, intervals
             )
             report["registry"] = promotion  # which version this is, whether it was promoted and why
+            report["learning_curve_foundation_version"] = curve_foundation
             path = write_report(report, store.reports_dir)
             for name, row in metrics.items():
                 mlflow_tracking.log_metrics({f"{name}_{k}": v for k, v in row.items()})
