@@ -48,3 +48,24 @@ def test_recommendation_label_space_round_trips(tmp_path):
     assert back.labels == ["a", "b"]
     np.testing.assert_array_equal(back.item_codes, space.item_codes)
     np.testing.assert_array_equal(back.item_log_prior, space.item_log_prior)
+
+
+def test_a_task_network_saved_before_the_wide_path_loads_without_it(tmp_path):
+    import torch
+
+    from bm_assets.core.artifacts import load_network, save_network
+    from bm_assets.core.foundation import task_network
+
+    net = task_network(_train().net, 40, 32, 2, 0.1, LAYOUT, n_out=2, seed=0)
+    save_network(net, tmp_path / "new")
+    with torch.no_grad():
+        net.wide.weight.fill_(0.5)  # would change every prediction if it were loaded
+    save_network(net, tmp_path / "old")
+    with np.load(tmp_path / "old" / "weights.npz") as z:
+        state = {k: z[k] for k in z.files if not k.startswith("wide.")}
+    np.savez(tmp_path / "old" / "weights.npz", **state)
+    old, new = load_network(tmp_path / "old"), load_network(tmp_path / "new")
+    assert old.wide is None and new.wide is not None
+    x = torch.from_numpy(np.random.default_rng(0).random((4, 40), dtype=np.float32))
+    with torch.no_grad():
+        assert torch.equal(old(x), new(x))  # new's wide path is still zero

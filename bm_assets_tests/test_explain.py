@@ -215,6 +215,8 @@ def test_fast_path_equals_integrated_gradients_on_the_input():
 
     rng = np.random.default_rng(1)
     net = task_network(None, 20, 16, 2, 0.0, [("item_id", 2, 4)], 3, seed=1)
+    with torch.no_grad():  # a trained wide path (it starts at zero): its share must be carried back too
+        net.wide.weight.copy_(torch.from_numpy(rng.standard_normal((3, 20)) * 0.3))
     x = np.abs(rng.standard_normal((6, 20)) * 3).astype(np.float32)
     net.set_input_stats(x)
     baseline = np.median(x, 0)

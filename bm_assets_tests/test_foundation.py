@@ -92,6 +92,11 @@ def test_finetuning_starts_from_the_foundation_weights():
         assert torch.equal(v, tuned.encoder.state_dict()[k])
     assert not torch.equal(found.encoder[0].weight, scratch.encoder[0].weight)
     assert tuned.task_head.out_features == 3
+    # the wide path (profile -> output) starts at zero: the first predictions are the encoder's alone
+    assert found.wide is None and not tuned.wide.weight.any() and not tuned.wide.bias.any()
+    x = torch.from_numpy(np.random.default_rng(0).random((5, 40), dtype=np.float32))
+    with torch.no_grad():
+        assert torch.equal(tuned.eval()(x), tuned.task_head(tuned.embed(x)))
 
 
 def test_metrics_on_hand_examples():

@@ -74,6 +74,8 @@ def load_network(directory: Path):
     with torch.random.fork_rng():  # building the module draws initial weights: leave the caller's RNG alone
         net = BehavioralNet(spec["n_in"], spec["hidden"], spec["layers"], spec["dropout"], layout, spec["n_out"])
     with np.load(directory / "weights.npz", allow_pickle=False) as z:
+        if "wide.weight" not in z.files:  # saved before task networks had a wide path
+            net.wide = None
         net.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files})
     return net.eval()
 

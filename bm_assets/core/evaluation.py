@@ -143,6 +143,8 @@ def fit_network(
     if head is not None:  # the new head alone first, pretrained layers frozen
         net.requires_grad_(False)
         head.requires_grad_(True)
+        if net.wide is not None:
+            net.wide.requires_grad_(True)
         warm = replace(cfg, lr=ev.task_lr, max_epochs=ev.head_epochs, patience=ev.head_epochs)
         net = fit(net, loss, tr.x, tr.target, validate, warm, on_epoch).net
         net.requires_grad_(True)

@@ -97,7 +97,8 @@ def _integrated_gradients(
 
     The network's first layer is affine in z (standardise, then Linear), so the path maps to a
     straight path h(a) = h0 + a dh in the first hidden layer, and the gradient with respect to
-    z is that with respect to h times the layer's weights. captum integrates the (small) rest of
+    z is that with respect to h times the layer's weights (the wide path is one more affine map
+    of z, stacked under the first layer). captum integrates the (small) rest of
     the network over h without multiplying by the input change; the integral is then carried
     back through the weights once per row: attr = dz * (W / std)^T G. Exactly Integrated
     Gradients on z, at a fraction of the cost of differentiating the wide first layer per step."""
@@ -111,14 +112,18 @@ def _integrated_gradients(
     attr = np.zeros(x.shape, dtype=np.float64)
     delta, output, base = np.zeros(n), np.zeros(n), np.zeros(n)
     with _double(net):
-        # h = W ((z - mean) / std) + b = W' z + b'
-        w = first.weight / net.x_std[None, :]  # [hidden, n_in]
-        b = first.bias - w @ net.x_mean
+        # h = W ((z - mean) / std) + b = W' z + b'; the wide path's logits u, affine in z too,
+        # ride along as extra entries of h: the path stays straight and one carry-back covers both
+        affine = [first] + ([net.wide] if net.wide is not None else [])
+        w = torch.cat([layer.weight for layer in affine]) / net.x_std[None, :]  # [hidden (+ n_out), n_in]
+        b = torch.cat([layer.bias for layer in affine]) - w @ net.x_mean
         z0 = BehavioralNet.compress(torch.from_numpy(np.zeros(x.shape[1]) if baseline is None else baseline).double())
         h0 = w @ z0 + b
+        hidden = first.out_features
 
         def from_hidden(h: torch.Tensor) -> torch.Tensor:
-            return head(net, net.task_head(rest(h)))
+            out = net.task_head(rest(h[:, :hidden]))
+            return head(net, out + h[:, hidden:] if net.wide is not None else out)
 
         ig = IntegratedGradients(from_hidden, multiply_by_inputs=False)
         for i in range(0, n, batch_size):
