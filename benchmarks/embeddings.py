@@ -66,9 +66,7 @@ def interleaved_best(n: int, fns: dict) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", default="64,128")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

@@ -94,11 +94,7 @@ def _dagster(dataset: str, db: str) -> dict:
     assert result.success
     import duckdb
 
-    rows = (
-        duckdb.connect(db, read_only=True)
-        .execute("SELECT count(*) FROM events_denormalized")
-        .fetchall()[0][0]
-    )
+    rows = duckdb.connect(db, read_only=True).execute("SELECT count(*) FROM events_denormalized").fetchall()[0][0]
     return {"seconds": time.perf_counter() - t, "cpu": time.process_time() - cpu, "rows": rows}
 
 

@@ -37,14 +37,16 @@ def _day_frame(day_index: int, n: int, seed: int = 0) -> pd.DataFrame:
     day = pd.Timestamp(START + dt.timedelta(days=day_index))
     seconds = np.sort(rng.integers(0, 86_400, n))
     first_id = day_index * n
-    return pd.DataFrame({
-        "event_id": [f"{first_id + i:012d}" for i in range(n)],
-        "client": rng.integers(0, 5_000, n).astype(str),
-        "item": rng.integers(0, 20_000, n).astype(str),
-        "ts": day + pd.to_timedelta(seconds, unit="s"),
-        "qty": rng.integers(1, 4, n).astype(float),
-        "amount": np.round(rng.gamma(2.0, 3.0, n), 2),
-    })
+    return pd.DataFrame(
+        {
+            "event_id": [f"{first_id + i:012d}" for i in range(n)],
+            "client": rng.integers(0, 5_000, n).astype(str),
+            "item": rng.integers(0, 20_000, n).astype(str),
+            "ts": day + pd.to_timedelta(seconds, unit="s"),
+            "qty": rng.integers(1, 4, n).astype(float),
+            "amount": np.round(rng.gamma(2.0, 3.0, n), 2),
+        }
+    )
 
 
 def _write_day(folder: Path, fmt: str, day_index: int, n: int) -> None:
@@ -141,16 +143,30 @@ def main() -> None:
         print(json.dumps(_child(args.child[0], int(args.child[1]), args.events_per_day, args.repeats)))
         return
     print(f"One new day's ingest, {args.events_per_day} events a day, one file a day\n")
-    print("| format | history days | files (at the end) | files read | new day s | re-run s | new day CPU s "
-          "| re-run CPU s | vs 30: new day | re-run | new day CPU | re-run CPU | history backfill s |")
+    print(
+        "| format | history days | files (at the end) | files read | new day s | re-run s | new day CPU s "
+        "| re-run CPU s | vs 30: new day | re-run | new day CPU | re-run CPU | history backfill s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for fmt in args.formats:
         base = None
         for history in args.histories:
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", fmt, str(history), "--events-per-day",
-                 str(args.events_per_day), "--repeats", str(args.repeats)],
-                check=True, capture_output=True, text=True, cwd=REPO,
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    fmt,
+                    str(history),
+                    "--events-per-day",
+                    str(args.events_per_day),
+                    "--repeats",
+                    str(args.repeats),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=REPO,
             )
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             base = base or r

@@ -77,16 +77,24 @@ def main(argv: list[str] | None = None) -> int:
         "dagster/asset_partition_range_end": cfg.data_end.isoformat(),
     }
     stages = [
-        ("ingest and join", ["raw_events", "raw_events_quarantine", "client_properties", "product_catalog",
-                             "events_denormalized"]),
+        (
+            "ingest and join",
+            ["raw_events", "raw_events_quarantine", "client_properties", "product_catalog", "events_denormalized"],
+        ),
         ("representations", ["temporal_graph", "entity_embeddings", "sketch_coders", "behavioral_profiles"]),
     ]
     database = home / "bm_assets.duckdb"
     lines = ["| after | time s | DuckDB MB | × source parquet |", "| --- | --- | --- | --- |"]
     for name, selection in stages:
         start = time.perf_counter()
-        result = materialize(list(defs.assets), selection=selection, resources=defs.resources, instance=instance,
-                             tags=window, raise_on_error=False)
+        result = materialize(
+            list(defs.assets),
+            selection=selection,
+            resources=defs.resources,
+            instance=instance,
+            tags=window,
+            raise_on_error=False,
+        )
         seconds = time.perf_counter() - start
         if not result.success:
             print(f"{name}: FAILED")

@@ -41,9 +41,7 @@ def fit(transactions: str) -> Fit:
     src = f"read_parquet('{transactions}')"
     per_client = con.execute(f"SELECT count(*) FROM {src} GROUP BY household_id").fetchnumpy()
     counts = np.log(next(iter(per_client.values())).astype(np.float64))
-    pop = con.execute(f"SELECT count(*) AS n FROM {src} GROUP BY product_id ORDER BY n DESC").fetchnumpy()[
-        "n"
-    ]
+    pop = con.execute(f"SELECT count(*) AS n FROM {src} GROUP BY product_id ORDER BY n DESC").fetchnumpy()["n"]
     ranks = np.arange(1, len(pop) + 1)
     top = ranks <= min(len(pop), 20_000)  # the head, where a power law describes popularity
     slope = np.polyfit(np.log(ranks[top]), np.log(pop[top].astype(np.float64)), 1)[0]
@@ -85,9 +83,7 @@ def generate(
     client_cdf = np.cumsum(activity / activity.sum())
     item_p = np.arange(1, n_items + 1, dtype=np.float64) ** -p.zipf_exponent
     item_cdf = np.cumsum(item_p / item_p.sum())
-    client = rng.permutation(n_clients)[
-        np.minimum(np.searchsorted(client_cdf, rng.random(n_events)), n_clients - 1)
-    ]
+    client = rng.permutation(n_clients)[np.minimum(np.searchsorted(client_cdf, rng.random(n_events)), n_clients - 1)]
     item = rng.permutation(n_items)[np.minimum(np.searchsorted(item_cdf, rng.random(n_events)), n_items - 1)]
     weekday = np.asarray(p.weekday_share)
     day_p = weekday[(np.arange(n_days) + 6) % 7]  # day 0 = 2017-01-01, a Sunday
@@ -106,9 +102,7 @@ def generate(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fit", help="transactions.parquet to fit on; writes synthetic_fit.json")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=100_000)
