@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             if png.exists():
                 shutil.copy(png, REPO / "benchmarks" / f"RESULTS_{t.name}.png")
                 lines += ["", f"![{t.name}](RESULTS_{t.name}.png)"]
-        lines += ["", seeds_markdown(t, reports[t.name])]
+        if len(reports[t.name]) > 1:
+            lines += ["", seeds_markdown(t, reports[t.name])]
         curve = report.get("time_curve", {})
         if "finetuned" in curve and "scratch" in curve:
             best = max(h["val_score"] for h in curve["scratch"])

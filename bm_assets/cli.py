@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=["profile", "foundation"],
         default="profile",
         help="profile: the behavioral profile (sketches and counters); foundation: the foundation model's "
-        "client embedding of it (its hidden size, e.g. 256 floats)",
+        "client embedding of it (its encoder output, e.g. 256 floats, then the profile's dense entries "
+        "standardised as the network reads them)",
     )
     explain = sub.add_parser("explain", help="why a client got its score on a day: the top reasons")
     explain.add_argument("--task", required=True, help="a task of tasks.yaml")

@@ -208,7 +208,8 @@ def test_fine_tuning_fits_the_new_head_first_with_the_pretrained_layers_frozen()
     foundation = _train().net
     fc = FoundationConfig(hidden=32)
     # a vanishing learning rate after the head phase: what moved, moved while the head trained alone
-    ev = EvaluationConfig(task_max_epochs=1, task_patience=1, head_epochs=2, finetune_lr=1e-12)  # off by default
+    ev = EvaluationConfig(task_max_epochs=3, task_patience=1, finetune_lr=1e-12)  # head phase on by default
+    assert ev.head_epochs is None  # the head phase runs to convergence on validation
     res, _ = fit_network(data, foundation, fc, ev)
     before, after = foundation.state_dict(), res.net.state_dict()
     for name, value in before.items():
@@ -218,3 +219,6 @@ def test_fine_tuning_fits_the_new_head_first_with_the_pretrained_layers_frozen()
     # without the head phase the same fine-tuning leaves the head where it started (lr ~ 0)
     still, _ = fit_network(data, foundation, fc, ev.model_copy(update={"head_epochs": 0}))
     assert not torch.allclose(res.net.task_head.weight, still.net.task_head.weight)
+    assert not torch.allclose(res.net.wide.weight, still.net.wide.weight)  # the wide path trains with the head
+    capped, _ = fit_network(data, foundation, fc, ev.model_copy(update={"head_epochs": 1}))
+    assert not torch.allclose(capped.net.task_head.weight, still.net.task_head.weight)

@@ -139,13 +139,16 @@ def fit_network(
         patience=ev.task_patience,
         seed=ev.seed,
     )
-    head = net.task_head if foundation is not None and ev.head_epochs else None  # None: the sketch head is reused
-    if head is not None:  # the new head alone first, pretrained layers frozen
+    head = net.task_head if foundation is not None and ev.head_epochs != 0 else None  # None: the sketch head is reused
+    if head is not None:  # the new head (and wide path) alone first, pretrained layers frozen
         net.requires_grad_(False)
         head.requires_grad_(True)
         if net.wide is not None:
             net.wide.requires_grad_(True)
-        warm = replace(cfg, lr=ev.task_lr, max_epochs=ev.head_epochs, patience=ev.head_epochs)
+        if ev.head_epochs is None:  # to convergence on validation
+            warm = replace(cfg, lr=ev.task_lr)
+        else:
+            warm = replace(cfg, lr=ev.task_lr, max_epochs=ev.head_epochs, patience=ev.head_epochs)
         net = fit(net, loss, tr.x, tr.target, validate, warm, on_epoch).net
         net.requires_grad_(True)
     result = fit(net, loss, tr.x, tr.target, validate, cfg, on_epoch)
