@@ -2,7 +2,11 @@
 foundation model -> every task's model and evaluation -> one day of scores), then a markdown
 table per task and model of the test metrics, training time and the stage's peak RSS.
 
-    python benchmarks/tasks.py [--dataset data/completejourney/dataset.yaml] [--home benchmarks/out/tasks]
+    python benchmarks/tasks.py [--dataset data/completejourney/dataset.yaml] [--home benchmarks/out/tasks] [--seeds 3]
+
+With --seeds N (default 3) the foundation model and every task model are retrained with
+evaluation.seed 0..N-1 on the same tables (homes <home>_seed<k> beside the first), and each task
+gets a mean ± sd table over the seeds; the chain time and peak RSS are those of the first seed.
 
 Peak RSS is per stage (each asset materialization): the kernel's high-water mark is reset
 between stages through /proc/self/clear_refs."""
