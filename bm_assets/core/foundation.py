@@ -289,14 +289,18 @@ def client_embedding(net: BehavioralNet, x: np.ndarray) -> np.ndarray:
     (counts, value, visits, recency, tenure) as the network sees them (sign-log, standardised).
     The encoder compresses the sketches towards the future behaviour it was trained to predict;
     the few dense statistics are kept exact so a downstream model need not recover them from it."""
-    encoded = predict(net, x, lambda n, xb: n.embed(xb)).astype(np.float32)
     dense = np.ones(x.shape[1], dtype=bool)
     for start, stop in sketch_blocks(x.shape[1], [d * w for _, d, w in net.layout]):
         dense[start:stop] = False
     if dense.all():  # not a profile (no sketch blocks): nothing to append
-        return encoded
-    z = predict(net, x, lambda n, xb: n.normalise(xb)[:, torch.from_numpy(dense)])
-    return np.concatenate([encoded, z.astype(np.float32)], axis=1)
+        return predict(net, x, lambda n, xb: n.embed(xb)).astype(np.float32)
+    keep = torch.from_numpy(np.flatnonzero(dense))
+
+    def embed_and_dense(n: BehavioralNet, xb: torch.Tensor) -> torch.Tensor:
+        z = n.normalise(xb)
+        return torch.cat([n.encoder(z), z[:, keep]], 1)
+
+    return predict(net, x, embed_and_dense).astype(np.float32)
 
 
 def item_scores(logp: torch.Tensor, codes: torch.Tensor, log_prior: torch.Tensor | None = None) -> torch.Tensor:
