@@ -341,3 +341,63 @@ def test_the_network_finds_the_sketch_blocks_of_a_profile():
     assert blocks == [(s, e) for n, s, e in layout.blocks() if n.startswith("sketch/")]
     assert all(names[s].startswith("sketch/") and names[e - 1].startswith("sketch/") for s, e in blocks)
     assert sketch_blocks(layout.profile_dim + 1, [24, 24]) == []
+
+
+def test_the_dense_block_equals_a_direct_sql_recomputation(sample_warehouse):
+    """Every dense profile entry (decayed counts and value, the visit block: decayed active days and
+    baskets, totals, tenure, gaps, recency), recomputed by one SQL query over events_denormalized."""
+    wh = sample_warehouse
+    coders = _coders(wh)
+    _build(wh, coders, START, dt.date(2017, 3, 1))
+    as_of = dt.date(2017, 2, 28)
+    ids, profiles = load_profiles(wh, as_of, coders)
+    layout = ProfileLayout.from_coders(coders, HALF_LIVES)
+    names = profile_feature_names(layout)
+
+    def decayed(h: float, what: str) -> str:
+        return f"sum(power(0.5, (DATE '{as_of}' - r.d) / {h}){what})"
+
+    per_half_life = ", ".join(
+        f"{decayed(h, '')} FILTER (WHERE kind = 'event') AS \"event_count/h{h:g}\", "
+        f"{decayed(h, ' * v')} FILTER (WHERE kind = 'event') AS \"value/h{h:g}\", "
+        f"{decayed(h, '')} FILTER (WHERE kind = 'day') AS \"active_days/h{h:g}\", "
+        f"{decayed(h, '')} FILTER (WHERE kind = 'basket') AS \"baskets/h{h:g}\""
+        for h in HALF_LIVES
+    )
+    expected = wh.fetch_df(
+        f"""
+        WITH e AS (
+            SELECT CAST(client_id AS VARCHAR) AS c, event_date AS d, coalesce(value, 0) AS v,
+                   CAST(basket_id AS VARCHAR) AS b
+            FROM events_denormalized WHERE event_date >= DATE '{START}' AND event_date <= DATE '{as_of}'
+        ),
+        active AS (SELECT c, d, lag(d) OVER (PARTITION BY c ORDER BY d) AS prev FROM e GROUP BY c, d),
+        rows AS (
+            SELECT c, d, v, 'event' AS kind FROM e
+            UNION ALL SELECT c, d, 0, 'day' FROM active
+            UNION ALL SELECT c, d, 0, 'basket' FROM (SELECT c, d, b FROM e GROUP BY c, d, b)
+        )
+        SELECT r.c, {per_half_life},
+            count(*) FILTER (WHERE kind = 'event') AS n_events,
+            sum(v) FILTER (WHERE kind = 'event') AS value_total,
+            count(*) FILTER (WHERE kind = 'day') AS n_active_days,
+            count(*) FILTER (WHERE kind = 'basket') AS n_baskets,
+            DATE '{as_of}' - min(r.d) AS tenure_days,
+            any_value(coalesce(a.last_d - a.prev, 0)) AS last_gap_days,
+            DATE '{as_of}' - max(r.d) AS days_since_last_event,
+            CASE WHEN count(*) FILTER (WHERE kind = 'day') > 1
+                 THEN (max(r.d) - min(r.d)) / (count(*) FILTER (WHERE kind = 'day') - 1) ELSE 0 END AS mean_gap_days
+        FROM rows r
+        JOIN (SELECT c, d AS last_d, prev FROM active QUALIFY row_number() OVER (PARTITION BY c ORDER BY d DESC) = 1) a
+          ON a.c = r.c
+        GROUP BY r.c ORDER BY r.c
+        """
+    )
+    assert np.array_equal(ids, expected["c"].to_numpy())
+    dense = [n for n in names if not n.startswith("sketch/")]
+    assert {"active_days/h7", "baskets/h60", "n_baskets", "tenure_days", "mean_gap_days"} <= set(dense)
+    assert set(dense) == set(expected.columns) - {"c"}
+    for name in dense:
+        np.testing.assert_allclose(
+            profiles[:, names.index(name)], expected[name].to_numpy(np.float64), rtol=2e-5, atol=1e-3, err_msg=name
+        )
