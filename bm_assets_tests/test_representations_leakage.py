@@ -1,6 +1,6 @@
-"""temporal_graph, entity_embeddings and sketch_coders built for cutoff C depend on events
-before C only: poisoning every event at or after C leaves them bit-identical, while poisoning
-the day before C changes them (so the comparison can fail)."""
+"""temporal_graph, entity_embeddings and sketch_coders (their exact first levels included) built
+for cutoff C depend on events before C only: poisoning every event at or after C leaves them
+bit-identical, while poisoning the day before C changes them (so the comparison can fail)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pandas as pd
 from bm_assets.core.embeddings import build_entity_embeddings
 from bm_assets.core.graph import build_temporal_graph, graph_rows
 from bm_assets.core.sketches import fit_coders
+from bm_assets.core.tasks import top_values
 
 
 def _graph(wh, cfg) -> pd.DataFrame:
@@ -42,9 +43,15 @@ def test_graph_embeddings_and_coders_ignore_events_at_or_after_the_cutoff(sample
     cutoff = cfg.temporal.training_cutoff
     wh = sample_warehouse
 
+    n_head = rep.sketch.width - 1
+
+    def heads() -> dict[str, list[str]]:  # as the sketch_coders asset draws them, for every column
+        return {c: top_values(wh, c, "TRUE", cutoff, n_head) for c in rep.sketch_columns}
+
     graph = _graph(wh, cfg)
     embeddings = build_entity_embeddings(wh, rep)
-    coders = fit_coders(embeddings, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed)
+    heads_before = heads()
+    coders = fit_coders(embeddings, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed, heads_before)
     assert len(graph) > 0
 
     poisoned = _poison(wh, f"event_date >= DATE '{cutoff}'")
@@ -52,7 +59,10 @@ def test_graph_embeddings_and_coders_ignore_events_at_or_after_the_cutoff(sample
     graph_after = _graph(wh, cfg)
     pd.testing.assert_frame_equal(graph, graph_after)
     embeddings_after = build_entity_embeddings(wh, rep)
-    coders_after = fit_coders(embeddings_after, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed)
+    assert heads() == heads_before
+    coders_after = fit_coders(
+        embeddings_after, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed, heads_before
+    )
     assert list(embeddings) == list(embeddings_after)
     for column, emb in embeddings.items():
         assert np.array_equal(emb.ids, embeddings_after[column].ids)
@@ -65,3 +75,5 @@ def test_graph_embeddings_and_coders_ignore_events_at_or_after_the_cutoff(sample
     _poison(wh, f"event_date = DATE '{cutoff - dt.timedelta(days=1)}'")
     graph_leaky = _graph(wh, cfg)
     assert "POISON" in set(graph_leaky["entity"]) and len(graph_leaky) != len(graph)
+    # and a head drawn one day later would contain the poisoned department
+    assert "POISON" in top_values(wh, "department", "TRUE", cutoff + dt.timedelta(days=1), n_head)
