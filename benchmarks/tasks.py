@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             png = home / "reports" / f"{t.name}.png"
             if png.exists():
-                shutil.copy(png, REPO / "benchmarks" / f"RESULTS_{t.name}.png")
+                shutil.copy(png, Path(args.out).resolve().parent / f"RESULTS_{t.name}.png")  # beside the table
                 lines += ["", f"![{t.name}](RESULTS_{t.name}.png)"]
         if len(reports[t.name]) > 1:
             lines += ["", seeds_markdown(t, reports[t.name])]
