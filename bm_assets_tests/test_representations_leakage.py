@@ -12,7 +12,7 @@ import pandas as pd
 from bm_assets.core.embeddings import build_entity_embeddings
 from bm_assets.core.graph import build_temporal_graph, graph_rows
 from bm_assets.core.sketches import fit_coders
-from bm_assets.core.tasks import top_values
+from bm_assets.core.tasks import exact_head_values
 
 
 def _graph(wh, cfg) -> pd.DataFrame:
@@ -43,10 +43,8 @@ def test_graph_embeddings_and_coders_ignore_events_at_or_after_the_cutoff(sample
     cutoff = cfg.temporal.training_cutoff
     wh = sample_warehouse
 
-    n_head = rep.sketch.width - 1
-
-    def heads() -> dict[str, list[str]]:  # as the sketch_coders asset draws them, for every column
-        return {c: top_values(wh, c, "TRUE", cutoff, n_head) for c in rep.sketch_columns}
+    def heads() -> dict[str, list[str]]:  # what the sketch_coders asset draws, for every sketch column
+        return exact_head_values(wh, rep.sketch_columns, cutoff, rep.sketch.width)
 
     graph = _graph(wh, cfg)
     embeddings = build_entity_embeddings(wh, rep)
@@ -59,9 +57,10 @@ def test_graph_embeddings_and_coders_ignore_events_at_or_after_the_cutoff(sample
     graph_after = _graph(wh, cfg)
     pd.testing.assert_frame_equal(graph, graph_after)
     embeddings_after = build_entity_embeddings(wh, rep)
-    assert heads() == heads_before
+    heads_after = heads()
+    assert heads_after == heads_before
     coders_after = fit_coders(
-        embeddings_after, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed, heads_before
+        embeddings_after, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed, heads_after
     )
     assert list(embeddings) == list(embeddings_after)
     for column, emb in embeddings.items():
@@ -76,4 +75,5 @@ def test_graph_embeddings_and_coders_ignore_events_at_or_after_the_cutoff(sample
     graph_leaky = _graph(wh, cfg)
     assert "POISON" in set(graph_leaky["entity"]) and len(graph_leaky) != len(graph)
     # and a head drawn one day later would contain the poisoned department
-    assert "POISON" in top_values(wh, "department", "TRUE", cutoff + dt.timedelta(days=1), n_head)
+    later = exact_head_values(wh, ["department"], cutoff + dt.timedelta(days=1), rep.sketch.width)
+    assert "POISON" in later["department"]

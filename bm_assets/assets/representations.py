@@ -27,7 +27,7 @@ from bm_assets.core.graph import build_temporal_graph, graph_rows
 from bm_assets.core.profiles import ProfileLayout, batch_check, build_profiles_window
 from bm_assets.core.sketches import coders_fingerprint, fit_coders
 from bm_assets.core.sql import BEHAVIORAL_PROFILES
-from bm_assets.core.tasks import top_values
+from bm_assets.core.tasks import exact_head_values
 from bm_assets.partitions import window_of
 from bm_assets.resources import ArtifactStore, DatasetResource, WarehouseResource
 
@@ -119,9 +119,10 @@ def sketch_coders(
     rep = cfg.representation
     store = artifacts.store()
     embeddings = store.load_embeddings()
-    cutoff, n_head = cfg.temporal.training_cutoff, rep.sketch.width - 1
     with warehouse.open() as wh:  # the most frequent values before the cutoff
-        heads = {c: top_values(wh, c, "TRUE", cutoff, n_head) for c in rep.sketch.exact_head_columns or []}
+        heads = exact_head_values(
+            wh, rep.sketch.exact_head_columns or [], cfg.temporal.training_cutoff, rep.sketch.width
+        )
     coders = fit_coders(embeddings, rep.sketch_columns, rep.sketch.depth, rep.sketch.bits, rep.seed, heads)
     fingerprint = coders_fingerprint(coders)
     directory = store.save_coders(

@@ -475,6 +475,12 @@ def top_values(wh: Warehouse, column: str, where: str, before: dt.date, n: int |
     return value_counts(wh, column, where, before, n)["v"].tolist()
 
 
+def exact_head_values(wh: Warehouse, columns: list[str], cutoff: dt.date, width: int) -> dict[str, list[str]]:
+    """Per column, the `width - 1` most frequent values over every event before `cutoff`: the
+    values a sketch coder's exact first level gives a bucket of their own (with_exact_head)."""
+    return {c: top_values(wh, c, "TRUE", cutoff, width - 1) for c in columns}
+
+
 def future_window_sql(wh: Warehouse, dates: list[dt.date], horizon_days: int, where: str, cols: str) -> str:
     """Rows (client_id, t, cols...) of the events in [t, t + horizon_days) matching `where`."""
     return f"""
