@@ -175,6 +175,9 @@ def save_task_models(models: dict, promotion: dict, space: LabelSpace, directory
             save_boosters(a["gbdt"], tmp / "lightgbm" / name)
             arrays[f"{name}/mean"], arrays[f"{name}/basis"] = a["mean"], a["basis"]
             entry.update(type="hybrid", lightgbm=name, network=network(a["net"]))
+        elif isinstance(a, dict) and "ranker" in a:
+            save_boosters(a["ranker"], tmp / "lightgbm" / name)
+            entry.update(type="ranker", lightgbm=name, network=network(a["net"]))
         elif isinstance(a, dict) and "weights" in a:
             entry.update(type="blend", weights=a["weights"], network=network(a["net"]))
         elif isinstance(a, dict) and "mix" in a:
@@ -233,6 +236,8 @@ def load_task_models(directory: Path) -> SavedTask:
                 "mean": arrays[f"{name}/mean"],
                 "basis": arrays[f"{name}/basis"],
             }
+        elif kind == "ranker":
+            artifact = {"ranker": load_boosters(directory / "lightgbm" / e["lightgbm"]), "net": network(e["network"])}
         elif kind == "blend":
             artifact = {"weights": e["weights"], "net": network(e["network"])}
         elif kind == "mix":

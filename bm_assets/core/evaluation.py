@@ -21,6 +21,15 @@ from bm_assets.core.foundation import (
     task_network,
 )
 from bm_assets.core.kinds import KINDS, Boosters, kind_of, ranking_metrics
+from bm_assets.core.ranking import (
+    RANKER_MAX_TRAIN_LISTS,
+    ItemHistory,
+    candidate_pairs,
+    fit_lambdarank,
+    lists_with_relevant,
+    ranked_scores,
+    ranker_features,
+)
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec
 
 ROLES = ("validation", "test", "holdout")
@@ -52,8 +61,8 @@ class Split:
     f: np.ndarray
     y: np.ndarray
     y_train: np.ndarray | None = None
-    #: recommendation: per history half-life, the client's decayed past count of each candidate
-    history: list | None = None
+    #: recommendation: the client's past purchases of each candidate (before the split date)
+    history: ItemHistory | None = None
     #: the client of each row (rows of one client are resampled together by the bootstrap)
     clients: np.ndarray | None = None
 
@@ -63,7 +72,7 @@ class Split:
             self.f[idx],
             self.y[idx],
             None if self.y_train is None else self.y_train[idx],
-            None if self.history is None else [h[idx] for h in self.history],
+            None if self.history is None else self.history.subset(idx),
             None if self.clients is None else self.clients[idx],
         )
 
@@ -82,6 +91,8 @@ class TaskData:
     item_log_prior: np.ndarray | None = None  # float[n_candidates]: log frequency before the cutoff
     feature_names: list[str] = field(default_factory=list)  # the aggregates' columns (Split.f)
     feature_tops: dict[str, list[str]] = field(default_factory=dict)  # top values behind them
+    #: recommendation: float[n_candidates, len(ITEM_STATS)], repurchase statistics before the cutoff
+    item_stats: np.ndarray | None = None
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -276,7 +287,7 @@ def blend_scores(s: Split, data: TaskData, weights: dict[str, float], model_logp
     log-probability decode (ranks only depend on relative weights)."""
     assert s.history is not None and data.item_log_prior is not None
     out = np.zeros((len(s.y), len(data.item_log_prior)), dtype=np.float32)
-    for key, h in zip(BLEND_INPUTS[:2], s.history, strict=True):
+    for key, h in zip(BLEND_INPUTS[:2], s.history.decayed, strict=True):
         if weights.get(key):
             out += weights[key] * np.log1p(h.toarray())
     if weights.get("popularity"):
@@ -321,11 +332,45 @@ def fit_blend(
     return ModelResult(name, _blend_predictor(data, weights, net), time.perf_counter() - t0, artifact=artifact)
 
 
-def fit_recommendation_baselines(data: TaskData, net: BehavioralNet | None) -> dict[str, ModelResult]:
+def _ranker_predictor(data: TaskData, booster: lgb.Booster, net: BehavioralNet | None) -> Callable[[Split], np.ndarray]:
+    decode = network_predictor(data) if net is not None else None
+    return lambda s: ranked_scores(
+        booster, s.history, data.item_log_prior, data.item_stats, decode(net, s.x) if decode is not None else None
+    )
+
+
+def _ranker_pairs(data: TaskData, s: Split, net: BehavioralNet | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, relevance, rows) of the candidate pairs of the lists holding a relevant item."""
+    rows, items = candidate_pairs(s.history)
+    relevance = s.y[rows, items].astype(np.float32)
+    keep = lists_with_relevant(rows, relevance)
+    rows, items, relevance = rows[keep], items[keep], relevance[keep]
+    logp = network_predictor(data)(net, s.x) if net is not None else None
+    x = ranker_features(s.history, rows, items, data.item_log_prior, data.item_stats, logp)
+    return x, relevance, rows
+
+
+def fit_ranker(data: TaskData, name: str, seed: int, net: BehavioralNet | None = None) -> ModelResult:
+    """LightGBM LambdaRank over the exact-item history features (core/ranking.py) and, with
+    `net`, the network's decoded sketch; fitted on the training windows (at most
+    RANKER_MAX_TRAIN_LISTS lists with a relevant item, a seeded sample), early-stopped on
+    validation."""
+    t0 = time.perf_counter()
+    tr, val = data.splits["train"], data.splits["validation"]
+    lists = np.flatnonzero(tr.y.sum(1) > 0)
+    if len(lists) > RANKER_MAX_TRAIN_LISTS:
+        lists = np.sort(np.random.default_rng(seed).choice(lists, RANKER_MAX_TRAIN_LISTS, replace=False))
+    booster = fit_lambdarank(_ranker_pairs(data, tr.subset(lists), net), _ranker_pairs(data, val, net), seed)
+    artifact = {"ranker": Boosters([booster], []), "net": net}
+    return ModelResult(name, _ranker_predictor(data, booster, net), time.perf_counter() - t0, artifact=artifact)
+
+
+def fit_recommendation_baselines(data: TaskData, net: BehavioralNet | None, seed: int = 0) -> dict[str, ModelResult]:
     """repurchase: the client's decayed past count (long half-life), popularity breaking ties;
     repurchase_popularity: that plus popularity with a weight chosen on validation;
     <net>_blend: both history half-lives, popularity and the network's decode, weights chosen
-    on validation."""
+    on validation; history_ranker: LambdaRank over the history features (with item statistics);
+    <net>_ranker: the same with the network's decode as one more feature."""
     if data.splits["train"].history is None or data.item_log_prior is None:
         return {}
     tie = {"history_long": 1.0, "popularity": 1e-6}
@@ -338,6 +383,10 @@ def fit_recommendation_baselines(data: TaskData, net: BehavioralNet | None) -> d
     if net is not None:
         start = {**out["repurchase_popularity"].artifact["weights"], "model": 0.0}
         out["finetuned_blend"] = fit_blend(data, "finetuned_blend", BLEND_INPUTS, start, net)
+    if data.item_stats is not None:
+        out["history_ranker"] = fit_ranker(data, "history_ranker", seed)
+        if net is not None:
+            out["finetuned_ranker"] = fit_ranker(data, "finetuned_ranker", seed, net)
     return out
 
 
@@ -349,12 +398,14 @@ def repeat_share(s: Split, scores: np.ndarray, k: int = 10) -> float:
     has = s.y.sum(1) > 0
     top = np.argsort(-scores[has], axis=1, kind="stable")[:, :k]
     hits = np.take_along_axis(s.y[has], top, 1) > 0
-    seen = np.take_along_axis(s.history[-1][np.flatnonzero(has)].toarray(), top, 1) > 0
+    seen = np.take_along_axis(s.history.decayed[-1][np.flatnonzero(has)].toarray(), top, 1) > 0
     return float((hits & seen).sum() / hits.sum()) if hits.sum() else float("nan")
 
 
 def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np.ndarray]:
     """The predictor of a saved model (network, LightGBM list, blend weights or prior rates)."""
+    if isinstance(artifact, dict) and "ranker" in artifact:
+        return _ranker_predictor(data, artifact["ranker"].models[0], artifact["net"])
     if isinstance(artifact, dict) and "weights" in artifact:
         return _blend_predictor(data, artifact["weights"], artifact["net"])
     if isinstance(artifact, dict) and "mix" in artifact:
@@ -511,7 +562,7 @@ def run_task(
     prior = fit_prior(data)
     models[prior.name] = prior
     best_net = models["finetuned"].artifact if "finetuned" in models else None
-    models.update(fit_recommendation_baselines(data, best_net))  # {} unless items are ranked
+    models.update(fit_recommendation_baselines(data, best_net, ev.seed))  # {} unless items are ranked
     return TaskRun(models, evaluate(data, models, roles=("validation",)))
 
 

@@ -17,6 +17,7 @@ from bm_assets.core.features import aggregate_features, feature_tops
 from bm_assets.core.foundation import SketchLayout, normalise_sketch
 from bm_assets.core.kinds import kind_of
 from bm_assets.core.profiles import encode_events
+from bm_assets.core.ranking import ITEM_STATS, ItemHistory
 from bm_assets.core.sketches import SketchCoder, sketch
 from bm_assets.core.sql import ident
 from bm_assets.core.tasks import (
@@ -113,45 +114,114 @@ def sample_examples(ex: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return out
 
 
-#: Half-lives (days) of the exact-item purchase history of recommendation examples, and how far
-#: back it reads: "buy again" signals, the strongest baseline on repeat-heavy (grocery) data.
+#: Half-lives (days) of the exact-item purchase history of recommendation examples, how far back
+#: it reads, and the recent part of it: "buy again" signals, the strongest baseline on
+#: repeat-heavy (grocery) data.
 ITEM_HISTORY_HALF_LIVES = (14.0, 90.0)
 ITEM_HISTORY_DAYS = 365
+ITEM_HISTORY_RECENT_DAYS = 91
 
 
-def item_history(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: list[str]) -> list[sparse.csr_matrix]:
-    """Per half-life, float32 csr[n_examples, n_candidates]: the client's decayed count of each
-    candidate item among its events matching target.where in [t - ITEM_HISTORY_DAYS, t) (before
-    the split date only: no leakage into the window being predicted)."""
+def item_history(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: list[str]) -> ItemHistory:
+    """Each example's purchases of each candidate item among its events matching target.where in
+    [t - ITEM_HISTORY_DAYS, t): decayed counts per half-life, purchase days (all and recent),
+    days since the first and the last purchase, and the client's purchase days of any item.
+    Before the split date only: no leakage into the window being predicted."""
     n, m = len(examples), len(labels)
-    if n == 0 or m == 0:
-        return [sparse.csr_matrix((n, m), dtype=np.float32) for _ in ITEM_HISTORY_HALF_LIVES]
     dates = sorted(set(examples["t"]))
     col = ident(task.target.column)
-    weights = ", ".join(
-        f"sum(pow(0.5, date_diff('day', e.event_date, s.t) / {h})) AS w{i}"
-        for i, h in enumerate(ITEM_HISTORY_HALF_LIVES)
-    )
-    df = _normalise(
-        wh.fetch_df(
-            f"""WITH {_splits_cte(dates)}
-            SELECT e.client_id, s.t, CAST(e.{col} AS VARCHAR) AS v, {weights}
-            FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN splits s
-              ON e.event_date < s.t AND e.event_date >= s.t - INTERVAL {ITEM_HISTORY_DAYS} DAY
-            WHERE ({task.target.where}) AND e.{col} IS NOT NULL
-            GROUP BY ALL"""
-        )
-    )
     key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
-    row = key.get_indexer(pd.MultiIndex.from_frame(df[["client_id", "t"]]))
-    item = pd.Index(labels).get_indexer(df["v"])
-    keep = (row >= 0) & (item >= 0)
-    return [
-        sparse.csr_matrix(
-            (df[f"w{i}"].to_numpy(np.float32)[keep], (row[keep], item[keep])), shape=(n, m), dtype=np.float32
-        )
-        for i in range(len(ITEM_HISTORY_HALF_LIVES))
+    window = f"""FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN splits s
+              ON e.event_date < s.t AND e.event_date >= s.t - INTERVAL {ITEM_HISTORY_DAYS} DAY
+            WHERE ({task.target.where})"""
+    recent = f"e.event_date >= s.t - INTERVAL {ITEM_HISTORY_RECENT_DAYS} DAY"
+    names = [f"w{i}" for i in range(len(ITEM_HISTORY_HALF_LIVES))] + [
+        "days",
+        "recent_days",
+        "since_last",
+        "since_first",
     ]
+    if n and m:
+        weights = ", ".join(
+            f"sum(pow(0.5, date_diff('day', e.event_date, s.t) / {h})) AS w{i}"
+            for i, h in enumerate(ITEM_HISTORY_HALF_LIVES)
+        )
+        df = _normalise(
+            wh.fetch_df(
+                f"""WITH {_splits_cte(dates)}
+                SELECT e.client_id, s.t, CAST(e.{col} AS VARCHAR) AS v, {weights},
+                       count(DISTINCT e.event_date) AS days,
+                       count(DISTINCT e.event_date) FILTER (WHERE {recent}) AS recent_days,
+                       min(date_diff('day', e.event_date, s.t)) AS since_last,
+                       max(date_diff('day', e.event_date, s.t)) AS since_first
+                {window} AND e.{col} IS NOT NULL
+                GROUP BY ALL"""
+            )
+        )
+        clients = _normalise(
+            wh.fetch_df(
+                f"""WITH {_splits_cte(dates)}
+                SELECT e.client_id, s.t, count(DISTINCT e.event_date) AS days,
+                       count(DISTINCT e.event_date) FILTER (WHERE {recent}) AS recent_days
+                {window}
+                GROUP BY ALL"""
+            )
+        )
+    else:
+        df = pd.DataFrame({"client_id": [], "t": [], "v": [], **{c: [] for c in names}})
+        clients = pd.DataFrame({"client_id": [], "t": [], "days": [], "recent_days": []})
+    row = key.get_indexer(pd.MultiIndex.from_frame(df[["client_id", "t"]])) if len(df) else np.zeros(0, np.int64)
+    item = pd.Index(labels).get_indexer(df["v"]) if len(df) else np.zeros(0, np.int64)
+    keep = (row >= 0) & (item >= 0)
+
+    def matrix(c: str) -> sparse.csr_matrix:
+        values = df[c].to_numpy(np.float32)[keep]
+        return sparse.csr_matrix((values, (row[keep], item[keep])), shape=(n, m), dtype=np.float32)
+
+    per_client = np.zeros((2, n), np.float32)
+    if len(clients):
+        at = key.get_indexer(pd.MultiIndex.from_frame(clients[["client_id", "t"]]))
+        per_client[:, at[at >= 0]] = clients[["days", "recent_days"]].to_numpy(np.float32)[at >= 0].T
+    return ItemHistory(
+        [matrix(f"w{i}") for i in range(len(ITEM_HISTORY_HALF_LIVES))],
+        matrix("days"),
+        matrix("recent_days"),
+        matrix("since_last"),
+        matrix("since_first"),
+        per_client[0],
+        per_client[1],
+    )
+
+
+def item_repeat_stats(wh: Warehouse, task: TaskSpec, labels: list[str], cutoff: dt.date) -> np.ndarray:
+    """float32[n_candidates, len(ITEM_STATS)] over every client's purchases in the
+    ITEM_HISTORY_DAYS before the training cutoff: log(1 + buyers), the share of buyers who bought
+    the item on two days or more, and the median over those of their mean days between purchases
+    (NaN without a repeat buyer). How often and how soon an item is bought again."""
+    col = ident(task.target.column)
+    df = wh.fetch_df(
+        f"""SELECT CAST(e.{col} AS VARCHAR) AS v, count(DISTINCT e.event_date) AS days,
+                   date_diff('day', min(e.event_date), max(e.event_date)) AS span
+            FROM {wh.table(EVENTS_DENORMALIZED)} e
+            WHERE ({task.target.where}) AND e.{col} IS NOT NULL AND e.event_date < DATE '{cutoff}'
+              AND e.event_date >= DATE '{cutoff - dt.timedelta(days=ITEM_HISTORY_DAYS)}'
+            GROUP BY e.client_id, 1"""
+    )
+    out = np.full((len(labels), len(ITEM_STATS)), np.nan, np.float32)
+    out[:, 0] = 0.0
+    if df.empty:
+        return out
+    df["v"] = df["v"].astype(str)
+    df["gap"] = np.where(df["days"] >= 2, df["span"] / (df["days"] - 1).clip(lower=1), np.nan)
+    per_item = df.groupby("v").agg(
+        buyers=("days", "size"), repeat=("days", lambda d: float((d >= 2).mean())), gap=("gap", "median")
+    )
+    at = pd.Index(labels).get_indexer(per_item.index)
+    ok = at >= 0
+    out[at[ok]] = np.stack(
+        [np.log1p(per_item["buyers"].to_numpy(np.float64)), per_item["repeat"], per_item["gap"]], axis=1
+    )[ok]
+    return out
 
 
 def _split_examples(
@@ -229,5 +299,8 @@ def task_examples(
         splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train, history, ex["client_id"].to_numpy())
         frames[role] = ex
     layout = layout_of(coders)
-    data = TaskData(task, splits, labels, layout, space.item_codes, space.item_log_prior, feature_names, tops)
+    item_stats = item_repeat_stats(wh, task, labels, cutoff) if space.item_codes is not None else None
+    data = TaskData(
+        task, splits, labels, layout, space.item_codes, space.item_log_prior, feature_names, tops, item_stats
+    )
     return data, frames
