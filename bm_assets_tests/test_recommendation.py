@@ -227,3 +227,31 @@ def test_the_ranker_puts_bought_and_popular_candidates_before_the_rest():
     assert ranked == set(range(50)) | {m - 1}  # the 50 most popular and its own item
     rest = np.argsort(-scores, kind="stable")[len(ranked) :]
     assert rest.tolist() == sorted(rest.tolist())  # the others by popularity
+
+
+def test_ranker_inputs_ignore_events_at_or_after_the_split_and_the_cutoff(warehouse):
+    """No leakage into the ranker's inputs: poisoning every client's purchases from the split
+    date (history) or the cutoff (item statistics) on leaves them bit-identical; the same
+    poison one day earlier changes them, so the comparison can fail."""
+    ex = pd.DataFrame({"client_id": ["a", "b", "c"], "t": [T, T, T]})
+    labels = ["i1", "i2", "i3"]
+
+    def inputs(rows):
+        _load(warehouse, _events(rows))
+        h = item_history(warehouse, _task(), ex, labels)
+        mats = [*h.decayed, h.days, h.recent_days, h.since_last, h.since_first]
+        return [m.toarray() for m in mats] + [h.client_days, h.client_recent_days], item_repeat_stats(
+            warehouse, _task(), labels, T
+        )
+
+    def poison(day):
+        return [(c, day + D(k), "purchase", i, "m1", "c1", 1e6) for c in "abcz" for i in labels for k in (0, 1, 13)]
+
+    before, stats = inputs(ROWS)
+    after, stats_after = inputs(ROWS + poison(T))
+    for x, y in zip(before, after, strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(stats, stats_after)
+    leaky, stats_leaky = inputs(ROWS + poison(T - D(1)))
+    assert not all(np.array_equal(x, y) for x, y in zip(before, leaky, strict=True))
+    assert not np.array_equal(stats, stats_leaky, equal_nan=True)
