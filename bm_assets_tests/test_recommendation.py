@@ -255,3 +255,21 @@ def test_ranker_inputs_ignore_events_at_or_after_the_split_and_the_cutoff(wareho
     leaky, stats_leaky = inputs(ROWS + poison(T - D(1)))
     assert not all(np.array_equal(x, y) for x, y in zip(before, leaky, strict=True))
     assert not np.array_equal(stats, stats_leaky, equal_nan=True)
+
+
+def test_no_ranker_without_a_relevant_candidate_to_stop_on():
+    rng = np.random.default_rng(2)
+    m = 12
+    splits = {role: _cycle_split(n, m, rng) for role, n in (("train", 100), ("validation", 50), ("test", 50))}
+    splits["validation"].y[:] = 0  # nobody in the validation window bought a candidate
+    stats = np.stack([np.full(m, 3.0), np.full(m, 0.9), np.full(m, 14.0)], axis=1)
+    data = TaskData(
+        _task(),
+        splits,
+        [f"i{j}" for j in range(m)],
+        item_codes=np.zeros((m, 1), np.int64),
+        item_log_prior=np.log(np.linspace(100, 50, m)),
+        item_stats=stats,
+    )
+    assert fit_ranker(data, "history_ranker", seed=0) is None
+    assert "history_ranker" not in fit_recommendation_baselines(data, net=None, seed=0)

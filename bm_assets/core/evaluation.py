@@ -350,17 +350,21 @@ def _ranker_pairs(data: TaskData, s: Split, net: BehavioralNet | None) -> tuple[
     return x, relevance, rows
 
 
-def fit_ranker(data: TaskData, name: str, seed: int, net: BehavioralNet | None = None) -> ModelResult:
+def fit_ranker(data: TaskData, name: str, seed: int, net: BehavioralNet | None = None) -> ModelResult | None:
     """LightGBM LambdaRank over the exact-item history features (core/ranking.py) and, with
     `net`, the network's decoded sketch; fitted on the training windows (at most
     RANKER_MAX_TRAIN_LISTS lists with a relevant item, a seeded sample), early-stopped on
-    validation."""
+    validation. None when either window has no list with a relevant candidate (nothing to learn
+    or to stop on)."""
     t0 = time.perf_counter()
     tr, val = data.splits["train"], data.splits["validation"]
     lists = np.flatnonzero(tr.y.sum(1) > 0)
     if len(lists) > RANKER_MAX_TRAIN_LISTS:
         lists = np.sort(np.random.default_rng(seed).choice(lists, RANKER_MAX_TRAIN_LISTS, replace=False))
-    booster = fit_lambdarank(_ranker_pairs(data, tr.subset(lists), net), _ranker_pairs(data, val, net), seed)
+    train, validation = _ranker_pairs(data, tr.subset(lists), net), _ranker_pairs(data, val, net)
+    if not len(train[1]) or not train[1].any() or not validation[1].any():
+        return None
+    booster = fit_lambdarank(train, validation, seed)
     artifact = {"ranker": Boosters([booster], []), "net": net}
     return ModelResult(name, _ranker_predictor(data, booster, net), time.perf_counter() - t0, artifact=artifact)
 
@@ -384,9 +388,11 @@ def fit_recommendation_baselines(data: TaskData, net: BehavioralNet | None, seed
         start = {**out["repurchase_popularity"].artifact["weights"], "model": 0.0}
         out["finetuned_blend"] = fit_blend(data, "finetuned_blend", BLEND_INPUTS, start, net)
     if data.item_stats is not None:
-        out["history_ranker"] = fit_ranker(data, "history_ranker", seed)
-        if net is not None:
-            out["finetuned_ranker"] = fit_ranker(data, "finetuned_ranker", seed, net)
+        rankers = {"history_ranker": None, **({"finetuned_ranker": net} if net is not None else {})}
+        for name, ranker_net in rankers.items():
+            ranker = fit_ranker(data, name, seed, ranker_net)
+            if ranker is not None:
+                out[name] = ranker
     return out
 
 

@@ -75,6 +75,8 @@ def candidate_pairs(h: ItemHistory, n_popular: int = RANKER_POPULAR_CANDIDATES) 
 
 
 def _at(m: sparse.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    if not len(rows):
+        return np.zeros(0)
     return np.asarray(m[rows, items], dtype=np.float64).ravel()
 
 
