@@ -159,20 +159,26 @@ def _cycle_split(n: int, m: int, rng: np.random.Generator) -> Split:
     return Split(np.zeros((n, 2), np.float32), np.zeros((n, 1), np.float32), y, None, h, np.arange(n).astype(str))
 
 
-def test_the_history_ranker_learns_when_an_item_falls_due_and_survives_a_save():
-    rng = np.random.default_rng(0)
-    m = 24
-    splits = {role: _cycle_split(n, m, rng) for role, n in (("train", 800), ("validation", 300), ("test", 300))}
-    prior = np.log(np.linspace(100, 50, m))
+def _cycle_data(m: int, sizes: tuple[int, int, int], seed: int, popularity: tuple[float, float]) -> TaskData:
+    """Train, validation and test splits of `_cycle_split` over m candidates, popularity falling
+    linearly from popularity[0] to popularity[1], item statistics that know each cycle."""
+    rng = np.random.default_rng(seed)
+    splits = {role: _cycle_split(n, m, rng) for role, n in zip(("train", "validation", "test"), sizes, strict=True)}
     stats = np.stack([np.full(m, 3.0), np.full(m, 0.9), 7.0 * (1 + np.arange(m) % 4)], axis=1)
-    data = TaskData(
+    return TaskData(
         _task(),
         splits,
         [f"i{j}" for j in range(m)],
         item_codes=np.zeros((m, 1), np.int64),
-        item_log_prior=prior,
+        item_log_prior=np.log(np.linspace(*popularity, m)),
         item_stats=stats,
     )
+
+
+def test_the_history_ranker_learns_when_an_item_falls_due_and_survives_a_save():
+    m = 24
+    data = _cycle_data(m, (800, 300, 300), seed=0, popularity=(100, 50))
+    splits, prior = data.splits, data.item_log_prior
     models = fit_recommendation_baselines(data, net=None, seed=0)
     assert set(models) == {"repurchase", "repurchase_popularity", "history_ranker"}
     report = evaluate(data, models, roles=("test",))
@@ -195,9 +201,9 @@ def test_the_history_ranker_learns_when_an_item_falls_due_and_survives_a_save():
 
 
 def test_the_ranker_puts_bought_and_popular_candidates_before_the_rest():
-    rng = np.random.default_rng(1)
     m = 80  # more candidates than the popular ones every list gets
-    splits = {role: _cycle_split(n, m, rng) for role, n in (("train", 300), ("validation", 200), ("test", 50))}
+    data = _cycle_data(m, (300, 200, 50), seed=1, popularity=(1000, 10))
+    splits = data.splits
     # client 0 of the test split bought nothing but the last candidate
     h = splits["test"].history
     keep = np.ones(m, np.float32)
@@ -211,16 +217,6 @@ def test_the_ranker_puts_bought_and_popular_candidates_before_the_rest():
         h.since_first.multiply(mask).tocsr(),
         h.client_days,
         h.client_recent_days,
-    )
-    prior = np.log(np.linspace(1000, 10, m))
-    stats = np.stack([np.full(m, 3.0), np.full(m, 0.9), 7.0 * (1 + np.arange(m) % 4)], axis=1)
-    data = TaskData(
-        _task(),
-        splits,
-        [f"i{j}" for j in range(m)],
-        item_codes=np.zeros((m, 1), np.int64),
-        item_log_prior=prior,
-        item_stats=stats,
     )
     scores = fit_ranker(data, "history_ranker", seed=0).predict(splits["test"])[0]
     ranked = set(np.flatnonzero(scores >= 0).tolist())
@@ -258,18 +254,7 @@ def test_ranker_inputs_ignore_events_at_or_after_the_split_and_the_cutoff(wareho
 
 
 def test_no_ranker_without_a_relevant_candidate_to_stop_on():
-    rng = np.random.default_rng(2)
-    m = 12
-    splits = {role: _cycle_split(n, m, rng) for role, n in (("train", 100), ("validation", 50), ("test", 50))}
-    splits["validation"].y[:] = 0  # nobody in the validation window bought a candidate
-    stats = np.stack([np.full(m, 3.0), np.full(m, 0.9), np.full(m, 14.0)], axis=1)
-    data = TaskData(
-        _task(),
-        splits,
-        [f"i{j}" for j in range(m)],
-        item_codes=np.zeros((m, 1), np.int64),
-        item_log_prior=np.log(np.linspace(100, 50, m)),
-        item_stats=stats,
-    )
+    data = _cycle_data(12, (100, 50, 50), seed=2, popularity=(100, 50))
+    data.splits["validation"].y[:] = 0  # nobody in the validation window bought a candidate
     assert fit_ranker(data, "history_ranker", seed=0) is None
     assert "history_ranker" not in fit_recommendation_baselines(data, net=None, seed=0)
