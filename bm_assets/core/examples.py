@@ -131,10 +131,18 @@ def item_history(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: 
     dates = sorted(set(examples["t"]))
     col = ident(task.target.column)
     key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
-    window = f"""FROM {wh.table(EVENTS_DENORMALIZED)} e JOIN splits s
-              ON e.event_date < s.t AND e.event_date >= s.t - INTERVAL {ITEM_HISTORY_DAYS} DAY
-            WHERE ({task.target.where})"""
-    recent = f"e.event_date >= s.t - INTERVAL {ITEM_HISTORY_RECENT_DAYS} DAY"
+    # one row per client, item and day first: the join with the split dates then reads days,
+    # not purchase lines, and purchase days are a plain count
+    daily = f"""daily AS (
+                SELECT e.client_id, CAST(e.{col} AS VARCHAR) AS v, e.event_date AS d, count(*) AS lines
+                FROM {wh.table(EVENTS_DENORMALIZED)} e
+                WHERE ({task.target.where}) AND e.{col} IS NOT NULL
+                GROUP BY ALL)"""
+    visits = f"""visits AS (
+                SELECT DISTINCT e.client_id, e.event_date AS d
+                FROM {wh.table(EVENTS_DENORMALIZED)} e WHERE ({task.target.where}))"""
+    lookback = f"x.d < s.t AND x.d >= s.t - INTERVAL {ITEM_HISTORY_DAYS} DAY"
+    recent = f"x.d >= s.t - INTERVAL {ITEM_HISTORY_RECENT_DAYS} DAY"
     names = [f"w{i}" for i in range(len(ITEM_HISTORY_HALF_LIVES))] + [
         "days",
         "recent_days",
@@ -143,27 +151,26 @@ def item_history(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: 
     ]
     if n and m:
         weights = ", ".join(
-            f"sum(pow(0.5, date_diff('day', e.event_date, s.t) / {h})) AS w{i}"
+            f"sum(x.lines * pow(0.5, date_diff('day', x.d, s.t) / {h})) AS w{i}"
             for i, h in enumerate(ITEM_HISTORY_HALF_LIVES)
         )
         df = _normalise(
             wh.fetch_df(
-                f"""WITH {_splits_cte(dates)}
-                SELECT e.client_id, s.t, CAST(e.{col} AS VARCHAR) AS v, {weights},
-                       count(DISTINCT e.event_date) AS days,
-                       count(DISTINCT e.event_date) FILTER (WHERE {recent}) AS recent_days,
-                       min(date_diff('day', e.event_date, s.t)) AS since_last,
-                       max(date_diff('day', e.event_date, s.t)) AS since_first
-                {window} AND e.{col} IS NOT NULL
+                f"""WITH {_splits_cte(dates)}, {daily}
+                SELECT x.client_id, s.t, x.v, {weights},
+                       count(*) AS days,
+                       count(*) FILTER (WHERE {recent}) AS recent_days,
+                       min(date_diff('day', x.d, s.t)) AS since_last,
+                       max(date_diff('day', x.d, s.t)) AS since_first
+                FROM daily x JOIN splits s ON {lookback}
                 GROUP BY ALL"""
             )
         )
         clients = _normalise(
             wh.fetch_df(
-                f"""WITH {_splits_cte(dates)}
-                SELECT e.client_id, s.t, count(DISTINCT e.event_date) AS days,
-                       count(DISTINCT e.event_date) FILTER (WHERE {recent}) AS recent_days
-                {window}
+                f"""WITH {_splits_cte(dates)}, {visits}
+                SELECT x.client_id, s.t, count(*) AS days, count(*) FILTER (WHERE {recent}) AS recent_days
+                FROM visits x JOIN splits s ON {lookback}
                 GROUP BY ALL"""
             )
         )
