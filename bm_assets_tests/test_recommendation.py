@@ -22,7 +22,7 @@ from bm_assets.core.evaluation import (
 )
 from bm_assets.core.examples import ITEM_HISTORY_HALF_LIVES, item_history, item_repeat_stats
 from bm_assets.core.kinds import LabelSpace
-from bm_assets.core.ranking import ITEM_STATS, ItemHistory, candidate_pairs
+from bm_assets.core.ranking import ITEM_STATS, ItemHistory, candidate_pairs, ranker_feature_names
 from bm_assets.core.tasks import TaskSpec
 from bm_assets_tests.test_tasks import ROWS, T, _events, _load
 
@@ -198,6 +198,8 @@ def test_the_history_ranker_learns_when_an_item_falls_due_and_survives_a_save():
         )
         after = rebuild(data, "history_ranker", saved.models["history_ranker"]["artifact"])(splits["test"])
     np.testing.assert_array_equal(before, after)
+    booster = saved.models["history_ranker"]["artifact"]["ranker"].models[0]
+    assert booster.feature_name() == ranker_feature_names(2, with_model=False)  # the saved model names its inputs
 
 
 def test_the_ranker_puts_bought_and_popular_candidates_before_the_rest():

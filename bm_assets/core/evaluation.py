@@ -28,6 +28,7 @@ from bm_assets.core.ranking import (
     fit_lambdarank,
     lists_with_relevant,
     ranked_scores,
+    ranker_feature_names,
     ranker_features,
 )
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec
@@ -362,9 +363,10 @@ def fit_ranker(data: TaskData, name: str, seed: int, net: BehavioralNet | None =
     if len(lists) > RANKER_MAX_TRAIN_LISTS:
         lists = np.sort(np.random.default_rng(seed).choice(lists, RANKER_MAX_TRAIN_LISTS, replace=False))
     train, validation = _ranker_pairs(data, tr.subset(lists), net), _ranker_pairs(data, val, net)
-    if not len(train[1]) or not train[1].any() or not validation[1].any():
+    if not train[1].any() or not validation[1].any():
         return None
-    booster = fit_lambdarank(train, validation, seed)
+    names = ranker_feature_names(len(tr.history.decayed), with_model=net is not None)
+    booster = fit_lambdarank(train, validation, seed, names)
     artifact = {"ranker": Boosters([booster], []), "net": net}
     return ModelResult(name, _ranker_predictor(data, booster, net), time.perf_counter() - t0, artifact=artifact)
 

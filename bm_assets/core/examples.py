@@ -219,10 +219,9 @@ def item_repeat_stats(wh: Warehouse, task: TaskSpec, labels: list[str], cutoff: 
     if df.empty:
         return out
     df["v"] = df["v"].astype(str)
+    df["repeat"] = (df["days"] >= 2).astype(np.float64)
     df["gap"] = np.where(df["days"] >= 2, df["span"] / (df["days"] - 1).clip(lower=1), np.nan)
-    per_item = df.groupby("v").agg(
-        buyers=("days", "size"), repeat=("days", lambda d: float((d >= 2).mean())), gap=("gap", "median")
-    )
+    per_item = df.groupby("v").agg(buyers=("days", "size"), repeat=("repeat", "mean"), gap=("gap", "median"))
     at = pd.Index(labels).get_indexer(per_item.index)
     ok = at >= 0
     out[at[ok]] = np.stack(

@@ -64,12 +64,11 @@ def candidate_pairs(h: ItemHistory, n_popular: int = RANKER_POPULAR_CANDIDATES) 
     """(rows, items) sorted by row then item: each example's bought candidates and the
     `n_popular` most popular (candidates are ordered by popularity, 0 first)."""
     n, m = h.shape
-    bought = h.days.tocoo()
     k = min(n_popular, m)
     pop = sparse.csr_matrix(
         (np.ones(n * k, np.float32), (np.repeat(np.arange(n), k), np.tile(np.arange(k), n))), shape=(n, m)
     )
-    both = (sparse.csr_matrix((np.ones(bought.nnz, np.float32), (bought.row, bought.col)), shape=(n, m)) + pop).tocoo()
+    both = ((h.days != 0).astype(np.float32) + pop).tocoo()
     order = np.lexsort((both.col, both.row))
     return both.row[order].astype(np.int64), both.col[order].astype(np.int64)
 
@@ -130,9 +129,11 @@ def fit_lambdarank(
     train: tuple[np.ndarray, np.ndarray, np.ndarray],
     validation: tuple[np.ndarray, np.ndarray, np.ndarray],
     seed: int,
+    feature_names: list[str],
 ) -> lgb.Booster:
     """LambdaRank on (features, relevance, rows) per role, lists with a relevant pair only,
-    early-stopped on validation NDCG@10 of the candidate lists."""
+    early-stopped on validation NDCG@10 of the candidate lists; the saved model names its
+    features."""
     params = dict(
         objective="lambdarank",
         n_estimators=500,
@@ -154,6 +155,7 @@ def fit_lambdarank(
         xt,
         yt,
         group=_lists(rt),
+        feature_name=feature_names,
         eval_X=(xv,),
         eval_y=(yv,),
         eval_group=[_lists(rv)],
