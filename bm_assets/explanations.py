@@ -133,20 +133,26 @@ def explain_client(
 def _champion_network(dataset_name: str, task) -> tuple[object, list[str] | None, str]:
     """The champion version's network (what `<task>_scores` uses), its labels and how to name it."""
     from bm_assets.assets.tasks import task_model_name
-    from bm_assets.core.artifacts import load_registered
+    from bm_assets.core.artifacts import load_registered_model
+    from bm_assets.core.foundation import BehavioralNet
     from bm_assets.core.registry import champion
     from bm_assets.resources import MLflowResource
 
     registered = task_model_name(dataset_name, task)
-    version = champion(MLflowResource().client(), registered)
+    client = MLflowResource().client()
+    version = champion(client, registered)
     if version is None:
         raise LookupError(f"registered model {registered} has no champion: materialize {task.name}_model first")
-    if version.tags.get("network", "finetuned") not in ("finetuned", "scratch"):
-        raise LookupError(f"the champion of {registered} is not a network; use --model lightgbm or finetuned")
-    net, space = load_registered(MLflowResource().client(), registered, str(version.version))
-    if space is None:
-        raise LookupError(f"version {version.version} of {registered} has no saved label space: retrain {task.name}")
-    return net, space.labels, f"champion, version {version.version}"
+    served_name = version.tags.get("model", version.tags.get("network", "finetuned"))
+    if served_name not in ("finetuned", "scratch"):
+        raise LookupError(
+            f"the champion of {registered} serves {served_name}, not a network; explain one model of the latest "
+            "training instead: --model finetuned, --model scratch or --model lightgbm"
+        )
+    served = load_registered_model(client, registered, str(version.version), served_name)
+    if not isinstance(served.artifact, BehavioralNet):
+        raise LookupError(f"version {version.version} of {registered} holds no network; use --model finetuned")
+    return served.artifact, served.label_space.labels, f"champion, version {version.version}"
 
 
 def _label_index(task, labels: list[str] | None, scores: np.ndarray, label: str | None) -> int | None:

@@ -220,11 +220,17 @@ def test_the_ranker_puts_bought_and_popular_candidates_before_the_rest():
         h.client_days,
         h.client_recent_days,
     )
-    scores = fit_ranker(data, "history_ranker", seed=0).predict(splits["test"])[0]
-    ranked = set(np.flatnonzero(scores >= 0).tolist())
+    predict = fit_ranker(data, "history_ranker", seed=0).predict
+    scores = predict(splits["test"])[0]
+    order = np.argsort(-scores, kind="stable")
+    ranked = set(order[:51].tolist())
     assert ranked == set(range(50)) | {m - 1}  # the 50 most popular and its own item
-    rest = np.argsort(-scores, kind="stable")[len(ranked) :]
+    assert scores[order[50]] > scores[order[51]] + 0.5  # ... above the rest
+    rest = order[51:]
     assert rest.tolist() == sorted(rest.tolist())  # the others by popularity
+    # a client's scores are its own: the same row scored alone or in its batch
+    alone = predict(splits["test"].subset(np.array([3])))[0]
+    np.testing.assert_array_equal(alone, predict(splits["test"])[3])
 
 
 def test_ranker_inputs_ignore_events_at_or_after_the_split_and_the_cutoff(warehouse):

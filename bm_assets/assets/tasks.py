@@ -1,6 +1,7 @@
 """Per-task assets, generated from tasks.yaml: `<task>_model` (fine-tuned, scratch, LightGBM and
 prior models, selected on the validation window), `<task>_evaluation` (test window and held-out
-clients, the report JSON and curves) and `<task>_scores` (daily scores of the fine-tuned model)."""
+clients, the report JSON and curves) and `<task>_scores` (daily scores of the model the training picked
+on validation, registered in MLflow)."""
 
 import base64
 import datetime as dt
@@ -21,7 +22,7 @@ from dagster import (
 )
 
 from bm_assets.assets.foundation import load_champion_foundation, load_foundation_version, modeling_config
-from bm_assets.core.artifacts import SavedTask, Store, load_registered, log_network
+from bm_assets.core.artifacts import SavedTask, ServedModel, Store, load_registered_model, log_served
 from bm_assets.core.evaluation import (
     ModelResult,
     TaskData,
@@ -41,17 +42,17 @@ from bm_assets.core.explain import (
     task_drivers,
     top_reasons_per_row,
 )
+from bm_assets.core.foundation import BehavioralNet
 from bm_assets.core.kinds import LabelSpace, kind_of
 from bm_assets.core.profiles import iter_profiles, profiles_at_dates, read_layout_of
 from bm_assets.core.registry import champion, register_and_promote
 from bm_assets.core.report import build_report, curves_png, intervals_markdown, metrics_markdown, write_report
+from bm_assets.core.serving import day_inputs, served_choice, served_task_data
 from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql
 from bm_assets.partitions import window_of
 from bm_assets.resources import ArtifactStore, DatasetResource, MLflowResource, WarehouseResource
 
 TASKS_GROUP = "tasks"
-#: The networks a task model registers, in order of preference for scoring.
-NETWORKS = ("finetuned", "scratch")
 SCORE_COLUMNS = ("client_id", "score_date", "label", "score")
 
 
@@ -111,7 +112,8 @@ def _model_asset(task: TaskSpec) -> AssetsDefinition:
         description=f"{task.type} task, {task.horizon_days}-day horizon: {task.description} Fine-tuned "
         "from the champion foundation model, the same network from scratch, LightGBM on aggregates and a prior "
         "baseline, trained on split dates whose label windows end before the training cutoff. Each training "
-        f"registers a new version of the MLflow model `<dataset>_{task.name}`; it becomes the `champion` (the "
+        f"registers a new version of the MLflow model `<dataset>_{task.name}` holding the model picked on the "
+        f"validation window (any of them; a network only with `explain: true`); it becomes the `champion` (the "
         f"version {task.name}_scores uses) only if its validation {task.metrics[0]} is at least as good as the "
         "champion's.",
     )
@@ -150,29 +152,40 @@ def _model_asset(task: TaskSpec) -> AssetsDefinition:
             result = run_task(data, foundation, mcfg.foundation, mcfg.evaluation, on_epoch=log_epoch)
             for name, row in result.report.items():
                 mlflow_tracking.log_metrics({f"{name}_{k}": v for k, v in row.items()})
-            # each network with the label space it was trained on: scoring reads both back
-            sources = {n: log_network(result.models[n].artifact, n, space) for n in NETWORKS if n in result.models}
-            scorer = next(name for name in NETWORKS if name in result.models)
+            # the validation pick, with what it reads besides the profile: scoring reads it back
+            artifacts_by_name = {n: m.artifact for n, m in result.models.items()}
+            served_name = served_choice(task, result.report, artifacts_by_name)
+            served = ServedModel(
+                served_name,
+                result.models[served_name].artifact,
+                space,
+                list(mcfg.evaluation.feature_windows_days),
+                data.feature_tops,
+                data.feature_names,
+                data.item_stats,
+            )
+            source = log_served(result.models[served_name], served)
             metric = task.metrics[0]
             window = f"{cfg.data_start}..{cfg.temporal.test_start - dt.timedelta(days=1)}"
             promotion = register_and_promote(
                 client,
                 task_model_name(cfg.name, task),
-                sources[scorer],
+                source,
                 description=f"{task.type} task {task.name} of dataset {cfg.name} ({task.horizon_days}-day horizon): "
-                f"{task.description} The {scorer} network that {task.name}_scores runs while this version is the "
-                f"champion; fine-tuned from foundation version {foundation_version}.",
+                f"{task.description} Serves {served_name}, the best model of its training on the validation "
+                f"window, in {task.name}_scores while this version is the champion; the networks are fine-tuned "
+                f"from foundation version {foundation_version}.",
                 tags={
                     "dataset": cfg.name,
                     "task": task.name,
                     "type": task.type,
-                    "network": scorer,
+                    "model": served_name,
                     "foundation_version": foundation_version,
                     "data_window": window,
                     "dagster_run_id": context.run_id,
                 },
                 metric=metric,
-                score=result.report[scorer].get(f"validation_{metric}", float("nan")),
+                score=result.report[served_name].get(f"validation_{metric}", float("nan")),
             )
             mlflow.log_dict(promotion.as_dict(), "promotion.json")
             saved = store.save_task(task.name, result.models, promotion.as_dict(), space)
@@ -182,7 +195,8 @@ def _model_asset(task: TaskSpec) -> AssetsDefinition:
             metadata={
                 "mlflow_run_id": run.info.run_id,
                 "mlflow_run": link,
-                "validation": MetadataValue.md(metrics_markdown(result.report)),
+                "validation": MetadataValue.md(metrics_markdown(result.report, served_name)),
+                "served_model": served_name,
                 **_promotion_metadata(promotion.as_dict()),
                 "foundation_version": foundation_version,
                 **{f"n_{r}": len(f) for r, f in frames.items()},
@@ -327,19 +341,22 @@ def _scores_asset(task: TaskSpec, partitions: DailyPartitionsDefinition) -> Asse
         version = champion(client, registered)
         if version is None:
             raise RuntimeError(f"registered model {registered} has no champion: materialize {task.name}_model first")
-        network = version.tags.get("network", "finetuned")
-        net, space = load_registered(client, registered, str(version.version))
-        if space is None:
+        # versions registered before a task served its validation pick hold a network named by tag
+        named = version.tags.get("model", version.tags.get("network", "finetuned"))
+        served = load_registered_model(client, registered, str(version.version), named)
+        if task.explain and not isinstance(served.artifact, BehavioralNet):
             raise RuntimeError(
-                f"version {version.version} of {registered} has no saved label space: materialize {task.name}_model"
+                f"version {version.version} of {registered} serves {served.name}, not a network, and {task.name} has "
+                f"explain: true (reasons are a network's attributions): materialize {task.name}_model again"
             )
+        net = served.artifact if isinstance(served.artifact, BehavioralNet) else None
+        ev = modeling_config(dataset).evaluation
         start, end = window_of(context)
         table = f"{task.name}_scores"
         frames = []
         with warehouse.open(sandboxed=True) as wh:
-            labels = space.labels  # the labels the model was trained on, saved with it
-            data = TaskData(task, {}, labels, [], space.item_codes, space.item_log_prior)
-            predict = rebuild(data, network, net)
+            labels = served.label_space.labels  # the labels the model was trained on, saved with it
+            predict = rebuild(served_task_data(task, served), served.name, served.artifact)
             # Days before the training cutoff are the model's own training period: scoring them
             # would only cost time (a whole-history backfill), so they are left empty.
             first_scored = max(start, dataset.load().temporal.training_cutoff)
@@ -350,7 +367,7 @@ def _scores_asset(task: TaskSpec, partitions: DailyPartitionsDefinition) -> Asse
             reason_frames = []
             for day, ids, x in iter_profiles(wh, coders, days):  # one pass over the window, a day at a time
                 if len(ids):
-                    pred = predict(_Inputs(x))
+                    pred = predict(day_inputs(wh, task, served, ev, ids, x, day))
                     frames.append(kind_of(task).score_frame(task, labels, ids, pred, day))
                     if layout is not None:
                         reason_frames.append(
@@ -394,7 +411,7 @@ def _scores_asset(task: TaskSpec, partitions: DailyPartitionsDefinition) -> Asse
                 "dagster/row_count": len(scores),
                 "registered_model": registered,
                 "model_version": str(version.version),
-                "network": network,
+                "served_model": served.name,
                 "promotion_reason": version.tags.get("promotion_reason", ""),
                 "window": f"{start} .. {end} (exclusive)",
                 "scored_from": str(first_scored),
@@ -450,10 +467,3 @@ def _reason_frame(wh, task, labels, net, ids, x, pred, day, coders, layout, roll
             )
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
-
-
-class _Inputs:
-    """The profile-only view of a split the network predictors read."""
-
-    def __init__(self, x: np.ndarray):
-        self.x = x

@@ -13,8 +13,9 @@ read here, under one root, in one layout, in formats that hold data and never co
 
 A network is its constructor arguments (JSON) and its state dict (npz, float32 as trained);
 LightGBM models are LightGBM's own model strings. No pickle: loading an artifact runs no code
-from the file. Registered model versions in MLflow hold the same network folders (and the label
-space), logged as run artifacts, so a version is read back exactly like a local model."""
+from the file. Registered model versions in MLflow hold the same formats, logged as run artifacts:
+the foundation model's network folder, and a task's served model (`save_served`: its validation
+pick in the task bundle's layout), so a version is read back exactly like a local model."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +253,77 @@ def load_task_models(directory: Path) -> SavedTask:
     return SavedTask(models, manifest["promotion"], load_label_space(directory))
 
 
+# --- the served model -------------------------------------------------------------------------
+
+_SERVING = "serving.json"
+
+
+@dataclass
+class ServedModel:
+    """The one model a task's daily scores run (a registered version): its name in the training
+    report, its artifact (as in a SavedTask), the label space, and what it reads besides the
+    profile, fixed at training: the aggregates' windows, top values and column names, and the
+    candidates' repurchase statistics (float[n_candidates, k]) before the training cutoff."""
+
+    name: str
+    artifact: object
+    label_space: LabelSpace
+    feature_windows_days: list[int] = field(default_factory=list)
+    feature_tops: dict[str, list[str]] = field(default_factory=dict)
+    feature_names: list[str] = field(default_factory=list)
+    item_stats: np.ndarray | None = None
+
+
+def save_served(model, served: ServedModel, directory: Path) -> Path:
+    """`model` (a ModelResult) in the task bundle's layout, one model only, plus `serving.json`
+    and `serving.npz` (what it reads besides the profile). A network served alone also gets an
+    MLmodel file with its signature (the registry shows it)."""
+    save_task_models({served.name: model}, {}, served.label_space, directory)
+    context = {
+        "format": FORMAT,
+        "model": served.name,
+        "feature_windows_days": served.feature_windows_days,
+        "feature_tops": served.feature_tops,
+        "feature_names": served.feature_names,
+    }
+    (directory / _SERVING).write_text(json.dumps(context, indent=2), encoding="utf-8")
+    with open(directory / "serving.npz", "wb") as fh:
+        np.savez(fh, **({} if served.item_stats is None else {"item_stats": np.asarray(served.item_stats)}))
+    signature = network_signature(served.artifact)
+    if signature is not None:
+        from mlflow.models import Model
+
+        Model(artifact_path=served.name, signature=signature).save(str(directory / "MLmodel"))
+    return directory
+
+
+def load_served(directory: Path) -> ServedModel:
+    context = json.loads((directory / _SERVING).read_text(encoding="utf-8"))
+    saved = load_task_models(directory)
+    with np.load(directory / "serving.npz", allow_pickle=False) as z:
+        item_stats = z["item_stats"] if "item_stats" in z.files else None
+    return ServedModel(
+        context["model"],
+        saved.models[context["model"]]["artifact"],
+        saved.label_space,
+        [int(w) for w in context["feature_windows_days"]],
+        {str(c): [str(v) for v in vs] for c, vs in context["feature_tops"].items()},
+        [str(n) for n in context["feature_names"]],
+        item_stats,
+    )
+
+
+def log_served(model, served: ServedModel) -> str:
+    """Log the served model (`save_served`) to the active MLflow run under `served_model`; returns
+    the artifact URI a model version is registered from."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_served(model, served, Path(tmp) / "served_model")
+        mlflow.log_artifacts(str(folder), artifact_path="served_model")
+    return mlflow.get_artifact_uri("served_model")
+
+
 # --- registered versions in MLflow ------------------------------------------------------------
 
 
@@ -304,6 +376,26 @@ def load_registered(client, name: str, version: str) -> tuple[object, LabelSpace
         net = load_network(folder)
         space = load_label_space(folder) if (folder / "label_space.json").exists() else None
     return net, space
+
+
+def load_registered_model(client, name: str, version: str, default_name: str = "finetuned") -> ServedModel:
+    """The served model of a registered task model version. Versions registered before task
+    models served their validation pick hold a bare network: read as `default_name` (the
+    version's tag), reading the profile only."""
+    import mlflow
+
+    source = client.get_model_version(name, version).source
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
+        if (folder / _SERVING).exists():
+            return load_served(folder)
+    net, space = load_registered(client, name, version)
+    if space is None:
+        raise FileNotFoundError(
+            f"version {version} of registered model {name} has no saved label space: materialize the task's model "
+            "asset again to register a new version"
+        )
+    return ServedModel(default_name, net, space)
 
 
 @contextmanager

@@ -287,7 +287,7 @@ def blend_scores(s: Split, data: TaskData, weights: dict[str, float], model_logp
     each history half-life, log popularity (0 for the most popular item) and the model's
     log-probability decode (ranks only depend on relative weights)."""
     assert s.history is not None and data.item_log_prior is not None
-    out = np.zeros((len(s.y), len(data.item_log_prior)), dtype=np.float32)
+    out = np.zeros((s.history.shape[0], len(data.item_log_prior)), dtype=np.float32)
     for key, h in zip(BLEND_INPUTS[:2], s.history.decayed, strict=True):
         if weights.get(key):
             out += weights[key] * np.log1p(h.toarray())
@@ -428,6 +428,16 @@ def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np
     if isinstance(artifact, Boosters):
         return gbdt_predictor(data, artifact)
     return prior_predictor(np.asarray(artifact))
+
+
+def reads_aggregates(artifact: object) -> bool:
+    """Whether the saved model reads Split.f (LightGBM alone, the hybrid or the mix)."""
+    return isinstance(artifact, Boosters) or (isinstance(artifact, dict) and ("gbdt" in artifact or "mix" in artifact))
+
+
+def reads_history(artifact: object) -> bool:
+    """Whether the saved model reads Split.history (the repurchase blends and the rankers)."""
+    return isinstance(artifact, dict) and ("weights" in artifact or "ranker" in artifact)
 
 
 def fit_prior(data: TaskData, train_idx: np.ndarray | None = None) -> ModelResult:

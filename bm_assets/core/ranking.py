@@ -180,12 +180,19 @@ def ranked_scores(
     item_stats: np.ndarray,
     model_logp: np.ndarray | None = None,
 ) -> np.ndarray:
-    """float32[n, n_candidates]: the ranker's score on each list's candidates (shifted to >= 0)
-    and, below all of them, every other candidate by popularity."""
+    """float32[n, n_candidates]: the ranker's score on each list's candidates and, below the
+    lowest of them in the row, every other candidate by popularity. Each row depends on that
+    row alone: a client's scores do not change with the batch it is scored in."""
     n, m = h.shape
-    out = np.broadcast_to((log_prior - log_prior.max()).astype(np.float32) - 1000.0, (n, m)).copy()
+    popularity = (log_prior - log_prior.max()).astype(np.float32)
     rows, items = candidate_pairs(h)
+    floor = np.zeros(n, np.float32)
+    s = np.zeros(0, np.float32)
     if len(rows):
-        s = booster.predict(ranker_features(h, rows, items, log_prior, item_stats, model_logp))
-        out[rows, items] = (s - s.min()).astype(np.float32)
+        s = booster.predict(ranker_features(h, rows, items, log_prior, item_stats, model_logp)).astype(np.float32)
+        lowest = np.full(n, np.inf, np.float32)
+        np.minimum.at(lowest, rows, s)
+        floor = np.where(np.isfinite(lowest), lowest, 0.0).astype(np.float32)
+    out = floor[:, None] - 1.0 + popularity[None, :]
+    out[rows, items] = s
     return out
