@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -397,3 +398,61 @@ def test_bad_task_column_fails_with_the_same_message(tmp_path, warehouse, bq_war
             check_task_sql(wh, cfg)
         messages.append(str(err.value))
     assert messages[0] == messages[1] == f"{path}: tasks[0] (brands).target.column: unknown column 'no_such_column'"
+
+
+@pytest.mark.bigquery
+def test_task_inputs_on_bigquery_equal_duckdb(warehouse, bq_warehouse):
+    """What a task trains and a served model scores on, read by the same SQL on both engines:
+    eligible examples, labels, the aggregates, the exact-item history and the items' repurchase
+    statistics, over three clients' purchases on many days and two split dates."""
+    from bm_assets.core.examples import item_history, item_repeat_stats
+    from bm_assets.core.features import aggregate_features
+    from bm_assets.core.tasks import EvaluationConfig, TaskSpec, build_labels, eligible_clients
+    from bm_assets_tests.test_tasks import _events
+
+    rng = np.random.default_rng(0)
+    start = dt.date(2017, 1, 1)
+    rows = [
+        (c, start + dt.timedelta(days=int(d)), "purchase", f"i{int(i)}", f"m{int(i) % 3}", f"c{int(i) % 2}", float(v))
+        for c in ("a", "b", "c")
+        for d, i, v in zip(rng.integers(0, 120, 40), rng.integers(0, 6, 40), rng.integers(1, 9, 40), strict=True)
+    ]
+    events = _events(rows)
+    warehouse.insert_df("events_denormalized", events)
+    bq_warehouse.insert_df("events_denormalized", events)
+    splits = [dt.date(2017, 3, 1), dt.date(2017, 4, 1)]
+    examples = pd.DataFrame({"client_id": [c for c in ("a", "b", "c") for _ in splits], "t": splits * 3})
+    items = [f"i{k}" for k in range(6)]
+    recommend = TaskSpec.model_validate(
+        {"name": "next", "type": "recommendation", "horizon_days": 14, "target": {"column": "item_id"}}
+    )
+    spend = TaskSpec.model_validate(
+        {"name": "spend", "type": "regression", "horizon_days": 14, "target": {"value": "sum(value)", "default": 0}}
+    )
+    ev = EvaluationConfig(feature_windows_days=[7, 30])
+    tops = {"manufacturer_id": ["m0", "m1"]}
+    got = []
+    for wh in (warehouse, bq_warehouse):
+        h = item_history(wh, recommend, examples, items)
+        f, names = aggregate_features(wh, examples, ev, tops)
+        got.append(
+            {
+                "history": [m.toarray() for m in (*h.decayed, h.days, h.recent_days, h.since_last, h.since_first)]
+                + [h.client_days, h.client_recent_days],
+                "stats": item_repeat_stats(wh, recommend, items, splits[1]),
+                "aggregates": (f, names),
+                "labels": [build_labels(wh, recommend, examples, items), build_labels(wh, spend, examples, None)],
+                "eligible": eligible_clients(wh, recommend.eligible, splits),
+            }
+        )
+    duck, bq = got
+    for x, y in zip(duck["history"], bq["history"], strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+    assert duck["history"][2].sum() > 0  # purchases were read at all
+    np.testing.assert_allclose(duck["stats"], bq["stats"], rtol=1e-6)
+    assert duck["aggregates"][1] == bq["aggregates"][1]
+    np.testing.assert_allclose(duck["aggregates"][0], bq["aggregates"][0], rtol=1e-6)
+    for x, y in zip(duck["labels"], bq["labels"], strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+    assert duck["labels"][0].sum() > 0 and len(duck["eligible"]) > 0
+    pd.testing.assert_frame_equal(duck["eligible"], bq["eligible"])

@@ -435,7 +435,9 @@ def is_holdout(client_ids: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def _splits_cte(dates: list[dt.date]) -> str:
-    return "splits(t) AS (SELECT * FROM (VALUES " + ", ".join(f"({_d(d)})" for d in dates) + "))"
+    """`splits(t)`, one row per split date. A UNION ALL rather than a VALUES list: VALUES with
+    column aliases does not translate to BigQuery (its struct fields lose the alias)."""
+    return "splits AS (" + " UNION ALL ".join(f"SELECT {_d(d)} AS t" for d in dates) + ")"
 
 
 def eligible_sql(wh: Warehouse, eligible: Eligibility, dates: list[dt.date]) -> str:
