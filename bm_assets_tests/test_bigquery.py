@@ -456,3 +456,83 @@ def test_task_inputs_on_bigquery_equal_duckdb(warehouse, bq_warehouse):
         np.testing.assert_allclose(x, y, rtol=1e-6)
     assert duck["labels"][0].sum() > 0 and len(duck["eligible"]) > 0
     pd.testing.assert_frame_equal(duck["eligible"], bq["eligible"])
+
+
+SHORT_TASKS = """
+foundation: {horizon_days: 14, hidden: 16, layers: 1, max_epochs: 2, patience: 1, batch_size: 256}
+evaluation:
+  split_every_days: 14
+  warmup_days: 28
+  holdout_fraction: 0.2
+  feature_top_n: 2
+  task_max_epochs: 2
+  task_patience: 1
+  candidates: 100
+  bootstrap: 0
+  explain_examples: 0
+tasks:
+  - name: next_purchases
+    type: recommendation
+    horizon_days: 14
+    target: {column: item_id, where: "event_type = 'purchase'"}
+    eligible: {active_days: 28, where: "event_type = 'purchase'"}
+"""
+
+
+@pytest.mark.bigquery
+def test_the_whole_chain_on_bigquery_equals_duckdb(tmp_path, bq_dataset, bq_resource, monkeypatch):
+    """`bm-assets run` on four months of the sample, on BigQuery and on DuckDB: the same task
+    report (every model's validation, test and holdout metrics) and the same scores of the
+    served model (a ranker or blend over the purchase history). The task inputs of the other
+    kinds are compared query by query above (test_task_inputs_on_bigquery_equal_duckdb)."""
+    from bm_assets.cli import main
+    from bm_assets_tests.conftest import EMULATOR_PROJECT
+
+    raw = yaml.safe_load(BUNDLED_DATASET.read_text())
+    raw.update(
+        base_dir=str(BUNDLED_DATASET.parent),
+        data_end="2017-04-30",
+        temporal={"training_cutoff": "2017-03-19", "test_start": "2017-04-02", "test_end": "2017-05-01"},
+    )
+    raw["representation"]["sketch"].update(depth=2, bits=3)
+    raw["representation"]["cleora"]["dim"] = 8
+    (tmp_path / "ds").mkdir()
+    dataset = tmp_path / "ds" / "dataset.yaml"
+    dataset.write_text(yaml.safe_dump(raw))
+    (tmp_path / "ds" / "tasks.yaml").write_text(SHORT_TASKS)
+    monkeypatch.setenv("BM_DATASET", str(dataset))
+    out = {}
+    for storage in ("bigquery", "duckdb"):
+        home = tmp_path / storage
+        monkeypatch.setenv("BM_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+        monkeypatch.setenv("BM_STORAGE", storage)
+        monkeypatch.setenv("BM_GCP_PROJECT", EMULATOR_PROJECT)
+        monkeypatch.setenv("BM_BQ_DATASET", bq_dataset)
+        assert main(["run"]) == 0
+        duck = DuckDBWarehouseResource(database=str(home / "bm_assets.duckdb"))
+        resource = bq_resource if storage == "bigquery" else duck
+        with resource.open() as wh:
+            scores = {
+                t: wh.fetch_df(f"SELECT client_id, label, score FROM {wh.table(t + '_scores')} ORDER BY 1, 2")
+                for t in ("next_purchases",)
+            }
+        reports = {t: json.loads((home / "reports" / f"{t}.json").read_text()) for t in scores}
+        out[storage] = (reports, scores)
+    (bq_reports, bq_scores), (duck_reports, duck_scores) = out["bigquery"], out["duckdb"]
+    for task, report in duck_reports.items():
+        picked = bq_reports[task]["selected"]
+        assert (picked["model"], picked["by"]) == (report["selected"]["model"], report["selected"]["by"])
+        assert picked["value"] == pytest.approx(report["selected"]["value"], rel=1e-5)
+        for model, row in report["models"].items():
+            for key, value in row.items():
+                if "seconds" not in key:
+                    assert bq_reports[task]["models"][model][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (
+                        task,
+                        model,
+                        key,
+                    )
+        assert len(duck_scores[task]) > 0
+        keys = ["client_id", "label"]
+        pd.testing.assert_frame_equal(bq_scores[task][keys].astype(str), duck_scores[task][keys].astype(str))
+        np.testing.assert_allclose(bq_scores[task]["score"], duck_scores[task]["score"], rtol=1e-4, atol=1e-5)
