@@ -125,7 +125,7 @@ def test_the_registered_version_serves_the_report_pick_and_scores_only_its_day(t
     for name in ("next_purchases", "spend"):
         report = json.loads((bm_home / "reports" / f"{name}.json").read_text())
         version = client.get_model_version_by_alias(f"completejourney_sample_{name}", "champion")
-        assert version.tags["model"] == report["selected"]["model"]
+        assert version.tags["model"] == report["selected"]["model"] == report["registry"]["served_model"]
         served = load_registered_model(client, version.name, version.version)
         assert served.name == report["selected"]["model"]
         local = store.load_task(name).models[served.name]["artifact"]

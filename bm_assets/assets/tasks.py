@@ -187,8 +187,9 @@ def _model_asset(task: TaskSpec) -> AssetsDefinition:
                 metric=metric,
                 score=result.report[served_name].get(f"validation_{metric}", float("nan")),
             )
-            mlflow.log_dict(promotion.as_dict(), "promotion.json")
-            saved = store.save_task(task.name, result.models, promotion.as_dict(), space)
+            registry = {**promotion.as_dict(), "served_model": served_name}
+            mlflow.log_dict(registry, "promotion.json")
+            saved = store.save_task(task.name, result.models, registry, space)
             mlflow.log_artifacts(str(saved), artifact_path="bundle")
             link = mlflow_tracking.run_link(run)
         return MaterializeResult(
@@ -196,8 +197,7 @@ def _model_asset(task: TaskSpec) -> AssetsDefinition:
                 "mlflow_run_id": run.info.run_id,
                 "mlflow_run": link,
                 "validation": MetadataValue.md(metrics_markdown(result.report, served_name)),
-                "served_model": served_name,
-                **_promotion_metadata(promotion.as_dict()),
+                **_promotion_metadata(registry),
                 "foundation_version": foundation_version,
                 **{f"n_{r}": len(f) for r, f in frames.items()},
                 "train_sampled_from": int(frames["train"].attrs.get("sampled_from", len(frames["train"]))),
@@ -433,6 +433,8 @@ def _promotion_metadata(promotion: dict) -> dict:
         "champion_version": promotion["champion_version"],
         "promoted": promotion["promoted"],
         "promotion_reason": promotion["reason"],
+        # the model this version serves (bundles saved before versions served their pick: a network)
+        "served_model": promotion.get("served_model", "finetuned"),
     }
 
 
