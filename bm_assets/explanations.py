@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from bm_assets.assets.foundation import modeling_config
-from bm_assets.core.artifacts import Store
+from bm_assets.core.artifacts import ServedModel, Store, load_registered_model
+from bm_assets.core.evaluation import projected_features, rebuild
 from bm_assets.core.explain import (
     aggregate_title,
     as_of_examples,
@@ -20,9 +21,10 @@ from bm_assets.core.explain import (
     top_reasons,
 )
 from bm_assets.core.features import aggregate_features, feature_tops
-from bm_assets.core.foundation import predict
-from bm_assets.core.kinds import EXPLAINABLE, kind_of
+from bm_assets.core.foundation import BehavioralNet, predict
+from bm_assets.core.kinds import EXPLAINABLE, Boosters, kind_of
 from bm_assets.core.profiles import load_profiles, read_layout_of
+from bm_assets.core.serving import day_inputs, served_task_data
 from bm_assets.core.tasks import TaskConfigError, feature_columns
 from bm_assets.resources import DatasetResource, WarehouseResource
 from bm_assets.settings import bm_home
@@ -41,6 +43,8 @@ class ClientExplanation:
     reasons: pd.DataFrame  # title, direction, share
     completeness_gap: float | None = None
     collision_share: float | None = None
+    #: how the shares are made, when not one model's attributions (a mix of two models)
+    footer: str | None = None
 
     def lines(self) -> list[str]:
         window = f"[{self.day + dt.timedelta(days=1)}, {self.day + dt.timedelta(days=1 + self.horizon_days)})"
@@ -58,7 +62,9 @@ class ClientExplanation:
         out.append(f"  {'reason':<{width}}  direction  share")
         for _, r in self.reasons.iterrows():
             out.append(f"  {r['title']:<{width}}  {r['direction']:<9}  {r['share']:>5.0%}")
-        if self.completeness_gap is not None:
+        if self.footer is not None:
+            out.append(f"  {self.footer}")
+        elif self.completeness_gap is not None:
             out.append(
                 f"  attributions sum to the score change within {self.completeness_gap:.1e}; "
                 f"{self.collision_share:.0%} of the sketch attribution sits in buckets shared by two or more of "
@@ -92,29 +98,29 @@ def explain_client(
     if not kind.explainable:
         raise TaskConfigError(f"{task_name}: {kind.name} tasks are not explained (explanations cover {EXPLAINABLE})")
     store = Store(bm_home())
-    saved = store.load_task(task.name)
-    bundle, labels = saved.models, saved.label_space.labels  # the labels the models were trained on
-    champion_net, shown = None, model
     if model == "champion":
-        champion_net, labels, shown = _champion_network(cfg.name, task)
-    elif model not in bundle:
-        raise TaskConfigError(f"{task_name}: no model {model!r}; trained models are {sorted(bundle)}")
+        served, version = _champion(cfg.name, task)
+        shown = f"champion, version {version}"
+        if not isinstance(served.artifact, BehavioralNet):
+            with warehouse.open(sandboxed=True) as wh:
+                return explain_served(wh, cfg, mcfg, task, served, str(client_id), day, label, top, shown)
+        net, labels = served.artifact, served.label_space.labels
+    else:
+        saved = store.load_task(task.name)
+        bundle, labels = saved.models, saved.label_space.labels  # the labels the models were trained on
+        if model not in bundle:
+            raise TaskConfigError(f"{task_name}: no model {model!r}; trained models are {sorted(bundle)}")
+        net, shown = bundle[model]["artifact"], model
     coders = store.load_coders()
     with warehouse.open(sandboxed=True) as wh:
         ids, x = load_profiles(wh, day, coders)
-        pos = np.flatnonzero(ids == str(client_id))
-        if not len(pos):
-            raise LookupError(f"client {client_id} has no event up to the end of {day}: nothing to explain")
+        pos = _client_rows(ids, client_id, day)
         if model == "lightgbm":
             return _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, str(client_id), day, label, top)
-        net = champion_net if champion_net is not None else bundle[model]["artifact"]
         row = x[pos]
         scores = predict(net, row, kind.output())
         j = _label_index(task, labels, scores, label)
-        layout = read_layout_of(wh, coders)
-        explained = explain_rows(
-            wh, net, task.type, row, as_of_examples(ids[pos], day), coders, layout, item_rollups(cfg, coders), x, j
-        )
+        explained = _network_explained(wh, cfg, task, net, ids[pos], row, x, day, coders, j)
     return ClientExplanation(
         task=task.name,
         client_id=str(client_id),
@@ -130,11 +136,93 @@ def explain_client(
     )
 
 
-def _champion_network(dataset_name: str, task) -> tuple[object, list[str] | None, str]:
-    """The champion version's network (what `<task>_scores` uses), its labels and how to name it."""
+def _client_rows(ids: np.ndarray, client_id: str, day: dt.date) -> np.ndarray:
+    pos = np.flatnonzero(ids == str(client_id))
+    if not len(pos):
+        raise LookupError(f"client {client_id} has no event up to the end of {day}: nothing to explain")
+    return pos
+
+
+def _network_explained(wh, cfg, task, net, ids, rows, x, day, coders, j):
+    """Integrated Gradients of the network's output j (None: its only output) for profile rows."""
+    layout = read_layout_of(wh, coders)
+    return explain_rows(
+        wh, net, task.type, rows, as_of_examples(ids, day), coders, layout, item_rollups(cfg, coders), x, j
+    )
+
+
+def _gbdt_reasons(task, models, f: np.ndarray, names: list[str], tops: dict, j: int | None) -> pd.DataFrame:
+    """Every input of a LightGBM model by its SHAP value for output j: title (with the client's
+    value), direction, share of the total absolute contribution."""
+    contrib = gbdt_label_contributions(task.type, models, f, j)[0]
+    total = float(np.abs(contrib).sum()) or 1.0
+    order = np.argsort(-np.abs(contrib), kind="stable")
+    return pd.DataFrame(
+        {
+            "title": [f"{aggregate_title(names[i], tops)} = {f[0, i]:.4g}" for i in order],
+            "direction": ["raises" if contrib[i] >= 0 else "lowers" for i in order],
+            "share": [abs(contrib[i]) / total for i in order],
+        }
+    )
+
+
+def explain_served(
+    wh, cfg, mcfg, task, served: ServedModel, client_id: str, day: dt.date, label: str | None, top: int, shown: str
+) -> ClientExplanation:
+    """A served model that is not a network alone: LightGBM (SHAP values of its aggregates), the
+    hybrid (SHAP values of its aggregates and embedding components) or the mix of the network
+    and LightGBM (each part's shares weighted by its weight in the mix). The score is the served
+    model's own, from the inputs the daily scores rebuild for `day`."""
+    art, labels = served.artifact, served.label_space.labels
+    coders = Store(bm_home()).load_coders()
+    ids, x = load_profiles(wh, day, coders)
+    pos = _client_rows(ids, client_id, day)
+    inputs = day_inputs(wh, task, served, mcfg.evaluation, ids[pos], x[pos], day)
+    scores = np.asarray(rebuild(served_task_data(task, served), served.name, art)(inputs))
+    j = _label_index(task, labels, scores, label)
+    score = float(scores.reshape(-1)[0] if j is None else scores.reshape(1, -1)[0, j])
+    names, tops = served.feature_names, served.feature_tops
+    footer = None
+    if isinstance(art, Boosters):
+        reasons = _gbdt_reasons(task, art, inputs.f, names, tops, j)
+    elif isinstance(art, dict) and "gbdt" in art:
+        f = projected_features(art["net"], art)(inputs)
+        extra = [f"foundation embedding: component {k + 1}" for k in range(f.shape[1] - len(names))]
+        reasons = _gbdt_reasons(task, art["gbdt"], f, names + extra, tops, j)
+    elif isinstance(art, dict) and "mix" in art:
+        weight = float(art["mix"])
+        explained = _network_explained(wh, cfg, task, art["net"], ids[pos], x[pos], x, day, coders, j)
+        network = top_reasons(explained.reasons, 0, len(explained.reasons))[["title", "direction", "share"]]
+        trees = _gbdt_reasons(task, art["mix_gbdt"], inputs.f, names, tops, j)
+        parts = [network.assign(share=network["share"] * weight, title=network["title"] + " (network)")]
+        parts.append(trees.assign(share=trees["share"] * (1 - weight), title=trees["title"] + " (LightGBM)"))
+        reasons = pd.concat(parts, ignore_index=True).sort_values("share", ascending=False, kind="stable")
+        footer = (
+            f"the score averages the network ({weight:.0%}) and LightGBM ({1 - weight:.0%}); shares are each "
+            "model's shares of its own raw score (attributions; SHAP values), weighted by its part"
+        )
+    else:
+        raise LookupError(
+            f"the champion of {task.name} serves {served.name}, which has no reasons to show; explain a model of "
+            "the latest training instead: --model finetuned, --model scratch or --model lightgbm"
+        )
+    return ClientExplanation(
+        task.name,
+        client_id,
+        day,
+        task.horizon_days,
+        f"{shown}, {served.name}",
+        None if j is None else str(labels[j]),
+        score,
+        None,
+        reasons.head(top).reset_index(drop=True),
+        footer=footer,
+    )
+
+
+def _champion(dataset_name: str, task) -> tuple[ServedModel, str]:
+    """The model the champion version serves (what `<task>_scores` uses) and the version."""
     from bm_assets.assets.tasks import task_model_name
-    from bm_assets.core.artifacts import load_registered_model
-    from bm_assets.core.foundation import BehavioralNet
     from bm_assets.core.registry import champion
     from bm_assets.resources import MLflowResource
 
@@ -143,16 +231,8 @@ def _champion_network(dataset_name: str, task) -> tuple[object, list[str] | None
     version = champion(client, registered)
     if version is None:
         raise LookupError(f"registered model {registered} has no champion: materialize {task.name}_model first")
-    served_name = version.tags.get("model", version.tags.get("network", "finetuned"))
-    if served_name not in ("finetuned", "scratch"):
-        raise LookupError(
-            f"the champion of {registered} serves {served_name}, not a network; explain one model of the latest "
-            "training instead: --model finetuned, --model scratch or --model lightgbm"
-        )
-    served = load_registered_model(client, registered, str(version.version), served_name)
-    if not isinstance(served.artifact, BehavioralNet):
-        raise LookupError(f"version {version.version} of {registered} holds no network; use --model finetuned")
-    return served.artifact, served.label_space.labels, f"champion, version {version.version}"
+    named = version.tags.get("model", version.tags.get("network", "finetuned"))
+    return load_registered_model(client, registered, str(version.version), named), str(version.version)
 
 
 def _label_index(task, labels: list[str] | None, scores: np.ndarray, label: str | None) -> int | None:
@@ -179,16 +259,7 @@ def _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, client_id, day, label, to
     scores = np.asarray(kind_of(task).gbdt_predict(models, f, len(labels or [])))[0]
     j = _label_index(task, labels, scores, label)
     score = float(scores if j is None else scores[j])
-    contrib = gbdt_label_contributions(task.type, models, f, j)[0]
-    total = float(np.abs(contrib).sum()) or 1.0
-    order = np.argsort(-np.abs(contrib), kind="stable")[:top]
-    reasons = pd.DataFrame(
-        {
-            "title": [f"{aggregate_title(names[i], tops)} = {f[0, i]:.4g}" for i in order],
-            "direction": ["raises" if contrib[i] >= 0 else "lowers" for i in order],
-            "share": [abs(contrib[i]) / total for i in order],
-        }
-    )
+    reasons = _gbdt_reasons(task, models, f, names, tops, j).head(top)
     return ClientExplanation(
         task.name,
         client_id,

@@ -16,12 +16,14 @@ from mlflow import MlflowClient
 
 from bm_assets.assets.foundation import modeling_config
 from bm_assets.assets.tasks import _load_data
+from bm_assets.cli import main
 from bm_assets.core.artifacts import ServedModel, Store, load_registered_model
 from bm_assets.core.evaluation import reads_aggregates, reads_history, rebuild
 from bm_assets.core.foundation import BehavioralNet
 from bm_assets.core.profiles import iter_profiles
 from bm_assets.core.serving import day_inputs, served_choice, served_task_data
 from bm_assets.definitions import build_definitions
+from bm_assets.explanations import explain_served
 
 TASKS = """
 foundation: {horizon_days: 14, hidden: 32, layers: 1, max_epochs: 3, patience: 1, batch_size: 128}
@@ -82,6 +84,7 @@ def test_every_model_is_served_with_the_inputs_it_was_evaluated_on(trained, bm_h
     store = Store(bm_home)
     coders = store.load_coders()
     covered = {"aggregates": False, "history": False, "profile only": False}
+    explained: set[str] = set()
     for name in ("next_purchases", "spend"):
         mcfg = modeling_config(res["dataset"])
         task = mcfg.task(name)
@@ -111,13 +114,40 @@ def test_every_model_is_served_with_the_inputs_it_was_evaluated_on(trained, bm_h
                 inputs = day_inputs(wh, task, served, mcfg.evaluation, ids, x, day)
                 scored = rebuild(served_task_data(task, served), model, artifact)(inputs)[pos]
                 np.testing.assert_allclose(scored, evaluated, rtol=1e-5, atol=1e-5, err_msg=f"{name}: {model}")
+                if name == "spend" and not isinstance(artifact, BehavioralNet):
+                    _check_explained(res["dataset"].load(), mcfg, task, served, wh, test, rows, scored, day)
+                    explained.add(model)
                 covered["aggregates"] |= reads_aggregates(artifact)
                 covered["history"] |= reads_history(artifact)
                 covered["profile only"] |= isinstance(artifact, BehavioralNet)
     assert all(covered.values()), covered
+    assert {"lightgbm", "lightgbm_fm", "finetuned_lightgbm", "prior"} <= explained
 
 
-def test_the_registered_version_serves_the_report_pick_and_scores_only_its_day(trained, bm_home):
+def _check_explained(cfg, mcfg, task, served, wh, test, rows, scored, day) -> None:
+    """A served model that is not a network alone explains a client's score with its own
+    score: SHAP values, or both parts of the mix weighted; the prior has nothing to show."""
+    client = str(test["client_id"].to_numpy()[rows][0])
+    if isinstance(served.artifact, np.ndarray):
+        with pytest.raises(LookupError, match="no reasons"):
+            explain_served(wh, cfg, mcfg, task, served, client, day, None, 5, "v")
+        return
+    e = explain_served(wh, cfg, mcfg, task, served, client, day, None, 5, "v")
+    assert e.score == pytest.approx(float(scored[0]), rel=1e-5)
+    shares = e.reasons["share"].to_numpy()
+    assert len(shares) == 5 and (np.diff(shares) <= 0).all() and shares.sum() <= 1 + 1e-9
+    assert set(e.reasons["direction"]) <= {"raises", "lowers"}
+    if served.name == "finetuned_lightgbm":
+        assert "averages the network" in e.footer
+        assert e.reasons["title"].str.endswith(("(network)", "(LightGBM)")).all()
+    if served.name == "lightgbm_fm":
+        everything = explain_served(wh, cfg, mcfg, task, served, client, day, None, 10_000, "v")
+        assert everything.reasons["title"].str.startswith("foundation embedding: component").any()
+
+
+def test_the_registered_version_serves_the_report_pick_and_scores_only_its_day(
+    trained, bm_home, half_year, monkeypatch, capsys
+):
     defs, instance = trained
     client = MlflowClient(tracking_uri=f"sqlite:///{bm_home / 'mlflow.db'}")
     store = Store(bm_home)
@@ -134,6 +164,12 @@ def test_the_registered_version_serves_the_report_pick_and_scores_only_its_day(t
         assert len(scores) and set(scores["model_version"]) == {str(version.version)}
         if name == "next_purchases":
             assert scores.groupby("client_id").size().max() == 10  # top_k items per client
+        else:  # the champion's explanation prints the stored score, whatever model it serves
+            monkeypatch.setenv("BM_DATASET", str(half_year))
+            row = scores.iloc[0]
+            capsys.readouterr()
+            assert main(["explain", "--task", name, "--client", row["client_id"], "--date", str(day)]) == 0
+            assert f"score {row['score']:.4g} (champion, version {version.version}" in capsys.readouterr().out
 
         # events after the scored day (and only those) poisoned: the same scores
         with defs.resources["warehouse"].open() as wh:

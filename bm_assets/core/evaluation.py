@@ -222,14 +222,14 @@ def embedding_features(net: BehavioralNet, train: Split, k: int = EMBEDDING_COMP
     mean = e.mean(0)
     _, _, vt = np.linalg.svd(e - mean, full_matrices=False)
     projection = {"mean": mean, "basis": vt[: min(k, vt.shape[0])].T}
-    return _projected(net, projection), projection
+    return projected_features(net, projection), projection
 
 
 def _embed(net: BehavioralNet, x: np.ndarray) -> np.ndarray:
     return predict(net, x, lambda n, xb: n.embed(xb)).astype(np.float64)
 
 
-def _projected(net: BehavioralNet, projection: dict) -> Callable[[Split], np.ndarray]:
+def projected_features(net: BehavioralNet, projection: dict) -> Callable[[Split], np.ndarray]:
     def features(s: Split) -> np.ndarray:
         z = (_embed(net, s.x) - projection["mean"]) @ projection["basis"]
         return np.concatenate([s.f, z.astype(np.float32)], axis=1)
@@ -419,7 +419,7 @@ def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np
     if isinstance(artifact, dict) and "mix" in artifact:
         return _mix_predictor(data, artifact["mix"], artifact["net"], artifact["mix_gbdt"])
     if isinstance(artifact, dict) and "gbdt" in artifact:
-        features = _projected(artifact["net"], artifact)
+        features = projected_features(artifact["net"], artifact)
         base = gbdt_predictor(data, artifact["gbdt"])
         return lambda s: base(_with_features(s, features))
     if isinstance(artifact, BehavioralNet):
