@@ -213,18 +213,22 @@ tasks:
 """
 
 
+def sample_window(folder: Path, data_end: str, temporal: dict, tasks: str, depth: int, bits: int, dim: int) -> Path:
+    """The bundled sample's config cut at `data_end` with its own temporal split, sketch
+    depth/bits, Cleora dimension and tasks.yaml text, written to `folder`; returns the
+    dataset.yaml path."""
+    raw = yaml.safe_load(BUNDLED_DATASET.read_text())
+    raw.update(base_dir=str(BUNDLED_DATASET.parent), data_end=data_end, temporal=temporal)
+    raw["representation"]["sketch"].update(depth=depth, bits=bits)
+    raw["representation"]["cleora"]["dim"] = dim
+    folder.mkdir()
+    path = folder / "dataset.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    (folder / "tasks.yaml").write_text(tasks)
+    return path
+
+
 @pytest.fixture
 def half_year(tmp_path):
-    raw = yaml.safe_load(BUNDLED_DATASET.read_text())
-    raw.update(
-        base_dir=str(BUNDLED_DATASET.parent),
-        data_end="2017-06-30",
-        temporal={"training_cutoff": "2017-05-01", "test_start": "2017-05-29", "test_end": "2017-07-01"},
-    )
-    raw["representation"]["sketch"].update(depth=4, bits=4)
-    raw["representation"]["cleora"]["dim"] = 16
-    (tmp_path / "ds").mkdir()
-    path = tmp_path / "ds" / "dataset.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    (tmp_path / "ds" / "tasks.yaml").write_text(TASKS)
-    return path
+    temporal = {"training_cutoff": "2017-05-01", "test_start": "2017-05-29", "test_end": "2017-07-01"}
+    return sample_window(tmp_path / "ds", "2017-06-30", temporal, TASKS, depth=4, bits=4, dim=16)

@@ -486,20 +486,10 @@ def test_the_whole_chain_on_bigquery_equals_duckdb(tmp_path, bq_dataset, bq_reso
     served model (a ranker or blend over the purchase history). The task inputs of the other
     kinds are compared query by query above (test_task_inputs_on_bigquery_equal_duckdb)."""
     from bm_assets.cli import main
-    from bm_assets_tests.conftest import EMULATOR_PROJECT
+    from bm_assets_tests.conftest import EMULATOR_PROJECT, sample_window
 
-    raw = yaml.safe_load(BUNDLED_DATASET.read_text())
-    raw.update(
-        base_dir=str(BUNDLED_DATASET.parent),
-        data_end="2017-04-30",
-        temporal={"training_cutoff": "2017-03-19", "test_start": "2017-04-02", "test_end": "2017-05-01"},
-    )
-    raw["representation"]["sketch"].update(depth=2, bits=3)
-    raw["representation"]["cleora"]["dim"] = 8
-    (tmp_path / "ds").mkdir()
-    dataset = tmp_path / "ds" / "dataset.yaml"
-    dataset.write_text(yaml.safe_dump(raw))
-    (tmp_path / "ds" / "tasks.yaml").write_text(SHORT_TASKS)
+    temporal = {"training_cutoff": "2017-03-19", "test_start": "2017-04-02", "test_end": "2017-05-01"}
+    dataset = sample_window(tmp_path / "ds", "2017-04-30", temporal, SHORT_TASKS, depth=2, bits=3, dim=8)
     monkeypatch.setenv("BM_DATASET", str(dataset))
     out = {}
     for storage in ("bigquery", "duckdb"):
