@@ -138,7 +138,12 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     assert main(["explain", "--task", "churn", "--client", str(row["client_id"]), "--date", "2017-06-29"]) == 0
     out = capsys.readouterr().out
     assert f"churn for client {row['client_id']} on 2017-06-29" in out and "direction  share" in out
-    assert f"score {row['score']:.4g} (champion, version {row['model_version']})" in out
+    assert f"score {row['score']:.4g} (champion, version {row['model_version']}" in out
+    # the reasons stored beside the score are the top 3 the command shows, whatever model serves
+    mine = reasons[(reasons["client_id"] == row["client_id"]) & (pd.to_datetime(reasons["score_date"]) == "2017-06-29")]
+    shown = [line.strip() for line in out.splitlines() if line.rstrip().endswith("%")][:3]
+    for line, (_, r) in zip(shown, mine.sort_values("rank").iterrows(), strict=True):
+        assert line.startswith(r["reason"]) and f"{r['direction']}" in line and line.endswith(f"{r['share']:.0%}")
     # nothing after the explained day is read: rewrite the last day's events, same explanation
     wh = DuckDBWarehouse(str(bm_home / "bm_assets.duckdb"))
     try:

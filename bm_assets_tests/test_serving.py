@@ -19,9 +19,18 @@ from bm_assets.assets.tasks import _load_data
 from bm_assets.cli import main
 from bm_assets.core.artifacts import ServedModel, Store, load_registered_model
 from bm_assets.core.evaluation import reads_aggregates, reads_history, rebuild
+from bm_assets.core.explain import item_rollups
 from bm_assets.core.foundation import BehavioralNet
-from bm_assets.core.profiles import iter_profiles
-from bm_assets.core.serving import day_inputs, served_choice, served_task_data
+from bm_assets.core.kinds import Boosters
+from bm_assets.core.profiles import iter_profiles, read_layout_of
+from bm_assets.core.serving import (
+    ServedInputsError,
+    day_inputs,
+    has_reasons,
+    score_reasons,
+    served_choice,
+    served_task_data,
+)
 from bm_assets.definitions import build_definitions
 from bm_assets.explanations import explain_served
 
@@ -116,6 +125,8 @@ def test_every_model_is_served_with_the_inputs_it_was_evaluated_on(trained, bm_h
                 np.testing.assert_allclose(scored, evaluated, rtol=1e-5, atol=1e-5, err_msg=f"{name}: {model}")
                 if name == "spend" and not isinstance(artifact, BehavioralNet):
                     _check_explained(res["dataset"].load(), mcfg, task, served, wh, test, rows, scored, day)
+                    cfg = res["dataset"].load()
+                    _check_daily_reasons(cfg, mcfg, task, served, wh, coders, ids, x, inputs, pos, day)
                     explained.add(model)
                 covered["aggregates"] |= reads_aggregates(artifact)
                 covered["history"] |= reads_history(artifact)
@@ -143,6 +154,29 @@ def _check_explained(cfg, mcfg, task, served, wh, test, rows, scored, day) -> No
     if served.name == "lightgbm_fm":
         everything = explain_served(wh, cfg, mcfg, task, served, client, day, None, 10_000, "v")
         assert everything.reasons["title"].str.startswith("foundation embedding: component").any()
+
+
+def _check_daily_reasons(cfg, mcfg, task, served, wh, coders, ids, x, inputs, pos, day) -> None:
+    """With `explain: true`, the reasons stored beside each daily score are the served model's:
+    for a client, the top 3 of what `bm-assets explain` shows for that score."""
+    layout, rollups = read_layout_of(wh, coders), item_rollups(cfg, coders)
+    rows = pos[:4]
+    args = (wh, task, served, ids[rows], x[rows], inputs.subset(rows), None, day, coders, layout, rollups, x)
+    if not has_reasons(served.artifact):
+        with pytest.raises(ServedInputsError, match="no reasons"):
+            score_reasons(*args)
+        return
+    top = score_reasons(*args)
+    assert sorted(set(top["row"])) == list(range(len(rows)))
+    assert all(list(r) == [1, 2, 3] for _, r in top.groupby("row")["rank"])
+    assert top["share"].between(0, 1).all() and set(top["direction"]) <= {"raises", "lowers"}
+    assert (top.groupby("row")["share"].sum() <= 1 + 1e-9).all()
+    for i, row in enumerate(rows):
+        e = explain_served(wh, cfg, mcfg, task, served, str(ids[row]), day, None, 3, "v")
+        mine = top[top["row"] == i]
+        assert list(mine["reason"]) == list(e.reasons["title"]), served.name
+        np.testing.assert_allclose(mine["share"], e.reasons["share"], rtol=1e-4)
+        assert list(mine["direction"]) == list(e.reasons["direction"])
 
 
 def test_the_registered_version_serves_the_report_pick_and_scores_only_its_day(
@@ -186,7 +220,7 @@ def test_the_registered_version_serves_the_report_pick_and_scores_only_its_day(
             wh.execute(["DROP TABLE kept"])
 
 
-def test_served_choice_is_the_validation_pick_and_a_network_when_explained():
+def test_served_choice_is_the_validation_pick_and_a_model_with_reasons_when_explained():
     from bm_assets.core.tasks import TaskSpec
 
     net = BehavioralNet(4, 8, 1, 0.0, [], 1)
@@ -196,10 +230,19 @@ def test_served_choice_is_the_validation_pick_and_a_network_when_explained():
         "finetuned_lightgbm": {"validation_auroc": 0.76},
         "prior": {"validation_auroc": 0.5},
     }
-    artifacts = {"finetuned": net, "lightgbm": object(), "finetuned_lightgbm": {"mix": 0.5}, "prior": np.zeros(1)}
+    artifacts = {
+        "finetuned": net,
+        "lightgbm": Boosters([object()]),
+        "finetuned_lightgbm": {"mix": 0.5},
+        "prior": np.zeros(1),
+    }
     task = TaskSpec(name="churn", type="binary", horizon_days=14, target={"value": "count(*) = 0", "default": 1})
     assert served_choice(task, report, artifacts) == "finetuned_lightgbm"
     explained = task.model_copy(update={"explain": True})
-    assert served_choice(explained, report, artifacts) == "finetuned"
+    assert served_choice(explained, report, artifacts) == "finetuned_lightgbm"
+    # the prior, best on validation, has no reasons: with explain: true the best model that has
+    prior_best = {**report, "prior": {"validation_auroc": 0.9}}
+    assert served_choice(task, prior_best, artifacts) == "prior"
+    assert served_choice(explained, prior_best, artifacts) == "finetuned_lightgbm"
     undefined = {n: {"validation_auroc": float("nan")} for n in report}
     assert served_choice(task, undefined, artifacts) == "finetuned"

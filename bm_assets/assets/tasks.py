@@ -34,20 +34,16 @@ from bm_assets.core.evaluation import (
 )
 from bm_assets.core.examples import CachedProfiles, task_examples
 from bm_assets.core.explain import (
-    as_of_examples,
     drivers_markdown_all,
     drivers_png,
-    explain_rows,
     item_rollups,
     task_drivers,
-    top_reasons_per_row,
 )
-from bm_assets.core.foundation import BehavioralNet
 from bm_assets.core.kinds import LabelSpace, kind_of
 from bm_assets.core.profiles import iter_profiles, profiles_at_dates, read_layout_of
 from bm_assets.core.registry import champion, register_and_promote
 from bm_assets.core.report import build_report, curves_png, intervals_markdown, metrics_markdown, write_report
-from bm_assets.core.serving import day_inputs, served_choice, served_task_data
+from bm_assets.core.serving import day_inputs, has_reasons, score_reasons, served_choice, served_task_data
 from bm_assets.core.tasks import ModelingConfig, TaskSpec, check_task_sql
 from bm_assets.partitions import window_of
 from bm_assets.resources import ArtifactStore, DatasetResource, MLflowResource, WarehouseResource
@@ -113,7 +109,7 @@ def _model_asset(task: TaskSpec) -> AssetsDefinition:
         "from the champion foundation model, the same network from scratch, LightGBM on aggregates and a prior "
         "baseline, trained on split dates whose label windows end before the training cutoff. Each training "
         f"registers a new version of the MLflow model `<dataset>_{task.name}` holding the model picked on the "
-        f"validation window (any of them; a network only with `explain: true`); it becomes the `champion` (the "
+        f"validation window (any of them; with `explain: true`, one with per-client reasons); it becomes the `champion` (the "
         f"version {task.name}_scores uses) only if its validation {task.metrics[0]} is at least as good as the "
         "champion's.",
     )
@@ -344,12 +340,11 @@ def _scores_asset(task: TaskSpec, partitions: DailyPartitionsDefinition) -> Asse
         # versions registered before a task served its validation pick hold a network named by tag
         named = version.tags.get("model", version.tags.get("network", "finetuned"))
         served = load_registered_model(client, registered, str(version.version), named)
-        if task.explain and not isinstance(served.artifact, BehavioralNet):
+        if task.explain and not has_reasons(served.artifact):
             raise RuntimeError(
-                f"version {version.version} of {registered} serves {served.name}, not a network, and {task.name} has "
-                f"explain: true (reasons are a network's attributions): materialize {task.name}_model again"
+                f"version {version.version} of {registered} serves {served.name}, which has no per-client reasons, "
+                f"and {task.name} has explain: true: materialize {task.name}_model again"
             )
-        net = served.artifact if isinstance(served.artifact, BehavioralNet) else None
         ev = modeling_config(dataset).evaluation
         start, end = window_of(context)
         table = f"{task.name}_scores"
@@ -367,11 +362,12 @@ def _scores_asset(task: TaskSpec, partitions: DailyPartitionsDefinition) -> Asse
             reason_frames = []
             for day, ids, x in iter_profiles(wh, coders, days):  # one pass over the window, a day at a time
                 if len(ids):
-                    pred = predict(day_inputs(wh, task, served, ev, ids, x, day))
+                    inputs = day_inputs(wh, task, served, ev, ids, x, day)
+                    pred = predict(inputs)
                     frames.append(kind_of(task).score_frame(task, labels, ids, pred, day))
                     if layout is not None:
                         reason_frames.append(
-                            _reason_frame(wh, task, labels, net, ids, x, pred, day, coders, layout, rollups)
+                            _reason_frame(wh, task, served, ids, x, inputs, pred, day, coders, layout, rollups)
                         )
             scores = pd.concat(frames) if frames else pd.DataFrame({c: [] for c in SCORE_COLUMNS})
             scores["model_version"] = str(version.version)
@@ -442,29 +438,33 @@ def _promotion_metadata(promotion: dict) -> dict:
 _EXPLAIN_CHUNK = 2000
 
 
-def _reason_frame(wh, task, labels, net, ids, x, pred, day, coders, layout, rollups) -> pd.DataFrame:
-    """The top 3 reasons of each client's score on `day` (multilabel/multiclass: of its
-    top-scored label), from events up to the end of `day` only."""
+def _reason_frame(wh, task, served, ids, x, inputs, pred, day, coders, layout, rollups) -> pd.DataFrame:
+    """The top 3 reasons of each client's score on `day` by the served model (multilabel and
+    multiclass: of its top-scored label), from events up to the end of `day` only."""
+    labels = served.label_space.labels
     target = None if pred.ndim == 1 else pred.argmax(1)
     out = []
     for i in range(0, len(ids), _EXPLAIN_CHUNK):
         sl = slice(i, i + _EXPLAIN_CHUNK)
-        explained = explain_rows(
+        rows = np.arange(len(ids))[sl]
+        top = score_reasons(
             wh,
-            net,
-            task.type,
+            task,
+            served,
+            ids[sl],
             x[sl],
-            as_of_examples(ids[sl], day),
+            inputs.subset(rows),
+            None if target is None else target[sl],
+            day,
             coders,
             layout,
             rollups,
             x,
-            None if target is None else target[sl],
         )
-        top = top_reasons_per_row(explained.reasons, 3)
-        label = task.name if target is None else np.asarray(labels)[target[sl]][top["row"].to_numpy()]
+        r = top["row"].to_numpy(dtype=np.int64)
+        label = task.name if target is None else np.asarray(labels)[target[sl]][r]
         out.append(
-            pd.DataFrame({"client_id": ids[sl][top["row"].to_numpy()], "score_date": day, "label": label}).join(
+            pd.DataFrame({"client_id": ids[sl][r], "score_date": day, "label": label}).join(
                 top.drop(columns="row").reset_index(drop=True)
             )
         )

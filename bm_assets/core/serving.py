@@ -11,11 +11,21 @@ import numpy as np
 import pandas as pd
 
 from bm_assets.core.artifacts import ServedModel
-from bm_assets.core.evaluation import Split, TaskData, reads_aggregates, reads_history
+from bm_assets.core.evaluation import Split, TaskData, projected_features, reads_aggregates, reads_history
 from bm_assets.core.examples import item_history
+from bm_assets.core.explain import (
+    aggregate_title,
+    as_of_examples,
+    explain_rows,
+    gbdt_label_contributions,
+    top_reasons_per_row,
+)
 from bm_assets.core.features import aggregate_features
 from bm_assets.core.foundation import BehavioralNet
+from bm_assets.core.kinds import Boosters
+from bm_assets.core.profiles import ProfileLayout
 from bm_assets.core.report import selected_model
+from bm_assets.core.sketches import SketchCoder
 from bm_assets.core.tasks import EvaluationConfig, TaskSpec
 from bm_assets.core.warehouse import Warehouse
 
@@ -24,11 +34,20 @@ class ServedInputsError(RuntimeError):
     """The served model's inputs cannot be rebuilt as it was trained on them."""
 
 
+def has_reasons(artifact: object) -> bool:
+    """Whether a model's scores can be explained per client: a network (attributions), LightGBM
+    and the hybrid (SHAP values), the mix of the two (both, weighted by the mix). The prior,
+    the same score for everyone, has nothing to explain."""
+    if isinstance(artifact, dict):
+        return "gbdt" in artifact or "mix" in artifact
+    return isinstance(artifact, (BehavioralNet, Boosters))
+
+
 def servable(task: TaskSpec, artifact: object) -> bool:
-    """Whether the daily scores can run the model: with `explain: true` only a network (the
-    reasons written beside each score are the network's attributions, so they must explain the
-    model that scored); otherwise any model."""
-    return isinstance(artifact, BehavioralNet) or not task.explain
+    """Whether the daily scores can run the model: with `explain: true` only a model with
+    reasons (the reasons written beside each score must explain the model that scored);
+    otherwise any model."""
+    return has_reasons(artifact) or not task.explain
 
 
 def served_choice(task: TaskSpec, report: dict[str, dict[str, float]], artifacts: dict[str, object]) -> str:
@@ -87,3 +106,116 @@ def day_inputs(
     if reads_history(served.artifact):
         history = item_history(wh, task, examples, served.label_space.labels or [])
     return Split(x, f, np.zeros((n, 0), np.float32), history=history, clients=np.asarray(client_ids))
+
+
+#: Reason columns of `<task>_score_reasons`, after client_id, score_date and label.
+REASON_COLUMNS = ("rank", "reason", "direction", "share")
+
+
+def _gbdt_top_reasons(
+    task: TaskSpec, models: Boosters, f: np.ndarray, names: list[str], tops: dict, target: np.ndarray | None, k: int
+) -> pd.DataFrame:
+    """(row, reason, attribution, share): each row's k inputs with the largest absolute SHAP
+    value for the row's output (`target`; None: the one score), titled with the row's value;
+    share of the row's total absolute SHAP value. A label LightGBM saw constant in training has
+    no model and its rows no reasons."""
+    n = len(f)
+    if target is None:
+        groups = [(None, np.arange(n))]
+    else:
+        groups = [(int(j), np.flatnonzero(target == j)) for j in np.unique(target)]
+    out = []
+    for j, rows in groups:
+        contrib = gbdt_label_contributions(task.type, models, f[rows], j)
+        if contrib is None or not len(rows):
+            continue
+        size = np.abs(contrib)
+        total = size.sum(1)
+        order = np.argsort(-size, axis=1, kind="stable")[:, :k]
+        r = np.repeat(np.arange(len(rows)), order.shape[1])
+        c = order.ravel()
+        keep = size[r, c] > 0
+        r, c = r[keep], c[keep]
+        titles = [f"{aggregate_title(names[i], tops)} = {f[rows[a], i]:.4g}" for a, i in zip(r, c, strict=True)]
+        out.append(
+            pd.DataFrame(
+                {
+                    "row": rows[r],
+                    "reason": titles,
+                    "attribution": contrib[r, c],
+                    "share": size[r, c] / np.where(total[r] > 0, total[r], 1.0),
+                }
+            )
+        )
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["row", "reason", "attribution", "share"])
+
+
+def _network_top_reasons(wh, net, task, x, ids, day, coders, layout, rollups, reference, target, k) -> pd.DataFrame:
+    """(row, reason, attribution, share) of the network's Integrated Gradients attributions
+    (against the baseline of the `reference` profiles)."""
+    examples = as_of_examples(ids, day)
+    explained = explain_rows(wh, net, task.type, x, examples, coders, layout, rollups, reference, target)
+    top = top_reasons_per_row(explained.reasons, k)
+    sign = np.where(top["direction"].to_numpy() == "raises", 1.0, -1.0)
+    return pd.DataFrame(
+        {"row": top["row"], "reason": top["reason"], "attribution": sign * top["share"], "share": top["share"]}
+    )
+
+
+def score_reasons(
+    wh: Warehouse,
+    task: TaskSpec,
+    served: ServedModel,
+    ids: np.ndarray,
+    x: np.ndarray,
+    inputs: Split,
+    target: np.ndarray | None,
+    day: dt.date,
+    coders: dict[str, SketchCoder],
+    layout: ProfileLayout,
+    rollups: dict[str, list[str]],
+    reference: np.ndarray,
+    k: int = 3,
+) -> pd.DataFrame:
+    """(row, rank, reason, direction, share): the k largest reasons of each row's score by the
+    served model, from the inputs it scored with (`inputs`, rows of `x`, the profiles of `ids`
+    at the end of `day`). A network: its attributions over the profile, against the baseline of
+    the `reference` profiles (the day's population); LightGBM and the hybrid: SHAP values of the aggregates and
+    embedding components; the mix: both, each model's shares of its own raw score weighted by its
+    part (reasons end in "(network)" or "(LightGBM)"). Multilabel/multiclass: of output
+    target[row]. Shares are of the row's total absolute contribution."""
+    art = served.artifact
+    names, tops = served.feature_names, served.feature_tops
+    if isinstance(art, BehavioralNet):
+        top = _network_top_reasons(wh, art, task, x, ids, day, coders, layout, rollups, reference, target, k)
+    elif isinstance(art, Boosters):
+        top = _gbdt_top_reasons(task, art, inputs.f, names, tops, target, k)
+    elif isinstance(art, dict) and "gbdt" in art:
+        f = projected_features(art["net"], art)(inputs)
+        extra = [f"foundation embedding: component {j + 1}" for j in range(f.shape[1] - len(names))]
+        top = _gbdt_top_reasons(task, art["gbdt"], f, names + extra, tops, target, k)
+    elif isinstance(art, dict) and "mix" in art:
+        weight = float(art["mix"])
+        network = _network_top_reasons(wh, art["net"], task, x, ids, day, coders, layout, rollups, reference, target, k)
+        trees = _gbdt_top_reasons(task, art["mix_gbdt"], inputs.f, names, tops, target, k)
+        parts = [
+            network.assign(share=network["share"] * weight, reason=network["reason"] + " (network)"),
+            trees.assign(share=trees["share"] * (1 - weight), reason=trees["reason"] + " (LightGBM)"),
+        ]
+        top = pd.concat([p for p in parts if len(p)], ignore_index=True)
+        if len(top):  # the k largest of each part hold the k largest of both
+            top = top.sort_values(["row", "share"], ascending=[True, False], kind="stable").groupby("row").head(k)
+    else:
+        raise ServedInputsError(f"{task.name}: {served.name} has no reasons to write (explain: true)")
+    if not len(top):
+        return pd.DataFrame(columns=["row", *REASON_COLUMNS])
+    top = top.sort_values(["row", "share"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "row": top["row"].to_numpy(),
+            "rank": top.groupby("row").cumcount().to_numpy() + 1,
+            "reason": top["reason"].to_numpy(),
+            "direction": np.where(top["attribution"].to_numpy() >= 0, "raises", "lowers"),
+            "share": top["share"].to_numpy(dtype=np.float64),
+        }
+    )
