@@ -78,6 +78,22 @@ def test_item_history_counts_purchase_days_and_their_dates_before_the_split(ware
     np.testing.assert_allclose(
         h.decayed[1].toarray()[0, 0], 0.5 ** (100 / 90) + 0.5 ** (50 / 90) + 2 * 0.5 ** (10 / 90)
     )
+    # each example's history is the same whatever split dates share its batch: the read window
+    # (the lookback of the earliest date to the latest date) never cuts another date's lookback
+    far = pd.DataFrame({"client_id": ["x", "x", "y"], "t": [T - D(300), T, T + D(2)]})
+    together = item_history(warehouse, _task(), far, ["i1", "i2"])
+    for i in range(len(far)):
+        alone = item_history(warehouse, _task(), far.iloc[[i]], ["i1", "i2"])
+        parts = zip(
+            [*together.decayed, together.days, together.since_last],
+            [*alone.decayed, alone.days, alone.since_last],
+            strict=True,
+        )
+        for a, b in parts:
+            np.testing.assert_allclose(a[i].toarray(), b[0].toarray())
+        assert together.client_days[i] == alone.client_days[0]
+    # T-300 looks back to i1 at T-400 (outside T's lookback); y's purchase at T+1 is before T+2
+    assert together.days.toarray().tolist() == [[1, 0], [3, 1], [1, 0]]
     assert h.subset(np.array([1])).days.nnz == 0
 
 

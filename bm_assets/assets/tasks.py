@@ -109,7 +109,8 @@ def _model_asset(task: TaskSpec) -> AssetsDefinition:
         "from the champion foundation model, the same network from scratch, LightGBM on aggregates and a prior "
         "baseline, trained on split dates whose label windows end before the training cutoff. Each training "
         f"registers a new version of the MLflow model `<dataset>_{task.name}` holding the model picked on the "
-        f"validation window (any of them; with `explain: true`, one with per-client reasons); it becomes the `champion` (the "
+        f"validation window (any of them; with `explain: true`, one with per-client reasons); it becomes the "
+        "`champion` (the "
         f"version {task.name}_scores uses) only if its validation {task.metrics[0]} is at least as good as the "
         "champion's.",
     )

@@ -133,14 +133,20 @@ def item_history(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: 
     key = pd.MultiIndex.from_frame(examples[["client_id", "t"]])
     # one row per client, item and day first: the join with the split dates then reads days,
     # not purchase lines, and purchase days are a plain count
+    # only the days some split date looks back on: a long log is not read whole for each batch
+    # of split dates (the daily scores ask for one date at a time)
+    within = ""
+    if dates:
+        first = pd.Timestamp(min(dates)).date() - dt.timedelta(days=ITEM_HISTORY_DAYS)
+        within = f" AND e.event_date >= DATE '{first}' AND e.event_date < DATE '{pd.Timestamp(max(dates)).date()}'"
     daily = f"""daily AS (
                 SELECT e.client_id, CAST(e.{col} AS VARCHAR) AS v, e.event_date AS d, count(*) AS lines
                 FROM {wh.table(EVENTS_DENORMALIZED)} e
-                WHERE ({task.target.where}) AND e.{col} IS NOT NULL
+                WHERE ({task.target.where}) AND e.{col} IS NOT NULL{within}
                 GROUP BY ALL)"""
     visits = f"""visits AS (
                 SELECT DISTINCT e.client_id, e.event_date AS d
-                FROM {wh.table(EVENTS_DENORMALIZED)} e WHERE ({task.target.where}))"""
+                FROM {wh.table(EVENTS_DENORMALIZED)} e WHERE ({task.target.where}){within})"""
     lookback = f"x.d < s.t AND x.d >= s.t - INTERVAL {ITEM_HISTORY_DAYS} DAY"
     recent = f"x.d >= s.t - INTERVAL {ITEM_HISTORY_RECENT_DAYS} DAY"
     names = [f"w{i}" for i in range(len(ITEM_HISTORY_HALF_LIVES))] + [
