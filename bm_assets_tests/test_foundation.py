@@ -127,7 +127,15 @@ def test_run_task_fits_every_model_and_reports_validation_only():
     data = _task_data("binary", {"value": "count(*) > 0"})
     fc, ev = FoundationConfig(hidden=32), EvaluationConfig(task_max_epochs=3, task_patience=2)
     run = run_task(data, _train().net, fc, ev)
-    assert set(run.models) == {"finetuned", "scratch", "lightgbm", "lightgbm_fm", "finetuned_lightgbm", "prior"}
+    assert set(run.models) == {
+        "finetuned",
+        "scratch",
+        "lightgbm",
+        "lightgbm_fm",
+        "finetuned_lightgbm",
+        "finetuned_with_aggregates",
+        "prior",
+    }
     assert all(not any(k.startswith("test_") for k in row) for row in run.report.values())
     assert run.report["lightgbm"]["validation_auroc"] > 0.9  # x[:, 0] is among its features
     assert run.report["prior"]["validation_auroc"] == 0.5
@@ -145,6 +153,51 @@ def test_run_task_fits_every_model_and_reports_validation_only():
     np.testing.assert_allclose(rebuild(data, "finetuned_lightgbm", mix.artifact)(val), mix.predict(val))
     best = max(run.report[m]["validation_auroc"] for m in ("finetuned", "lightgbm"))
     assert run.report["finetuned_lightgbm"]["validation_auroc"] >= best  # w = 0 and 1 are in the grid
+    # the fine-tuned network with the aggregates in its input: x[:, 0] (the label's feature) is
+    # among the aggregates, and its saved artifact rebuilds the same predictions
+    appended = run.models["finetuned_with_aggregates"]
+    assert appended.artifact["aggregates"] == 8 and appended.artifact["net"].x_mean.shape == (val.x.shape[1] + 8,)
+    rebuilt = rebuild(data, "finetuned_with_aggregates", appended.artifact)
+    np.testing.assert_allclose(rebuilt(val), appended.predict(val))
+
+
+def test_side_inputs_start_as_the_network_was_and_then_count():
+    """Appending inputs changes nothing until training: the new first-layer columns and wide
+    weights start at zero; the side columns get their own standardisation."""
+    import torch
+
+    from bm_assets.core.foundation import predict, task_network, with_side_inputs
+
+    net = task_network(_train().net, 40, 32, 1, 0.0, LAYOUT, 1, seed=0)
+    torch.nn.init.normal_(net.wide.weight)  # as after training: the wide path is kept too
+    x, _ = _synthetic(50, 3)
+    side = np.random.default_rng(0).gamma(2.0, 5.0, (50, 3)).astype(np.float32)
+    wider = with_side_inputs(net, side)
+    out = lambda n, xb: n(xb)  # noqa: E731
+    np.testing.assert_allclose(predict(wider, np.concatenate([x, side], 1), out), predict(net, x, out), rtol=1e-6)
+    z = wider.normalise(torch.from_numpy(np.concatenate([x, side], 1))).detach().numpy()[:, -3:]
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(0, ddof=1), 1, rtol=1e-3)
+    assert net.x_mean.shape == (x.shape[1],)  # the original is left as it was
+
+
+def test_a_network_with_aggregates_learns_what_only_the_aggregates_know():
+    """A label set by an aggregate the profile does not hold: the fine-tuned network alone is
+    at chance, with the aggregates appended it learns the label."""
+    data = _task_data("binary", {"value": "count(*) > 0"})
+    rng = np.random.default_rng(7)
+    for s in data.splits.values():
+        s.f = rng.gamma(2.0, 3.0, (len(s.y), 2)).astype(np.float32)
+        s.y = (s.f[:, 1] > 6).astype(np.float32)
+    fc = FoundationConfig(hidden=32, batch_size=32)
+    ev = EvaluationConfig(task_max_epochs=10, task_patience=3, task_lr=3e-3, finetune_lr=3e-3)
+    foundation = _train().net
+    val = data.splits["validation"]
+    auroc = {}
+    for appended in (False, True):
+        _, predict = fit_network(data, foundation, fc, ev, with_aggregates=appended)
+        auroc[appended] = metrics("binary", val.y, predict(val))["auroc"]
+    assert auroc[False] < 0.65 and auroc[True] > 0.9, auroc
 
 
 def test_recommendation_reuses_the_sketch_head():

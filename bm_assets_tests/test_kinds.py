@@ -52,7 +52,15 @@ def test_each_kind_trains_evaluates_and_scores(name):
     data = TaskData(task, splits, labels, LAYOUT)
     ev = EvaluationConfig(task_max_epochs=2, task_patience=1)
     run = run_task(data, _train().net, FoundationConfig(hidden=32), ev)
-    assert set(run.models) == {"finetuned", "scratch", "lightgbm", "lightgbm_fm", "finetuned_lightgbm", kind.prior_name}
+    assert set(run.models) == {
+        "finetuned",
+        "scratch",
+        "lightgbm",
+        "lightgbm_fm",
+        "finetuned_lightgbm",
+        "finetuned_with_aggregates",
+        kind.prior_name,
+    }
     report = evaluate(data, run.models)
     test = data.splits["test"]
     for model, row in report.items():

@@ -61,7 +61,7 @@ live_sample = _live_sample()
 
 def live_copy(folder: Path) -> Path:
     """The walkthrough's live copy (no data_end, a landing folder up to HISTORY_END), with small
-    representations, the churn task only, and the retrain schedule ticking every other minute (the test
+    representations, the churn task only, and the retrain schedule ticking every minute (the test
     turns it off after its first tick)."""
     dataset = live_sample.prepare(folder, dt.date.fromisoformat(HISTORY_END))
     doc = yaml.safe_load(dataset.read_text())
@@ -70,7 +70,7 @@ def live_copy(folder: Path) -> Path:
     doc["representation"]["sketch"].update(depth=4, bits=4)
     doc["representation"]["cleora"]["dim"] = 16
     dataset.write_text(yaml.safe_dump(doc))
-    (folder / "tasks.yaml").write_text(TASKS + "retrain: {cron_schedule: '*/2 * * * *'}\n")
+    (folder / "tasks.yaml").write_text(TASKS + "retrain: {cron_schedule: '* * * * *'}\n")
     return dataset
 
 

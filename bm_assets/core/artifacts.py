@@ -184,6 +184,8 @@ def save_task_models(models: dict, promotion: dict, space: LabelSpace, directory
         elif isinstance(a, dict) and "mix" in a:
             save_boosters(a["mix_gbdt"], tmp / "lightgbm" / name)
             entry.update(type="mix", weight=a["mix"], lightgbm=name, network=network(a["net"]))
+        elif isinstance(a, dict) and "aggregates" in a:
+            entry.update(type="network_with_aggregates", aggregates=int(a["aggregates"]), network=network(a["net"]))
         else:
             arrays[f"{name}/rate"] = np.asarray(a)
             entry.update(type="prior")
@@ -247,6 +249,8 @@ def load_task_models(directory: Path) -> SavedTask:
                 "net": network(e["network"]),
                 "mix_gbdt": load_boosters(directory / "lightgbm" / e["lightgbm"]),
             }
+        elif kind == "network_with_aggregates":
+            artifact = {"net": network(e["network"]), "aggregates": int(e["aggregates"])}
         else:
             artifact = arrays[f"{name}/rate"]
         models[name] = {"artifact": artifact, "seconds": e["seconds"], "epochs": e["epochs"], "history": e["history"]}

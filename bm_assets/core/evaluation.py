@@ -19,6 +19,7 @@ from bm_assets.core.foundation import (
     fit,
     predict,
     task_network,
+    with_side_inputs,
 )
 from bm_assets.core.kinds import KINDS, Boosters, kind_of, ranking_metrics
 from bm_assets.core.ranking import (
@@ -111,6 +112,9 @@ class ModelResult:
 
 #: Suffix of the recommendation models ranked with the popularity-aware decode.
 POPULARITY_DECODE = "_popdecode"
+#: The fine-tuned network with the task's aggregates appended to its input (an ablation: what
+#: the foundation model gains from the hand-made features, inside one network).
+WITH_AGGREGATES = "finetuned_with_aggregates"
 
 
 def network_predictor(data: TaskData, popularity: bool = False) -> Callable[[BehavioralNet, np.ndarray], np.ndarray]:
@@ -126,9 +130,11 @@ def fit_network(
     ev: EvaluationConfig,
     train_idx: np.ndarray | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    with_aggregates: bool = False,
 ) -> tuple[FitResult, Callable[[Split], np.ndarray]]:
     """Fine-tune `foundation` (or train the same network from scratch when None) on the task's
-    training split, early-stopped on the validation metric."""
+    training split, early-stopped on the validation metric. `with_aggregates`: the task's
+    aggregates appended to the profile input (`with_side_inputs`)."""
     t, kind = data.task, kind_of(data.task)
     tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
     val = data.splits["validation"]
@@ -136,12 +142,16 @@ def fit_network(
     net = task_network(foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, fcfg.dropout, data.layout, n_out, ev.seed)
     if foundation is None:
         net.set_input_stats(tr.x)
+    inputs = network_inputs(with_aggregates)
+    if with_aggregates:
+        net = with_side_inputs(net, tr.f)
     kind.prepare_network(net, tr)
     loss = kind.loss(t)
     pred = network_predictor(data)
+    x_train, x_val = inputs(tr), inputs(val)
 
     def validate(n: BehavioralNet) -> float:
-        return selection_score(t, kind.metrics(val.y, pred(n, val.x)))
+        return selection_score(t, kind.metrics(val.y, pred(n, x_val)))
 
     cfg = TrainConfig(
         lr=ev.task_lr if foundation is None else ev.finetune_lr,
@@ -161,10 +171,17 @@ def fit_network(
             warm = replace(cfg, lr=ev.task_lr)
         else:
             warm = replace(cfg, lr=ev.task_lr, max_epochs=ev.head_epochs, patience=ev.head_epochs)
-        net = fit(net, loss, tr.x, tr.target, validate, warm, on_epoch).net
+        net = fit(net, loss, x_train, tr.target, validate, warm, on_epoch).net
         net.requires_grad_(True)
-    result = fit(net, loss, tr.x, tr.target, validate, cfg, on_epoch)
-    return result, lambda s: pred(result.net, s.x)
+    result = fit(net, loss, x_train, tr.target, validate, cfg, on_epoch)
+    return result, lambda s: pred(result.net, inputs(s))
+
+
+def network_inputs(with_aggregates: bool) -> Callable[[Split], np.ndarray]:
+    """What a task network reads of a split: the profile, or the profile and the aggregates."""
+    if with_aggregates:
+        return lambda s: np.concatenate([s.x, s.f.astype(s.x.dtype)], axis=1)
+    return lambda s: s.x
 
 
 def fit_gbdt(
@@ -422,6 +439,16 @@ def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np
         features = projected_features(artifact["net"], artifact)
         base = gbdt_predictor(data, artifact["gbdt"])
         return lambda s: base(_with_features(s, features))
+    if isinstance(artifact, dict) and "aggregates" in artifact:
+        net, n_aggregates, pred = artifact["net"], int(artifact["aggregates"]), network_predictor(data)
+        inputs = network_inputs(True)
+
+        def with_aggregates(s: Split) -> np.ndarray:
+            if s.f.shape[1] != n_aggregates:
+                raise ValueError(f"{name} reads {n_aggregates} aggregates, the split has {s.f.shape[1]}")
+            return pred(net, inputs(s))
+
+        return with_aggregates
     if isinstance(artifact, BehavioralNet):
         pred = network_predictor(data, popularity=name.endswith(POPULARITY_DECODE))
         return lambda s: pred(artifact, s.x)
@@ -431,8 +458,11 @@ def rebuild(data: TaskData, name: str, artifact: object) -> Callable[[Split], np
 
 
 def reads_aggregates(artifact: object) -> bool:
-    """Whether the saved model reads Split.f (LightGBM alone, the hybrid or the mix)."""
-    return isinstance(artifact, Boosters) or (isinstance(artifact, dict) and ("gbdt" in artifact or "mix" in artifact))
+    """Whether the saved model reads Split.f (LightGBM alone, the hybrid, the mix or the network
+    with the aggregates in its input)."""
+    if isinstance(artifact, dict):
+        return any(k in artifact for k in ("gbdt", "mix", "aggregates"))
+    return isinstance(artifact, Boosters)
 
 
 def reads_history(artifact: object) -> bool:
@@ -577,6 +607,12 @@ def run_task(
                 models[hybrid.name] = hybrid
             mix = fit_mix(data, models["finetuned"], gbdt, "finetuned_lightgbm")
             models[mix.name] = mix
+            if data.splits["train"].f.shape[1]:  # the foundation model reading the aggregates too
+                res, fn = fit_network(data, foundation, fcfg, ev, with_aggregates=True)
+                artifact = {"net": res.net, "aggregates": int(data.splits["train"].f.shape[1])}
+                models[WITH_AGGREGATES] = ModelResult(
+                    WITH_AGGREGATES, fn, res.seconds, res.best_epoch, res.history, artifact=artifact
+                )
     prior = fit_prior(data)
     models[prior.name] = prior
     best_net = models["finetuned"].artifact if "finetuned" in models else None

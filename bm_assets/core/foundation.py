@@ -283,6 +283,36 @@ def task_network(
     return net
 
 
+def with_side_inputs(net: BehavioralNet, side: np.ndarray) -> BehavioralNet:
+    """A copy of the task network `net` whose input is [profile, side] (side: float32[n, k],
+    e.g. a task's aggregates, its training rows): the first layer gets k new input columns
+    starting at zero, the wide path reads every input, and the side columns are compressed and
+    standardised with their own training statistics. At the start it computes what `net` did;
+    fine-tuning then learns what the side columns add to the pretrained view of the profile."""
+    out = copy.deepcopy(net)
+    k = side.shape[1]
+    if not k:
+        return out
+    z = out.compress(torch.from_numpy(np.asarray(side, np.float32)))
+    out.x_mean = torch.cat([out.x_mean, z.mean(0)])
+    out.x_std = torch.cat([out.x_std, z.std(0).clamp_min(1e-3)])
+    first = out.encoder[0]
+    wider = nn.Linear(first.in_features + k, first.out_features)
+    with torch.no_grad():
+        wider.weight.zero_()
+        wider.weight[:, : first.in_features] = first.weight
+        wider.bias.copy_(first.bias)
+    out.encoder[0] = wider
+    n_out = 0 if out.task_head is None else out.task_head.out_features
+    wide = wide_path(first.in_features + k, n_out)
+    if wide is not None and out.wide is not None:
+        with torch.no_grad():
+            wide.weight[:, : first.in_features] = out.wide.weight
+            wide.bias.copy_(out.wide.bias)
+    out.wide = wide
+    return out
+
+
 def client_embedding(net: BehavioralNet, x: np.ndarray) -> np.ndarray:
     """float32[n, hidden + dense]: a compact universal embedding for downstream models: the
     foundation model's encoder output on the profile, followed by the profile's dense entries
