@@ -13,6 +13,7 @@ from bm_assets.assets.foundation import modeling_config
 from bm_assets.core.artifacts import ServedModel, Store, load_registered_model
 from bm_assets.core.evaluation import projected_features, rebuild
 from bm_assets.core.explain import (
+    Aggregates,
     aggregate_title,
     as_of_examples,
     explain_rows,
@@ -143,11 +144,22 @@ def _client_rows(ids: np.ndarray, client_id: str, day: dt.date) -> np.ndarray:
     return pos
 
 
-def _network_explained(wh, cfg, task, net, ids, rows, x, day, coders, j):
-    """Integrated Gradients of the network's output j (None: its only output) for profile rows."""
+def _network_explained(wh, cfg, task, net, ids, rows, x, day, coders, j, aggregates=None):
+    """Integrated Gradients of the network's output j (None: its only output) for profile rows
+    (and the aggregates, for a network reading them)."""
     layout = read_layout_of(wh, coders)
     return explain_rows(
-        wh, net, task.type, rows, as_of_examples(ids, day), coders, layout, item_rollups(cfg, coders), x, j
+        wh,
+        net,
+        task.type,
+        rows,
+        as_of_examples(ids, day),
+        coders,
+        layout,
+        item_rollups(cfg, coders),
+        x,
+        j,
+        aggregates=aggregates,
     )
 
 
@@ -170,8 +182,9 @@ def explain_served(
     wh, cfg, mcfg, task, served: ServedModel, client_id: str, day: dt.date, label: str | None, top: int, shown: str
 ) -> ClientExplanation:
     """A served model that is not a network alone: LightGBM (SHAP values of its aggregates), the
-    hybrid (SHAP values of its aggregates and embedding components) or the mix of the network
-    and LightGBM (each part's shares weighted by its weight in the mix). The score is the served
+    hybrid (SHAP values of its aggregates and embedding components), the mix of the network
+    and LightGBM (each part's shares weighted by its weight in the mix) or the network reading
+    the aggregates (attributions of both, the aggregates against the day's median client). The score is the served
     model's own, from the inputs the daily scores rebuild for `day`."""
     art, labels = served.artifact, served.label_space.labels
     coders = Store(bm_home()).load_coders()
@@ -183,6 +196,23 @@ def explain_served(
     score = float(scores.reshape(-1)[0] if j is None else scores.reshape(1, -1)[0, j])
     names, tops = served.feature_names, served.feature_tops
     footer = None
+    if isinstance(art, dict) and "aggregates" in art:  # the network reading the aggregates too
+        everyone = day_inputs(wh, task, served, mcfg.evaluation, ids, x, day)  # the baseline's population
+        side = Aggregates(inputs.f, everyone.f, names, tops)
+        explained = _network_explained(wh, cfg, task, art["net"], ids[pos], x[pos], x, day, coders, j, side)
+        return ClientExplanation(
+            task.name,
+            client_id,
+            day,
+            task.horizon_days,
+            f"{shown}, {served.name}",
+            None if j is None else str(labels[j]),
+            score,
+            float(explained.attributions.baseline_output[0]),
+            top_reasons(explained.reasons, 0, top),
+            completeness_gap=explained.completeness_gap(),
+            collision_share=float(explained.collision_share[0]),
+        )
     if isinstance(art, Boosters):
         reasons = _gbdt_reasons(task, art, inputs.f, names, tops, j)
     elif isinstance(art, dict) and "gbdt" in art:

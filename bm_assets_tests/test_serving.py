@@ -132,15 +132,16 @@ def test_every_model_is_served_with_the_inputs_it_was_evaluated_on(trained, bm_h
                 covered["history"] |= reads_history(artifact)
                 covered["profile only"] |= isinstance(artifact, BehavioralNet)
     assert all(covered.values()), covered
-    assert {"lightgbm", "lightgbm_fm", "finetuned_lightgbm", "prior"} <= explained
+    assert {"lightgbm", "lightgbm_fm", "finetuned_lightgbm", "finetuned_with_aggregates", "prior"} <= explained
 
 
 def _check_explained(cfg, mcfg, task, served, wh, test, rows, scored, day) -> None:
     """A served model that is not a network alone explains a client's score with its own
-    score: SHAP values, or both parts of the mix weighted; the prior has nothing to show, and
-    neither has the network reading the aggregates (its attributions are not folded yet)."""
+    score: SHAP values, both parts of the mix weighted, or the attributions of the network that
+    reads the aggregates (to the profile's entities and to each aggregate); the prior has
+    nothing to show."""
     client = str(test["client_id"].to_numpy()[rows][0])
-    if not has_reasons(served.artifact):  # the prior; the network reading the aggregates
+    if not has_reasons(served.artifact):  # the prior
         with pytest.raises(LookupError, match="no reasons"):
             explain_served(wh, cfg, mcfg, task, served, client, day, None, 5, "v")
         return
@@ -152,6 +153,10 @@ def _check_explained(cfg, mcfg, task, served, wh, test, rows, scored, day) -> No
     if served.name == "finetuned_lightgbm":
         assert "averages the network" in e.footer
         assert e.reasons["title"].str.endswith(("(network)", "(LightGBM)")).all()
+    if served.name == "finetuned_with_aggregates":
+        assert e.completeness_gap < 1e-3 and e.baseline_score is not None
+        everything = explain_served(wh, cfg, mcfg, task, served, client, day, None, 10_000, "v")
+        assert everything.reasons["title"].str.contains(r" in \d+ days = ").any()  # an aggregate's reason
     if served.name == "lightgbm_fm":
         everything = explain_served(wh, cfg, mcfg, task, served, client, day, None, 10_000, "v")
         assert everything.reasons["title"].str.startswith("foundation embedding: component").any()
@@ -162,7 +167,7 @@ def _check_daily_reasons(cfg, mcfg, task, served, wh, coders, ids, x, inputs, po
     for a client, the top 3 of what `bm-assets explain` shows for that score."""
     layout, rollups = read_layout_of(wh, coders), item_rollups(cfg, coders)
     rows = pos[:4]
-    args = (wh, task, served, ids[rows], x[rows], inputs.subset(rows), None, day, coders, layout, rollups, x)
+    args = (wh, task, served, ids[rows], x[rows], inputs.subset(rows), None, day, coders, layout, rollups, x, inputs.f)
     if not has_reasons(served.artifact):
         with pytest.raises(ServedInputsError, match="no reasons"):
             score_reasons(*args)

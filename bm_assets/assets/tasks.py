@@ -461,6 +461,7 @@ def _reason_frame(wh, task, served, ids, x, inputs, pred, day, coders, layout, r
             layout,
             rollups,
             x,
+            inputs.f,
         )
         r = top["row"].to_numpy(dtype=np.int64)
         label = task.name if target is None else np.asarray(labels)[target[sl]][r]

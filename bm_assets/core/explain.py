@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -450,15 +450,52 @@ def explain_rows(
     reference: np.ndarray,
     target: np.ndarray | int | None = None,
     history: dict[str, pd.DataFrame] | None = None,
+    aggregates: Aggregates | None = None,
 ) -> Explanation:
     """Explain the network's score of each row of x (the profile of examples.client_id at the
     end of examples.as_of) against the reference population's baseline (reference_baseline).
-    `history`: entity_history of the same examples, when already read."""
-    attributions = integrated_gradients(net, x, kind, target, baseline=reference_baseline(reference, layout))
+    `history`: entity_history of the same examples, when already read. `aggregates`: the
+    aggregates a network reads after the profile (`with_side_inputs`), credited one reason each
+    against the reference population's median."""
+    baseline = reference_baseline(reference, layout)
+    xs = x
+    if aggregates is not None:
+        xs = np.concatenate([x, aggregates.rows.astype(x.dtype)], axis=1)
+        baseline = np.concatenate([baseline, np.median(np.asarray(aggregates.reference, np.float64), axis=0)])
+    attributions = integrated_gradients(net, xs, kind, target, baseline=baseline)
     if history is None:
         history = entity_history(wh, list(layout.columns), rollups, examples, layout.half_lives_days)
-    reasons, collision = fold(attributions, x, layout, coders, history)
+    d = x.shape[1]
+    reasons, collision = fold(replace(attributions, attr=attributions.attr[:, :d]), x, layout, coders, history)
+    if aggregates is not None:
+        reasons = pd.concat([reasons, aggregates.reasons(attributions.attr[:, d:])], ignore_index=True)
     return Explanation(examples.reset_index(drop=True), attributions, reasons, collision)
+
+
+@dataclass
+class Aggregates:
+    """LightGBM's aggregates as a network's extra inputs: the explained rows' values, the
+    reference population's (for the baseline) and the names and top values that title them."""
+
+    rows: np.ndarray
+    reference: np.ndarray
+    names: list[str]
+    tops: dict[str, list[str]]
+
+    def reasons(self, attr: np.ndarray) -> pd.DataFrame:
+        """One reason per (row, aggregate) with a non-zero attribution, in `fold`'s format."""
+        r, j = np.nonzero(attr)
+        titles = [aggregate_title(n, self.tops) for n in self.names]
+        return pd.DataFrame(
+            {
+                "row": r.astype(np.int64),
+                "kind": "feature",
+                "column": "aggregates",
+                "value": [f"{self.rows[a, b]:.4g}" for a, b in zip(r, j, strict=True)],
+                "title": [titles[b] for b in j],
+                "attribution": attr[r, j],
+            }
+        )
 
 
 def drivers_png(tables: dict[str, pd.DataFrame], title: str, top: int = 12) -> bytes | None:

@@ -14,6 +14,7 @@ from bm_assets.core.artifacts import ServedModel
 from bm_assets.core.evaluation import Split, TaskData, projected_features, reads_aggregates, reads_history
 from bm_assets.core.examples import item_history
 from bm_assets.core.explain import (
+    Aggregates,
     aggregate_title,
     as_of_examples,
     explain_rows,
@@ -35,11 +36,11 @@ class ServedInputsError(RuntimeError):
 
 
 def has_reasons(artifact: object) -> bool:
-    """Whether a model's scores can be explained per client: a network (attributions), LightGBM
-    and the hybrid (SHAP values), the mix of the two (both, weighted by the mix). The prior,
-    the same score for everyone, has nothing to explain."""
+    """Whether a model's scores can be explained per client: a network, also one reading the
+    aggregates (attributions), LightGBM and the hybrid (SHAP values), the mix of the two (both,
+    weighted by the mix). The prior, the same score for everyone, has nothing to explain."""
     if isinstance(artifact, dict):
-        return "gbdt" in artifact or "mix" in artifact
+        return any(k in artifact for k in ("gbdt", "mix", "aggregates"))
     return isinstance(artifact, (BehavioralNet, Boosters))
 
 
@@ -150,11 +151,15 @@ def _gbdt_top_reasons(
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["row", "reason", "attribution", "share"])
 
 
-def _network_top_reasons(wh, net, task, x, ids, day, coders, layout, rollups, reference, target, k) -> pd.DataFrame:
+def _network_top_reasons(
+    wh, net, task, x, ids, day, coders, layout, rollups, reference, target, k, aggregates=None
+) -> pd.DataFrame:
     """(row, reason, attribution, share) of the network's Integrated Gradients attributions
     (against the baseline of the `reference` profiles)."""
     examples = as_of_examples(ids, day)
-    explained = explain_rows(wh, net, task.type, x, examples, coders, layout, rollups, reference, target)
+    explained = explain_rows(
+        wh, net, task.type, x, examples, coders, layout, rollups, reference, target, aggregates=aggregates
+    )
     top = top_reasons_per_row(explained.reasons, k)
     sign = np.where(top["direction"].to_numpy() == "raises", 1.0, -1.0)
     return pd.DataFrame(
@@ -175,12 +180,14 @@ def score_reasons(
     layout: ProfileLayout,
     rollups: dict[str, list[str]],
     reference: np.ndarray,
+    reference_aggregates: np.ndarray | None = None,
     k: int = 3,
 ) -> pd.DataFrame:
     """(row, rank, reason, direction, share): the k largest reasons of each row's score by the
     served model, from the inputs it scored with (`inputs`, rows of `x`, the profiles of `ids`
     at the end of `day`). A network: its attributions over the profile, against the baseline of
-    the `reference` profiles (the day's population); LightGBM and the hybrid: SHAP values of the aggregates and
+    the `reference` profiles (the day's population; a network reading the aggregates, also their
+    median over `reference_aggregates`); LightGBM and the hybrid: SHAP values of the aggregates and
     embedding components; the mix: both, each model's shares of its own raw score weighted by its
     part (reasons end in "(network)" or "(LightGBM)"). Multilabel/multiclass: of output
     target[row]. Shares are of the row's total absolute contribution."""
@@ -188,6 +195,12 @@ def score_reasons(
     names, tops = served.feature_names, served.feature_tops
     if isinstance(art, BehavioralNet):
         top = _network_top_reasons(wh, art, task, x, ids, day, coders, layout, rollups, reference, target, k)
+    elif isinstance(art, dict) and "aggregates" in art:
+        if reference_aggregates is None:
+            raise ValueError(f"{task.name}: {served.name} reads the aggregates: give the day's reference_aggregates")
+        side = Aggregates(inputs.f, reference_aggregates, names, tops)
+        net = art["net"]
+        top = _network_top_reasons(wh, net, task, x, ids, day, coders, layout, rollups, reference, target, k, side)
     elif isinstance(art, Boosters):
         top = _gbdt_top_reasons(task, art, inputs.f, names, tops, target, k)
     elif isinstance(art, dict) and "gbdt" in art:
