@@ -14,10 +14,9 @@ from bm_assets.core.artifacts import ServedModel, Store, load_registered_model
 from bm_assets.core.evaluation import projected_features, rebuild
 from bm_assets.core.explain import (
     Aggregates,
-    aggregate_title,
     as_of_examples,
     explain_rows,
-    gbdt_label_contributions,
+    gbdt_top_reasons,
     item_rollups,
     top_reasons,
 )
@@ -164,18 +163,13 @@ def _network_explained(wh, cfg, task, net, ids, rows, x, day, coders, j, aggrega
 
 
 def _gbdt_reasons(task, models, f: np.ndarray, names: list[str], tops: dict, j: int | None) -> pd.DataFrame:
-    """Every input of a LightGBM model by its SHAP value for output j: title (with the client's
-    value), direction, share of the total absolute contribution."""
-    contrib = gbdt_label_contributions(task.type, models, f, j)[0]
-    total = float(np.abs(contrib).sum()) or 1.0
-    order = np.argsort(-np.abs(contrib), kind="stable")
-    return pd.DataFrame(
-        {
-            "title": [f"{aggregate_title(names[i], tops)} = {f[0, i]:.4g}" for i in order],
-            "direction": ["raises" if contrib[i] >= 0 else "lowers" for i in order],
-            "share": [abs(contrib[i]) / total for i in order],
-        }
-    )
+    """Every input of a LightGBM model that moved the first row's output j, by its SHAP value:
+    title (with the client's value), direction, share of the total absolute contribution (the
+    daily reasons' `gbdt_top_reasons`, every input kept)."""
+    target = None if j is None else np.asarray([j])
+    top = gbdt_top_reasons(task.type, models, f[:1], names, tops, target, f.shape[1])
+    direction = np.where(top["attribution"].to_numpy(np.float64) >= 0, "raises", "lowers")
+    return pd.DataFrame({"title": top["reason"], "direction": direction, "share": top["share"]})
 
 
 def explain_served(
@@ -195,25 +189,15 @@ def explain_served(
     j = _label_index(task, labels, scores, label)
     score = float(scores.reshape(-1)[0] if j is None else scores.reshape(1, -1)[0, j])
     names, tops = served.feature_names, served.feature_tops
-    footer = None
+    footer = baseline = gap = collision = None
     if isinstance(art, dict) and "aggregates" in art:  # the network reading the aggregates too
         everyone = day_inputs(wh, task, served, mcfg.evaluation, ids, x, day)  # the baseline's population
         side = Aggregates(inputs.f, everyone.f, names, tops)
         explained = _network_explained(wh, cfg, task, art["net"], ids[pos], x[pos], x, day, coders, j, side)
-        return ClientExplanation(
-            task.name,
-            client_id,
-            day,
-            task.horizon_days,
-            f"{shown}, {served.name}",
-            None if j is None else str(labels[j]),
-            score,
-            float(explained.attributions.baseline_output[0]),
-            top_reasons(explained.reasons, 0, top),
-            completeness_gap=explained.completeness_gap(),
-            collision_share=float(explained.collision_share[0]),
-        )
-    if isinstance(art, Boosters):
+        reasons = top_reasons(explained.reasons, 0, top)
+        baseline = float(explained.attributions.baseline_output[0])
+        gap, collision = explained.completeness_gap(), float(explained.collision_share[0])
+    elif isinstance(art, Boosters):
         reasons = _gbdt_reasons(task, art, inputs.f, names, tops, j)
     elif isinstance(art, dict) and "gbdt" in art:
         f = projected_features(art["net"], art)(inputs)
@@ -244,8 +228,10 @@ def explain_served(
         f"{shown}, {served.name}",
         None if j is None else str(labels[j]),
         score,
-        None,
+        baseline,
         reasons.head(top).reset_index(drop=True),
+        completeness_gap=gap,
+        collision_share=collision,
         footer=footer,
     )
 

@@ -190,6 +190,12 @@ def pytest_sessionfinish(session, exitstatus):
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+#: The models a classification or regression task trains besides its prior.
+TRAINED_MODELS = frozenset(
+    {"finetuned", "scratch", "lightgbm", "lightgbm_fm", "finetuned_lightgbm", "finetuned_with_aggregates"}
+)
+
+
 # --- a small modeling configuration on the first half of the sample ---------------------------
 
 TASKS = """

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from bm_assets.core.warehouse import DuckDBWarehouse
 from bm_assets.definitions import build_definitions
+from bm_assets_tests.conftest import TRAINED_MODELS
 
 
 def test_definitions_have_the_task_assets():
@@ -58,15 +59,7 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
 
     report = json.loads((bm_home / "reports" / "churn.json").read_text())
     assert {"task", "type", "horizon_days", "split", "models", "learning_curve", "n_train", "n_test"} <= set(report)
-    assert set(report["models"]) == {
-        "finetuned",
-        "scratch",
-        "lightgbm",
-        "lightgbm_fm",
-        "finetuned_lightgbm",
-        "finetuned_with_aggregates",
-        "prior",
-    }
+    assert set(report["models"]) == TRAINED_MODELS | {"prior"}
     for row in report["models"].values():
         assert {"validation_auroc", "test_auroc", "holdout_auroc", "test_average_precision"} <= set(row)
     assert report["models"]["prior"]["test_auroc"] == 0.5

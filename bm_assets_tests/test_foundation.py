@@ -21,6 +21,7 @@ from bm_assets.core.foundation import (
 )
 from bm_assets.core.sketches import fit_sketch_coder
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec
+from bm_assets_tests.conftest import TRAINED_MODELS
 
 LAYOUT = [("brand", 2, 8), ("item_id", 2, 8)]
 
@@ -127,15 +128,7 @@ def test_run_task_fits_every_model_and_reports_validation_only():
     data = _task_data("binary", {"value": "count(*) > 0"})
     fc, ev = FoundationConfig(hidden=32), EvaluationConfig(task_max_epochs=3, task_patience=2)
     run = run_task(data, _train().net, fc, ev)
-    assert set(run.models) == {
-        "finetuned",
-        "scratch",
-        "lightgbm",
-        "lightgbm_fm",
-        "finetuned_lightgbm",
-        "finetuned_with_aggregates",
-        "prior",
-    }
+    assert set(run.models) == TRAINED_MODELS | {"prior"}
     assert all(not any(k.startswith("test_") for k in row) for row in run.report.values())
     assert run.report["lightgbm"]["validation_auroc"] > 0.9  # x[:, 0] is among its features
     assert run.report["prior"]["validation_auroc"] == 0.5

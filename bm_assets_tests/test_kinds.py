@@ -13,6 +13,7 @@ import pytest
 from bm_assets.core.evaluation import Split, TaskData, evaluate, run_task
 from bm_assets.core.kinds import KINDS, TaskKind, kind_of
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec, TaskType
+from bm_assets_tests.conftest import TRAINED_MODELS
 from bm_assets_tests.test_foundation import LAYOUT, _synthetic, _train
 
 LABELS = [f"l{i}" for i in range(8)]
@@ -52,15 +53,7 @@ def test_each_kind_trains_evaluates_and_scores(name):
     data = TaskData(task, splits, labels, LAYOUT)
     ev = EvaluationConfig(task_max_epochs=2, task_patience=1)
     run = run_task(data, _train().net, FoundationConfig(hidden=32), ev)
-    assert set(run.models) == {
-        "finetuned",
-        "scratch",
-        "lightgbm",
-        "lightgbm_fm",
-        "finetuned_lightgbm",
-        "finetuned_with_aggregates",
-        kind.prior_name,
-    }
+    assert set(run.models) == TRAINED_MODELS | {kind.prior_name}
     report = evaluate(data, run.models)
     test = data.splits["test"]
     for model, row in report.items():

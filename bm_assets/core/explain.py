@@ -541,6 +541,45 @@ def gbdt_label_contributions(kind: str, models: Boosters | None, f: np.ndarray, 
     return KINDS[kind].gbdt_contributions(models, f, j)
 
 
+def gbdt_top_reasons(
+    kind: str, models: Boosters, f: np.ndarray, names: list[str], tops: dict, target: np.ndarray | None, k: int
+) -> pd.DataFrame:
+    """(row, reason, attribution, share): each row's k inputs with the largest absolute SHAP
+    value for the row's output (`target`; None: the one score), titled with the row's value;
+    share of the row's total absolute SHAP value. A label LightGBM saw constant in training has
+    no model and its rows no reasons."""
+    n = len(f)
+    titles_of = [aggregate_title(name, tops) for name in names]
+    if target is None:
+        groups = [(None, np.arange(n))]
+    else:
+        groups = [(int(j), np.flatnonzero(target == j)) for j in np.unique(target)]
+    out = []
+    for j, rows in groups:
+        contrib = gbdt_label_contributions(kind, models, f[rows], j)
+        if contrib is None or not len(rows):
+            continue
+        size = np.abs(contrib)
+        total = size.sum(1)
+        order = np.argsort(-size, axis=1, kind="stable")[:, :k]
+        r = np.repeat(np.arange(len(rows)), order.shape[1])
+        c = order.ravel()
+        keep = size[r, c] > 0
+        r, c = r[keep], c[keep]
+        titles = [f"{titles_of[i]} = {f[rows[a], i]:.4g}" for a, i in zip(r, c, strict=True)]
+        out.append(
+            pd.DataFrame(
+                {
+                    "row": rows[r],
+                    "reason": titles,
+                    "attribution": contrib[r, c],
+                    "share": size[r, c] / np.where(total[r] > 0, total[r], 1.0),
+                }
+            )
+        )
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["row", "reason", "attribution", "share"])
+
+
 def task_drivers(
     wh: Warehouse,
     data: TaskData,

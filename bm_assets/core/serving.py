@@ -15,10 +15,9 @@ from bm_assets.core.evaluation import Split, TaskData, projected_features, reads
 from bm_assets.core.examples import item_history
 from bm_assets.core.explain import (
     Aggregates,
-    aggregate_title,
     as_of_examples,
     explain_rows,
-    gbdt_label_contributions,
+    gbdt_top_reasons,
     top_reasons_per_row,
 )
 from bm_assets.core.features import aggregate_features
@@ -113,44 +112,6 @@ def day_inputs(
 REASON_COLUMNS = ("rank", "reason", "direction", "share")
 
 
-def _gbdt_top_reasons(
-    task: TaskSpec, models: Boosters, f: np.ndarray, names: list[str], tops: dict, target: np.ndarray | None, k: int
-) -> pd.DataFrame:
-    """(row, reason, attribution, share): each row's k inputs with the largest absolute SHAP
-    value for the row's output (`target`; None: the one score), titled with the row's value;
-    share of the row's total absolute SHAP value. A label LightGBM saw constant in training has
-    no model and its rows no reasons."""
-    n = len(f)
-    if target is None:
-        groups = [(None, np.arange(n))]
-    else:
-        groups = [(int(j), np.flatnonzero(target == j)) for j in np.unique(target)]
-    out = []
-    for j, rows in groups:
-        contrib = gbdt_label_contributions(task.type, models, f[rows], j)
-        if contrib is None or not len(rows):
-            continue
-        size = np.abs(contrib)
-        total = size.sum(1)
-        order = np.argsort(-size, axis=1, kind="stable")[:, :k]
-        r = np.repeat(np.arange(len(rows)), order.shape[1])
-        c = order.ravel()
-        keep = size[r, c] > 0
-        r, c = r[keep], c[keep]
-        titles = [f"{aggregate_title(names[i], tops)} = {f[rows[a], i]:.4g}" for a, i in zip(r, c, strict=True)]
-        out.append(
-            pd.DataFrame(
-                {
-                    "row": rows[r],
-                    "reason": titles,
-                    "attribution": contrib[r, c],
-                    "share": size[r, c] / np.where(total[r] > 0, total[r], 1.0),
-                }
-            )
-        )
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["row", "reason", "attribution", "share"])
-
-
 def _network_top_reasons(
     wh, net, task, x, ids, day, coders, layout, rollups, reference, target, k, aggregates=None
 ) -> pd.DataFrame:
@@ -202,27 +163,26 @@ def score_reasons(
         net = art["net"]
         top = _network_top_reasons(wh, net, task, x, ids, day, coders, layout, rollups, reference, target, k, side)
     elif isinstance(art, Boosters):
-        top = _gbdt_top_reasons(task, art, inputs.f, names, tops, target, k)
+        top = gbdt_top_reasons(task.type, art, inputs.f, names, tops, target, k)
     elif isinstance(art, dict) and "gbdt" in art:
         f = projected_features(art["net"], art)(inputs)
         extra = [f"foundation embedding: component {j + 1}" for j in range(f.shape[1] - len(names))]
-        top = _gbdt_top_reasons(task, art["gbdt"], f, names + extra, tops, target, k)
+        top = gbdt_top_reasons(task.type, art["gbdt"], f, names + extra, tops, target, k)
     elif isinstance(art, dict) and "mix" in art:
         weight = float(art["mix"])
         network = _network_top_reasons(wh, art["net"], task, x, ids, day, coders, layout, rollups, reference, target, k)
-        trees = _gbdt_top_reasons(task, art["mix_gbdt"], inputs.f, names, tops, target, k)
+        trees = gbdt_top_reasons(task.type, art["mix_gbdt"], inputs.f, names, tops, target, k)
         parts = [
             network.assign(share=network["share"] * weight, reason=network["reason"] + " (network)"),
             trees.assign(share=trees["share"] * (1 - weight), reason=trees["reason"] + " (LightGBM)"),
         ]
-        top = pd.concat([p for p in parts if len(p)], ignore_index=True)
-        if len(top):  # the k largest of each part hold the k largest of both
-            top = top.sort_values(["row", "share"], ascending=[True, False], kind="stable").groupby("row").head(k)
+        top = pd.concat([p for p in parts if len(p)], ignore_index=True)  # the k largest of each hold both's
     else:
         raise ServedInputsError(f"{task.name}: {served.name} has no reasons to write (explain: true)")
     if not len(top):
         return pd.DataFrame(columns=["row", *REASON_COLUMNS])
-    top = top.sort_values(["row", "share"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    top = top.sort_values(["row", "share"], ascending=[True, False], kind="stable").groupby("row").head(k)
+    top = top.reset_index(drop=True)
     return pd.DataFrame(
         {
             "row": top["row"].to_numpy(),
