@@ -13,6 +13,7 @@ import torch
 
 from bm_assets.core.evaluation import metrics
 from bm_assets.core.explain import (
+    _entity_titles,
     aggregate_title,
     as_of_examples,
     entity_history,
@@ -111,6 +112,11 @@ def test_attributions_are_complete_and_fold_exactly(fitted):
     per_row = reasons.groupby("row")["attribution"].sum().reindex(range(len(x)), fill_value=0).to_numpy()
     np.testing.assert_allclose(per_row, attr.attr.sum(1), rtol=1e-6, atol=1e-9)
     assert ((collision >= 0) & (collision <= 1)).all()
+    items = reasons[reasons["column"] == "item_id"]
+    brand_of = dict(zip(history["item_id"]["entity"], history["item_id"]["brand"], strict=True))
+    assert len(items) and (items["title"] == [f"item_id = {v} (brand = {brand_of[v]})" for v in items["value"]]).all()
+    brands = reasons[reasons["column"] == "brand"]
+    assert len(brands) and (brands["title"] == "brand = " + brands["value"]).all()
     # the decayed weights of the history are the profile's own inputs
     block = next(s for n, s, _ in layout.blocks() if n == "sketch/h7/brand")
     level0 = x[:, block : block + layout.width].sum(1)
@@ -236,3 +242,25 @@ def test_fast_path_equals_integrated_gradients_on_the_input():
     finally:
         net.float()
     np.testing.assert_allclose(fast.attr, plain.detach().numpy(), rtol=1e-6, atol=1e-10)
+
+
+def test_entity_titles_name_each_present_attribute_once_per_row():
+    """Titles are built once per distinct entity and spread back to every row: each row gets its
+    own entity's attributes, and an attribute the catalogue lacks is left out, not printed."""
+    frame = pd.DataFrame(
+        {
+            "row": [0, 0, 1, 1, 2, 2],
+            "value": ["7", "8", "7", "9", "8", "10"],
+            "brand": ["B", None, "B", None, None, "C"],
+            "category": ["X", "Y", "X", None, "Y", None],
+        }
+    )
+    assert list(_entity_titles(frame, "item_id")) == [
+        "item_id = 7 (brand = B, category = X)",
+        "item_id = 8 (category = Y)",
+        "item_id = 7 (brand = B, category = X)",
+        "item_id = 9",
+        "item_id = 8 (category = Y)",
+        "item_id = 10 (brand = C)",
+    ]
+    assert list(_entity_titles(frame[["row", "value"]], "brand")) == [f"brand = {v}" for v in frame["value"]]
