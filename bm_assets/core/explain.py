@@ -310,7 +310,7 @@ def fold(
 def _entity_titles(frame: pd.DataFrame, column: str) -> np.ndarray:
     """`column = value (attribute = ..., ...)` for each row of a history frame. Built once per
     distinct (value, attributes): the same entities recur across many clients' histories, and
-    the string work per row was most of the folding time (571 reasons per client)."""
+    the string work per row was most of the folding time (hundreds of reasons per client)."""
     keys = ["value", *rollups_of(frame)]
     if frame.empty:
         return np.zeros(0, dtype=object)
