@@ -369,11 +369,11 @@ def _ranker_pairs(data: TaskData, s: Split, net: BehavioralNet | None) -> tuple[
 
 
 def fit_ranker(data: TaskData, name: str, seed: int, net: BehavioralNet | None = None) -> ModelResult | None:
-    """A LightGBM listwise ranker (XE-NDCG) over the exact-item history features (core/ranking.py) and, with
-    `net`, the network's decoded sketch; fitted on the training windows (at most
-    RANKER_MAX_TRAIN_LISTS lists with a relevant item, a seeded sample), early-stopped on
-    validation. None when either window has no list with a relevant candidate (nothing to learn
-    or to stop on)."""
+    """A LightGBM listwise ranker (XE-NDCG) over the exact-item history features
+    (core/ranking.py) and, with `net`, the network's decoded sketch; fitted on the training
+    windows (at most RANKER_MAX_TRAIN_LISTS lists with a relevant item, a seeded sample),
+    early-stopped on validation. None when either window has no list with a relevant candidate
+    (nothing to learn or to stop on)."""
     t0 = time.perf_counter()
     tr, val = data.splits["train"], data.splits["validation"]
     lists = np.flatnonzero(tr.y.sum(1) > 0)
@@ -392,8 +392,8 @@ def fit_recommendation_baselines(data: TaskData, net: BehavioralNet | None, seed
     """repurchase: the client's decayed past count (long half-life), popularity breaking ties;
     repurchase_popularity: that plus popularity with a weight chosen on validation;
     <net>_blend: both history half-lives, popularity and the network's decode, weights chosen
-    on validation; history_ranker: a listwise ranker over the history features (with item statistics);
-    <net>_ranker: the same with the network's decode as one more feature."""
+    on validation; history_ranker: a listwise ranker over the history features (with item
+    statistics); <net>_ranker: the same with the network's decode as one more feature."""
     if data.splits["train"].history is None or data.item_log_prior is None:
         return {}
     tie = {"history_long": 1.0, "popularity": 1e-6}

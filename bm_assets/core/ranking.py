@@ -138,8 +138,8 @@ def fit_listwise_ranker(
     The loss is XE-NDCG (Bruch, "An Alternative Cross Entropy Loss for Learning-to-Rank",
     arXiv:1911.09798): a cross-entropy between the list's softmax and its relevance that the
     paper shows to bound NDCG; listwise, it has no truncation level to set (LambdaRank's
-    pairwise lambdas need one). On Complete Journey's validation windows it scored +0.0015 NDCG@10 over
-    LambdaRank in each of 3 seeds (test +0.0010, holdout +0.0022)."""
+    pairwise lambdas need one). On Complete Journey's validation windows it scored +0.0015
+    NDCG@10 over LambdaRank in each of 3 seeds (test +0.0010, holdout +0.0022)."""
     params = dict(
         objective="rank_xendcg",
         n_estimators=500,
