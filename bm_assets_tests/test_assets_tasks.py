@@ -81,6 +81,11 @@ def test_foundation_and_churn_end_to_end(half_year, bm_home, monkeypatch, capsys
     assert {(r["fraction"], r["model"]) for r in report["learning_curve"]} == {
         (f, m) for f in (0.5, 1.0) for m in ("finetuned", "scratch", "lightgbm")
     }
+    for row in report["learning_curve"]:  # at 100% of labels: the task's own models, not refitted
+        if row["fraction"] == 1.0:
+            model = report["models"][row["model"]]
+            assert (row["validation"], row["test"]) == (model["validation_auroc"], model["test_auroc"])
+            assert row["train_seconds"] == model["train_seconds"]
     assert "finetuned @50%" in eval_meta["learning_curve"].value
     assert "curves" in eval_meta  # the time panel alone
     spec = next(a for a in assets if a.node_def.name == "churn_evaluation").specs_by_key

@@ -10,7 +10,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from bm_assets.core.evaluation import Split, TaskData, evaluate, run_task
+from bm_assets.core.evaluation import Split, TaskData, evaluate, learning_curve, run_task
 from bm_assets.core.kinds import KINDS, TaskKind, kind_of
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec, TaskType
 from bm_assets_tests.conftest import TRAINED_MODELS
@@ -74,3 +74,29 @@ def test_each_kind_trains_evaluates_and_scores(name):
     out = con.execute(kind.export_sql("SELECT * FROM day", top_k=3)).df()
     assert len(out) == len(frame) and "score" in out and "model_version" in out
     assert kind.empty_target(test.y) is None and kind.label_rate(test.y)
+
+
+def test_learning_curve_reuses_the_models_fitted_on_every_example():
+    """At 100% of labels the curve takes the task's own fine-tuned, scratch and LightGBM models
+    instead of fitting them again; fitting them again gives the same numbers, so nothing changes
+    but the time."""
+    task = TaskSpec(name="t", type="binary", horizon_days=14, target={"value": "count(*)"})
+    splits = {}
+    for i, (role, n) in enumerate([("train", 300), ("validation", 120), ("test", 120)]):
+        x, sk = _synthetic(n, 20 + i)
+        splits[role] = Split(x, x[:, :8].copy(), _y("binary", x, sk), clients=np.arange(n).astype(str))
+    data = TaskData(task, splits, None, LAYOUT)
+    ev = EvaluationConfig(task_max_epochs=2, task_patience=1, label_fractions=[0.5, 1.0])
+    foundation, fcfg = _train().net, FoundationConfig(hidden=32)
+    run = run_task(data, foundation, fcfg, ev)
+    reused = learning_curve(data, foundation, fcfg, ev, fitted_on_all=run.models)
+    refitted = learning_curve(data, foundation, fcfg, ev)
+
+    def by_key(rows):
+        return {(r["fraction"], r["model"]): (r["n_train"], r["validation"], r["test"]) for r in rows}
+
+    assert set(by_key(reused)) == {(f, m) for f in (0.5, 1.0) for m in ("finetuned", "scratch", "lightgbm")}
+    assert by_key(reused) == by_key(refitted)
+    for row in reused:  # the 100% rows are the task's models: their own training time
+        if row["fraction"] == 1.0:
+            assert row["train_seconds"] == round(run.models[row["model"]].seconds, 3)

@@ -233,13 +233,14 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
             curve_foundation = None
             if task.learning_curve and "finetuned" in bundle:
                 # fine-tuned at each fraction from the foundation version the task model started
-                # from: never from the task's own network, which has seen every training label
+                # from: never from the task's own network, which has seen every training label;
+                # at 100% the curve is the task model's own models, already fitted from it
                 start = time.perf_counter()
                 client = mlflow_tracking.client()
                 version = client.get_model_version(promotion["registered_model"], promotion["version"])
                 curve_foundation = version.tags["foundation_version"]
                 foundation = load_foundation_version(client, cfg.name, curve_foundation)
-                curve = learning_curve(data, foundation, mcfg.foundation, mcfg.evaluation)
+                curve = learning_curve(data, foundation, mcfg.foundation, mcfg.evaluation, fitted_on_all=models)
                 context.log.info(f"learning curve in {time.perf_counter() - start:.1f}s")
             time_curve = {n: m.history for n, m in models.items() if m.history}
             intervals = intervals_on_test(data, models, mcfg.evaluation.bootstrap, mcfg.evaluation.seed)
