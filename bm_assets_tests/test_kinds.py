@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bm_assets.core.evaluation import Split, TaskData, evaluate, learning_curve, run_task
-from bm_assets.core.kinds import KINDS, TaskKind, kind_of
+from bm_assets.core.kinds import KINDS, TaskKind, auroc, average_precision, kind_of
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec, TaskType
 from bm_assets_tests.conftest import TRAINED_MODELS
 from bm_assets_tests.test_foundation import LAYOUT, _synthetic, _train
@@ -100,3 +100,24 @@ def test_learning_curve_reuses_the_models_fitted_on_every_example():
     for row in reused:  # the 100% rows are the task's models: their own training time
         if row["fraction"] == 1.0:
             assert row["train_seconds"] == round(run.models[row["model"]].seconds, 3)
+
+
+def test_auroc_and_average_precision_equal_scikit_learns_with_ties():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for trial in range(300):
+        n = int(rng.integers(2, 200))
+        y = (rng.random(n) < rng.random()).astype(np.float32)
+        if not 0 < y.sum() < n:
+            continue
+        # continuous scores, a few tied levels, rounded scores
+        s = [rng.random(n), rng.integers(0, 4, n).astype(np.float64), np.round(rng.random(n), 1)][trial % 3]
+        assert auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        checked += 1
+    assert checked > 200
+    assert auroc(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.5, 0.5])) == 0.875  # by hand: 3.5 of 4 pairs
+    with pytest.raises(ValueError, match="NaN"):
+        auroc(np.array([0, 1]), np.array([0.1, np.nan]))
