@@ -19,7 +19,7 @@ from bm_assets.core.kinds import kind_of
 from bm_assets.core.profiles import encode_events
 from bm_assets.core.ranking import ITEM_STATS, ItemHistory
 from bm_assets.core.sketches import SketchCoder, sketch
-from bm_assets.core.sql import ident
+from bm_assets.core.sql import ident, literal
 from bm_assets.core.tasks import (
     EVENTS_DENORMALIZED,
     Eligibility,
@@ -139,10 +139,13 @@ def item_history(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: 
     if dates:
         first = pd.Timestamp(min(dates)).date() - dt.timedelta(days=ITEM_HISTORY_DAYS)
         within = f" AND e.event_date >= DATE '{first}' AND e.event_date < DATE '{pd.Timestamp(max(dates)).date()}'"
+    # the candidates only: the other items' rows would be dropped below, after the join with every
+    # split date (a client's year touches several times more items than the candidates)
+    candidates = ", ".join(literal(v) for v in labels) or "NULL"
     daily = f"""daily AS (
                 SELECT e.client_id, CAST(e.{col} AS VARCHAR) AS v, e.event_date AS d, count(*) AS lines
                 FROM {wh.table(EVENTS_DENORMALIZED)} e
-                WHERE ({task.target.where}) AND e.{col} IS NOT NULL{within}
+                WHERE ({task.target.where}) AND CAST(e.{col} AS VARCHAR) IN ({candidates}){within}
                 GROUP BY ALL)"""
     visits = f"""visits AS (
                 SELECT DISTINCT e.client_id, e.event_date AS d
