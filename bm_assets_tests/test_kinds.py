@@ -10,7 +10,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from bm_assets.core.evaluation import Split, TaskData, evaluate, learning_curve, run_task
+from bm_assets.core.evaluation import Split, TaskData, evaluate, intervals_on_test, learning_curve, run_task
 from bm_assets.core.kinds import KINDS, TaskKind, auroc, average_precision, kind_of
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec, TaskType
 from bm_assets_tests.conftest import TRAINED_MODELS
@@ -76,10 +76,10 @@ def test_each_kind_trains_evaluates_and_scores(name):
     assert kind.empty_target(test.y) is None and kind.label_rate(test.y)
 
 
-def test_learning_curve_reuses_the_models_fitted_on_every_example():
+def test_evaluation_reuses_what_it_already_fitted_and_predicted():
     """At 100% of labels the curve takes the task's own fine-tuned, scratch and LightGBM models
-    instead of fitting them again; fitting them again gives the same numbers, so nothing changes
-    but the time."""
+    instead of fitting them again, and the bootstrap takes evaluate's test predictions: computing
+    them again gives the same numbers, so nothing changes but the time."""
     task = TaskSpec(name="t", type="binary", horizon_days=14, target={"value": "count(*)"})
     splits = {}
     for i, (role, n) in enumerate([("train", 300), ("validation", 120), ("test", 120)]):
@@ -100,6 +100,12 @@ def test_learning_curve_reuses_the_models_fitted_on_every_example():
     for row in reused:  # the 100% rows are the task's models: their own training time
         if row["fraction"] == 1.0:
             assert row["train_seconds"] == round(run.models[row["model"]].seconds, 3)
+    # the bootstrap reuses evaluate's test predictions: the same intervals as predicting again
+    test_predictions: dict = {}
+    assert evaluate(data, run.models, test_predictions=test_predictions) == evaluate(data, run.models)
+    assert set(test_predictions) == set(run.models)
+    reused_preds = intervals_on_test(data, run.models, 50, 0, test_predictions)
+    assert reused_preds == intervals_on_test(data, run.models, 50, 0) and reused_preds["models"]
 
 
 def test_auroc_and_average_precision_equal_scikit_learns_with_ties():

@@ -228,7 +228,8 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
             for n, b in bundle.items()
         }
         with mlflow_tracking.start_run(f"{task.name}_evaluation", tags={"task": task.name, "dataset": cfg.name}) as run:
-            metrics = evaluate(data, models)
+            test_predictions: dict = {}  # for the bootstrap below
+            metrics = evaluate(data, models, test_predictions=test_predictions)
             curve: list[dict] = []
             curve_foundation = None
             if task.learning_curve and "finetuned" in bundle:
@@ -243,7 +244,8 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
                 curve = learning_curve(data, foundation, mcfg.foundation, mcfg.evaluation, fitted_on_all=models)
                 context.log.info(f"learning curve in {time.perf_counter() - start:.1f}s")
             time_curve = {n: m.history for n, m in models.items() if m.history}
-            intervals = intervals_on_test(data, models, mcfg.evaluation.bootstrap, mcfg.evaluation.seed)
+            intervals = intervals_on_test(data, models, mcfg.evaluation.bootstrap, mcfg.evaluation.seed, test_predictions)
+            test_predictions.clear()  # ranked items: one score per candidate, not kept past the bootstrap
             report = build_report(
                 task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve, intervals
             )

@@ -490,10 +490,14 @@ class TaskRun:
 
 
 def evaluate(
-    data: TaskData, models: dict[str, ModelResult], roles: tuple[str, ...] = ROLES
+    data: TaskData,
+    models: dict[str, ModelResult],
+    roles: tuple[str, ...] = ROLES,
+    test_predictions: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
     """{model: {"<role>_<metric>": value, "train_seconds": s, "epochs": n}} on validation, test
-    and held-out clients."""
+    and held-out clients. `test_predictions`, when given, receives {model: prediction on the
+    test window}, for the bootstrap to reuse rather than predict again."""
     t, kind = data.task, kind_of(data.task)
     out: dict[str, dict[str, float]] = {}
     for name, m in models.items():
@@ -503,6 +507,8 @@ def evaluate(
             if s is None or not len(s.y):
                 continue
             pred = m.predict(s)
+            if test_predictions is not None and role == "test":
+                test_predictions[name] = pred
             for metric, value in kind.metrics(s.y, pred).items():
                 if metric in t.metrics:
                     row[f"{role}_{metric}"] = value
@@ -568,13 +574,21 @@ def _percentiles(values: np.ndarray) -> list[float]:
     return [float(v) for v in np.percentile(values, [2.5, 97.5])] if len(values) else [float("nan")] * 2
 
 
-def intervals_on_test(data: TaskData, models: dict[str, ModelResult], n_boot: int, seed: int) -> dict | None:
-    """Bootstrap intervals of the task's first metric on the test window (same clients)."""
+def intervals_on_test(
+    data: TaskData,
+    models: dict[str, ModelResult],
+    n_boot: int,
+    seed: int,
+    test_predictions: dict[str, np.ndarray] | None = None,
+) -> dict | None:
+    """Bootstrap intervals of the task's first metric on the test window (same clients).
+    `test_predictions`: what `evaluate` already predicted there, {model: prediction}."""
     test = data.splits.get("test")
     if test is None or test.clients is None or not len(test.y) or n_boot == 0:
         return None
     metric = data.task.metrics[0]
-    preds = {name: m.predict(test) for name, m in models.items()}
+    known = test_predictions or {}
+    preds = {name: known[name] if name in known else m.predict(test) for name, m in models.items()}
     return bootstrap_intervals(data.task.type, metric, test.y, preds, test.clients, n_boot, seed)
 
 
