@@ -244,7 +244,8 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
                 curve = learning_curve(data, foundation, mcfg.foundation, mcfg.evaluation, fitted_on_all=models)
                 context.log.info(f"learning curve in {time.perf_counter() - start:.1f}s")
             time_curve = {n: m.history for n, m in models.items() if m.history}
-            intervals = intervals_on_test(data, models, mcfg.evaluation.bootstrap, mcfg.evaluation.seed, test_predictions)
+            ev = mcfg.evaluation
+            intervals = intervals_on_test(data, models, ev.bootstrap, ev.seed, test_predictions)
             test_predictions.clear()  # ranked items: one score per candidate, not kept past the bootstrap
             report = build_report(
                 task, cfg.temporal, metrics, {r: len(f) for r, f in frames.items()}, curve, time_curve, intervals
