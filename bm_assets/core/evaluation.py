@@ -649,7 +649,7 @@ def learning_curve(
     Fractions are training examples drawn by one seeded permutation, so they nest.
     `fitted_on_all`: those models already fitted on every training example (the fine-tuned one
     from `foundation`); a fraction that covers every example reuses them instead of fitting the
-    same models again, which is about half of the curve's cost."""
+    same models again (the curve's most expensive fraction)."""
     t = data.task
     n = len(data.splits["train"].y)
     order = np.random.default_rng(ev.seed).permutation(n)
