@@ -100,6 +100,18 @@ def test_finetuning_starts_from_the_foundation_weights():
         assert torch.equal(tuned.eval()(x), tuned.task_head(tuned.embed(x)))
 
 
+def test_task_networks_take_the_task_dropout_and_leave_the_foundation_as_it_was():
+    found = _train().net
+    rates = lambda net: {m.p for m in net.encoder if isinstance(m, torch.nn.Dropout)}  # noqa: E731
+    before = rates(found)
+    tuned = task_network(found, 40, 32, 2, 0.5, LAYOUT, n_out=3, seed=0)
+    scratch = task_network(None, 40, 32, 2, 0.5, LAYOUT, n_out=3, seed=0)
+    assert rates(tuned) == rates(scratch) == {0.5}
+    assert rates(found) == before and before != {0.5}
+    for k, v in found.encoder.state_dict().items():  # weights copied, only the rate differs
+        assert torch.equal(v, tuned.encoder.state_dict()[k])
+
+
 def test_metrics_on_hand_examples():
     relevant = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
     scores = np.array([[0.9, 0.8, 0.1, 0.0], [0.9, 0.8, 0.1, 0.0], [1, 1, 1, 1]])

@@ -139,7 +139,8 @@ def fit_network(
     tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
     val = data.splits["validation"]
     n_out = kind.n_out(len(data.labels or []))
-    net = task_network(foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, fcfg.dropout, data.layout, n_out, ev.seed)
+    dropout = fcfg.dropout if ev.task_dropout is None else ev.task_dropout
+    net = task_network(foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, dropout, data.layout, n_out, ev.seed)
     if foundation is None:
         net.set_input_stats(tr.x)
     inputs = network_inputs(with_aggregates)

@@ -271,11 +271,14 @@ def task_network(
     seed: int,
 ) -> BehavioralNet:
     """Fine-tuning start point (a copy of the foundation model with a new task head) or, with
-    foundation=None, the same architecture from random initialisation."""
+    foundation=None, the same architecture from random initialisation; either with `dropout`."""
     torch.manual_seed(seed)
     if foundation is None:
         return BehavioralNet(n_in, hidden, layers, dropout, layout, n_out)
     net = copy.deepcopy(foundation)
+    for module in net.encoder:
+        if isinstance(module, nn.Dropout):
+            module.p = dropout
     net.task_head = nn.Linear(net.sketch_head.in_features, n_out) if n_out else None
     net.wide = wide_path(n_in, n_out)
     for name in ("y_mean", "y_std"):

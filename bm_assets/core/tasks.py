@@ -187,6 +187,15 @@ class EvaluationConfig(StrictModel):
     task_patience: int = Field(default=4, gt=0)
     task_lr: float = Field(default=1e-3, gt=0, description="learning rate from scratch")
     finetune_lr: float = Field(default=3e-4, gt=0, description="lower: keeps what pretraining learned")
+    task_dropout: float | None = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="dropout rate of the task networks' hidden layers, fine-tuned and from scratch alike: a task "
+        "has far fewer examples than pretraining, and at the foundation's rate (0.1) its networks overfit within "
+        "one or two epochs; 0.5 is the usual rate for hidden units (Srivastava et al., JMLR 2014); null: the "
+        "foundation's rate",
+    )
     head_epochs: int | None = Field(
         default=None,
         ge=0,
