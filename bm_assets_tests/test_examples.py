@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from bm_assets.cli import main
 from bm_assets.settings import REPO_ROOT
@@ -78,6 +79,14 @@ def test_init_then_validate_then_run(name, tmp_path, bm_home, monkeypatch, capsy
     assert set(reports) == declared and "churn" in declared
     for report in reports.values():
         assert report["n_test"] > 0 and "finetuned" in report["models"]
+    # an evaluation without a learning curve builds no training inputs, yet reports the size of
+    # the training split the model asset fitted on
+    client = MlflowClient(tracking_uri=f"sqlite:///{bm_home / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    for task, report in reports.items():
+        assert not report["learning_curve"]
+        (run,) = client.search_runs(experiments, f"attributes.run_name = '{task}_model'")
+        assert report["n_train"] == int(run.data.params["n_train"]) > 0
 
 
 def test_init_and_validate_on_the_complete_journey_sample(tmp_path, monkeypatch, capsys):

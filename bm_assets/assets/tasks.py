@@ -32,7 +32,7 @@ from bm_assets.core.evaluation import (
     rebuild,
     run_task,
 )
-from bm_assets.core.examples import CachedProfiles, task_examples
+from bm_assets.core.examples import SPLITS, CachedProfiles, task_examples
 from bm_assets.core.explain import (
     drivers_markdown_all,
     drivers_png,
@@ -52,14 +52,16 @@ TASKS_GROUP = "tasks"
 SCORE_COLUMNS = ("client_id", "score_date", "label", "score")
 
 
-def _load_data(dataset: DatasetResource, warehouse: WarehouseResource, store: Store, task: TaskSpec) -> tuple:
+def _load_data(
+    dataset: DatasetResource, warehouse: WarehouseResource, store: Store, task: TaskSpec, inputs_for=SPLITS
+) -> tuple:
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
     coders = store.load_coders()
     with warehouse.open(sandboxed=True) as wh:
         check_task_sql(wh, ModelingConfig(tasks=[task], config_file=mcfg.config_file))
         data, frames = task_examples(
-            wh, cfg, mcfg, task, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds))
+            wh, cfg, mcfg, task, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds)), inputs_for
         )
     return cfg, mcfg, data, frames
 
@@ -220,9 +222,12 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
         artifacts: ArtifactStore,
     ) -> MaterializeResult:
         store = artifacts.store()
-        cfg, mcfg, data, frames = _load_data(dataset, warehouse, store, task)
         saved: SavedTask = store.load_task(task.name)
         bundle, promotion = saved.models, saved.promotion
+        with_curve = task.learning_curve and "finetuned" in bundle
+        # the training split's inputs only for the learning curve, the one thing here fitted on them
+        inputs_for = SPLITS if with_curve else tuple(r for r in SPLITS if r != "train")
+        cfg, mcfg, data, frames = _load_data(dataset, warehouse, store, task, inputs_for)
         models = {
             n: ModelResult(n, rebuild(data, n, b["artifact"]), b["seconds"], b["epochs"], b["history"])
             for n, b in bundle.items()
@@ -232,7 +237,7 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
             metrics = evaluate(data, models, test_predictions=test_predictions)
             curve: list[dict] = []
             curve_foundation = None
-            if task.learning_curve and "finetuned" in bundle:
+            if with_curve:
                 # fine-tuned at each fraction from the foundation version the task model started
                 # from: never from the task's own network, which has seen every training label;
                 # at 100% the curve is the task model's own models, already fitted from it

@@ -5,7 +5,7 @@ behavioral profile at the end of day T-1 (events before T only); targets come fr
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import pandas as pd
@@ -273,6 +273,16 @@ def foundation_examples(
     return out
 
 
+#: A task's splits, in the order they are built: split -> (its split dates, held-out clients or not).
+SPLIT_WINDOWS = {
+    "train": ("train", False),
+    "validation": ("validation", False),
+    "test": ("test", False),
+    "holdout": ("test", True),
+}
+SPLITS = tuple(SPLIT_WINDOWS)
+
+
 def task_examples(
     wh: Warehouse,
     cfg: DatasetConfig,
@@ -280,10 +290,15 @@ def task_examples(
     task: TaskSpec,
     coders: dict[str, SketchCoder],
     profiles: ProfileSource,
+    inputs_for: Collection[str] = SPLITS,
 ) -> tuple[TaskData, dict[str, pd.DataFrame]]:
     """The task's four splits: train (non-holdout clients, label windows ending by the cutoff),
     validation and test (same clients, later windows) and holdout (held-out clients, test
-    windows). Label sets and feature tops are counted before the training cutoff."""
+    windows). Label sets and feature tops are counted before the training cutoff.
+
+    Only the splits in `inputs_for` get inputs and labels (`TaskData.splits`); every split gets
+    its examples (`frames`), which are cheap: an evaluation that fits nothing on the training
+    split still reports its size without building its profiles, the bulk of the work."""
     ev = mcfg.evaluation
     cutoff = cfg.temporal.training_cutoff
     dates = protocol_dates(cfg.data_start, cfg.temporal, ev, task.horizon_days)
@@ -292,18 +307,16 @@ def task_examples(
     # items ranked by the network's sketch head: it trains on the sketch of the target column
     target_coders = {task.target.column: coders[task.target.column]} if space.item_codes is not None else {}
     tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cutoff)
-    roles = {
-        "train": ("train", False),
-        "validation": ("validation", False),
-        "test": ("test", False),
-        "holdout": ("test", True),
-    }
     splits: dict[str, Split] = {}
     frames: dict[str, pd.DataFrame] = {}
-    for role, (window, hold) in roles.items():
+    feature_names: list[str] = []
+    for role, (window, hold) in SPLIT_WINDOWS.items():
         ex = _split_examples(wh, task.eligible, dates[window], ev.holdout_fraction, hold)
         if role == "train" and len(ex) > ev.max_train_examples:
             ex = sample_examples(ex, ev.max_train_examples, ev.seed)
+        frames[role] = ex
+        if role not in inputs_for:
+            continue
         y = build_labels(wh, task, ex, labels)
         check_target_not_empty(task, y, role)
         y_train = None
@@ -312,7 +325,6 @@ def task_examples(
         f, feature_names = aggregate_features(wh, ex, ev, tops)
         history = item_history(wh, task, ex, labels) if space.item_codes is not None else None
         splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train, history, ex["client_id"].to_numpy())
-        frames[role] = ex
     layout = layout_of(coders)
     item_stats = item_repeat_stats(wh, task, labels, cutoff) if space.item_codes is not None else None
     data = TaskData(
