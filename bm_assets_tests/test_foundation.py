@@ -264,6 +264,20 @@ def test_popularity_decode_shares_a_buckets_probability_by_item_frequency():
     torch.testing.assert_close(diff[0, 0], diff[0, 1])
 
 
+def test_task_dropout_applies_to_new_heads_and_recommendation_keeps_the_foundation_rate():
+    foundation = _train().net
+    fc = FoundationConfig(hidden=32, dropout=0.1)
+    ev = EvaluationConfig(task_max_epochs=1, task_patience=1, task_dropout=0.5)
+    rates = lambda net: {m.p for m in net.encoder if isinstance(m, torch.nn.Dropout)}  # noqa: E731
+    binary = _task_data("binary", {"value": "count(*) > 0"})
+    recommendation = _task_data("recommendation", {"column": "item_id"})
+    for init in (foundation, None):  # fine-tuned and from scratch
+        assert rates(fit_network(binary, init, fc, ev)[0].net) == {0.5}
+        assert rates(fit_network(recommendation, init, fc, ev)[0].net) == {0.1}
+        assert rates(fit_network(binary, init, fc, ev.model_copy(update={"task_dropout": None}))[0].net) == {0.1}
+    assert rates(foundation) == {0.1}
+
+
 def test_fine_tuning_fits_the_new_head_first_with_the_pretrained_layers_frozen():
     data = _task_data("binary", {"value": "count(*) > 0"})
     foundation = _train().net

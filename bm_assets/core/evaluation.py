@@ -139,8 +139,9 @@ def fit_network(
     tr = data.splits["train"] if train_idx is None else data.splits["train"].subset(train_idx)
     val = data.splits["validation"]
     n_out = kind.n_out(len(data.labels or []))
-    dropout = fcfg.dropout if ev.task_dropout is None else ev.task_dropout
-    net = task_network(foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, dropout, data.layout, n_out, ev.seed)
+    net = task_network(
+        foundation, tr.x.shape[1], fcfg.hidden, fcfg.layers, task_dropout(fcfg, ev, n_out), data.layout, n_out, ev.seed
+    )
     if foundation is None:
         net.set_input_stats(tr.x)
     inputs = network_inputs(with_aggregates)
@@ -176,6 +177,13 @@ def fit_network(
         net.requires_grad_(True)
     result = fit(net, loss, x_train, tr.target, validate, cfg, on_epoch)
     return result, lambda s: pred(result.net, inputs(s))
+
+
+def task_dropout(fcfg: FoundationConfig, ev: EvaluationConfig, n_out: int) -> float:
+    """Dropout of a task network: `task_dropout` where a new head learns from the task's labels
+    (n_out > 0); the foundation's own rate where the network keeps the sketch head and goes on
+    with the pretraining objective on the task's examples (recommendation)."""
+    return fcfg.dropout if ev.task_dropout is None or not n_out else ev.task_dropout
 
 
 def network_inputs(with_aggregates: bool) -> Callable[[Split], np.ndarray]:

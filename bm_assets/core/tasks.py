@@ -191,10 +191,11 @@ class EvaluationConfig(StrictModel):
         default=0.5,
         ge=0,
         lt=1,
-        description="dropout rate of the task networks' hidden layers, fine-tuned and from scratch alike: a task "
-        "has far fewer examples than pretraining, and at the foundation's rate (0.1) its networks overfit within "
-        "one or two epochs; 0.5 is the usual rate for hidden units (Srivastava et al., JMLR 2014); null: the "
-        "foundation's rate",
+        description="dropout rate of the hidden layers of task networks with a new head (every type but "
+        "recommendation, whose networks keep the sketch head and the foundation's rate), fine-tuned and from "
+        "scratch alike: a task has far fewer examples than pretraining, and at the foundation's rate (0.1) its "
+        "networks overfit within one or two epochs; 0.5 is the usual rate for hidden units (Srivastava et al., "
+        "JMLR 2014); null: the foundation's rate",
     )
     head_epochs: int | None = Field(
         default=None,
