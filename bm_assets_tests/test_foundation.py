@@ -100,14 +100,17 @@ def test_finetuning_starts_from_the_foundation_weights():
         assert torch.equal(tuned.eval()(x), tuned.task_head(tuned.embed(x)))
 
 
+def _dropout_rates(net) -> set[float]:
+    return {m.p for m in net.encoder if isinstance(m, torch.nn.Dropout)}
+
+
 def test_task_networks_take_the_task_dropout_and_leave_the_foundation_as_it_was():
     found = _train().net
-    rates = lambda net: {m.p for m in net.encoder if isinstance(m, torch.nn.Dropout)}  # noqa: E731
-    before = rates(found)
+    before = _dropout_rates(found)
     tuned = task_network(found, 40, 32, 2, 0.5, LAYOUT, n_out=3, seed=0)
     scratch = task_network(None, 40, 32, 2, 0.5, LAYOUT, n_out=3, seed=0)
-    assert rates(tuned) == rates(scratch) == {0.5}
-    assert rates(found) == before and before != {0.5}
+    assert _dropout_rates(tuned) == _dropout_rates(scratch) == {0.5}
+    assert _dropout_rates(found) == before and before != {0.5}
     for k, v in found.encoder.state_dict().items():  # weights copied, only the rate differs
         assert torch.equal(v, tuned.encoder.state_dict()[k])
 
@@ -268,14 +271,14 @@ def test_task_dropout_applies_to_new_heads_and_recommendation_keeps_the_foundati
     foundation = _train().net
     fc = FoundationConfig(hidden=32, dropout=0.1)
     ev = EvaluationConfig(task_max_epochs=1, task_patience=1, task_dropout=0.5)
-    rates = lambda net: {m.p for m in net.encoder if isinstance(m, torch.nn.Dropout)}  # noqa: E731
     binary = _task_data("binary", {"value": "count(*) > 0"})
     recommendation = _task_data("recommendation", {"column": "item_id"})
     for init in (foundation, None):  # fine-tuned and from scratch
-        assert rates(fit_network(binary, init, fc, ev)[0].net) == {0.5}
-        assert rates(fit_network(recommendation, init, fc, ev)[0].net) == {0.1}
-        assert rates(fit_network(binary, init, fc, ev.model_copy(update={"task_dropout": None}))[0].net) == {0.1}
-    assert rates(foundation) == {0.1}
+        assert _dropout_rates(fit_network(binary, init, fc, ev)[0].net) == {0.5}
+        assert _dropout_rates(fit_network(recommendation, init, fc, ev)[0].net) == {0.1}
+        unset = ev.model_copy(update={"task_dropout": None})  # null: the foundation's rate
+        assert _dropout_rates(fit_network(binary, init, fc, unset)[0].net) == {0.1}
+    assert _dropout_rates(foundation) == {0.1}
 
 
 def test_fine_tuning_fits_the_new_head_first_with_the_pretrained_layers_frozen():

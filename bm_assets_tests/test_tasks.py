@@ -190,6 +190,22 @@ def test_bad_horizon_names_file_and_key(tmp_path):
         load_modeling_config(path)
 
 
+def test_task_dropout_outside_zero_to_one_names_file_and_key(tmp_path):
+    path = _write(
+        tmp_path,
+        """
+        evaluation: {task_dropout: 1.0}
+        tasks:
+          - name: churn
+            type: binary
+            horizon_days: 14
+            target: {value: "count(*) = 0", default: 1}
+    """,
+    )
+    with pytest.raises(TaskConfigError, match=r"tasks\.yaml: key evaluation\.task_dropout: .*less than 1"):
+        load_modeling_config(path)
+
+
 def test_empty_target_expression_and_wrong_metric_fail(tmp_path):
     path = _write(
         tmp_path,

@@ -24,6 +24,7 @@ from dagster import (
 from bm_assets.assets.foundation import load_champion_foundation, load_foundation_version, modeling_config
 from bm_assets.core.artifacts import SavedTask, ServedModel, Store, load_registered_model, log_served
 from bm_assets.core.evaluation import (
+    ROLES,
     ModelResult,
     TaskData,
     evaluate,
@@ -53,7 +54,11 @@ SCORE_COLUMNS = ("client_id", "score_date", "label", "score")
 
 
 def _load_data(
-    dataset: DatasetResource, warehouse: WarehouseResource, store: Store, task: TaskSpec, inputs_for=SPLITS
+    dataset: DatasetResource,
+    warehouse: WarehouseResource,
+    store: Store,
+    task: TaskSpec,
+    inputs_for: tuple[str, ...] = SPLITS,
 ) -> tuple:
     cfg = dataset.load()
     mcfg = modeling_config(dataset)
@@ -226,7 +231,7 @@ def _evaluation_asset(task: TaskSpec) -> AssetsDefinition:
         bundle, promotion = saved.models, saved.promotion
         with_curve = task.learning_curve and "finetuned" in bundle
         # the training split's inputs only for the learning curve, the one thing here fitted on them
-        inputs_for = SPLITS if with_curve else tuple(r for r in SPLITS if r != "train")
+        inputs_for = SPLITS if with_curve else ROLES
         cfg, mcfg, data, frames = _load_data(dataset, warehouse, store, task, inputs_for)
         models = {
             n: ModelResult(n, rebuild(data, n, b["artifact"]), b["seconds"], b["epochs"], b["history"])
