@@ -21,7 +21,7 @@ from bm_assets.core.foundation import (
     task_network,
     with_side_inputs,
 )
-from bm_assets.core.kinds import KINDS, Boosters, kind_of, ranking_metrics
+from bm_assets.core.kinds import KINDS, Boosters, kind_of, ranking_metrics, top_k_columns
 from bm_assets.core.ranking import (
     RANKER_MAX_TRAIN_LISTS,
     ItemHistory,
@@ -430,7 +430,7 @@ def repeat_share(s: Split, scores: np.ndarray, k: int = 10) -> float:
     if s.history is None:
         return float("nan")
     has = s.y.sum(1) > 0
-    top = np.argsort(-scores[has], axis=1, kind="stable")[:, :k]
+    top = top_k_columns(scores[has], k)
     hits = np.take_along_axis(s.y[has], top, 1) > 0
     seen = np.take_along_axis(s.history.decayed[-1][np.flatnonzero(has)].toarray(), top, 1) > 0
     return float((hits & seen).sum() / hits.sum()) if hits.sum() else float("nan")
