@@ -19,6 +19,7 @@ from bm_assets.core.foundation import (
     task_network,
     train_foundation,
 )
+from bm_assets.core.kinds import top_k_columns
 from bm_assets.core.sketches import fit_sketch_coder
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig, TaskSpec
 from bm_assets_tests.conftest import TRAINED_MODELS
@@ -126,6 +127,35 @@ def test_metrics_on_hand_examples():
     p = np.array([[0.1, 0.9], [0.8, 0.1], [0.7, 0.6], [0.2, 0.3]])
     assert metrics("multilabel", y, p)["auroc"] == 1.0
     assert metrics("regression", np.array([1.0, 3.0]), np.array([2.0, 2.0])) == {"rmse": 1.0, "mae": 1.0}
+
+
+def test_normalise_in_place_matches_the_formula_and_keeps_gradients_to_the_input():
+    net = BehavioralNet(6, 8, 1, 0.0, [])
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(
+        np.concatenate([rng.normal(0, 5, (50, 6)), np.zeros((2, 6)), -np.zeros((1, 6))]).astype(np.float32)
+    )
+    net.set_input_stats(x.numpy())
+    before = x.clone()
+    expected = (torch.sign(x) * torch.log1p(x.abs()) - net.x_mean) / net.x_std
+    assert torch.equal(net.normalise(x), expected)
+    assert torch.equal(x, before)  # the caller's batch is left as it was
+    xg, xf = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(net.normalise(xg).sum(), xg)
+    (formula,) = torch.autograd.grad(((torch.sign(xf) * torch.log1p(xf.abs()) - net.x_mean) / net.x_std).sum(), xf)
+    assert torch.equal(grad, formula) and (grad[:50] > 0).all()
+
+
+def test_top_k_columns_is_the_head_of_a_stable_descending_sort():
+    """Ties at the k-th score go to the lower column, as a stable sort would order them."""
+    scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0], [5.0, -1.0, 4.0, 4.0, 4.0]])
+    assert top_k_columns(scores, 2).tolist() == [[1, 2], [0, 1], [0, 2]]
+    assert top_k_columns(scores, 4).tolist() == [[1, 2, 4, 3], [0, 1, 2, 3], [0, 2, 3, 4]]
+    rng = np.random.default_rng(0)
+    for k in (1, 3, 10, 12):  # 12 > the 11 columns: every column, ranked
+        many_ties = rng.integers(-2, 3, size=(200, 11)).astype(np.float32)
+        for s in (many_ties, rng.normal(size=(200, 11)), np.where(many_ties > 0, np.nan, many_ties)):
+            assert np.array_equal(top_k_columns(s, k), np.argsort(-s, axis=1, kind="stable")[:, :k])
 
 
 def _task_data(kind: str, target: dict) -> TaskData:

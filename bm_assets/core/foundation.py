@@ -64,8 +64,12 @@ class BehavioralNet(nn.Module):
         return torch.sign(x) * torch.log1p(torch.abs(x))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """What the network reads: the compressed profile, standardised."""
-        return (self.compress(x) - self.x_mean) / self.x_std
+        """What the network reads: the compressed profile, standardised. In place on one new
+        tensor where no gradient flows to the input (training and scoring): the same values at
+        half the time of the four temporaries, which was a third of a forward pass."""
+        if x.requires_grad:  # attributions differentiate by the input
+            return (self.compress(x) - self.x_mean) / self.x_std
+        return torch.log1p(x.abs()).copysign_(x).sub_(self.x_mean).div_(self.x_std)
 
     def set_input_stats(self, x: np.ndarray, balance_sketch_blocks: bool = True) -> None:
         """Standardise each input, then give every sketch block (a column at a half-life) the
