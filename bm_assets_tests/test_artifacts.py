@@ -14,7 +14,7 @@ from bm_assets_tests.test_foundation import LAYOUT, _synthetic, _train
 from bm_assets_tests.test_kinds import LABELS, _target, _y
 
 
-@pytest.mark.parametrize("name", ["binary", "multiclass"])
+@pytest.mark.parametrize("name", ["binary", "multiclass", "regression"])  # regression: with its amount path
 def test_saved_models_predict_what_the_trained_ones_did(tmp_path, name):
     kind = KINDS[name]
     task = TaskSpec(name="t", type=name, horizon_days=14, target=_target(kind))
@@ -33,6 +33,7 @@ def test_saved_models_predict_what_the_trained_ones_did(tmp_path, name):
     assert saved.models["finetuned"]["artifact"] is saved.models["lightgbm_fm"]["artifact"]["net"]  # saved once
     assert saved.models["finetuned"]["artifact"] is saved.models["finetuned_lightgbm"]["artifact"]["net"]
     test = data.splits["test"]
+    assert (saved.models["finetuned"]["artifact"].amount is not None) == (name == "regression")
     for model, m in run.models.items():
         again = rebuild(data, model, saved.models[model]["artifact"])(test)
         np.testing.assert_array_equal(again, m.predict(test), err_msg=model)

@@ -244,6 +244,44 @@ def test_fast_path_equals_integrated_gradients_on_the_input():
     np.testing.assert_allclose(fast.attr, plain.detach().numpy(), rtol=1e-6, atol=1e-10)
 
 
+def test_regression_attributions_include_the_amount_path_exactly():
+    """A regression network's amount path reads the raw dense inputs: the attributions still
+    equal captum's Integrated Gradients on the compressed input and sum to the score change."""
+    from captum.attr import IntegratedGradients
+
+    from bm_assets.core.foundation import BehavioralNet, amount_path
+
+    rng = np.random.default_rng(2)
+    x = np.abs(rng.standard_normal((6, 20)) * 3).astype(np.float32)
+    net = task_network(None, 20, 16, 2, 0.0, [], 1, seed=1)
+    net.set_input_stats(x)
+    net.y_mean.fill_(5.0)
+    net.y_std.fill_(2.0)
+    net.amount = amount_path(x, [], 1)
+    with torch.no_grad():  # trained paths (both start at zero)
+        net.wide.weight.copy_(torch.from_numpy(rng.standard_normal((1, 20)) * 0.3))
+        net.amount.linear.weight.copy_(torch.from_numpy(rng.standard_normal((1, 20)) * 0.5))
+    baseline = np.median(x, 0)
+    fast = integrated_gradients(net, x, "regression", steps=48, baseline=baseline)
+    score = KINDS["regression"].head(net, net(torch.from_numpy(x))).detach().numpy()
+    np.testing.assert_allclose(fast.output, score, rtol=1e-5)
+    np.testing.assert_allclose(fast.attr.sum(1), fast.output - fast.baseline_output, rtol=1e-6, atol=1e-8)
+    net.double()
+    try:
+
+        def forward(z):
+            return KINDS["regression"].head(net, net(torch.sign(z) * torch.expm1(torch.abs(z))))
+
+        z = BehavioralNet.compress(torch.from_numpy(x.astype(np.float64)))
+        z0 = BehavioralNet.compress(torch.from_numpy(baseline.astype(np.float64)))
+        plain = IntegratedGradients(forward).attribute(
+            z, baselines=z0.expand_as(z).contiguous(), n_steps=48, method="gausslegendre"
+        )
+    finally:
+        net.float()
+    np.testing.assert_allclose(fast.attr, plain.detach().numpy(), rtol=1e-6, atol=1e-9)
+
+
 def test_entity_titles_name_each_present_attribute_once_per_row():
     """Titles are built once per distinct entity and spread back to every row: each row gets its
     own entity's attributes, and an attribute the catalogue lacks is left out, not printed."""

@@ -146,6 +146,36 @@ def test_normalise_in_place_matches_the_formula_and_keeps_gradients_to_the_input
     assert torch.equal(grad, formula) and (grad[:50] > 0).all()
 
 
+def test_the_amount_path_reads_the_raw_dense_profile_and_starts_at_zero():
+    """Regression networks get a linear path over the dense features after the sketch blocks,
+    standardised but not compressed; at the start it adds nothing."""
+    from bm_assets.core.kinds import KINDS
+    from bm_assets.core.profiles import DENSE_FIXED, DENSE_PER_HALF_LIFE
+
+    layout, n_h = [("brand", 2, 4), ("item_id", 3, 4)], 2
+    n_sketch = 20 * n_h
+    n_in = n_sketch + DENSE_PER_HALF_LIFE * n_h + DENSE_FIXED
+    rng = np.random.default_rng(0)
+    x = rng.exponential(50.0, (64, n_in)).astype(np.float32)
+    net = task_network(None, n_in, 16, 1, 0.0, layout, 1, seed=0)
+    net.set_input_stats(x)
+    before = net(torch.from_numpy(x)).detach()
+    KINDS["regression"].prepare_network(net, Split(x, x[:, :2], x[:, -1]))
+    assert (net.amount.start, net.amount.stop) == (n_sketch, n_in)
+    assert torch.equal(net(torch.from_numpy(x)).detach(), before)
+    np.testing.assert_allclose(net.amount.raw_mean.numpy(), x[:, n_sketch:].mean(0), rtol=1e-5)
+    with torch.no_grad():
+        net.amount.linear.weight.zero_()
+        net.amount.linear.weight[0, -1] = 1.0
+    doubled = x.copy()
+    doubled[:, -1] *= 2  # linear in the raw value, not in its logarithm
+    step = (net.amount(torch.from_numpy(doubled)) - net.amount(torch.from_numpy(x))).detach().numpy()[:, 0]
+    np.testing.assert_allclose(step, x[:, -1] / net.amount.raw_std[-1].item(), rtol=1e-4)
+    classifier = task_network(None, n_in, 16, 1, 0.0, layout, 1, seed=0)
+    KINDS["binary"].prepare_network(classifier, Split(x, x[:, :2], (x[:, -1] > 50).astype(np.float32)))
+    assert classifier.amount is None
+
+
 def test_top_k_columns_is_the_head_of_a_stable_descending_sort():
     """Ties at the k-th score go to the lower column, as a stable sort would order them."""
     scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0], [5.0, -1.0, 4.0, 4.0, 4.0]])

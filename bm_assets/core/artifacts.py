@@ -54,6 +54,8 @@ def save_network(net, directory: Path) -> Path:
         "layout": [list(t) for t in net.layout],
         "n_out": 0 if net.task_head is None else int(net.task_head.out_features),
     }
+    if net.amount is not None:
+        spec["amount_inputs"] = [net.amount.start, net.amount.stop]
     (directory / "network.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
     state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
     with open(directory / "weights.npz", "wb") as fh:
@@ -65,7 +67,7 @@ def load_network(directory: Path):
     """The BehavioralNet saved by `save_network`, in eval mode."""
     import torch
 
-    from bm_assets.core.foundation import BehavioralNet
+    from bm_assets.core.foundation import AmountPath, BehavioralNet
 
     path = directory / "network.json"
     if not path.exists():
@@ -74,6 +76,8 @@ def load_network(directory: Path):
     layout = [(str(c), int(d), int(w)) for c, d, w in spec["layout"]]
     with torch.random.fork_rng():  # building the module draws initial weights: leave the caller's RNG alone
         net = BehavioralNet(spec["n_in"], spec["hidden"], spec["layers"], spec["dropout"], layout, spec["n_out"])
+        if "amount_inputs" in spec:
+            net.amount = AmountPath(*spec["amount_inputs"], spec["n_out"])
     with np.load(directory / "weights.npz", allow_pickle=False) as z:
         if "wide.weight" not in z.files:  # saved before task networks had a wide path
             net.wide = None

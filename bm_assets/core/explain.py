@@ -101,7 +101,9 @@ def _integrated_gradients(
     of z, stacked under the first layer). captum integrates the (small) rest of
     the network over h without multiplying by the input change; the integral is then carried
     back through the weights once per row: attr = dz * (W / std)^T G. Exactly Integrated
-    Gradients on z, at a fraction of the cost of differentiating the wide first layer per step."""
+    Gradients on z, at a fraction of the cost of differentiating the wide first layer per step.
+    A regression's amount path (linear in the raw dense inputs, under an affine head) is a
+    separate sum over inputs: its exact share per input is added to the integral's."""
     from captum.attr import IntegratedGradients
 
     net = net.cpu().eval()
@@ -117,7 +119,8 @@ def _integrated_gradients(
         affine = [first] + ([net.wide] if net.wide is not None else [])
         w = torch.cat([layer.weight for layer in affine]) / net.x_std[None, :]  # [hidden (+ n_out), n_in]
         b = torch.cat([layer.bias for layer in affine]) - w @ net.x_mean
-        z0 = BehavioralNet.compress(torch.from_numpy(np.zeros(x.shape[1]) if baseline is None else baseline).double())
+        x0 = np.zeros(x.shape[1]) if baseline is None else np.asarray(baseline, dtype=np.float64)
+        z0 = BehavioralNet.compress(torch.from_numpy(x0).double())
         h0 = w @ z0 + b
         hidden = first.out_features
 
@@ -147,6 +150,15 @@ def _integrated_gradients(
             sl = slice(i, i + len(zb))
             attr[sl] = a.detach().numpy()
             output[sl], base[sl] = yo.numpy(), yb.numpy()
+            if net.amount is not None:  # regression (affine head): each dense input's exact share
+                amount = net.amount
+                xb0 = torch.from_numpy(np.broadcast_to(x0, (len(zb), len(x0))).copy())
+                xb = torch.from_numpy(np.ascontiguousarray(x[sl], dtype=np.float64))
+                with torch.no_grad():
+                    share = (amount.inputs(xb) - amount.inputs(xb0)) * amount.linear.weight[0] * net.y_std[0]
+                    attr[sl, amount.start : amount.stop] += share.numpy()
+                    output[sl] += (amount(xb)[:, 0] * net.y_std[0]).numpy()
+                    base[sl] += (amount(xb0)[:, 0] * net.y_std[0]).numpy()
             delta[sl] = attr[sl].sum(1) - (output[sl] - base[sl])
     return Attributions(output, base, attr, delta)
 

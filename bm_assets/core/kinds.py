@@ -416,8 +416,11 @@ class Regression(_OneScore):
         return f"mean {float(np.mean(y)):.2f}, zero share {float(np.mean(y == 0)):.1%}"
 
     def prepare_network(self, net, train):
+        from bm_assets.core.foundation import amount_path
+
         net.y_mean.fill_(float(train.y.mean()))
         net.y_std.fill_(float(train.y.std() or 1.0))
+        net.amount = amount_path(train.x, net.layout, 1)
 
     def loss(self, task):
         from torch.nn import functional as F
