@@ -6,7 +6,8 @@ fine-tuned from it (the reports' `finetuned` model, with the dataset's evaluatio
 table gives each task's first metric on validation (what a shape is chosen on) and on test, mean
 and sd over the seeds, the difference from the configured shape (positive: better, errors
 negated), and the training time (pretraining plus fine-tuning) as a ratio to the configured
-shape's. Nothing is written to the home.
+shape's. Every pretrained network is kept (small) and one task's examples are built at a time,
+so peak memory is that of the largest task, not of all of them. Nothing is written to the home.
 
     python benchmarks/encoder_shape.py --home BM_HOME [--dataset data/completejourney/dataset.yaml]
         [--shapes 256x2,512x2,256x3] [--seeds 3] [--tasks brand_propensity,churn]
@@ -71,23 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t for t in mcfg.tasks if kind_of(t).name != "recommendation" and (wanted is None or t.name in wanted)]
     if not tasks:
         parser.error("no classification or regression task selected")
-    start = time.perf_counter()
-    with warehouse_from_env().open(sandboxed=True) as wh:
-        profiles = CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds))
-        pretraining = foundation_examples(wh, cfg, mcfg, coders, profiles)
-        task_data = {t.name: task_examples(wh, cfg, mcfg, t, coders, profiles)[0] for t in tasks}
-    print(f"examples built in {time.perf_counter() - start:.0f}s", flush=True)
-    (_, x_tr, y_tr), (_, x_va, y_va) = pretraining["train"], pretraining["validation"]
-
     configured = (f0.hidden, f0.layers)
     shapes = [configured] + [s for s in map(parse_shape, args.shapes.split(",")) if s != configured]
-    # (shape, task, role) -> per-seed scores (selection scale: higher is better); shape -> seconds
+    runs = [(shape, seed) for shape in shapes for seed in range(args.seeds)]
+    # (shape, task, role) -> per-seed scores (selection scale: higher is better) and raw metrics;
+    # (shape, seed) -> seconds of pretraining plus fine-tuning; shape -> pretraining cross-entropy
     scores: dict[tuple, list[float]] = {}
     raw: dict[tuple, list[float]] = {}
-    seconds: dict[tuple[int, int], list[float]] = {}
-    for hidden, layers in shapes:
-        fcfg = f0.model_copy(update={"hidden": hidden, "layers": layers})
-        for seed in range(args.seeds):
+    seconds: dict[tuple, float] = {}
+    cross_entropy: dict[tuple[int, int], list[float]] = {}
+    nets = {}  # small next to the examples: every pretrained network is kept, one task's examples at a time
+    with warehouse_from_env().open(sandboxed=True) as wh:
+        start = time.perf_counter()
+        pretraining = foundation_examples(
+            wh, cfg, mcfg, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds))
+        )
+        (_, x_tr, y_tr), (_, x_va, y_va) = pretraining["train"], pretraining["validation"]
+        print(f"pretraining examples {x_tr.shape} built in {time.perf_counter() - start:.0f}s", flush=True)
+        for (hidden, layers), seed in runs:
             t0 = time.perf_counter()
             train_cfg = TrainConfig(
                 lr=f0.lr,
@@ -97,19 +99,31 @@ def main(argv: list[str] | None = None) -> int:
                 patience=f0.patience,
                 seed=seed,
             )
-            net = train_foundation(x_tr, y_tr, x_va, y_va, layout_of(coders), hidden, layers, f0.dropout, train_cfg).net
-            line = [f"{hidden}x{layers} seed {seed}:"]
-            for task in tasks:
-                data = task_data[task.name]
+            fit = train_foundation(x_tr, y_tr, x_va, y_va, layout_of(coders), hidden, layers, f0.dropout, train_cfg)
+            nets[((hidden, layers), seed)] = fit.net
+            seconds[((hidden, layers), seed)] = time.perf_counter() - t0
+            cross_entropy.setdefault((hidden, layers), []).append(-fit.best_score)
+            print(f"{hidden}x{layers} seed {seed}: pretraining cross-entropy {-fit.best_score:.4f}", flush=True)
+        del pretraining, x_tr, y_tr, x_va, y_va
+        for task in tasks:
+            start = time.perf_counter()
+            data = task_examples(
+                wh, cfg, mcfg, task, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds))
+            )[0]
+            print(f"{task.name} examples built in {time.perf_counter() - start:.0f}s", flush=True)
+            for (hidden, layers), seed in runs:
+                t0 = time.perf_counter()
+                fcfg = f0.model_copy(update={"hidden": hidden, "layers": layers})
                 ev = mcfg.evaluation.model_copy(update={"seed": seed})
-                _, predict = fit_network(data, net, fcfg, ev)
+                _, predict = fit_network(data, nets[((hidden, layers), seed)], fcfg, ev)
                 for role in ("validation", "test"):
                     m = metrics(task.type, data.splits[role].y, predict(data.splits[role]))
                     scores.setdefault(((hidden, layers), task.name, role), []).append(selection_score(task, m))
                     raw.setdefault(((hidden, layers), task.name, role), []).append(m[task.metrics[0]])
-                line.append(f"{task.name} {raw[((hidden, layers), task.name, 'validation')][-1]:.4f}")
-            seconds.setdefault((hidden, layers), []).append(time.perf_counter() - t0)
-            print(" ".join(line), f"({seconds[(hidden, layers)][-1]:.0f}s)", flush=True)
+                seconds[((hidden, layers), seed)] += time.perf_counter() - t0
+                last = raw[((hidden, layers), task.name, "validation")][-1]
+                print(f"{hidden}x{layers} seed {seed}: {task.name} validation {last:.4f}", flush=True)
+            del data
 
     def cell(shape, task, role) -> str:
         v = np.array(raw[(shape, task.name, role)])
@@ -126,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         for t in tasks
         for role in ("validation", "test")
     ]
-    base_s = float(np.mean(seconds[configured]))
+    per_seed = {x: float(np.mean([seconds[(x, seed)] for seed in range(args.seeds)])) for x in shapes}
+    rows.append(["pretraining, validation, cross-entropy"] + [f"{np.mean(cross_entropy[x]):.2f}" for x in shapes])
     rows.append(
         ["training s per seed (ratio)"]
-        + [f"{np.mean(seconds[x]):.0f} ({np.mean(seconds[x]) / base_s:.2f}x)" for x in shapes]
+        + [f"{per_seed[x]:.0f} ({per_seed[x] / per_seed[configured]:.2f}x)" for x in shapes]
     )
     table = "\n".join(
         ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
