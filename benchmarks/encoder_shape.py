@@ -36,10 +36,10 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def parse_shape(text: str) -> tuple[int, int]:
-    """'512x2' -> (512, 2): hidden units, layers."""
+def parse_shape(text: str, default_layers: int) -> tuple[int, int]:
+    """'512x2' -> (512, 2): hidden units, layers ('512': the configured layers)."""
     hidden, _, layers = text.partition("x")
-    return int(hidden), int(layers or 2)
+    return int(hidden), int(layers or default_layers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from bm_assets.core.artifacts import Store
     from bm_assets.core.evaluation import fit_network, metrics, selection_score
     from bm_assets.core.examples import CachedProfiles, foundation_examples, layout_of, task_examples
-    from bm_assets.core.foundation import TrainConfig, train_foundation
+    from bm_assets.core.foundation import train_foundation
     from bm_assets.core.kinds import kind_of
     from bm_assets.core.profiles import profiles_at_dates
     from bm_assets.definitions import warehouse_from_env
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if not tasks:
         parser.error("no classification or regression task selected")
     configured = (f0.hidden, f0.layers)
-    shapes = [configured] + [s for s in map(parse_shape, args.shapes.split(",")) if s != configured]
+    shapes = [configured] + [s for s in (parse_shape(x, f0.layers) for x in args.shapes.split(",")) if s != configured]
     runs = [(shape, seed) for shape in shapes for seed in range(args.seeds)]
     # (shape, task, role) -> per-seed scores (selection scale: higher is better) and raw metrics;
     # (shape, seed) -> seconds of pretraining plus fine-tuning; shape -> pretraining cross-entropy
@@ -91,15 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pretraining examples {x_tr.shape} built in {time.perf_counter() - start:.0f}s", flush=True)
         for (hidden, layers), seed in runs:
             t0 = time.perf_counter()
-            train_cfg = TrainConfig(
-                lr=f0.lr,
-                weight_decay=f0.weight_decay,
-                batch_size=f0.batch_size,
-                max_epochs=f0.max_epochs,
-                patience=f0.patience,
-                seed=seed,
+            fit = train_foundation(
+                x_tr, y_tr, x_va, y_va, layout_of(coders), hidden, layers, f0.dropout, f0.train_config(seed)
             )
-            fit = train_foundation(x_tr, y_tr, x_va, y_va, layout_of(coders), hidden, layers, f0.dropout, train_cfg)
             nets[((hidden, layers), seed)] = fit.net
             seconds[((hidden, layers), seed)] = time.perf_counter() - t0
             cross_entropy.setdefault((hidden, layers), []).append(-fit.best_score)

@@ -10,7 +10,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from bm_assets.core.artifacts import load_registered, log_network
 from bm_assets.core.examples import CachedProfiles, foundation_examples, layout_of
-from bm_assets.core.foundation import TrainConfig, train_foundation
+from bm_assets.core.foundation import train_foundation
 from bm_assets.core.profiles import profiles_at_dates
 from bm_assets.core.registry import champion, register_and_promote
 from bm_assets.core.tasks import ModelingConfig, events_end, load_modeling_config, tasks_path_for
@@ -76,14 +76,7 @@ def foundation_model(
         coders = artifacts.store().load_coders()
         data = foundation_examples(wh, cfg, mcfg, coders, CachedProfiles(lambda ds: profiles_at_dates(wh, coders, ds)))
     (ex_tr, x_tr, y_tr), (ex_va, x_va, y_va) = data["train"], data["validation"]
-    train_cfg = TrainConfig(
-        lr=f.lr,
-        weight_decay=f.weight_decay,
-        batch_size=f.batch_size,
-        max_epochs=f.max_epochs,
-        patience=f.patience,
-        seed=mcfg.evaluation.seed,
-    )
+    train_cfg = f.train_config(mcfg.evaluation.seed)
     with mlflow_tracking.start_run("foundation_model", tags={"dataset": cfg.name, "stage": "pretraining"}) as run:
         mlflow.log_params(
             {

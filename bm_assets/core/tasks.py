@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import duckdb
 import numpy as np
@@ -26,6 +26,9 @@ from bm_assets.core.sql import (
     render,
 )
 from bm_assets.core.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from bm_assets.core.foundation import TrainConfig
 
 #: The task types of core/kinds.py (KINDS).
 TaskType = Literal[tuple(KINDS)]  # type: ignore[valid-type]
@@ -146,6 +149,19 @@ class FoundationConfig(StrictModel):
 
     def pretraining_step(self) -> int:
         return self.split_every_days or max(1, self.horizon_days // 2)
+
+    def train_config(self, seed: int) -> TrainConfig:
+        """The pretraining loop's settings, with `seed`."""
+        from bm_assets.core.foundation import TrainConfig  # torch is imported only where a network trains
+
+        return TrainConfig(
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+            seed=seed,
+        )
 
 
 class EvaluationConfig(StrictModel):
