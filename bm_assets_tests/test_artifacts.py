@@ -14,8 +14,11 @@ from bm_assets_tests.test_foundation import LAYOUT, _synthetic, _train
 from bm_assets_tests.test_kinds import LABELS, _target, _y
 
 
-@pytest.mark.parametrize("name", ["binary", "multiclass", "regression"])  # regression: with its amount path
-def test_saved_models_predict_what_the_trained_ones_did(tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "dense_bins"),  # regression: with its amount path, then with a dense encoding too
+    [("binary", 0), ("multiclass", 0), ("regression", 0), ("regression", 4)],
+)
+def test_saved_models_predict_what_the_trained_ones_did(tmp_path, name, dense_bins):
     kind = KINDS[name]
     task = TaskSpec(name="t", type=name, horizon_days=14, target=_target(kind))
     splits = {}
@@ -24,7 +27,8 @@ def test_saved_models_predict_what_the_trained_ones_did(tmp_path, name):
         splits[role] = Split(x, x[:, :8].copy(), _y(name, x, sk))
     labels = None if kind.one_score else LABELS
     data = TaskData(task, splits, labels, LAYOUT)
-    run = run_task(data, _train().net, FoundationConfig(hidden=32), EvaluationConfig(task_max_epochs=2))
+    ev = EvaluationConfig(task_max_epochs=2, dense_bins=dense_bins)
+    run = run_task(data, _train().net, FoundationConfig(hidden=32), ev)
     store = Store(tmp_path)
     store.save_task("t", run.models, {"version": "1"}, LabelSpace(labels))
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pt"))
@@ -34,6 +38,7 @@ def test_saved_models_predict_what_the_trained_ones_did(tmp_path, name):
     assert saved.models["finetuned"]["artifact"] is saved.models["finetuned_lightgbm"]["artifact"]["net"]
     test = data.splits["test"]
     assert (saved.models["finetuned"]["artifact"].amount is not None) == (name == "regression")
+    assert (saved.models["finetuned"]["artifact"].dense_encoding is not None) == bool(dense_bins)
     for model, m in run.models.items():
         again = rebuild(data, model, saved.models[model]["artifact"])(test)
         np.testing.assert_array_equal(again, m.predict(test), err_msg=model)

@@ -360,3 +360,51 @@ def test_fine_tuning_fits_the_new_head_first_with_the_pretrained_layers_frozen()
     assert not torch.allclose(res.net.wide.weight, still.net.wide.weight)  # the wide path trains with the head
     capped, _ = fit_network(data, foundation, fc, ev.model_copy(update={"head_epochs": 1}))
     assert not torch.allclose(capped.net.task_head.weight, still.net.task_head.weight)
+
+
+def test_the_dense_encoding_cuts_each_dense_entry_at_its_quantiles_and_starts_at_zero():
+    """Task networks may read the dense entries after the sketch blocks through a piecewise-linear
+    encoding: piece t of an entry is 0 below its t-th quantile edge, 1 above the next and linear
+    between; repeated quantiles merge pieces; at the start it adds nothing to the network."""
+    from bm_assets.core.foundation import add_dense_encoding
+    from bm_assets.core.profiles import DENSE_FIXED, DENSE_PER_HALF_LIFE
+
+    layout, n_h = [("brand", 2, 4), ("item_id", 3, 4)], 2
+    n_sketch = 20 * n_h
+    n_dense = DENSE_PER_HALF_LIFE * n_h + DENSE_FIXED
+    rng = np.random.default_rng(0)
+    x = rng.exponential(5.0, (400, n_sketch + n_dense)).astype(np.float32)
+    x[:, n_sketch] = 0.0  # an entry that never varies: no piece
+    x[:, n_sketch + 1] = (np.arange(400) % 10 == 0) * 3.0  # mostly zero: one piece
+    net = task_network(None, x.shape[1], 16, 2, 0.0, layout, 1, seed=0)
+    net.set_input_stats(x)
+    before = net(torch.from_numpy(x)).detach()
+    add_dense_encoding(net, x, bins=4)
+    enc = net.dense_encoding
+    assert (enc.start, enc.stop, enc.bins) == (n_sketch, x.shape[1], 4)
+    assert torch.equal(net(torch.from_numpy(x)).detach(), before)
+    assert enc.used.sum(1).tolist()[:3] == [0.0, 1.0, 4.0]
+    z = (
+        (BehavioralNet.compress(torch.from_numpy(x[:, n_sketch:])) - net.x_mean[n_sketch:]) / net.x_std[n_sketch:]
+    ).numpy()
+    edges = np.quantile(z[:, 2].astype(np.float64), [0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(enc.lower[2].numpy(), edges[:-1], rtol=1e-5)
+    probe = torch.zeros(3, x.shape[1] - n_sketch)
+    probe[:, 2] = torch.tensor([edges[0] - 1.0, (edges[1] + edges[2]) / 2, edges[4] + 1.0])
+    pieces = enc.pieces(probe).reshape(3, -1, 4)[:, 2].numpy()
+    np.testing.assert_allclose(pieces, [[0, 0, 0, 0], [1, 0.5, 0, 0], [1, 1, 1, 1]], atol=1e-5)
+    assert enc.linear.weight.requires_grad and not enc.lower.requires_grad
+
+
+def test_dense_bins_give_task_heads_a_dense_encoding_and_leave_recommendation_alone():
+    foundation = _train().net
+    fc = FoundationConfig(hidden=32)
+    ev = EvaluationConfig(task_max_epochs=2, task_patience=1, dense_bins=4)
+    binary = _task_data("binary", {"value": "count(*) > 0"})
+    recommendation = _task_data("recommendation", {"column": "item_id"})
+    for init in (foundation, None):
+        net = fit_network(binary, init, fc, ev)[0].net
+        assert net.dense_encoding is not None and net.dense_encoding.linear.weight.abs().sum() > 0  # it trained
+        assert fit_network(recommendation, init, fc, ev)[0].net.dense_encoding is None
+        assert fit_network(binary, init, fc, ev.model_copy(update={"dense_bins": 0}))[0].net.dense_encoding is None
+    assert foundation.dense_encoding is None

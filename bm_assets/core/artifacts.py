@@ -56,6 +56,9 @@ def save_network(net, directory: Path) -> Path:
     }
     if net.amount is not None:
         spec["amount_inputs"] = [net.amount.start, net.amount.stop]
+    if net.dense_encoding is not None:
+        enc = net.dense_encoding
+        spec["dense_encoding"] = {"start": enc.start, "stop": enc.stop, "bins": enc.bins}
     (directory / "network.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
     state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
     with open(directory / "weights.npz", "wb") as fh:
@@ -67,7 +70,7 @@ def load_network(directory: Path):
     """The BehavioralNet saved by `save_network`, in eval mode."""
     import torch
 
-    from bm_assets.core.foundation import AmountPath, BehavioralNet
+    from bm_assets.core.foundation import AmountPath, BehavioralNet, DenseEncoding
 
     path = directory / "network.json"
     if not path.exists():
@@ -78,6 +81,9 @@ def load_network(directory: Path):
         net = BehavioralNet(spec["n_in"], spec["hidden"], spec["layers"], spec["dropout"], layout, spec["n_out"])
         if "amount_inputs" in spec:
             net.amount = AmountPath(*spec["amount_inputs"], spec["n_out"])
+        if "dense_encoding" in spec:
+            enc = spec["dense_encoding"]
+            net.dense_encoding = DenseEncoding(enc["start"], enc["stop"], enc["bins"], spec["hidden"])
     with np.load(directory / "weights.npz", allow_pickle=False) as z:
         if "wide.weight" not in z.files:  # saved before task networks had a wide path
             net.wide = None

@@ -16,6 +16,7 @@ from bm_assets.core.foundation import (
     FitResult,
     SketchLayout,
     TrainConfig,
+    add_dense_encoding,
     fit,
     predict,
     task_network,
@@ -147,6 +148,8 @@ def fit_network(
     inputs = network_inputs(with_aggregates)
     if with_aggregates:
         net = with_side_inputs(net, tr.f)
+    if n_out:
+        net = add_dense_encoding(net, tr.x, ev.dense_bins)
     kind.prepare_network(net, tr)
     loss = kind.loss(t)
     pred = network_predictor(data)

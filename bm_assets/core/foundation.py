@@ -59,6 +59,7 @@ class BehavioralNet(nn.Module):
         self.task_head = nn.Linear(hidden, n_out) if n_out else None
         self.wide = wide_path(n_in, n_out)
         self.amount: AmountPath | None = None  # regression only (`Regression.prepare_network`)
+        self.dense_encoding: DenseEncoding | None = None  # task networks, `evaluation.dense_bins`
 
     @staticmethod
     def compress(x: torch.Tensor) -> torch.Tensor:
@@ -85,8 +86,15 @@ class BehavioralNet(nn.Module):
             std[start:stop] *= float(np.sqrt(stop - start))
         self.x_std.copy_(std)
 
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """The encoder on normalised inputs; with a dense encoding, its output joins the first
+        layer's before the activation."""
+        if self.dense_encoding is None:
+            return self.encoder(z)
+        return self.encoder[1:](self.encoder[0](z) + self.dense_encoding(z))
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.normalise(x))
+        return self.encode(self.normalise(x))
 
     def sketch_logp(self, x: torch.Tensor, column: str | None = None) -> torch.Tensor:
         """log-probabilities [n, groups, width] (groups = sum of depths; one column: its depth)."""
@@ -100,7 +108,7 @@ class BehavioralNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.normalise(x)
-        out = self.task_head(self.encoder(z))
+        out = self.task_head(self.encode(z))
         out = out if self.wide is None else out + self.wide(z)
         return out if self.amount is None else out + self.amount(x)
 
@@ -141,6 +149,69 @@ def amount_path(x_train: np.ndarray, layout: SketchLayout, n_out: int) -> Amount
     path = AmountPath(blocks[-1][1] if blocks else 0, x_train.shape[1], n_out)
     path.set_input_stats(x_train)
     return path
+
+
+class DenseEncoding(nn.Module):
+    """A piecewise-linear encoding of the profile's dense entries (counts, value, visits,
+    recency, tenure) into the first hidden layer, zero at the start (Gorishniy et al., "On
+    Embeddings for Numerical Features in Tabular Deep Learning", NeurIPS 2022). Each entry is
+    cut at quantiles of its training values into `bins` pieces; piece t reads 0 below it, 1
+    above it and rises linearly within it. The first layer alone sees each entry through one
+    weight per unit, so a threshold (no visit for three weeks) or a kink in an amount costs the
+    network several units to bend; the encoding gives every unit a learned curve per entry, as a
+    tree's splits would. Pieces are clamped at both ends: outside the training range the entry
+    still acts through the first layer's linear weight."""
+
+    def __init__(self, start: int, stop: int, bins: int, hidden: int):
+        super().__init__()
+        self.start, self.stop, self.bins = start, stop, bins
+        shape = (stop - start, bins)
+        self.register_buffer("lower", torch.zeros(shape))
+        self.register_buffer("width", torch.ones(shape))
+        self.register_buffer("used", torch.zeros(shape))  # 0: a piece that collapsed (repeated quantiles)
+        self.linear = nn.Linear((stop - start) * bins, hidden, bias=False)
+        nn.init.zeros_(self.linear.weight)
+
+    def set_input_stats(self, z: np.ndarray) -> None:
+        """Piece edges from the training inputs as the network reads them (normalised), one column
+        per dense entry: `bins + 1` quantiles, repeated values merged (a count that is mostly 0
+        gets fewer, wider pieces)."""
+        lower, width, used = (np.zeros((z.shape[1], self.bins)) for _ in range(3))
+        width[:] = 1.0
+        for j in range(z.shape[1]):
+            edges = np.unique(np.quantile(z[:, j].astype(np.float64), np.linspace(0.0, 1.0, self.bins + 1)))
+            k = len(edges) - 1
+            lower[j, :k], width[j, :k], used[j, :k] = edges[:-1], np.diff(edges), 1.0
+        for name, value in (("lower", lower), ("width", width), ("used", used)):
+            getattr(self, name).copy_(torch.from_numpy(value))
+
+    def pieces(self, dense: torch.Tensor) -> torch.Tensor:
+        """float[n, dense * bins]: each dense entry's (normalised, float[n, dense]) position within
+        each of its pieces, in [0, 1]."""
+        return (((dense[:, :, None] - self.lower) / self.width).clamp(0.0, 1.0) * self.used).flatten(1)
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.pieces(z[:, self.start : self.stop])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.encode(z))
+
+
+def add_dense_encoding(net: BehavioralNet, x_train: np.ndarray, bins: int) -> BehavioralNet:
+    """`net` with a `DenseEncoding` of the dense entries that follow the profile's sketch blocks
+    (x_train: the training profiles; a wider network input, e.g. with aggregates appended, keeps
+    the profile first). Unchanged when bins is 0 or the profile has no dense entries."""
+    blocks = sketch_blocks(x_train.shape[1], [d * w for _, d, w in net.layout])
+    start, stop = (blocks[-1][1] if blocks else 0), x_train.shape[1]
+    if not bins or stop <= start:
+        return net
+    encoding = DenseEncoding(start, stop, bins, net.encoder[0].out_features)
+    with torch.no_grad():
+        dense = BehavioralNet.compress(torch.from_numpy(np.ascontiguousarray(x_train[:, start:stop])))
+        z = (dense - net.x_mean[start:stop]) / net.x_std[start:stop]
+    encoding.set_input_stats(z.numpy())
+    net.dense_encoding = encoding
+    return net
 
 
 def wide_path(n_in: int, n_out: int) -> nn.Linear | None:
@@ -375,7 +446,7 @@ def client_embedding(net: BehavioralNet, x: np.ndarray) -> np.ndarray:
 
     def embed_and_dense(n: BehavioralNet, xb: torch.Tensor) -> torch.Tensor:
         z = n.normalise(xb)
-        return torch.cat([n.encoder(z), z[:, keep]], 1)
+        return torch.cat([n.encode(z), z[:, keep]], 1)
 
     return predict(net, x, embed_and_dense).astype(np.float32)
 

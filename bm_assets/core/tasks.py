@@ -221,6 +221,15 @@ class EvaluationConfig(StrictModel):
         "are not distorted by a random head's gradients). The head phase runs at most this many epochs; None: "
         "up to task_max_epochs, early-stopped with task_patience like the second phase; 0: off",
     )
+    dense_bins: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="task networks with a new head also read the profile's dense entries (counts, value, visits, "
+        "recency, tenure) through a piecewise-linear encoding with this many quantile pieces each, into the first "
+        "layer, zero at the start (Gorishniy et al., NeurIPS 2022): thresholds and kinks that the first layer's "
+        "single weight per entry fits poorly; 0: off",
+    )
     seed: int = 0
 
 
