@@ -206,6 +206,23 @@ def test_task_dropout_outside_zero_to_one_names_file_and_key(tmp_path):
         load_modeling_config(path)
 
 
+@pytest.mark.parametrize(("value", "message"), [(-1, "greater than or equal to 0"), (300, "less than or equal to 256")])
+def test_dense_bins_out_of_range_names_file_and_key(tmp_path, value, message):
+    path = _write(
+        tmp_path,
+        f"""
+        evaluation: {{dense_bins: {value}}}
+        tasks:
+          - name: churn
+            type: binary
+            horizon_days: 14
+            target: {{value: "count(*) = 0", default: 1}}
+    """,
+    )
+    with pytest.raises(TaskConfigError, match=rf"tasks\.yaml: key evaluation\.dense_bins: .*{message}"):
+        load_modeling_config(path)
+
+
 def test_empty_target_expression_and_wrong_metric_fail(tmp_path):
     path = _write(
         tmp_path,

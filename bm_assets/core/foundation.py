@@ -142,11 +142,17 @@ class AmountPath(nn.Module):
         return self.linear(self.inputs(x))
 
 
+def dense_start(n_in: int, layout: SketchLayout) -> int:
+    """Where a profile's dense entries begin: after its last sketch block (0 for an input without
+    sketch blocks, which is all dense)."""
+    blocks = sketch_blocks(n_in, [d * w for _, d, w in layout])
+    return blocks[-1][1] if blocks else 0
+
+
 def amount_path(x_train: np.ndarray, layout: SketchLayout, n_out: int) -> AmountPath:
     """The amount path over the dense features that follow the sketch blocks of a profile (all
     columns of an input without sketch blocks), standardised with the training rows."""
-    blocks = sketch_blocks(x_train.shape[1], [d * w for _, d, w in layout])
-    path = AmountPath(blocks[-1][1] if blocks else 0, x_train.shape[1], n_out)
+    path = AmountPath(dense_start(x_train.shape[1], layout), x_train.shape[1], n_out)
     path.set_input_stats(x_train)
     return path
 
@@ -201,12 +207,11 @@ def add_dense_encoding(net: BehavioralNet, x_train: np.ndarray, bins: int) -> Be
     """`net` with a `DenseEncoding` of the dense entries that follow the profile's sketch blocks
     (x_train: the training profiles; a wider network input, e.g. with aggregates appended, keeps
     the profile first). Unchanged when bins is 0 or the profile has no dense entries."""
-    blocks = sketch_blocks(x_train.shape[1], [d * w for _, d, w in net.layout])
-    start, stop = (blocks[-1][1] if blocks else 0), x_train.shape[1]
+    start, stop = dense_start(x_train.shape[1], net.layout), x_train.shape[1]
     if not bins or stop <= start:
         return net
     encoding = DenseEncoding(start, stop, bins, net.encoder[0].out_features)
-    with torch.no_grad():
+    with torch.no_grad():  # `normalise` on the dense slice only (the whole profile would be copied)
         dense = BehavioralNet.compress(torch.from_numpy(np.ascontiguousarray(x_train[:, start:stop])))
         z = (dense - net.x_mean[start:stop]) / net.x_std[start:stop]
     encoding.set_input_stats(z.numpy())
