@@ -121,20 +121,31 @@ class ContextColumn(StrictModel):
     expr: SafeExpression | None = Field(default=None, description="SQL expression; default: the column of this name")
 
 
+#: Units of a Unix time (`timestamp.unit`): seconds, milliseconds or microseconds since 1970-01-01 UTC.
+UnixTimeUnit = Literal["s", "ms", "us"]
+
+
 class TimestampSpec(StrictModel):
-    """Where an event's time is and how to parse it. No format: the column is a native
-    timestamp/date or an ISO-8601 string."""
+    """Where an event's time is and how to parse it. No format and no unit: the column is a
+    native timestamp/date or an ISO-8601 string."""
 
     column: str | None = Field(default=None, description="the column holding the time")
     expr: SafeExpression | None = Field(
         default=None, description="or an SQL expression giving it, e.g. Date || ' ' || Time"
     )
     format: str | None = Field(default=None, description="strptime format, e.g. '%Y-%m-%d %H:%M:%S'")
+    unit: UnixTimeUnit | None = Field(
+        default=None,
+        description="or the time is a number: Unix time in s, ms or us (since 1970-01-01 00:00 UTC), as event "
+        "logs and message queues often write it",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TimestampSpec:
         if (self.column is None) == (self.expr is None):
             raise ValueError("set timestamp.column or timestamp.expr (exactly one)")
+        if self.format is not None and self.unit is not None:
+            raise ValueError("set timestamp.format (text) or timestamp.unit (a Unix-time number), not both")
         return self
 
     @property

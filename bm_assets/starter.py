@@ -13,12 +13,13 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 from pydantic import BaseModel
 
 from bm_assets.config import CANONICAL_EVENT_COLUMNS, DatasetConfig, RepresentationConfig, expression_columns
-from bm_assets.core.sql import ident, literal
+from bm_assets.core.sql import UNIX_TIME_MICROS, ident, literal, unix_time_sql
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig
 
 DATASET_FILE = "dataset.yaml"
@@ -48,6 +49,8 @@ TIME_FORMATS = (
     "%Y/%m/%d",
     "%Y%m%d",
 )
+#: A numeric time column is read as Unix time (s, ms or us) where its values fall in these years.
+UNIX_TIME_YEARS = (1990, 2100)
 
 _GUESSED = "guessed from the column name"
 _ID_ENDINGS = ("id", "no", "nr", "num", "number", "key", "code")
@@ -337,46 +340,73 @@ def _column_kind(col: _Column, free_text: bool) -> tuple[str | None, str]:
 
 
 def _guess_timestamp(con: duckdb.DuckDBPyConnection, src: _Source, candidates: list[str]) -> None:
-    """Pick the time column (and strptime format) parsing the most sample rows, the first on
-    ties; read its range. Other candidates that parse are left out, the rest are plain columns."""
+    """Pick the time column (and strptime format or Unix-time unit) parsing the most sample rows,
+    the first on ties; read its range. Other candidates that parse are left out, the rest are
+    plain columns."""
     f = src.file
     parsing = [(c, *_parse_rate(con, f, c)) for c in candidates]
     parsing = [p for p in parsing if p[1] > 0]
     if not parsing:
         raise StarterError(
             f"{f.path}: no date/time column found: none of {candidates or list(f.columns)} parses as a "
-            f"timestamp, an ISO date or one of the formats {list(TIME_FORMATS)}"
+            f"timestamp, an ISO date, one of the formats {list(TIME_FORMATS)} or a Unix time in "
+            f"{'/'.join(UNIX_TIME_MICROS)} between {UNIX_TIME_YEARS[0]} and {UNIX_TIME_YEARS[1]}"
         )
-    column, rate, fmt = max(parsing, key=lambda p: p[1])
+    column, rate, parse = max(parsing, key=lambda p: p[1])
     for c, _, _ in parsing:
         if c != column:
             src.skipped[c] = "another date/time column"
-    spec: dict[str, str] = {"column": column} | ({"format": fmt} if fmt else {})
-    how = f"the format parses {rate:.0%} of the sample" if fmt else f"{rate:.0%} of the sample parse"
+    spec: dict[str, str] = {"column": column} | {k: v for k, v in parse._asdict().items() if v}
+    if parse.unit:
+        how = f"{rate:.0%} of the sample read as Unix {parse.unit}"
+    else:
+        how = f"the format parses {rate:.0%} of the sample" if parse.format else f"{rate:.0%} of the sample parse"
     src.roles["timestamp"] = _Role(_flow(spec), f"{_GUESSED}; {how}", column)
-    parsed = _parsed(column, fmt)
+    parsed = _parsed(column, parse)
     src.first, src.last = con.execute(f"SELECT min({parsed}), max({parsed}) FROM {f.reader}").fetchone() or (None, None)
 
 
-def _parsed(column: str, fmt: str | None) -> str:
+class _TimeParse(NamedTuple):
+    """How a time column is read: a strptime format, a Unix-time unit, or neither (native/ISO)."""
+
+    format: str | None = None
+    unit: str | None = None
+
+
+def _parsed(column: str, parse: _TimeParse) -> str:
     """The column as a timestamp, as ingest parses it (via its text)."""
     text = f"CAST({ident(column)} AS VARCHAR)"
-    return f"try_strptime({text}, {literal(fmt)})" if fmt else f"TRY_CAST({text} AS TIMESTAMP)"
+    if parse.unit:
+        return unix_time_sql(f"TRY_CAST({text} AS DOUBLE)", parse.unit)
+    return f"try_strptime({text}, {literal(parse.format)})" if parse.format else f"TRY_CAST({text} AS TIMESTAMP)"
 
 
-def _parse_rate(con: duckdb.DuckDBPyConnection, f: _File, column: str) -> tuple[float, str | None]:
-    """Share of the sample's non-null values that parse, with the format that parses most
-    (None: a native or ISO-8601 timestamp, preferred on ties)."""
+def _reads_as(column: str, parse: _TimeParse) -> str:
+    """True where a sampled value reads as a time under `parse`. A Unix time must fall within
+    UNIX_TIME_YEARS in that unit: any number is some Unix time, but ids, counts and amounts
+    rarely land there (and the units' ranges do not overlap, so one unit fits)."""
+    if not parse.unit:
+        return f"{_parsed(column, parse)} IS NOT NULL"
+    lo, hi = (
+        (dt.datetime(y, 1, 1, tzinfo=dt.UTC).timestamp() * 1e6 / UNIX_TIME_MICROS[parse.unit]) for y in UNIX_TIME_YEARS
+    )
+    return f"TRY_CAST(CAST({ident(column)} AS VARCHAR) AS DOUBLE) BETWEEN {lo:.0f} AND {hi:.0f}"
+
+
+def _parse_rate(con: duckdb.DuckDBPyConnection, f: _File, column: str) -> tuple[float, _TimeParse]:
+    """Share of the sample's non-null values that parse, with the rule that parses most
+    (native or ISO-8601 preferred on ties, then the formats, then Unix time)."""
     n = f.columns[column].non_null
     if n == 0:
-        return 0.0, None
-    formats: list[str | None] = [None, *TIME_FORMATS]
+        return 0.0, _TimeParse()
+    rules = [_TimeParse(), *(_TimeParse(format=x) for x in TIME_FORMATS)]
+    rules += [_TimeParse(unit=u) for u in UNIX_TIME_MICROS]
     counts = con.execute(
-        "SELECT " + ", ".join(f"count({_parsed(column, fmt)})" for fmt in formats) + f" FROM {f.sample}"
+        "SELECT " + ", ".join(f"count(*) FILTER (WHERE {_reads_as(column, r)})" for r in rules) + f" FROM {f.sample}"
     ).fetchone()
     assert counts is not None
-    i = max(range(len(formats)), key=lambda j: (counts[j], -j))
-    return counts[i] / n, formats[i]
+    i = max(range(len(rules)), key=lambda j: (counts[j], -j))
+    return counts[i] / n, rules[i]
 
 
 # --- attribute tables ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import yaml
@@ -26,6 +27,7 @@ def write_dataset(
     data_start: str = "2024-01-01",
     data_end: str = "2024-01-31",
     timestamp_format: str | None = "%Y-%m-%d %H:%M:%S",
+    timestamp_unit: str | None = None,
 ) -> Path:
     """Write events.csv, items.csv, clients.csv and dataset.yaml into `folder`; return the YAML."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,9 @@ def write_dataset(
         "path": "events.csv",
         "client_id": "client",
         "item_id": "item",
-        "timestamp": {"column": "ts", **({"format": timestamp_format} if timestamp_format else {})},
+        "timestamp": {"column": "ts", "unit": timestamp_unit}
+        if timestamp_unit
+        else {"column": "ts", **({"format": timestamp_format} if timestamp_format else {})},
         "quantity": "qty",
         "value": "amount",
         "context": {"shop": "categorical"},
@@ -57,6 +61,18 @@ def write_dataset(
     path = folder / "dataset.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def unix_time_csv(unit: str) -> str:
+    """Events whose ts is Unix time in `unit`: two valid (one with a fraction of the unit), then
+    text, a number past year 9999 and one before the configured range."""
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000}[unit]
+    at = int(dt.datetime(2024, 1, 2, 10, 0, 0, tzinfo=dt.UTC).timestamp()) * per_second
+    late = int(dt.datetime(2024, 1, 30, 23, 59, 59, tzinfo=dt.UTC).timestamp()) * per_second
+    early = int(dt.datetime(2023, 12, 31, 23, 0, 0, tzinfo=dt.UTC).timestamp()) * per_second
+    return HEADER + (
+        f"e1,1,A,{at},1,1,s\ne2,2,B,{late}.5,1,1,s\ne3,1,A,tomorrow,1,1,s\ne4,1,A,1e30,1,1,s\ne5,1,A,{early},1,1,s\n"
+    )
 
 
 HOSTILE = "a VARCHAR); DROP TABLE client_properties; --"

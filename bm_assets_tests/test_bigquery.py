@@ -34,7 +34,13 @@ from bm_assets.resources import (
     WarehouseResource,
 )
 from bm_assets.settings import BUNDLED_DATASET
-from bm_assets_tests.factories import HEADER, hostile_names_dataset, ingest_join_and_graph, write_dataset
+from bm_assets_tests.factories import (
+    HEADER,
+    hostile_names_dataset,
+    ingest_join_and_graph,
+    unix_time_csv,
+    write_dataset,
+)
 
 D = dt.date
 SCRATCH = {"stage_x": "`p.d._s_stage_x`"}
@@ -256,6 +262,17 @@ def test_bad_input_is_quarantined_the_same(tmp_path, warehouse, bq_warehouse):
     assert "INVALID ENCODING" in q["reason"].iloc[6]
     ev = _assert_same(warehouse, bq_warehouse, "raw_events", "event_id")
     assert ev[["event_id", "source_row"]].values.tolist() == [["ok1", 2], ["ok2", 10]]
+
+
+@pytest.mark.bigquery
+def test_unix_time_is_read_the_same(tmp_path, warehouse, bq_warehouse):
+    cfg = load_dataset_config(write_dataset(tmp_path / "ds", unix_time_csv("ms"), timestamp_unit="ms"))
+    reports = [ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive) for wh in (warehouse, bq_warehouse)]
+    assert reports[0] == reports[1] and reports[0].rows_loaded == 2
+    ev = _assert_same(warehouse, bq_warehouse, "raw_events", "event_id")
+    assert ev["event_time"].tolist() == [pd.Timestamp("2024-01-02 10:00:00"), pd.Timestamp("2024-01-30 23:59:59.0005")]
+    q = _assert_same(warehouse, bq_warehouse, "raw_events_quarantine", "source_row")
+    assert q["reason"].iloc[0] == "unparsable timestamp in column ts (Unix time in ms)"
 
 
 @pytest.mark.bigquery

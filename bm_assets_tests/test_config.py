@@ -42,6 +42,19 @@ def test_bad_timestamp_format(tmp_path, fmt):
         load_dataset_config(path)
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "message"),
+    [
+        ({"format": "%Y-%m-%d", "unit": "ms"}, r"events\.0\.timestamp.*format.*or timestamp\.unit.*not both"),
+        ({"unit": "minutes"}, r"events\.0\.timestamp\.unit"),
+    ],
+)
+def test_bad_unix_time_unit(tmp_path, timestamp, message):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["events"][0]["timestamp"].update(timestamp))
+    with pytest.raises(DatasetConfigError, match=message):
+        load_dataset_config(path)
+
+
 def test_missing_file_and_bad_dates(tmp_path):
     path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["items"][0].update(path="nope.csv"))
     with pytest.raises(DatasetConfigError, match=r"items\[0\]\.path: file .*nope\.csv does not exist"):

@@ -10,7 +10,14 @@ from bm_assets.config import load_dataset_config
 from bm_assets.core.ingest import ingest_window
 from bm_assets.core.quality import ingest_quality
 from bm_assets.core.warehouse import SourceReadError
-from bm_assets_tests.factories import HEADER, HOSTILE, hostile_names_dataset, ingest_join_and_graph, write_dataset
+from bm_assets_tests.factories import (
+    HEADER,
+    HOSTILE,
+    hostile_names_dataset,
+    ingest_join_and_graph,
+    unix_time_csv,
+    write_dataset,
+)
 
 D = dt.date
 
@@ -69,6 +76,24 @@ def test_bad_row_is_quarantined_with_reason(tmp_path, warehouse, row, column, re
     assert '"e1"' in q["raw_record"].iloc[0]
     assert warehouse.fetch_df("SELECT event_id FROM raw_events")["event_id"].tolist() == ["ok"]
     _assert_balanced(warehouse, cfg, report, 2)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+def test_unix_time_is_read_in_its_unit(tmp_path, warehouse, unit):
+    cfg, report = _ingest(tmp_path, warehouse, unix_time_csv(unit), timestamp_unit=unit)
+    ev = warehouse.fetch_df("SELECT event_id, event_time, event_date FROM raw_events ORDER BY event_id")
+    # .5 of the unit; half a microsecond rounds away from zero, as SQL's round does on both engines
+    half = {"s": 500_000, "ms": 500, "us": 1}[unit]
+    assert [t.to_pydatetime() for t in ev["event_time"]] == [  # UTC, as written
+        dt.datetime(2024, 1, 2, 10, 0, 0),
+        dt.datetime(2024, 1, 30, 23, 59, 59, half),
+    ]
+    assert ev["event_date"].dt.date.tolist() == [D(2024, 1, 2), D(2024, 1, 30)]
+    q = _quarantine(warehouse)
+    assert q["column_name"].tolist() == ["ts"] * 3
+    assert q["reason"].tolist()[:2] == [f"unparsable timestamp in column ts (Unix time in {unit})"] * 2
+    assert "timestamp outside the configured range" in q["reason"].iloc[2]
+    _assert_balanced(warehouse, cfg, report, 5)
 
 
 def test_unattributable_rows_go_to_first_day(tmp_path, warehouse):

@@ -13,7 +13,7 @@ from bm_assets.cli import main
 from bm_assets.config import AttributeTable, Derived, EventSource, TimestampSpec, load_dataset_config
 from bm_assets.config_reference import REFERENCE_FILE, render_reference
 from bm_assets.core.tasks import EvaluationConfig, TaskSpec, load_modeling_config
-from bm_assets.starter import write_starter
+from bm_assets.starter import StarterError, write_starter
 
 
 def _invoice_lines(path, days: int = 70):
@@ -125,6 +125,37 @@ def test_starter_for_a_log_without_items(tmp_path):
     assert src.timestamp == TimestampSpec(column="date", format="%Y%m%d")
     assert [x.name for x in load_modeling_config(tasks).tasks] == ["churn", "spend"]
     assert "# not guessed: item_id, event_type, basket_id" in dataset.read_text()
+
+
+def _clickstream(path, time_column: str = "timestamp", scale: float = 1_000):
+    """A RetailRocket-like log: Unix-time column (ms by default), visitor, event type, item."""
+    rng = random.Random(2)
+    start = dt.datetime(2015, 5, 3, tzinfo=dt.UTC).timestamp()
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow([time_column, "visitorid", "event", "itemid"])
+        for _ in range(500):
+            t = start + rng.uniform(0, 60 * 86_400)
+            out.writerow([round(t * scale), rng.randint(1, 40), rng.choice(["view", "addtocart"]), rng.randint(1, 30)])
+    return path
+
+
+@pytest.mark.parametrize(("unit", "scale"), [("s", 1), ("ms", 1_000), ("us", 1_000_000)])
+def test_starter_reads_unix_time(tmp_path, unit, scale):
+    dataset, _ = write_starter([str(_clickstream(tmp_path / "events.csv", scale=scale))], None, None, tmp_path / "c")
+    cfg = load_dataset_config(dataset)
+    (src,) = cfg.events
+    assert src.timestamp == TimestampSpec(column="timestamp", unit=unit)
+    assert (src.client_id, src.item_id, src.event_type) == ("visitorid", "itemid", "event")
+    assert (cfg.data_start, cfg.data_end) == (dt.date(2015, 5, 3), dt.date(2015, 7, 1))
+    assert f"read as Unix {unit}" in dataset.read_text()
+
+
+def test_starter_does_not_take_small_numbers_for_unix_time(tmp_path):
+    """Seconds since the start of a session are numbers in a time-named column, not dates."""
+    events = _clickstream(tmp_path / "events.csv", time_column="time_offset", scale=1e-6)
+    with pytest.raises(StarterError, match="no date/time column found.*Unix time in s/ms/us between 1990 and 2100"):
+        write_starter([str(events)], None, None, tmp_path / "c")
 
 
 def test_starter_quotes_odd_names_and_reads_attribute_files(tmp_path):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 
-from bm_assets.config import DatasetConfig, Derived, EventSource
+from bm_assets.config import DatasetConfig, Derived, EventSource, TimestampSpec
 from bm_assets.core.source_index import (
     FileKey,
     FileSpan,
@@ -34,6 +34,7 @@ from bm_assets.core.sql import (
     literal,
     parse_expression,
     referenced_columns,
+    unix_time_sql,
 )
 from bm_assets.core.warehouse import DuckDBWarehouse, SourceReadError, Warehouse, expand_paths
 
@@ -230,7 +231,9 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
     text, present, number, expr = cols.text, cols.present, cols.number, cols.expr
 
     ts_ref = src.timestamp.ref
-    if src.timestamp.format:
+    if src.timestamp.unit:
+        ts = unix_time_sql(number(ts_ref), src.timestamp.unit)
+    elif src.timestamp.format:
         ts = f"TRY_STRPTIME({text(ts_ref)}, {literal(src.timestamp.format)})"
     elif isinstance(ts_ref, Derived):
         ts = f"TRY_CAST({expr(ts_ref)} AS TIMESTAMP)"
@@ -261,8 +264,7 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
         (
             "ts_given AND event_time IS NULL",
             _column_name(ts_ref),
-            f"unparsable timestamp in {ts_label}"
-            + (f" (format {src.timestamp.format})" if src.timestamp.format else ""),
+            f"unparsable timestamp in {ts_label}" + _parse_rule(src.timestamp),
         ),
         (
             f"event_time < TIMESTAMP '{cfg.data_start}' OR event_time >= TIMESTAMP '{cfg.end_exclusive}'",
@@ -333,6 +335,13 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
         CASE WHEN dup_rank > 1 THEN {literal(_column_name(src.event_id) if src.event_id else "event_id")}
              ELSE column_name END AS column_name
     FROM ranked"""
+
+
+def _parse_rule(ts: TimestampSpec) -> str:
+    """How the time was read, for the quarantine reason of a value it could not read."""
+    if ts.unit:
+        return f" (Unix time in {ts.unit})"
+    return f" (format {ts.format})" if ts.format else ""
 
 
 def _string_columns(wh: Warehouse, stage: str) -> set[str]:

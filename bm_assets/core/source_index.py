@@ -143,10 +143,10 @@ def spans_from_frame(df: pd.DataFrame, method: str = "scan") -> dict[str, FileSp
 
 def parquet_span(src: EventSource, path: str) -> FileSpan | None:
     """A Parquet file's span from its footer statistics, or None when they cannot tell exactly
-    (a derived or formatted timestamp, a time-zoned or text column, missing statistics, or a
+    (a derived, formatted or Unix-time timestamp, a time-zoned or text column, missing statistics, or a
     source with event ids, whose bounds the footer does not give as the ingest compares them)."""
     ts = src.timestamp
-    if src.format != "parquet" or ts.format or isinstance(ts.ref, Derived) or src.event_id is not None:
+    if src.format != "parquet" or ts.format or ts.unit or isinstance(ts.ref, Derived) or src.event_id is not None:
         return None
     con = duckdb.connect()
     try:

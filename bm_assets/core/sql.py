@@ -41,6 +41,23 @@ def literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+#: Microseconds in one unit of a Unix time (`timestamp.unit`).
+UNIX_TIME_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
+#: 10000-01-01 in Unix microseconds: past BigQuery's last timestamp (and any real event).
+_UNIX_MICROS_END = 253_402_300_800_000_000
+
+
+def unix_time_sql(number: str, unit: str) -> str:
+    """A TIMESTAMP (UTC, no zone) from `number`, an SQL number of Unix-time units; NULL where it
+    lies past year 9999 either side, so a garbage value is quarantined, not an overflow error.
+    Written once for both engines: DuckDB's make_timestamp(µs) is BigQuery's TIMESTAMP_MICROS."""
+    micros = f"(({number}) * {UNIX_TIME_MICROS[unit]})"
+    return (
+        f"CASE WHEN abs({micros}) < {_UNIX_MICROS_END} "
+        f"THEN CAST(make_timestamp(CAST(round({micros}) AS BIGINT)) AS TIMESTAMP) END"
+    )
+
+
 #: What an engine says about a name the SQL uses and the warehouse lacks, per engine: DuckDB (and
 #: DuckDB-based emulators), then BigQuery. Matched in `engine_error` -> one wording for both.
 _UNKNOWN = (
