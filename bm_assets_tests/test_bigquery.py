@@ -496,6 +496,10 @@ tasks:
 """
 
 
+#: Models whose trees split on a trained network's output: equal across engines up to float noise.
+TREES_ON_NETWORK_OUTPUT = {"finetuned_ranker"}
+
+
 @pytest.mark.bigquery
 def test_the_whole_chain_on_bigquery_equals_duckdb(tmp_path, bq_dataset, bq_resource, monkeypatch):
     """`bm-assets run` on four months of the sample, on BigQuery and on DuckDB: the same task
@@ -532,9 +536,13 @@ def test_the_whole_chain_on_bigquery_equals_duckdb(tmp_path, bq_dataset, bq_reso
         assert (picked["model"], picked["by"]) == (report["selected"]["model"], report["selected"]["by"])
         assert picked["value"] == pytest.approx(report["selected"]["value"], rel=1e-5)
         for model, row in report["models"].items():
+            # The engines sum floats in different orders, so profiles and the fine-tuned network's
+            # outputs differ in the last bits; a ranker's tree threshold that falls between two such
+            # values moves a few test rows (measured: 0.0002 test NDCG@10, validation equal).
+            tolerance = {"abs": 1e-3} if model in TREES_ON_NETWORK_OUTPUT else {"rel": 1e-5, "abs": 1e-6}
             for key, value in row.items():
                 if "seconds" not in key:
-                    assert bq_reports[task]["models"][model][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (
+                    assert bq_reports[task]["models"][model][key] == pytest.approx(value, **tolerance), (
                         task,
                         model,
                         key,
