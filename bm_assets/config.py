@@ -121,6 +121,51 @@ class ContextColumn(StrictModel):
     expr: SafeExpression | None = Field(default=None, description="SQL expression; default: the column of this name")
 
 
+class CsvOptions(StrictModel):
+    """How a CSV file is laid out where the reader should not guess: many log exports have no
+    header line (name the columns here) or a delimiter the sniffer can mistake."""
+
+    header: bool = Field(default=True, description="the first line names the columns; false: name them in `columns`")
+    columns: list[str] | None = Field(
+        default=None, description="with header: false, the names of the file's columns, in file order"
+    )
+    delimiter: str | None = Field(
+        default=None, min_length=1, max_length=1, description="one character, e.g. ';' or '|'; default: sniffed"
+    )
+
+    @model_validator(mode="after")
+    def _names_where_no_header(self) -> CsvOptions:
+        if not self.header and not self.columns:
+            raise ValueError("csv.header is false: name the file's columns in csv.columns, in file order")
+        if self.header and self.columns is not None:
+            raise ValueError("csv.columns names the columns of a file without a header line: set csv.header: false")
+        _check_names(self.columns or [])
+        return self
+
+    @property
+    def header_lines(self) -> int:
+        """Lines before the first data line: file line numbers of data rows are row + this."""
+        return 1 if self.header else 0
+
+    def reader_options(self) -> str:
+        """read_csv options for this layout (DuckDB)."""
+        from bm_assets.core.sql import literal
+
+        opts = (
+            ["header=true"]
+            if self.header
+            else ["header=false", "names=[" + ", ".join(map(literal, self.columns or [])) + "]"]
+        )
+        if self.delimiter:
+            opts.append(f"delim={literal(self.delimiter)}")
+        return ", ".join(opts)
+
+
+def _csv_only(fmt: str | None, csv: CsvOptions) -> None:
+    if fmt != "csv" and csv != CsvOptions():
+        raise ValueError("csv options apply to CSV files only (this one is parquet)")
+
+
 #: Units of a Unix time (`timestamp.unit`): seconds, milliseconds or microseconds since 1970-01-01 UTC.
 UnixTimeUnit = Literal["s", "ms", "us"]
 
@@ -190,6 +235,7 @@ class EventSource(StrictModel):
     context: dict[str, ColumnKind | ContextColumn] = Field(
         default_factory=dict, description="extra columns kept as is: name -> kind, or {kind, expr}"
     )
+    csv: CsvOptions = Field(default_factory=CsvOptions, description="CSV layout: header line, column names, delimiter")
 
     @model_validator(mode="after")
     def _infer_format(self) -> EventSource:
@@ -199,6 +245,7 @@ class EventSource(StrictModel):
             if inferred is None:
                 raise ValueError(f"cannot infer format of {self.path!r}; set format: csv|parquet")
             object.__setattr__(self, "format", inferred)
+        _csv_only(self.format, self.csv)
         if self.event_type and self.event_type_value:
             raise ValueError("set event_type (a column) or event_type_value (a constant), not both")
         return self
@@ -258,6 +305,7 @@ class AttributeTable(StrictModel):
     path: str | None = Field(default=None, description="the table's file (or glob); not with from_events")
     format: Literal["csv", "parquet"] | None = None
     key: str | None = Field(default=None, description="the id column; with from_events: the source's id role")
+    csv: CsvOptions = Field(default_factory=CsvOptions, description="CSV layout: header line, column names, delimiter")
     key_prefix: str = ""
     columns: dict[str, ColumnKind] | None = Field(default=None, description="allow-list; None = all")
     deny: list[str] = Field(default_factory=list)
@@ -288,6 +336,7 @@ class AttributeTable(StrictModel):
         if self.format is None:
             suffix = Path(self.path).suffix.lower()
             object.__setattr__(self, "format", "csv" if suffix == ".csv" else "parquet")
+        _csv_only(self.format, self.csv)
         return self
 
 
@@ -608,12 +657,14 @@ def expression_columns(text: str, where: str) -> list[str]:
         raise ValueError(str(exc)) from None
 
 
-def source_schema(path: str, fmt: str) -> dict[str, str]:
+def source_schema(path: str, fmt: str, csv: CsvOptions | None = None) -> dict[str, str]:
     """Column -> DuckDB type of a file, read from its header/footer only."""
     reader = (
         f"read_parquet({literal(path)})"
         if fmt == "parquet"
-        else (f"read_csv({literal(path)}, header=true, all_varchar=true, ignore_errors=true)")
+        else (
+            f"read_csv({literal(path)}, {(csv or CsvOptions()).reader_options()}, all_varchar=true, ignore_errors=true)"
+        )
     )
     rows = duckdb.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
     return {r[0]: r[1] for r in rows}
@@ -699,7 +750,7 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
     schemas: dict[str, dict[str, str]] = {}
     for i, src in enumerate(cfg.events):
         path = cfg.resolve(src.path)
-        schema = _schema_or_error(path, src.format or "parquet", f"{where}: events[{i}].path")
+        schema = _schema_or_error(path, src.format or "parquet", f"{where}: events[{i}].path", src.csv)
         schemas[src.name] = schema
         for role, col in src.required_columns().items():
             if col not in schema:
@@ -724,7 +775,7 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
                     kinds[role][out] = (table.columns or {})[c]
                 continue
             path = cfg.resolve(table.path or "")
-            schema = _schema_or_error(path, table.format or "parquet", f"{where}: {role}[{i}].path")
+            schema = _schema_or_error(path, table.format or "parquet", f"{where}: {role}[{i}].path", table.csv)
             if table.key not in schema:
                 raise DatasetConfigError(
                     f"{where}: {role}[{i}] ({table.name}).key names column {table.key!r}, "
@@ -768,7 +819,7 @@ def _check_attribute_name(
         )
 
 
-def _schema_or_error(path: str, fmt: str, where: str) -> dict[str, str]:
+def _schema_or_error(path: str, fmt: str, where: str, csv: CsvOptions) -> dict[str, str]:
     is_glob = any(ch in path for ch in "*?[")
     if not is_glob and not Path(path).exists():
         raise DatasetConfigError(f"{where}: file {path} does not exist")
@@ -776,7 +827,7 @@ def _schema_or_error(path: str, fmt: str, where: str) -> dict[str, str]:
     if problem:
         raise DatasetConfigError(f"{where}: {problem}")
     try:
-        return source_schema(path, fmt)
+        return source_schema(path, fmt, csv)
     except duckdb.Error as exc:
         if fmt == "csv" and not is_glob:
             raise DatasetConfigError(f"{where}: {unreadable_csv_message(path, exc)}") from None

@@ -271,7 +271,12 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File) -> _Sourc
         elif compact in _EVENT_TYPE_NAMES and not _is_numeric(col):
             _assign(src, "event_type", c)
     if "client_id" not in src.roles:
-        raise StarterError(f"{f.path}: no column looks like a client id (columns: {list(f.columns)})")
+        hint = (
+            "; if the file has no header line, write dataset.yaml by hand with csv: {header: false, columns: [...]}"
+            if f.fmt == "csv"
+            else ""
+        )
+        raise StarterError(f"{f.path}: no column looks like a client id (columns: {list(f.columns)}){hint}")
     _guess_timestamp(con, src, times)
     _note_negatives(src)
     quantity = src.roles.get("quantity")

@@ -31,6 +31,23 @@ def test_bad_item_table_fails_naming_file_row_and_column(tmp_path, warehouse, it
     assert not warehouse.table_exists("product_catalog")
 
 
+def test_item_table_without_header(tmp_path, warehouse):
+    """A catalogue exported without a header line: columns named in csv.columns; an error names
+    the file line (no header: the first row is line 1)."""
+    import yaml
+
+    path = write_dataset(tmp_path / "ds", HEADER, items_csv="A;b1\nB;b2\nC;b1\n")
+    raw = yaml.safe_load(path.read_text())
+    raw["items"][0]["csv"] = {"header": False, "columns": ["sku", "brand"], "delimiter": ";"}
+    path.write_text(yaml.safe_dump(raw))
+    build_product_catalog(warehouse, load_dataset_config(path))
+    catalog = warehouse.fetch_df("SELECT item_id, brand FROM product_catalog ORDER BY item_id")
+    assert catalog.values.tolist() == [["A", "b1"], ["B", "b2"], ["C", "b1"]]
+    (tmp_path / "ds" / "items.csv").write_text("A;b1\nB;b2\nA;b3\n")
+    with pytest.raises(AttributeDataError, match=r"items\.csv: rows \[1, 3\]: key 'A' in column 'sku'"):
+        build_product_catalog(warehouse, load_dataset_config(path))
+
+
 def test_non_numeric_value_in_numeric_column(tmp_path, warehouse):
     cfg = _cfg(tmp_path, clients_csv="cid,segment\n1,x\n2,y\n")
     import yaml

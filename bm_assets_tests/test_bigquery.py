@@ -276,6 +276,22 @@ def test_unix_time_is_read_the_same(tmp_path, warehouse, bq_warehouse):
 
 
 @pytest.mark.bigquery
+def test_csv_without_header_is_read_the_same(tmp_path, warehouse, bq_warehouse):
+    path = write_dataset(
+        tmp_path / "ds", "e1;1;A;2024-01-02 10:00:00;2;2.5;s1\ne2;2\ne3;2;C;2024-01-03 11:00:00;1;1;s2\n"
+    )
+    raw = yaml.safe_load(path.read_text())
+    raw["events"][0]["csv"] = {"header": False, "columns": HEADER.strip().split(","), "delimiter": ";"}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_dataset_config(path)
+    reports = [ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive) for wh in (warehouse, bq_warehouse)]
+    assert reports[0] == reports[1] and reports[0].rows_loaded == 2
+    ev = _assert_same(warehouse, bq_warehouse, "raw_events", "event_id")
+    assert ev[["event_id", "source_row"]].values.tolist() == [["e1", 1], ["e3", 3]]
+    assert _assert_same(warehouse, bq_warehouse, "raw_events_quarantine", "source_row")["source_row"].tolist() == [2]
+
+
+@pytest.mark.bigquery
 def test_missing_required_column_fails_the_same_and_writes_nothing(tmp_path, warehouse, bq_warehouse):
     cfg = load_dataset_config(write_dataset(tmp_path / "ds", HEADER + "e1,1,A,2024-01-02 10:00:00,1,1,s\n"))
     for wh in (warehouse, bq_warehouse):

@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 import yaml
 
@@ -52,6 +53,35 @@ def test_bad_timestamp_format(tmp_path, fmt):
 def test_bad_unix_time_unit(tmp_path, timestamp, message):
     path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["events"][0]["timestamp"].update(timestamp))
     with pytest.raises(DatasetConfigError, match=message):
+        load_dataset_config(path)
+
+
+@pytest.mark.parametrize(
+    ("csv", "message"),
+    [
+        ({"header": False}, r"events\.0\.csv.*name the file's columns in csv\.columns"),
+        ({"columns": ["a", "b"]}, r"events\.0\.csv.*set csv\.header: false"),
+        ({"delimiter": ";;"}, r"events\.0\.csv\.delimiter"),
+        (
+            {"header": False, "columns": ["event_id", "client", "item", "when", "qty", "amount", "shop"]},
+            r"events\[0\] \(purchase\)\.timestamp names column 'ts', which is not in .*events\.csv \(columns: "
+            r"\['amount', 'client', 'event_id', 'item', 'qty', 'shop', 'when'\]\)",
+        ),
+    ],
+)
+def test_bad_csv_layout(tmp_path, csv, message):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c["events"][0].update(csv=csv))
+    with pytest.raises(DatasetConfigError, match=message):
+        load_dataset_config(path)
+
+
+def test_csv_layout_on_a_parquet_source_is_refused(tmp_path):
+    pd.DataFrame({"client": ["1"]}).to_parquet(tmp_path / "events.parquet")
+    path = _edit(
+        write_dataset(tmp_path, GOOD),
+        lambda c: c["events"][0].update(path="events.parquet", csv={"delimiter": ";"}),
+    )
+    with pytest.raises(DatasetConfigError, match=r"events\.0.*csv options apply to CSV files only"):
         load_dataset_config(path)
 
 

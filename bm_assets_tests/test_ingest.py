@@ -5,6 +5,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+import yaml
 
 from bm_assets.config import load_dataset_config
 from bm_assets.core.ingest import ingest_window
@@ -94,6 +95,24 @@ def test_unix_time_is_read_in_its_unit(tmp_path, warehouse, unit):
     assert q["reason"].tolist()[:2] == [f"unparsable timestamp in column ts (Unix time in {unit})"] * 2
     assert "timestamp outside the configured range" in q["reason"].iloc[2]
     _assert_balanced(warehouse, cfg, report, 5)
+
+
+def test_csv_without_header_reads_named_columns(tmp_path, warehouse):
+    """A log exported without a header line (and a non-default delimiter): rows keep their file
+    line numbers, a short line is quarantined with its line, nothing is dropped."""
+    csv = "e1|1|A|2024-01-02 10:00:00|2|2.5|s1\ne2|2|B\ne3|2|C|2024-01-03 11:00:00|1|1|s2\n"
+    path = write_dataset(tmp_path / "ds", csv)
+    columns = HEADER.strip().split(",")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["events"][0]["csv"] = {"header": False, "columns": columns, "delimiter": "|"}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cfg = load_dataset_config(path)
+    report = ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
+    ev = warehouse.fetch_df("SELECT event_id, client_id, shop, source_row FROM raw_events ORDER BY event_id")
+    assert ev.values.tolist() == [["e1", "1", "s1", 1], ["e3", "2", "s2", 3]]
+    q = _quarantine(warehouse)
+    assert q["source_row"].tolist() == [2] and "unreadable record" in q["reason"].iloc[0]
+    _assert_balanced(warehouse, cfg, report, 3)
 
 
 def test_unattributable_rows_go_to_first_day(tmp_path, warehouse):

@@ -101,8 +101,10 @@ class FileKey(NamedTuple):
 
 
 def fingerprint(src: EventSource) -> str:
-    """What a span depends on besides the file: the source's mapping (reader, timestamp, ids)."""
-    return hashlib.sha1(json.dumps(src.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    """What a span depends on besides the file: the source's mapping (reader, timestamp, ids).
+    Defaults are left out, so a new option at its default keeps the spans already indexed."""
+    mapping = src.model_dump(mode="json", exclude_defaults=True)
+    return hashlib.sha1(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def spans_sql(classified: str, rejects: str, event_ids: bool) -> str:

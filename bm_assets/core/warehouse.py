@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from bm_assets.config import AttributeTable, EventSource, empty_file_problem, unreadable_csv_message
+from bm_assets.config import AttributeTable, CsvOptions, EventSource, empty_file_problem, unreadable_csv_message
 from bm_assets.core.sql import ident, literal
 
 
@@ -151,12 +151,12 @@ class DuckDBWarehouse(Warehouse):
         ).fetchall()
         return bool(rows)
 
-    def _reader(self, path: str, fmt: str, rejects: str | None) -> str:
+    def _reader(self, path: str, fmt: str, rejects: str | None, csv: CsvOptions) -> str:
         """A table function reading one file. Without `rejects` (schema look-ups only) bad CSV
         records are skipped; with it they are kept in the rejects table."""
         if fmt == "parquet":
             return f"read_parquet({literal(path)})"
-        opts = "header=true, all_varchar=true"
+        opts = f"{csv.reader_options()}, all_varchar=true"
         if not rejects:
             opts += ", ignore_errors=true"
         else:
@@ -172,7 +172,13 @@ class DuckDBWarehouse(Warehouse):
                 continue
 
     def _stage(
-        self, path_or_glob: str | Sequence[str], fmt: str, stage: str, required: dict[str, str], rejects: bool
+        self,
+        path_or_glob: str | Sequence[str],
+        fmt: str,
+        stage: str,
+        required: dict[str, str],
+        rejects: bool,
+        csv: CsvOptions,
     ) -> None:
         self._drop(stage)
         self._drop(f"{stage}_rejects")
@@ -186,7 +192,7 @@ class DuckDBWarehouse(Warehouse):
             if problem:
                 raise SourceReadError(problem)
             try:
-                described = self.con.execute(f"DESCRIBE SELECT * FROM {self._reader(path, fmt, None)}").fetchall()
+                described = self.con.execute(f"DESCRIBE SELECT * FROM {self._reader(path, fmt, None, csv)}").fetchall()
             except duckdb.Error as exc:
                 if fmt != "csv":
                     raise
@@ -214,17 +220,17 @@ class DuckDBWarehouse(Warehouse):
             # preserved); rejected CSV lines are re-inserted into the numbering below.
             select = (
                 f"SELECT *, {literal(path)} AS __file, row_number() OVER () AS __row "
-                f"FROM {self._reader(path, fmt, reject_tbl if rejects else None)}"
+                f"FROM {self._reader(path, fmt, reject_tbl if rejects else None, csv)}"
             )
             if i == 0:
                 self.con.execute(f"CREATE TEMP TABLE {stage} AS {select}")
             else:
                 self.con.execute(f"INSERT INTO {stage} BY NAME {select}")
-            self._renumber_after_rejects(stage, path, reject_tbl)
+            self._renumber_after_rejects(stage, path, reject_tbl, csv.header_lines)
 
-    def _renumber_after_rejects(self, stage: str, path: str, reject_tbl: str) -> None:
+    def _renumber_after_rejects(self, stage: str, path: str, reject_tbl: str, header_lines: int) -> None:
         """Map parsed-row ordinals to file lines when the CSV reader rejected some lines, and
-        copy the rejected lines into `<stage>_rejects`. Line numbers count the header as 1;
+        copy the rejected lines into `<stage>_rejects`. Line numbers count a header as line 1;
         Parquet rows keep their 1-based row index."""
         self.con.execute(
             f"""INSERT INTO {stage}_rejects
@@ -239,22 +245,23 @@ class DuckDBWarehouse(Warehouse):
             self.con.execute(
                 f"""UPDATE {stage} SET __row = __row + (
                     SELECT count(*) FROM (
-                        SELECT line - 1 - row_number() OVER (ORDER BY line) AS good_before
+                        SELECT line - {header_lines} - row_number() OVER (ORDER BY line) AS good_before
                         FROM (SELECT DISTINCT line FROM {reject_tbl})
                     ) r WHERE r.good_before < {stage}.__row)
                 WHERE __file = {literal(path)}"""
             )
-        # CSV data rows are reported as file lines (header = line 1).
-        self.con.execute(f"UPDATE {stage} SET __row = __row + 1 WHERE __file = {literal(path)}")
+        # CSV data rows are reported as file lines (a header is line 1).
+        if header_lines:
+            self.con.execute(f"UPDATE {stage} SET __row = __row + {header_lines} WHERE __file = {literal(path)}")
 
     def record_json_sql(self, alias: str) -> str:
         return f"CAST(to_json({alias}) AS VARCHAR)"
 
     def stage_events(self, source: EventSource, path: str | Sequence[str], stage: str) -> None:
-        self._stage(path, source.format or "parquet", stage, source.required_columns(), rejects=True)
+        self._stage(path, source.format or "parquet", stage, source.required_columns(), rejects=True, csv=source.csv)
 
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
-        self._stage(path, table.format or "parquet", stage, {"key": table.key}, rejects=True)
+        self._stage(path, table.format or "parquet", stage, {"key": table.key}, rejects=True, csv=table.csv)
 
     def insert_df(
         self, name: str, df: pd.DataFrame | pa.Table, before: Sequence[str] = (), after: Sequence[str] = ()
