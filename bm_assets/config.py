@@ -161,6 +161,21 @@ class CsvOptions(StrictModel):
         return ", ".join(opts)
 
 
+def csv_columns_problem(path: str, csv: CsvOptions) -> str | None:
+    """Where `csv.columns` names more or fewer columns than a headerless file has (the reader
+    would silently drop the names, or invent some), what to fix; None when they match."""
+    if csv.header:
+        return None
+    delim = f", delim={literal(csv.delimiter)}" if csv.delimiter else ""
+    found = duckdb.execute(
+        f"DESCRIBE SELECT * FROM read_csv({literal(path)}, header=false{delim}, all_varchar=true, ignore_errors=true)"
+    ).fetchall()
+    n = len(csv.columns or [])
+    if len(found) == n:
+        return None
+    return f"{path}: csv.columns names {n} column(s) but the file's lines have {len(found)}: name each, in file order"
+
+
 def _csv_only(fmt: str | None, csv: CsvOptions) -> None:
     if fmt != "csv" and csv != CsvOptions():
         raise ValueError("csv options apply to CSV files only (this one is parquet)")
@@ -827,6 +842,9 @@ def _schema_or_error(path: str, fmt: str, where: str, csv: CsvOptions) -> dict[s
     if problem:
         raise DatasetConfigError(f"{where}: {problem}")
     try:
+        problem = None if fmt != "csv" or is_glob else csv_columns_problem(path, csv)
+        if problem:
+            raise DatasetConfigError(f"{where}: {problem}")
         return source_schema(path, fmt, csv)
     except duckdb.Error as exc:
         if fmt == "csv" and not is_glob:

@@ -75,6 +75,20 @@ def test_bad_csv_layout(tmp_path, csv, message):
         load_dataset_config(path)
 
 
+@pytest.mark.parametrize("columns", [["a", "b", "c", "d", "e", "f"], ["a", "b", "c", "d", "e", "f", "g", "h"]])
+def test_headerless_csv_needs_a_name_per_column(tmp_path, columns):
+    path = _edit(
+        write_dataset(tmp_path, "e1,1,A,2024-01-02 10:00:00,1,2.5,s1\n"),
+        lambda c: c["events"][0].update(csv={"header": False, "columns": columns}),
+    )
+    with pytest.raises(
+        DatasetConfigError,
+        match=rf"events\[0\]\.path: .*events\.csv: csv\.columns names {len(columns)} column\(s\) "
+        r"but the file's lines have 7",
+    ):
+        load_dataset_config(path)
+
+
 def test_csv_layout_on_a_parquet_source_is_refused(tmp_path):
     pd.DataFrame({"client": ["1"]}).to_parquet(tmp_path / "events.parquet")
     path = _edit(

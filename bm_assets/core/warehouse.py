@@ -15,7 +15,14 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from bm_assets.config import AttributeTable, CsvOptions, EventSource, empty_file_problem, unreadable_csv_message
+from bm_assets.config import (
+    AttributeTable,
+    CsvOptions,
+    EventSource,
+    csv_columns_problem,
+    empty_file_problem,
+    unreadable_csv_message,
+)
 from bm_assets.core.sql import ident, literal
 
 
@@ -188,7 +195,7 @@ class DuckDBWarehouse(Warehouse):
         )
         files = expand_paths(path_or_glob) if isinstance(path_or_glob, str) else list(path_or_glob)
         for path in files:
-            problem = empty_file_problem(path)
+            problem = empty_file_problem(path) or (csv_columns_problem(path, csv) if fmt == "csv" else None)
             if problem:
                 raise SourceReadError(problem)
             try:
