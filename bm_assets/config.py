@@ -176,6 +176,24 @@ def csv_columns_problem(path: str, csv: CsvOptions) -> str | None:
     return f"{path}: csv.columns names {n} column(s) but the file's lines have {len(found)}: name each, in file order"
 
 
+#: File endings whose format needs no `format:` key (the CSV reader decompresses .gz and .zst).
+_FORMAT_ENDINGS: dict[str, Literal["csv", "parquet"]] = {
+    **{f"{ext}{z}": "csv" for ext in (".csv", ".tsv", ".txt") for z in ("", ".gz", ".zst")},
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+def format_of_path(path: str) -> Literal["csv", "parquet"]:
+    """A file's format from its ending (.csv, .tsv, .txt, compressed or not; .parquet, .pq);
+    anything else must say `format:`, so no file is read with the wrong reader."""
+    name = Path(path).name.lower()
+    for ending, fmt in sorted(_FORMAT_ENDINGS.items(), key=lambda e: -len(e[0])):
+        if name.endswith(ending):
+            return fmt
+    raise ValueError(f"cannot infer format of {path!r} from its ending; set format: csv|parquet")
+
+
 def _csv_only(fmt: str | None, csv: CsvOptions) -> None:
     if fmt != "csv" and csv != CsvOptions():
         raise ValueError("csv options apply to CSV files only (this one is parquet)")
@@ -231,7 +249,9 @@ class EventSource(StrictModel):
 
     name: str
     path: str
-    format: Literal["csv", "parquet"] | None = None
+    format: Literal["csv", "parquet"] | None = Field(
+        default=None, description="default: from the file's ending (.csv, .tsv, .txt, also .gz or .zst; .parquet, .pq)"
+    )
     client_id: ColumnRef = Field(description="column (or {expr}) identifying the client")
     item_id: ColumnRef | None = Field(
         default=None, description="column (or {expr}) identifying the item; omit for a log without items"
@@ -255,11 +275,7 @@ class EventSource(StrictModel):
     @model_validator(mode="after")
     def _infer_format(self) -> EventSource:
         if self.format is None:
-            suffix = Path(self.path).suffix.lower()
-            inferred = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)
-            if inferred is None:
-                raise ValueError(f"cannot infer format of {self.path!r}; set format: csv|parquet")
-            object.__setattr__(self, "format", inferred)
+            object.__setattr__(self, "format", format_of_path(self.path))
         _csv_only(self.format, self.csv)
         if self.event_type and self.event_type_value:
             raise ValueError("set event_type (a column) or event_type_value (a constant), not both")
@@ -318,7 +334,9 @@ class AttributeTable(StrictModel):
 
     name: str
     path: str | None = Field(default=None, description="the table's file (or glob); not with from_events")
-    format: Literal["csv", "parquet"] | None = None
+    format: Literal["csv", "parquet"] | None = Field(
+        default=None, description="default: from the file's ending (.csv, .tsv, .txt, also .gz or .zst; .parquet, .pq)"
+    )
     key: str | None = Field(default=None, description="the id column; with from_events: the source's id role")
     csv: CsvOptions = Field(default_factory=CsvOptions, description="CSV layout: header line, column names, delimiter")
     key_prefix: str = ""
@@ -349,8 +367,7 @@ class AttributeTable(StrictModel):
         if self.path is None or self.key is None:
             raise ValueError("an attribute table needs path and key (or from_events: <event source>)")
         if self.format is None:
-            suffix = Path(self.path).suffix.lower()
-            object.__setattr__(self, "format", "csv" if suffix == ".csv" else "parquet")
+            object.__setattr__(self, "format", format_of_path(self.path))
         _csv_only(self.format, self.csv)
         return self
 

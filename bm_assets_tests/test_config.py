@@ -89,6 +89,13 @@ def test_headerless_csv_needs_a_name_per_column(tmp_path, columns):
         load_dataset_config(path)
 
 
+@pytest.mark.parametrize("role", ["events", "items"])
+def test_unknown_file_ending_needs_a_format_key(tmp_path, role):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c[role][0].update(path="export.json"))
+    with pytest.raises(DatasetConfigError, match=rf"{role}\.0.*cannot infer format of 'export\.json'.*set format"):
+        load_dataset_config(path)
+
+
 def test_csv_layout_on_a_parquet_source_is_refused(tmp_path):
     pd.DataFrame({"client": ["1"]}).to_parquet(tmp_path / "events.parquet")
     path = _edit(

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from bm_assets.config import load_dataset_config
+from bm_assets.core.attributes import build_product_catalog
 from bm_assets.core.ingest import ingest_window
 from bm_assets.core.quality import ingest_quality
 from bm_assets.core.warehouse import SourceReadError
@@ -113,6 +114,25 @@ def test_csv_without_header_reads_named_columns(tmp_path, warehouse):
     q = _quarantine(warehouse)
     assert q["source_row"].tolist() == [2] and "unreadable record" in q["reason"].iloc[0]
     _assert_balanced(warehouse, cfg, report, 3)
+
+
+def test_tab_separated_and_compressed_files_need_no_format_key(tmp_path, warehouse):
+    """.tsv events and a gzipped .csv.gz catalogue: the format follows from the ending."""
+    import gzip
+
+    path = write_dataset(tmp_path / "ds", "")
+    folder = path.parent
+    (folder / "events.tsv").write_text(HEADER.replace(",", "\t") + "e1\t1\tA\t2024-01-02 10:00:00\t2\t2.5\ts1\n")
+    (folder / "items.csv.gz").write_bytes(gzip.compress((folder / "items.csv").read_bytes()))
+    raw = yaml.safe_load(path.read_text())
+    raw["events"][0]["path"], raw["items"][0]["path"] = "events.tsv", "items.csv.gz"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_dataset_config(path)
+    assert (cfg.events[0].format, cfg.items[0].format) == ("csv", "csv")
+    report = ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
+    assert report.rows_loaded == 1
+    build_product_catalog(warehouse, cfg)
+    assert warehouse.fetch_df("SELECT count(*) AS n FROM product_catalog")["n"].iloc[0] == 3
 
 
 def test_unattributable_rows_go_to_first_day(tmp_path, warehouse):
