@@ -147,15 +147,12 @@ class CsvOptions(StrictModel):
         """Lines before the first data line: file line numbers of data rows are row + this."""
         return 1 if self.header else 0
 
-    def reader_options(self) -> str:
-        """read_csv options for this layout (DuckDB)."""
-        from bm_assets.core.sql import literal
-
-        opts = (
-            ["header=true"]
-            if self.header
-            else ["header=false", "names=[" + ", ".join(map(literal, self.columns or [])) + "]"]
-        )
+    def reader_options(self, named: bool = True) -> str:
+        """read_csv options for this layout (DuckDB); named=False reads a headerless file with
+        the reader's own column names (to count its columns)."""
+        opts = ["header=true"] if self.header else ["header=false"]
+        if not self.header and named:
+            opts.append("names=[" + ", ".join(map(literal, self.columns or [])) + "]")
         if self.delimiter:
             opts.append(f"delim={literal(self.delimiter)}")
         return ", ".join(opts)
@@ -166,9 +163,9 @@ def csv_columns_problem(path: str, csv: CsvOptions) -> str | None:
     would silently drop the names, or invent some), what to fix; None when they match."""
     if csv.header:
         return None
-    delim = f", delim={literal(csv.delimiter)}" if csv.delimiter else ""
+    options = csv.reader_options(named=False)
     found = duckdb.execute(
-        f"DESCRIBE SELECT * FROM read_csv({literal(path)}, header=false{delim}, all_varchar=true, ignore_errors=true)"
+        f"DESCRIBE SELECT * FROM read_csv({literal(path)}, {options}, all_varchar=true, ignore_errors=true)"
     ).fetchall()
     n = len(csv.columns or [])
     if len(found) == n:

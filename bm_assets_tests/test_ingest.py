@@ -116,6 +116,22 @@ def test_csv_without_header_reads_named_columns(tmp_path, warehouse):
     _assert_balanced(warehouse, cfg, report, 3)
 
 
+def test_headerless_csv_that_gains_a_column_fails_at_ingest(tmp_path, warehouse):
+    """The names are checked against each file when it is staged, not only at load: a file
+    rewritten with an extra column stops the ingest, naming the file and both counts."""
+    path = write_dataset(tmp_path / "ds", "e1,1,A,2024-01-02 10:00:00,2,2.5,s1\n")
+    raw = yaml.safe_load(path.read_text())
+    raw["events"][0]["csv"] = {"header": False, "columns": HEADER.strip().split(",")}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_dataset_config(path)
+    (path.parent / "events.csv").write_text("e1,1,A,2024-01-02 10:00:00,2,2.5,s1,extra\n")
+    with pytest.raises(
+        SourceReadError, match=r"events\.csv: csv\.columns names 7 column\(s\) but the file's lines have 8"
+    ):
+        ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
+    assert not warehouse.table_exists("raw_events")  # nothing written
+
+
 def test_tab_separated_and_compressed_files_need_no_format_key(tmp_path, warehouse):
     """.tsv events and a gzipped .csv.gz catalogue: the format follows from the ending."""
     import gzip

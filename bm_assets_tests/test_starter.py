@@ -158,6 +158,14 @@ def test_starter_does_not_take_small_numbers_for_unix_time(tmp_path):
         write_starter([str(events)], None, None, tmp_path / "c")
 
 
+def test_starter_says_how_to_read_a_file_without_header(tmp_path):
+    events = _clickstream(tmp_path / "events.csv")
+    lines = events.read_text().splitlines()[1:]  # the same log, exported without its header line
+    events.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StarterError, match=r"no column looks like a client id.*csv: \{header: false, columns"):
+        write_starter([str(events)], None, None, tmp_path / "c")
+
+
 def test_starter_quotes_odd_names_and_reads_attribute_files(tmp_path):
     rng = random.Random(2)
     start = dt.datetime(2023, 1, 1)
