@@ -261,7 +261,8 @@ class EventSource(StrictModel):
     event_id: ColumnRef | None = Field(default=None, description="unique id column; duplicates are kept once")
     basket_id: ColumnRef | None = Field(
         default=None,
-        description="column grouping events into a visit/order/invoice; omit to group by the dataset's `baskets` rule",
+        description="column grouping events into a visit/order/invoice; omit to group by the dataset's `baskets` "
+        "rule (rows where it is empty take that rule too)",
     )
     item_prefix: str = Field(default="", description="namespace prepended to item ids, e.g. 'coupon:'")
     context: dict[str, ColumnKind | ContextColumn] = Field(
@@ -563,8 +564,8 @@ class DatasetConfig(StrictModel):
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     baskets: Literal["timestamp", "day"] = Field(
         default="timestamp",
-        description="how events form baskets (visits) where a source maps no basket_id: one client's events "
-        "at one timestamp, or on one day",
+        description="how events form baskets (visits) where a source maps no basket_id, or a row's is empty: "
+        "one client's events at one timestamp, or on one day",
     )
     temporal: TemporalSplit
     representation: RepresentationConfig = Field(default_factory=RepresentationConfig)

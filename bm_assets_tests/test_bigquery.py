@@ -292,6 +292,24 @@ def test_csv_without_header_is_read_the_same(tmp_path, warehouse, bq_warehouse):
 
 
 @pytest.mark.bigquery
+@pytest.mark.parametrize("rule", ["timestamp", "day"])
+def test_a_basket_column_filled_on_some_rows_is_read_the_same(tmp_path, warehouse, bq_warehouse, rule):
+    path = write_dataset(
+        tmp_path / "ds", HEADER + "e1,1,A,2024-01-02 10:00:00,1,1,t7\ne2,1,B,2024-01-02 10:05:00,1,1,\n"
+    )
+    raw = yaml.safe_load(path.read_text())
+    raw["events"][0]["basket_id"] = "shop"
+    raw["baskets"] = rule
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_dataset_config(path)
+    for wh in (warehouse, bq_warehouse):
+        ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
+    ev = _assert_same(warehouse, bq_warehouse, "raw_events", "event_id")
+    rule_basket = "1@2024-01-02 10:05:00" if rule == "timestamp" else "1@2024-01-02"
+    assert ev["basket_id"].tolist() == ["t7", rule_basket]
+
+
+@pytest.mark.bigquery
 def test_missing_required_column_fails_the_same_and_writes_nothing(tmp_path, warehouse, bq_warehouse):
     cfg = load_dataset_config(write_dataset(tmp_path / "ds", HEADER + "e1,1,A,2024-01-02 10:00:00,1,1,s\n"))
     for wh in (warehouse, bq_warehouse):

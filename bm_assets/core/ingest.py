@@ -216,12 +216,16 @@ class SourceColumns:
 
 def basket_sql(cfg: DatasetConfig, src: EventSource) -> str:
     """The basket (visit) of an event: the source's basket_id (staged as basket_raw), or the
-    client's events at one timestamp (or on one day), per the dataset's `baskets` rule."""
-    if src.basket_id is not None:
-        return "basket_raw"
+    client's events at one timestamp (or on one day), per the dataset's `baskets` rule.
+
+    A basket column filled on some rows only (a transaction id on purchases, none on views)
+    falls back to the rule row by row, so the graph, the aggregates and the profile's visit
+    block all read one basket per event instead of three different readings of NULL."""
     if cfg.baskets == "day":
-        return "client_id || '@' || CAST(CAST(event_time AS DATE) AS VARCHAR)"
-    return "client_id || '@' || CAST(event_time AS VARCHAR)"  # one engine-neutral cast, no format string
+        rule = "client_id || '@' || CAST(CAST(event_time AS DATE) AS VARCHAR)"
+    else:
+        rule = "client_id || '@' || CAST(event_time AS VARCHAR)"  # one engine-neutral cast, no format string
+    return rule if src.basket_id is None else f"COALESCE(basket_raw, {rule})"
 
 
 def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_columns: set[str]) -> str:
