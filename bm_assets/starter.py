@@ -112,6 +112,7 @@ class _Source:
     skipped: dict[str, str] = field(default_factory=dict)  # column -> why it is not mapped
     first: dt.datetime | None = None
     last: dt.datetime | None = None
+    time_sql: str | None = None  # the time column as a timestamp, over the sample
 
 
 @dataclass
@@ -141,6 +142,7 @@ def write_starter(
         files = [_inspect(con, p, f"events_{i}") for i, p in enumerate(events)]
         names = _unique_names([_identifier(f.path.stem) for f in files])
         sources = [_guess_source(con, n, f) for n, f in zip(names, files, strict=True)]
+        baskets = _basket_rule(con, sources)
         client_tables = (
             [_attribute_table(con, _inspect(con, clients, "clients"), sources, "client_id", taken=set(names))]
             if clients
@@ -158,7 +160,7 @@ def write_starter(
     dataset_path, tasks_path = out_dir / DATASET_FILE, out_dir / TASKS_FILE
     split = _Split.of(first.date(), last.date())
     dataset_path.write_text(
-        _dataset_yaml(dataset_name, sources, client_tables, item_tables, split, out_dir), encoding="utf-8"
+        _dataset_yaml(dataset_name, sources, client_tables, item_tables, split, out_dir, baskets), encoding="utf-8"
     )
     tasks_path.write_text(_tasks_yaml(dataset_name, sources, item_tables, split), encoding="utf-8")
     return dataset_path, tasks_path
@@ -367,8 +369,36 @@ def _guess_timestamp(con: duckdb.DuckDBPyConnection, src: _Source, candidates: l
     else:
         how = f"the format parses {rate:.0%} of the sample" if parse.format else f"{rate:.0%} of the sample parse"
     src.roles["timestamp"] = _Role(_flow(spec), f"{_GUESSED}; {how}", column)
-    parsed = _parsed(column, parse)
+    parsed = src.time_sql = _parsed(column, parse)
     src.first, src.last = con.execute(f"SELECT min({parsed}), max({parsed}) FROM {f.reader}").fetchone() or (None, None)
+
+
+def _basket_rule(con: duckdb.DuckDBPyConnection, sources: list[_Source]) -> tuple[str, ...]:
+    """The `baskets` rule for the events without a basket id, then comment lines saying why.
+    `timestamp` groups lines written at one time (a receipt); where most sampled events share
+    no time with another event of their client (a click log), it would make each event its own
+    basket, so `day` groups them into visits instead."""
+    rule_rows = shared = 0
+    for src in sources:
+        client, basket = src.roles["client_id"].column, src.roles.get("basket_id")
+        if client is None or src.time_sql is None or (basket is not None and basket.column is None):
+            continue  # derived ids: not evaluated on the sample
+        no_basket = f"NULLIF(TRIM(CAST({ident(basket.column)} AS VARCHAR)), '') IS NULL" if basket else "TRUE"
+        row = con.execute(
+            f"""SELECT count(*), coalesce(sum(n) FILTER (WHERE n > 1), 0) FROM (
+                    SELECT count(*) AS n FROM {src.file.sample}
+                    WHERE {no_basket} AND {ident(client)} IS NOT NULL AND {src.time_sql} IS NOT NULL
+                    GROUP BY {ident(client)}, {src.time_sql})"""
+        ).fetchone()
+        assert row is not None
+        rule_rows, shared = rule_rows + int(row[0]), shared + int(row[1])
+    if rule_rows == 0 or shared * 2 >= rule_rows:
+        return ("timestamp",)
+    return (
+        "day",
+        f"day: {shared / rule_rows:.0%} of the sampled events without a basket id share their time with another",
+        "event of their client, so `timestamp` would make each event its own basket.",
+    )
 
 
 class _TimeParse(NamedTuple):
@@ -596,7 +626,13 @@ def _format_line(path: Path) -> list[str]:
 
 
 def _dataset_yaml(
-    name: str, sources: list[_Source], clients: list[_Table], items: list[_Table], split: _Split, out_dir: Path
+    name: str,
+    sources: list[_Source],
+    clients: list[_Table],
+    items: list[_Table],
+    split: _Split,
+    out_dir: Path,
+    baskets: tuple[str, ...] = ("timestamp",),
 ) -> str:
     files = ", ".join(s.file.path.name for s in sources)
     lines = [
@@ -623,7 +659,8 @@ def _dataset_yaml(
         _line(2, "test_end", _yaml(split.test_end)),
         "",
         *_comment(0, "Events without a basket_id are grouped into baskets (visits) by: timestamp | day."),
-        _line(0, "baskets", "timestamp"),
+        *_comment(0, *baskets[1:]),
+        _line(0, "baskets", baskets[0]),
         "",
         *_comment(
             0,

@@ -90,6 +90,7 @@ def test_starter_for_invoice_lines(tmp_path):
     )
     assert src.value == Derived(expr="Quantity * UnitPrice")
     assert src.timestamp == TimestampSpec(column="InvoiceDate", format="%m/%d/%Y %H:%M")
+    assert cfg.baskets == "timestamp"  # every line has its invoice
     assert src.context_kinds() == {"Description": "categorical", "UnitPrice": "numeric"}
     (home,) = cfg.clients
     assert (home.from_events, home.columns, home.pick) == ("online_retail", {"Country": "categorical"}, "most_frequent")
@@ -149,6 +150,22 @@ def test_starter_reads_unix_time(tmp_path, unit, scale):
     assert (src.client_id, src.item_id, src.event_type) == ("visitorid", "itemid", "event")
     assert (cfg.data_start, cfg.data_end) == (dt.date(2015, 5, 3), dt.date(2015, 7, 1))
     assert f"read as Unix {unit}" in dataset.read_text()
+    # no two clicks share a time: grouping by timestamp would make each its own basket
+    assert cfg.baskets == "day" and "`timestamp` would make each event its own basket" in dataset.read_text()
+
+
+def test_starter_groups_receipt_lines_without_an_invoice_by_their_time(tmp_path):
+    """Lines of one receipt share its time, so `timestamp` is the basket; a click log whose
+    transaction id is filled on purchases only groups its other events by day."""
+    lines = pd.read_csv(_invoice_lines(tmp_path / "lines.csv"), dtype=str).drop(columns="InvoiceNo")
+    lines.to_csv(tmp_path / "receipts.csv", index=False)
+    cfg = load_dataset_config(write_starter([str(tmp_path / "receipts.csv")], None, None, tmp_path / "r")[0])
+    assert cfg.events[0].basket_id is None and cfg.baskets == "timestamp"
+    clicks = pd.read_csv(_clickstream(tmp_path / "clicks.csv"))
+    clicks["transactionid"] = [f"t{i}" if i % 7 == 0 else "" for i in range(len(clicks))]
+    clicks.to_csv(tmp_path / "clicks.csv", index=False)
+    cfg = load_dataset_config(write_starter([str(tmp_path / "clicks.csv")], None, None, tmp_path / "c")[0])
+    assert cfg.events[0].basket_id == "transactionid" and cfg.baskets == "day"
 
 
 def test_starter_does_not_take_small_numbers_for_unix_time(tmp_path):
