@@ -264,14 +264,16 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File) -> _Sourc
             _assign(src, id_roles[0], c)
         elif _time_hint(c) or _is_temporal(col):
             times.append(c)
-        elif _is_numeric(col) and (tokens & _QUANTITY_TOKENS or _QUANTITY_NAME.fullmatch(compact)):
+        elif not _is_numeric(col) or _id_like(c):
+            # an id is never an amount, whatever its words (sales_channel_id, product_count_code)
+            if compact in _EVENT_TYPE_NAMES and not _is_numeric(col):
+                _assign(src, "event_type", c)
+        elif tokens & _QUANTITY_TOKENS or _QUANTITY_NAME.fullmatch(compact):
             _assign(src, "quantity", c)
-        elif _is_numeric(col) and tokens & _VALUE_TOKENS:
+        elif tokens & _VALUE_TOKENS:
             _assign(src, "value", c)
-        elif _is_numeric(col) and (tokens | {compact}) & _PRICE_TOKENS and price is None:
+        elif (tokens | {compact}) & _PRICE_TOKENS and price is None:
             price = c
-        elif compact in _EVENT_TYPE_NAMES and not _is_numeric(col):
-            _assign(src, "event_type", c)
     if "client_id" not in src.roles:
         hint = (
             "; if the file has no header line, write dataset.yaml by hand with csv: {header: false, columns: [...]}"
@@ -287,6 +289,9 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File) -> _Sourc
         src.roles["value"] = _Role(
             _flow({"expr": expr}), f"guessed: no value column, so {quantity.column} times {price}"
         )
+    elif "value" not in src.roles and price is not None and quantity is None:
+        # a line per unit sold (an article bought): its price is what the client spent on it
+        src.roles["value"] = _Role(_s(price), f"guessed: no value or quantity column, so one unit at {price}", price)
     mapped = {r.column for r in src.roles.values()}
     for c, col in f.columns.items():
         if c in mapped or c in src.skipped:

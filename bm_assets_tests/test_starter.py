@@ -128,6 +128,30 @@ def test_starter_for_a_log_without_items(tmp_path):
     assert "# not guessed: item_id, event_type, basket_id" in dataset.read_text()
 
 
+def test_starter_takes_the_price_for_the_value_of_one_unit_lines_and_no_id_for_an_amount(tmp_path):
+    """An H&M-like log: one line per article bought, a price and no quantity, and an id whose
+    name has a value word in it (sales_channel_id) but is no amount."""
+    rng = random.Random(3)
+    rows = [
+        (
+            f"2020-01-{rng.randint(1, 28):02d}",
+            f"c{rng.randint(1, 40)}",
+            f"0{rng.randint(10**8, 10**9)}",
+            rng.random() / 20,
+            rng.randint(1, 2),
+        )
+        for _ in range(300)
+    ]
+    pd.DataFrame(rows, columns=["t_dat", "customer_id", "article_id", "price", "sales_channel_id"]).to_csv(
+        tmp_path / "transactions.csv", index=False
+    )
+    dataset, _ = write_starter([str(tmp_path / "transactions.csv")], None, None, tmp_path / "c")
+    (src,) = load_dataset_config(dataset).events
+    assert (src.value, src.quantity) == ("price", None)
+    assert src.context_kinds() == {"sales_channel_id": "categorical"}
+    assert "one unit at price" in dataset.read_text()
+
+
 def _clickstream(path, time_column: str = "timestamp", scale: float = 1_000):
     """A RetailRocket-like log: Unix-time column (ms by default), visitor, event type, item."""
     rng = random.Random(2)
