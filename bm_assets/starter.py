@@ -140,16 +140,19 @@ def write_starter(
     con = duckdb.connect()
     try:
         files = [_inspect(con, p, f"events_{i}") for i, p in enumerate(events)]
+        client_file = _inspect(con, clients, "clients") if clients else None
+        item_file = _inspect(con, items, "items") if items else None
+        keys = {role: f for role, f in (("client_id", client_file), ("item_id", item_file)) if f is not None}
         names = _unique_names([_identifier(f.path.stem) for f in files])
-        sources = [_guess_source(con, n, f) for n, f in zip(names, files, strict=True)]
+        sources = [_guess_source(con, n, f, keys) for n, f in zip(names, files, strict=True)]
         baskets = _basket_rule(con, sources)
         client_tables = (
-            [_attribute_table(con, _inspect(con, clients, "clients"), sources, "client_id", taken=set(names))]
-            if clients
+            [_attribute_table(con, client_file, sources, "client_id", taken=set(names))]
+            if client_file
             else _client_attributes_from_events(con, sources, set(names))
         )
         taken = set(names) | {t.name for t in client_tables}
-        item_tables = [_attribute_table(con, _inspect(con, items, "items"), sources, "item_id", taken)] if items else []
+        item_tables = [_attribute_table(con, item_file, sources, "item_id", taken)] if item_file else []
     finally:
         con.close()
     _drop_collisions(sources, client_tables + item_tables)
@@ -250,8 +253,10 @@ def _is_temporal(col: _Column) -> bool:
     return col.type.upper().startswith(("DATE", "TIMESTAMP", "TIME"))
 
 
-def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File) -> _Source:
-    """Roles, context columns and time range of one event file."""
+def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File, keys: dict[str, _File] | None = None) -> _Source:
+    """Roles, context columns and time range of one event file. `keys`: the client and item
+    attribute files given; an id the names do not reveal (movieId) is the event column named
+    like such a file's key."""
     src = _Source(name, f)
     times: list[str] = []
     price: str | None = None
@@ -274,6 +279,9 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File) -> _Sourc
             _assign(src, "value", c)
         elif (tokens | {compact}) & _PRICE_TOKENS and price is None:
             price = c
+    for role, table in (keys or {}).items():
+        if role not in src.roles:
+            _key_from_table(src, role, table)
     if "client_id" not in src.roles:
         hint = (
             "; if the file has no header line, write dataset.yaml by hand with csv: {header: false, columns: [...]}"
@@ -304,6 +312,18 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File) -> _Sourc
         else:
             src.context[c] = (kind, note)
     return src
+
+
+def _key_from_table(src: _Source, role: str, table: _File) -> None:
+    """Map `role` to the event column named like the table's key (its column named like the
+    role, else its first column), where that event column has no role yet."""
+    hinted = [c for c in table.columns if role in _id_roles(c)]
+    key = hinted[0] if hinted else next(iter(table.columns))
+    mapped = {r.column for r in src.roles.values()}
+    match = [c for c in src.file.columns if c.lower() == key.lower() and c not in mapped]
+    if match:
+        src.roles[role] = _Role(_s(match[0]), f"guessed: the key of {table.path.name} has this name", match[0])
+        src.skipped.pop(match[0], None)
 
 
 def _note_negatives(src: _Source) -> None:

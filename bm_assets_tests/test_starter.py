@@ -152,6 +152,28 @@ def test_starter_takes_the_price_for_the_value_of_one_unit_lines_and_no_id_for_a
     assert "one unit at price" in dataset.read_text()
 
 
+def test_starter_takes_an_id_its_name_does_not_reveal_from_the_attribute_file_key(tmp_path):
+    """A MovieLens-like log: movieId has no item word, but movies.csv is keyed by it."""
+    rng = random.Random(4)
+    start = dt.datetime(2015, 1, 1, tzinfo=dt.UTC).timestamp()
+    ratings = [
+        (rng.randint(1, 30), rng.randint(1, 25), rng.randint(1, 10) / 2, round(start + i * 7_919)) for i in range(400)
+    ]
+    pd.DataFrame(ratings, columns=["userId", "movieId", "rating", "timestamp"]).to_csv(
+        tmp_path / "ratings.csv", index=False
+    )
+    genres = ["Comedy", "Drama", "Horror"]
+    movies = [(m, f"Movie {m}", genres[m % 3]) for m in range(1, 26)]
+    pd.DataFrame(movies, columns=["movieId", "title", "genres"]).to_csv(tmp_path / "movies.csv", index=False)
+    dataset, tasks = write_starter([str(tmp_path / "ratings.csv")], None, str(tmp_path / "movies.csv"), tmp_path / "c")
+    cfg = load_dataset_config(dataset)
+    (src,) = cfg.events
+    assert (src.client_id, src.item_id) == ("userId", "movieId")
+    assert src.context_kinds() == {"rating": "numeric"}
+    assert cfg.items[0].key == "movieId" and "the key of movies.csv has this name" in dataset.read_text()
+    assert "next_purchases" in [t.name for t in load_modeling_config(tasks).tasks]
+
+
 def _clickstream(path, time_column: str = "timestamp", scale: float = 1_000):
     """A RetailRocket-like log: Unix-time column (ms by default), visitor, event type, item."""
     rng = random.Random(2)
