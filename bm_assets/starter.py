@@ -58,11 +58,29 @@ _CLIENT_WORDS = ("client", "customer", "cust", "user", "household", "member", "a
 _ITEM_WORDS = ("item", "product", "article")
 _ITEM_CODES = {"sku", "upc", "ean", "gtin", "asin", "barcode", "plu"}
 _BASKET_WORDS = ("basket", "order", "invoice", "transaction", "receipt", "ticket", "cart", "session", "txn")
+#: A name ending in one of these is a basket (visit) id without an id ending (user_session).
+_BASKET_ENDINGS = ("session", "basket", "invoice", "receipt")
+#: Event type values that mean a purchase (lower case, or a word of the value: "order_paid").
+_PURCHASE_WORDS = {"purchase", "purchased", "buy", "bought", "transaction", "order", "checkout", "sale", "sold", "paid"}
+_UNDONE_WORDS = {"cancel", "cancelled", "canceled", "refund", "refunded", "return", "returned", "failed", "abandoned"}
 _QUANTITY_TOKENS = {"qty", "quantity", "quantities", "units", "count", "cnt", "pieces", "pcs"}
 _QUANTITY_NAME = re.compile(r"(n|num|nb|number)(of)?(items|units|products|articles|pieces)")
 _VALUE_TOKENS = {"value", "amount", "amt", "sales", "revenue", "total", "spend", "spent", "turnover"}
 _PRICE_TOKENS = {"price", "unitprice", "prc"}
-_EVENT_TYPE_NAMES = {"event", "eventtype", "eventname", "type", "action", "actiontype", "activity", "interaction"}
+_EVENT_TYPE_NAMES = {
+    "event",
+    "eventtype",
+    "eventname",
+    "type",
+    "action",
+    "actiontype",
+    "activity",
+    "interaction",
+    "behavior",
+    "behaviour",
+    "behaviortype",
+    "behaviourtype",
+}
 _TIME_TOKENS = {"ts", "dt"}
 _YAML_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
@@ -146,6 +164,7 @@ def write_starter(
         names = _unique_names([_identifier(f.path.stem) for f in files])
         sources = [_guess_source(con, n, f, keys) for n, f in zip(names, files, strict=True)]
         baskets = _basket_rule(con, sources)
+        purchase = _purchase_type(con, sources)
         client_tables = (
             [_attribute_table(con, client_file, sources, "client_id", taken=set(names))]
             if client_file
@@ -165,7 +184,7 @@ def write_starter(
     dataset_path.write_text(
         _dataset_yaml(dataset_name, sources, client_tables, item_tables, split, out_dir, baskets), encoding="utf-8"
     )
-    tasks_path.write_text(_tasks_yaml(dataset_name, sources, item_tables, split), encoding="utf-8")
+    tasks_path.write_text(_tasks_yaml(dataset_name, sources, item_tables, split, purchase), encoding="utf-8")
     return dataset_path, tasks_path
 
 
@@ -230,7 +249,7 @@ def _id_roles(name: str) -> list[str]:
         roles.append("client_id")
     if _id_hint(name, _ITEM_WORDS) or "stockcode" in _compact(name) or _tokens(name) & _ITEM_CODES:
         roles.append("item_id")
-    if _id_hint(name, _BASKET_WORDS):
+    if _id_hint(name, _BASKET_WORDS) or (_compact(name).endswith(_BASKET_ENDINGS) and not roles):
         roles.append("basket_id")
     return roles
 
@@ -282,6 +301,7 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File, keys: dic
     for role, table in (keys or {}).items():
         if role not in src.roles:
             _key_from_table(src, role, table)
+    _check_basket(con, src)
     if "client_id" not in src.roles:
         hint = (
             "; if the file has no header line, write dataset.yaml by hand with csv: {header: false, columns: [...]}"
@@ -324,6 +344,49 @@ def _key_from_table(src: _Source, role: str, table: _File) -> None:
     if match:
         src.roles[role] = _Role(_s(match[0]), f"guessed: the key of {table.path.name} has this name", match[0])
         src.skipped.pop(match[0], None)
+
+
+def _check_basket(con: duckdb.DuckDBPyConnection, src: _Source) -> None:
+    """Drop a basket guess whose values are shared by several clients in the sample (a session
+    number counted per client, a store id): a basket belongs to one client."""
+    basket, client = src.roles.get("basket_id"), src.roles.get("client_id")
+    if basket is None or basket.column is None or client is None or client.column is None:
+        return
+    b, c = ident(basket.column), ident(client.column)
+    row = con.execute(
+        f"""SELECT count(*), count(*) FILTER (WHERE n > 1) FROM (
+                SELECT count(DISTINCT {c}) AS n FROM {src.file.sample}
+                WHERE {b} IS NOT NULL AND {c} IS NOT NULL GROUP BY {b})"""
+    ).fetchone()
+    assert row is not None
+    baskets, shared = int(row[0]), int(row[1])
+    if baskets and shared > 0.05 * baskets:
+        del src.roles["basket_id"]
+        src.skipped[basket.column] = (
+            f"{shared / baskets:.0%} of its values have several clients in the sample: not a basket"
+        )
+
+
+def _purchase_type(con: duckdb.DuckDBPyConnection, sources: list[_Source]) -> str | None:
+    """The event type that means a purchase, where the events have several types (views,
+    carts, purchases): the first sampled value (or source name) with a purchase word."""
+    types: list[str] = []
+    for src in sources:
+        role = src.roles.get("event_type")
+        if role is None:
+            types.append(src.name)
+        elif role.column is not None:
+            rows = con.execute(
+                f"SELECT DISTINCT CAST({ident(role.column)} AS VARCHAR) AS t FROM {src.file.sample} "
+                f"WHERE {ident(role.column)} IS NOT NULL ORDER BY t LIMIT {MAX_CATEGORIES}"
+            ).fetchall()
+            types += [str(r[0]) for r in rows]
+        else:
+            return None  # a derived type: its values are not known here
+    if len(set(types)) < 2:
+        return None
+    words = [(t, _tokens(t) | {t.lower()}) for t in types]
+    return next((t for t, w in words if w & _PURCHASE_WORDS and not w & _UNDONE_WORDS), None)
 
 
 def _note_negatives(src: _Source) -> None:
@@ -794,7 +857,9 @@ def _settings_lines(model: type[BaseModel], overrides: dict[str, tuple[object, s
     return lines
 
 
-def _tasks_yaml(name: str, sources: list[_Source], items: list[_Table], split: _Split) -> str:
+def _tasks_yaml(
+    name: str, sources: list[_Source], items: list[_Table], split: _Split, purchase: str | None = None
+) -> str:
     h = split.horizon_days
     item_attrs = [c for t in items if not t.multi_valued for c, (kind, _) in t.columns.items() if kind == "categorical"]
     warmup_note = EvaluationConfig.model_fields["warmup_days"].description or ""
@@ -819,14 +884,20 @@ def _tasks_yaml(name: str, sources: list[_Source], items: list[_Table], split: _
         *_comment(0, "Prediction tasks: a task is YAML only (type, horizon, target SQL, eligible clients)."),
         _line(0, "tasks"),
     ]
-    for note, task in _standard_tasks(sources, item_attrs, h):
+    for note, task in _standard_tasks(sources, item_attrs, h, purchase):
         lines += ["", *_comment(2, note), _line(2, "- name", _yaml(task.pop("name")))]
         lines += [_line(4, k, _yaml(v)) for k, v in task.items()]
     return "\n".join(lines) + "\n"
 
 
-def _standard_tasks(sources: list[_Source], item_attrs: list[str], h: int) -> list[tuple[str, dict]]:
-    """(comment, task) of the standard tasks the mapped roles support."""
+def _standard_tasks(
+    sources: list[_Source], item_attrs: list[str], h: int, purchase: str | None = None
+) -> list[tuple[str, dict]]:
+    """(comment, task) of the standard tasks the mapped roles support. Where the events have
+    several types and one is a purchase, spend and next purchases count purchases only (a
+    viewed item's price is no spend); churn and propensities keep every event."""
+    where = {"where": f"event_type = {literal(purchase)}"} if purchase else {}
+    of = f" {purchase!r}" if purchase else ""
 
     def task(name: str, kind: str, description: str, target: dict, active_days: int = 60) -> dict:
         return {
@@ -853,24 +924,24 @@ def _standard_tasks(sources: list[_Source], item_attrs: list[str], h: int) -> li
     if any("value" in s.roles for s in sources):
         tasks.append(
             (
-                f"regression: the client's total value in the next {h} days",
+                f"regression: the client's total value{' of' + of + ' events' if of else ''} in the next {h} days",
                 task(
                     "spend",
                     "regression",
-                    f"Total value of the client's events in the next {h} days.",
-                    {"value": "coalesce(sum(value), 0)", "default": 0},
+                    f"Total value of the client's{of} events in the next {h} days.",
+                    {"value": "coalesce(sum(value), 0)", **where, "default": 0},
                 ),
             )
         )
     if any("item_id" in s.roles for s in sources):
         tasks.append(
             (
-                f"recommendation: the items of the client's events in the next {h} days",
+                f"recommendation: the items of the client's{of} events in the next {h} days",
                 task(
                     "next_purchases",
                     "recommendation",
-                    f"The items of the client's events in the next {h} days.",
-                    {"column": "item_id"},
+                    f"The items of the client's{of} events in the next {h} days.",
+                    {"column": "item_id", **where},
                 ),
             )
         )

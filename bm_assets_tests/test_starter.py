@@ -106,6 +106,7 @@ def test_starter_for_invoice_lines(tmp_path):
         ("next_purchases", "recommendation"),
     ]
     assert all(x.horizon_days <= 14 for x in mcfg.tasks)
+    assert all(x.target.where == "TRUE" for x in mcfg.tasks)  # one event type: every line is a purchase
     assert mcfg.evaluation.warmup_days + 14 <= (t.training_cutoff - cfg.data_start).days
 
     text = dataset.read_text()
@@ -174,6 +175,43 @@ def test_starter_takes_an_id_its_name_does_not_reveal_from_the_attribute_file_ke
     assert "next_purchases" in [t.name for t in load_modeling_config(tasks).tasks]
 
 
+def test_starter_reads_a_view_cart_purchase_log(tmp_path):
+    """A multi-category-store log (views, carts, purchases; a session id; price on every line):
+    the session is the basket, and spend and next purchases count purchases only."""
+    rng = random.Random(5)
+    rows = []
+    for i in range(600):
+        user = rng.randint(1, 40)
+        at = dt.datetime(2019, 10, 1) + dt.timedelta(seconds=i * 4_001)
+        kind = rng.choice(["view"] * 6 + ["cart", "purchase", "order_cancelled"])
+        rows.append(
+            (
+                f"{at:%Y-%m-%d %H:%M:%S} UTC",
+                kind,
+                rng.randint(1, 30),
+                round(rng.uniform(5, 500), 2),
+                user,
+                f"s{user}-{i // 20}",
+            )
+        )
+    columns = ["event_time", "event_type", "product_id", "price", "user_id", "user_session"]
+    pd.DataFrame(rows, columns=columns).to_csv(tmp_path / "events.csv", index=False)
+    dataset, tasks = write_starter([str(tmp_path / "events.csv")], None, None, tmp_path / "c")
+    (src,) = load_dataset_config(dataset).events
+    assert (src.basket_id, src.value, src.event_type) == ("user_session", "price", "event_type")
+    by_name = {t.name: t for t in load_modeling_config(tasks).tasks}
+    assert by_name["spend"].target.where == "(event_type = 'purchase')"
+    assert by_name["next_purchases"].target.where == "(event_type = 'purchase')"
+    assert by_name["churn"].target.where == "TRUE"  # any event: a visitor who comes back has not churned
+    # a session number counted per client is no basket: its values are shared by clients
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["user_session"] = [i % 5 for i in range(len(frame))]
+    frame.to_csv(tmp_path / "events.csv", index=False)
+    dataset, _ = write_starter([str(tmp_path / "events.csv")], None, None, tmp_path / "d")
+    assert load_dataset_config(dataset).events[0].basket_id is None
+    assert "user_session (100% of its values have several clients in the sample: not a basket)" in dataset.read_text()
+
+
 def _clickstream(path, time_column: str = "timestamp", scale: float = 1_000):
     """A RetailRocket-like log: Unix-time column (ms by default), visitor, event type, item."""
     rng = random.Random(2)
@@ -232,9 +270,10 @@ def test_starter_says_how_to_read_a_file_without_header(tmp_path):
 def test_starter_quotes_odd_names_and_reads_attribute_files(tmp_path):
     rng = random.Random(2)
     start = dt.datetime(2023, 1, 1)
+    buyers = [f"u{rng.randint(1, 40)}" for _ in range(200)]  # one client per order
     pd.DataFrame(
         {
-            "User Id": [f"u{rng.randint(1, 40)}" for _ in range(600)],
+            "User Id": [buyers[i // 3] for i in range(600)],
             "product_id": [f"p{rng.randint(1, 30)}" for _ in range(600)],
             "order": [f"o{i // 3}" for i in range(600)],
             "Event Time": [(start + dt.timedelta(hours=7 * i)).isoformat(sep=" ") for i in range(600)],
