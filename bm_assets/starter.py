@@ -168,10 +168,14 @@ def write_starter(
         client_tables = (
             [_attribute_table(con, client_file, sources, "client_id", taken=set(names))]
             if client_file
-            else _client_attributes_from_events(con, sources, set(names))
+            else _attributes_from_events(con, sources, "client_id", set(names))
         )
         taken = set(names) | {t.name for t in client_tables}
-        item_tables = [_attribute_table(con, item_file, sources, "item_id", taken)] if item_file else []
+        item_tables = (
+            [_attribute_table(con, item_file, sources, "item_id", taken)]
+            if item_file
+            else _attributes_from_events(con, sources, "item_id", taken)
+        )
     finally:
         con.close()
     _drop_collisions(sources, client_tables + item_tables)
@@ -535,35 +539,39 @@ def _parse_rate(con: duckdb.DuckDBPyConnection, f: _File, column: str) -> tuple[
 # --- attribute tables ---------------------------------------------------------------------------
 
 
-def _client_attributes_from_events(
-    con: duckdb.DuckDBPyConnection, sources: list[_Source], taken: set[str]
+def _attributes_from_events(
+    con: duckdb.DuckDBPyConnection, sources: list[_Source], role: str, taken: set[str]
 ) -> list[_Table]:
     """Categorical event columns holding one value per client (a country on every invoice
-    line) become client attributes read from the first source that has them."""
+    line) or per item (a brand on every product line) become client or item attributes,
+    read from the first source that has them."""
+    noun = role.removesuffix("_id")
     for src in sources:
-        client = src.roles["client_id"].column or ""
-        per_client = {
-            c: (kind, "one value per client in the sample")
+        key = src.roles.get(role)
+        if key is None or key.column is None:
+            continue
+        per_key = {
+            c: (kind, f"one value per {noun} in the sample")
             for c, (kind, _) in src.context.items()
-            if kind == "categorical" and _one_per_client(con, src.file, client, c)
+            if kind == "categorical" and _one_per_key(con, src.file, key.column, c)
         }
-        if per_client:
-            for c in per_client:
+        if per_key:
+            for c in per_key:
                 del src.context[c]
-            name = _unique_names(["client_attributes"], taken)[0]
-            return [_Table(name, per_client, from_events=src.name)]
+            name = _unique_names([f"{noun}_attributes"], taken)[0]
+            return [_Table(name, per_key, from_events=src.name)]
     return []
 
 
-def _one_per_client(con: duckdb.DuckDBPyConnection, f: _File, client: str, column: str) -> bool:
-    """Nearly every client with several lines has one value of the column, and there are
-    clearly fewer values than clients (else it is an id)."""
-    single, multi_line_clients, clients = con.execute(
+def _one_per_key(con: duckdb.DuckDBPyConnection, f: _File, key: str, column: str) -> bool:
+    """Nearly every client (item) with several lines has one value of the column, and there
+    are clearly fewer values than clients (items): else it is an id."""
+    single, multi_line_keys, keys = con.execute(
         f"""SELECT count(*) FILTER (WHERE n = 1 AND m >= 2), count(*) FILTER (WHERE m >= 2), count(*) FROM (
             SELECT count(DISTINCT {ident(column)}) AS n, count({ident(column)}) AS m FROM {f.sample}
-            WHERE {ident(client)} IS NOT NULL GROUP BY {ident(client)})"""
+            WHERE {ident(key)} IS NOT NULL GROUP BY {ident(key)})"""
     ).fetchone() or (0, 0, 0)
-    return multi_line_clients > 0 and single >= 0.95 * multi_line_clients and 2 * f.columns[column].distinct <= clients
+    return multi_line_keys > 0 and single >= 0.95 * multi_line_keys and 2 * f.columns[column].distinct <= keys
 
 
 def _attribute_table(

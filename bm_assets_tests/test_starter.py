@@ -184,22 +184,29 @@ def test_starter_reads_a_view_cart_purchase_log(tmp_path):
         user = rng.randint(1, 40)
         at = dt.datetime(2019, 10, 1) + dt.timedelta(seconds=i * 4_001)
         kind = rng.choice(["view"] * 6 + ["cart", "purchase", "order_cancelled"])
+        product = rng.randint(1, 30)
         rows.append(
             (
                 f"{at:%Y-%m-%d %H:%M:%S} UTC",
                 kind,
-                rng.randint(1, 30),
+                product,
+                f"b{product % 4}",
                 round(rng.uniform(5, 500), 2),
                 user,
                 f"s{user}-{i // 20}",
             )
         )
-    columns = ["event_time", "event_type", "product_id", "price", "user_id", "user_session"]
+    columns = ["event_time", "event_type", "product_id", "brand", "price", "user_id", "user_session"]
     pd.DataFrame(rows, columns=columns).to_csv(tmp_path / "events.csv", index=False)
     dataset, tasks = write_starter([str(tmp_path / "events.csv")], None, None, tmp_path / "c")
-    (src,) = load_dataset_config(dataset).events
+    cfg = load_dataset_config(dataset)
+    (src,) = cfg.events
     assert (src.basket_id, src.value, src.event_type) == ("user_session", "price", "event_type")
+    # a brand on every product line is an item attribute, and the propensity task's target
+    (items,) = cfg.items
+    assert (items.from_events, items.columns) == (src.name, {"brand": "categorical"})
     by_name = {t.name: t for t in load_modeling_config(tasks).tasks}
+    assert by_name["brand_propensity"].target.column == "brand"
     assert by_name["spend"].target.where == "(event_type = 'purchase')"
     assert by_name["next_purchases"].target.where == "(event_type = 'purchase')"
     assert by_name["churn"].target.where == "TRUE"  # any event: a visitor who comes back has not churned
