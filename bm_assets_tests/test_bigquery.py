@@ -276,6 +276,24 @@ def test_unix_time_is_read_the_same(tmp_path, warehouse, bq_warehouse):
 
 
 @pytest.mark.bigquery
+def test_times_with_a_zone_designator_are_read_the_same(tmp_path, warehouse, bq_warehouse):
+    """Exports write UTC, Z or an offset after the time; both engines read the wall-clock time
+    as written (DuckDB's cast drops the designator; BigQuery's DATETIME would refuse it)."""
+    times = ["2024-01-02 10:00:00 UTC", "2024-01-03T11:30:00.250Z", "2024-01-04 09:15:00+02:00", "2024-01-05"]
+    csv = HEADER + "".join(f"e{i},1,A,{t},1,1,s\n" for i, t in enumerate(times))
+    cfg = load_dataset_config(write_dataset(tmp_path / "ds", csv, timestamp_format=None))
+    reports = [ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive) for wh in (warehouse, bq_warehouse)]
+    assert reports[0] == reports[1] and reports[0].rows_loaded == 4
+    ev = _assert_same(warehouse, bq_warehouse, "raw_events", "event_id")
+    assert ev["event_time"].tolist() == [
+        pd.Timestamp("2024-01-02 10:00:00"),
+        pd.Timestamp("2024-01-03 11:30:00.250"),
+        pd.Timestamp("2024-01-04 09:15:00"),
+        pd.Timestamp("2024-01-05"),
+    ]
+
+
+@pytest.mark.bigquery
 def test_csv_without_header_is_read_the_same(tmp_path, warehouse, bq_warehouse):
     path = write_dataset(
         tmp_path / "ds", "e1;1;A;2024-01-02 10:00:00;2;2.5;s1\ne2;2\ne3;2;C;2024-01-03 11:00:00;1;1;s2\n"

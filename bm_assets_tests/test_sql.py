@@ -4,7 +4,7 @@ import duckdb
 import pytest
 from google.api_core.exceptions import BadRequest
 
-from bm_assets.core.sql import engine_error
+from bm_assets.core.sql import engine_error, literal, wall_clock_text_sql
 
 
 def _bigquery(message: str) -> BadRequest:
@@ -38,3 +38,20 @@ def test_other_errors_keep_the_engine_words_without_transport_details():
     assert engine_error(bq) == "No matching signature for operator > for argument types: FLOAT64, STRING"
     duck = engine_error(_duckdb("SELECT CAST('x' AS INTEGER)"))
     assert duck.startswith("Conversion Error:") and "\n" not in duck
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("2024-01-02 10:00:00 UTC", "2024-01-02 10:00:00"),
+        ("2024-01-03T11:30:00.250Z", "2024-01-03T11:30:00.250"),
+        ("2024-01-04 09:15:00+02:00", "2024-01-04 09:15:00"),
+        ("2024-01-04 09:15-0530", "2024-01-04 09:15"),
+        ("2024-01-04 09:15:00 Europe/Warsaw", "2024-01-04 09:15:00"),
+        ("2024-01-05", "2024-01-05"),  # a date's -05 is no offset
+        ("2024-01-05 10:51:09", "2024-01-05 10:51:09"),
+        ("not a time Z", "not a time Z"),
+    ],
+)
+def test_a_zone_designator_after_the_time_is_dropped(written, read):
+    assert duckdb.sql(f"SELECT {wall_clock_text_sql(literal(written))}").fetchall() == [(read,)]

@@ -35,6 +35,7 @@ from bm_assets.core.sql import (
     parse_expression,
     referenced_columns,
     unix_time_sql,
+    wall_clock_text_sql,
 )
 from bm_assets.core.warehouse import DuckDBWarehouse, SourceReadError, Warehouse, expand_paths
 
@@ -241,8 +242,10 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
         ts = f"TRY_STRPTIME({text(ts_ref)}, {literal(src.timestamp.format)})"
     elif isinstance(ts_ref, Derived):
         ts = f"TRY_CAST({expr(ts_ref)} AS TIMESTAMP)"
+    elif ts_ref in string_columns:  # text: the wall-clock time as written, a zone designator dropped
+        ts = f"TRY_CAST({wall_clock_text_sql(text(ts_ref))} AS TIMESTAMP)"
     else:
-        ts = f"TRY_CAST({text(ts_ref) if ts_ref in string_columns else ident(ts_ref)} AS TIMESTAMP)"
+        ts = f"TRY_CAST({ident(ts_ref)} AS TIMESTAMP)"
     event_type = text(src.event_type) if src.event_type else literal(src.event_type_value or src.name)
     event_id = (
         text(src.event_id)

@@ -58,6 +58,17 @@ def unix_time_sql(number: str, unit: str) -> str:
     )
 
 
+#: A zone designator after a time of day: Z, a name (UTC, Europe/Warsaw) or an offset (+02:00).
+_ZONE_AFTER_TIME = r"^(.*\d:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[A-Za-z][A-Za-z_/]*|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def wall_clock_text_sql(text: str) -> str:
+    """`text` (an SQL string) without a zone designator after its time of day, so the cast to a
+    zone-less timestamp reads the wall-clock time as written on both engines: DuckDB's cast
+    drops the designator, BigQuery's DATETIME would refuse the value."""
+    return f"regexp_replace({text}, {literal(_ZONE_AFTER_TIME)}, '\\1')"
+
+
 #: What an engine says about a name the SQL uses and the warehouse lacks, per engine: DuckDB (and
 #: DuckDB-based emulators), then BigQuery. Matched in `engine_error` -> one wording for both.
 _UNKNOWN = (
