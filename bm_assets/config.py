@@ -5,6 +5,7 @@ data is written, with a message naming the config file and the key."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -173,27 +174,82 @@ def csv_columns_problem(path: str, csv: CsvOptions) -> str | None:
     return f"{path}: csv.columns names {n} column(s) but the file's lines have {len(found)}: name each, in file order"
 
 
-#: File endings whose format needs no `format:` key (the CSV reader decompresses .gz and .zst).
-_FORMAT_ENDINGS: dict[str, Literal["csv", "parquet"]] = {
+#: A file format: CSV (any delimiter), Parquet, or JSON lines (one JSON object per line).
+FileFormat = Literal["csv", "parquet", "json"]
+
+#: File endings whose format needs no `format:` key (the text readers decompress .gz and .zst).
+_FORMAT_ENDINGS: dict[str, FileFormat] = {
     **{f"{ext}{z}": "csv" for ext in (".csv", ".tsv", ".txt") for z in ("", ".gz", ".zst")},
+    **{f"{ext}{z}": "json" for ext in (".jsonl", ".ndjson", ".json") for z in ("", ".gz", ".zst")},
     ".parquet": "parquet",
     ".pq": "parquet",
 }
 
+#: Lines of a JSON-lines file read to list its keys at config load (the whole file at ingest).
+JSON_SCHEMA_LINES = 20_480
 
-def format_of_path(path: str) -> Literal["csv", "parquet"]:
-    """A file's format from its ending (.csv, .tsv, .txt, compressed or not; .parquet, .pq);
-    anything else must say `format:`, so no file is read with the wrong reader."""
+
+def json_lines_reader(path: str, rejects: str | None = None) -> str:
+    """A DuckDB table function giving each line of a JSON-lines file as text (`line`; NULL for a
+    blank line), in file order. The delimiter is a control character no valid JSON line holds
+    raw, so every line is one row and keeps its number; a bad line is quarantined, not skipped."""
+    opts = "columns={'line': 'VARCHAR'}, header=false, delim='\x01', quote='', escape='', auto_detect=false"
+    if rejects:
+        opts += f", store_rejects=true, rejects_table={literal(rejects)}, rejects_scan={literal(rejects + '_scan')}"
+    else:
+        opts += ", ignore_errors=true"
+    return f"read_csv({literal(path)}, {opts})"
+
+
+#: True where a JSON-lines `line` is one JSON object (json_type errs on invalid JSON: test first).
+JSON_OBJECT = "CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE FALSE END"
+
+
+def json_value_sql(key: str) -> str:
+    """The value of a top-level key of `line` as text (nested objects and arrays as JSON text),
+    as a CSV column is read: as text."""
+    return f"json_extract_string(line, {literal('$.' + json.dumps(key))})"
+
+
+def json_keys_sql(reader: str, lines: int | None = None) -> str:
+    """The top-level keys of the objects among the first `lines` lines (all where None), in the
+    order they first appear."""
+    limit = f" LIMIT {lines}" if lines else ""
+    return f"""SELECT k FROM (
+            SELECT unnest(json_keys(line)) AS k, unnest(range(len(json_keys(line)))) AS i, r
+            FROM (SELECT line, row_number() OVER () AS r FROM {reader}{limit}) WHERE {JSON_OBJECT})
+        GROUP BY k ORDER BY min(r * 1000000 + i)"""
+
+
+def json_lines_problem(path: str) -> str | None:
+    """What is wrong with a file meant as JSON lines before its rows are read: a JSON array (one
+    document, not one object per line), or no object among its first lines."""
+    con = duckdb.connect()
+    try:
+        reader = json_lines_reader(path)
+        first = con.execute(f"SELECT line FROM {reader} WHERE trim(line) <> '' LIMIT 1").fetchall()
+        if first and first[0][0].lstrip().startswith("["):
+            return f"{path}: a JSON array; bm_assets reads JSON lines: one JSON object per line"
+        if not con.execute(json_keys_sql(reader, JSON_SCHEMA_LINES)).fetchall():
+            return f"{path}: no JSON object among its first {JSON_SCHEMA_LINES:,} lines (one object per line)"
+        return None
+    finally:
+        con.close()
+
+
+def format_of_path(path: str) -> FileFormat:
+    """A file's format from its ending (.csv, .tsv, .txt; .jsonl, .ndjson, .json; compressed or
+    not; .parquet, .pq); anything else must say `format:`, so no file is read with the wrong reader."""
     name = Path(path).name.lower()
     for ending, fmt in sorted(_FORMAT_ENDINGS.items(), key=lambda e: -len(e[0])):
         if name.endswith(ending):
             return fmt
-    raise ValueError(f"cannot infer format of {path!r} from its ending; set format: csv|parquet")
+    raise ValueError(f"cannot infer format of {path!r} from its ending; set format: csv|parquet|json")
 
 
 def _csv_only(fmt: str | None, csv: CsvOptions) -> None:
     if fmt != "csv" and csv != CsvOptions():
-        raise ValueError("csv options apply to CSV files only (this one is parquet)")
+        raise ValueError(f"csv options apply to CSV files only (this one is {fmt})")
 
 
 #: Units of a Unix time (`timestamp.unit`): seconds, milliseconds or microseconds since 1970-01-01 UTC.
@@ -246,8 +302,10 @@ class EventSource(StrictModel):
 
     name: str
     path: str
-    format: Literal["csv", "parquet"] | None = Field(
-        default=None, description="default: from the file's ending (.csv, .tsv, .txt, also .gz or .zst; .parquet, .pq)"
+    format: FileFormat | None = Field(
+        default=None,
+        description="csv, parquet or json (JSON lines: one object per line); default: from the file's ending "
+        "(.csv, .tsv, .txt; .jsonl, .ndjson, .json; also .gz or .zst; .parquet, .pq)",
     )
     client_id: ColumnRef = Field(description="column (or {expr}) identifying the client")
     item_id: ColumnRef | None = Field(
@@ -332,8 +390,10 @@ class AttributeTable(StrictModel):
 
     name: str
     path: str | None = Field(default=None, description="the table's file (or glob); not with from_events")
-    format: Literal["csv", "parquet"] | None = Field(
-        default=None, description="default: from the file's ending (.csv, .tsv, .txt, also .gz or .zst; .parquet, .pq)"
+    format: FileFormat | None = Field(
+        default=None,
+        description="csv, parquet or json (JSON lines: one object per line); default: from the file's ending "
+        "(.csv, .tsv, .txt; .jsonl, .ndjson, .json; also .gz or .zst; .parquet, .pq)",
     )
     key: str | None = Field(default=None, description="the id column; with from_events: the source's id role")
     csv: CsvOptions = Field(default_factory=CsvOptions, description="CSV layout: header line, column names, delimiter")
@@ -688,7 +748,11 @@ def expression_columns(text: str, where: str) -> list[str]:
 
 
 def source_schema(path: str, fmt: str, csv: CsvOptions | None = None) -> dict[str, str]:
-    """Column -> DuckDB type of a file, read from its header/footer only."""
+    """Column -> DuckDB type of a file, read from its header/footer only (JSON lines: the keys
+    of its first lines, every value text)."""
+    if fmt == "json":
+        keys = duckdb.execute(json_keys_sql(json_lines_reader(path), JSON_SCHEMA_LINES)).fetchall()
+        return {k[0]: "VARCHAR" for k in keys}
     reader = (
         f"read_parquet({literal(path)})"
         if fmt == "parquet"
@@ -857,7 +921,15 @@ def _schema_or_error(path: str, fmt: str, where: str, csv: CsvOptions) -> dict[s
     if problem:
         raise DatasetConfigError(f"{where}: {problem}")
     try:
-        problem = None if fmt != "csv" or is_glob else csv_columns_problem(path, csv)
+        problem = (
+            None
+            if is_glob
+            else csv_columns_problem(path, csv)
+            if fmt == "csv"
+            else json_lines_problem(path)
+            if fmt == "json"
+            else None
+        )
         if problem:
             raise DatasetConfigError(f"{where}: {problem}")
         return source_schema(path, fmt, csv)

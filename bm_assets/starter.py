@@ -18,7 +18,17 @@ from typing import NamedTuple
 import duckdb
 from pydantic import BaseModel
 
-from bm_assets.config import CANONICAL_EVENT_COLUMNS, DatasetConfig, RepresentationConfig, expression_columns
+from bm_assets.config import (
+    CANONICAL_EVENT_COLUMNS,
+    JSON_OBJECT,
+    DatasetConfig,
+    RepresentationConfig,
+    expression_columns,
+    format_of_path,
+    json_keys_sql,
+    json_lines_reader,
+    json_value_sql,
+)
 from bm_assets.core.sql import UNIX_TIME_MICROS, ident, literal, unix_time_sql
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig
 
@@ -54,8 +64,11 @@ UNIX_TIME_YEARS = (1990, 2100)
 
 _GUESSED = "guessed from the column name"
 _ID_ENDINGS = ("id", "no", "nr", "num", "number", "key", "code")
-_CLIENT_WORDS = ("client", "customer", "cust", "user", "household", "member", "account", "visitor", "shopper", "buyer")
-_ITEM_WORDS = ("item", "product", "article")
+_CLIENT_WORDS = (
+    "client", "customer", "cust", "user", "household", "member", "account", "visitor", "shopper", "buyer",
+    "reviewer", "viewer", "listener", "subscriber", "player", "patron", "guest", "uid",
+)  # fmt: skip
+_ITEM_WORDS = ("item", "product", "prod", "article", "goods", "movie", "book", "track", "song", "business")
 _ITEM_CODES = {"sku", "upc", "ean", "gtin", "asin", "barcode", "plu"}
 _BASKET_WORDS = ("basket", "order", "invoice", "transaction", "receipt", "ticket", "cart", "session", "txn")
 #: A name ending in one of these is a basket (visit) id without an id ending (user_session).
@@ -196,7 +209,12 @@ def write_starter(
 
 
 def _format_of(path: Path) -> str:
-    return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    """The format the config infers from the file's ending; CSV for an ending it does not know
+    (the YAML then says `format: csv`)."""
+    try:
+        return format_of_path(str(path))
+    except ValueError:
+        return "csv"
 
 
 def _reader(path: Path, fmt: str, text: bool) -> str:
@@ -204,6 +222,13 @@ def _reader(path: Path, fmt: str, text: bool) -> str:
     text=False lets the sniffer type the columns (what the user sees, what expressions see)."""
     if fmt == "parquet":
         return f"read_parquet({literal(str(path))})"
+    if fmt == "json":  # every value text, as ingest stages it (text or not)
+        lines = json_lines_reader(str(path))
+        keys = [k[0] for k in duckdb.execute(json_keys_sql(lines, SAMPLE_ROWS)).fetchall()]
+        if not keys:
+            raise duckdb.InvalidInputException("no JSON object on its first lines (JSON lines: one object per line)")
+        values = ", ".join(f"{json_value_sql(k)} AS {ident(k)}" for k in keys)
+        return f"(SELECT {values} FROM {lines} WHERE {JSON_OBJECT})"
     opts = "all_varchar=true" if text else "sample_size=20480"
     return f"read_csv({literal(str(path))}, header=true, ignore_errors=true, {opts})"
 
@@ -278,7 +303,7 @@ def _is_temporal(col: _Column) -> bool:
 
 def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File, keys: dict[str, _File] | None = None) -> _Source:
     """Roles, context columns and time range of one event file. `keys`: the client and item
-    attribute files given; an id the names do not reveal (movieId) is the event column named
+    attribute files given; an id the names do not reveal (recipe_id) is the event column named
     like such a file's key."""
     src = _Source(name, f)
     times: list[str] = []
@@ -717,8 +742,12 @@ def _yaml_path(path: Path, out_dir: Path) -> str:
 
 
 def _format_line(path: Path) -> list[str]:
-    """`format:` where the suffix does not say it (.tsv, .txt, .csv.gz ...)."""
-    return [] if path.suffix.lower() in (".csv", ".parquet", ".pq") else [_line(4, "format", _format_of(path))]
+    """`format:` where the file's ending does not say it."""
+    try:
+        format_of_path(str(path))
+        return []
+    except ValueError:
+        return [_line(4, "format", _format_of(path))]
 
 
 def _dataset_yaml(

@@ -105,3 +105,49 @@ def ingest_join_and_graph(wh: Warehouse, cfg: DatasetConfig) -> tuple[IngestRepo
     build_product_catalog(wh, cfg)
     denormalize_window(wh, cfg.data_start, cfg.end_exclusive, covers_all_days=True)
     return report, build_temporal_graph(wh, cfg.representation.graph, cfg.data_start, cfg.temporal.training_cutoff)
+
+
+#: Review events as JSON lines: a nested value, an invalid line, a blank line, an array line,
+#: a null client. Lines 1, 2 and 6 load; 3, 5 and 7 are quarantined; 4 is no record.
+REVIEWS_JSONL = (
+    '{"reviewerID": "A1", "asin": "B0", "overall": 5.0, "unixReviewTime": 1400000000, '
+    '"style": {"Format:": " Kindle"}, "summary": "great, \\"really\\""}\n'
+    '{"reviewerID": "A2", "asin": "B1", "overall": 4.0, "unixReviewTime": 1400086400}\n'
+    "not json\n"
+    "\n"
+    "[1, 2]\n"
+    '{"reviewerID": "A3", "asin": "B1", "overall": 3, "unixReviewTime": 1400172800, "vote": "2"}\n'
+    '{"reviewerID": null, "asin": "B2", "overall": 1, "unixReviewTime": 1400172800}\n'
+)
+META_JSONL = (
+    '{"asin": "B0", "brand": "Acme", "category": ["Books", "Kindle"]}\n'
+    '{"asin": "B1", "brand": "Zed", "category": ["Books"]}\n'
+    '{"asin": "B2", "brand": "Acme"}\n'
+)
+
+
+def write_json_lines_dataset(folder: Path) -> Path:
+    """reviews.jsonl (REVIEWS_JSONL), meta.jsonl and a dataset.yaml with no `format:` key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reviews.jsonl").write_text(REVIEWS_JSONL)
+    (folder / "meta.jsonl").write_text(META_JSONL)
+    cfg = {
+        "name": "reviews",
+        "data_start": "2014-05-01",
+        "data_end": "2014-06-30",
+        "temporal": {"training_cutoff": "2014-06-01", "test_start": "2014-06-10", "test_end": "2014-07-01"},
+        "events": [
+            {
+                "name": "reviews",
+                "path": "reviews.jsonl",
+                "client_id": "reviewerID",
+                "item_id": "asin",
+                "timestamp": {"column": "unixReviewTime", "unit": "s"},
+                "context": {"overall": "numeric", "style": "categorical"},
+            }
+        ],
+        "items": [{"name": "meta", "path": "meta.jsonl", "key": "asin", "columns": {"brand": "categorical"}}],
+    }
+    path = folder / "dataset.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

@@ -40,6 +40,7 @@ from bm_assets_tests.factories import (
     ingest_join_and_graph,
     unix_time_csv,
     write_dataset,
+    write_json_lines_dataset,
 )
 
 D = dt.date
@@ -291,6 +292,17 @@ def test_times_with_a_zone_designator_are_read_the_same(tmp_path, warehouse, bq_
         pd.Timestamp("2024-01-04 09:15:00"),
         pd.Timestamp("2024-01-05"),
     ]
+
+
+@pytest.mark.bigquery
+def test_json_lines_are_read_the_same(tmp_path, warehouse, bq_warehouse):
+    cfg = load_dataset_config(write_json_lines_dataset(tmp_path / "ds"))
+    reports = [ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive) for wh in (warehouse, bq_warehouse)]
+    assert reports[0] == reports[1] and reports[0].rows_loaded == 3
+    ev = _assert_same(warehouse, bq_warehouse, "raw_events", "source_row")
+    assert ev["source_row"].tolist() == [1, 2, 6]
+    q = _assert_same(warehouse, bq_warehouse, "raw_events_quarantine", "source_row")
+    assert q["source_row"].tolist() == [3, 5, 7]
 
 
 @pytest.mark.bigquery

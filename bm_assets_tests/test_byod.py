@@ -24,6 +24,7 @@ from bm_assets.core.tasks import (
     feature_columns,
     load_modeling_config,
 )
+from bm_assets_tests.factories import write_json_lines_dataset
 
 INVOICES = """InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
 536365,85123A,WHITE HANGING HEART,6,12/1/2010 8:26,2.55,17850,United Kingdom
@@ -312,3 +313,37 @@ def test_config_error_is_one_line_fast_and_names_the_key(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1
     assert path in err and "events[0] (invoice_lines).value" in err and "'Price'" in err
+
+
+def test_json_lines_events_and_items_load_with_their_line_numbers(tmp_path, warehouse):
+    """JSON lines (review and metadata dumps): every value read as text, a nested value as its
+    JSON text, each bad line quarantined with its file line, a blank line no record."""
+    cfg = load_dataset_config(write_json_lines_dataset(tmp_path))
+    assert (cfg.events[0].format, cfg.items[0].format) == ("json", "json")
+    report = _ingest(warehouse, cfg)
+    assert (report.rows_in, report.rows_loaded, report.rows_quarantined) == (6, 3, 3)
+    ev = warehouse.fetch_df("SELECT * FROM raw_events ORDER BY source_row")
+    assert ev["source_row"].tolist() == [1, 2, 6]
+    assert ev["client_id"].tolist() == ["A1", "A2", "A3"] and ev["overall"].tolist() == [5.0, 4.0, 3.0]
+    assert ev["style"].tolist()[0] == '{"Format:":" Kindle"}'
+    assert ev["event_time"].tolist()[0] == dt.datetime(2014, 5, 13, 16, 53, 20)
+    q = warehouse.fetch_df("SELECT source_row, reason FROM raw_events_quarantine ORDER BY source_row")
+    assert q["source_row"].tolist() == [3, 5, 7]
+    assert "invalid JSON" in q["reason"][0] and "not a JSON object" in q["reason"][1]
+    assert q["reason"][2] == "missing client id in column reviewerID"
+    catalog = warehouse.fetch_df("SELECT item_id, brand FROM product_catalog ORDER BY item_id")
+    assert catalog.values.tolist() == [["B0", "Acme"], ["B1", "Zed"], ["B2", "Acme"]]
+
+
+def test_a_json_array_file_is_refused_at_load(tmp_path):
+    path = write_json_lines_dataset(tmp_path)
+    (tmp_path / "reviews.jsonl").write_text('[{"reviewerID": "A1", "asin": "B0", "unixReviewTime": 1400000000}]\n')
+    with pytest.raises(
+        DatasetConfigError, match=r"events\[0\]\.path: .*reviews.jsonl: a JSON array; .*one JSON object per line"
+    ):
+        load_dataset_config(path)
+    raw = yaml.safe_load(path.read_text())
+    raw["events"][0]["csv"] = {"delimiter": ";"}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DatasetConfigError, match="csv options apply to CSV files only \\(this one is json\\)"):
+        load_dataset_config(path)

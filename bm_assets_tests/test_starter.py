@@ -3,6 +3,7 @@ in step with the config models it documents."""
 
 import csv
 import datetime as dt
+import json
 import random
 
 import pandas as pd
@@ -154,24 +155,24 @@ def test_starter_takes_the_price_for_the_value_of_one_unit_lines_and_no_id_for_a
 
 
 def test_starter_takes_an_id_its_name_does_not_reveal_from_the_attribute_file_key(tmp_path):
-    """A MovieLens-like log: movieId has no item word, but movies.csv is keyed by it."""
+    """A Food.com-like log: recipe_id has no item word, but recipes.csv is keyed by it."""
     rng = random.Random(4)
     start = dt.datetime(2015, 1, 1, tzinfo=dt.UTC).timestamp()
     ratings = [
         (rng.randint(1, 30), rng.randint(1, 25), rng.randint(1, 10) / 2, round(start + i * 7_919)) for i in range(400)
     ]
-    pd.DataFrame(ratings, columns=["userId", "movieId", "rating", "timestamp"]).to_csv(
+    pd.DataFrame(ratings, columns=["userId", "recipe_id", "rating", "timestamp"]).to_csv(
         tmp_path / "ratings.csv", index=False
     )
     genres = ["Comedy", "Drama", "Horror"]
-    movies = [(m, f"Movie {m}", genres[m % 3]) for m in range(1, 26)]
-    pd.DataFrame(movies, columns=["movieId", "title", "genres"]).to_csv(tmp_path / "movies.csv", index=False)
-    dataset, tasks = write_starter([str(tmp_path / "ratings.csv")], None, str(tmp_path / "movies.csv"), tmp_path / "c")
+    recipes = [(m, f"Recipe {m}", genres[m % 3]) for m in range(1, 26)]
+    pd.DataFrame(recipes, columns=["recipe_id", "title", "genres"]).to_csv(tmp_path / "recipes.csv", index=False)
+    dataset, tasks = write_starter([str(tmp_path / "ratings.csv")], None, str(tmp_path / "recipes.csv"), tmp_path / "c")
     cfg = load_dataset_config(dataset)
     (src,) = cfg.events
-    assert (src.client_id, src.item_id) == ("userId", "movieId")
+    assert (src.client_id, src.item_id) == ("userId", "recipe_id")
     assert src.context_kinds() == {"rating": "numeric"}
-    assert cfg.items[0].key == "movieId" and "the key of movies.csv has this name" in dataset.read_text()
+    assert cfg.items[0].key == "recipe_id" and "the key of recipes.csv has this name" in dataset.read_text()
     assert "next_purchases" in [t.name for t in load_modeling_config(tasks).tasks]
 
 
@@ -217,6 +218,33 @@ def test_starter_reads_a_view_cart_purchase_log(tmp_path):
     dataset, _ = write_starter([str(tmp_path / "events.csv")], None, None, tmp_path / "d")
     assert load_dataset_config(dataset).events[0].basket_id is None
     assert "user_session (100% of its values have several clients in the sample: not a basket)" in dataset.read_text()
+
+
+def test_starter_reads_json_lines(tmp_path):
+    """An Amazon-reviews-like dump: JSON lines, reviewer and asin ids, Unix seconds."""
+    rng = random.Random(6)
+    start = dt.datetime(2014, 5, 1, tzinfo=dt.UTC).timestamp()
+    lines = [
+        json.dumps(
+            {
+                "reviewerID": f"A{rng.randint(1, 40)}",
+                "asin": f"B{rng.randint(1, 30):04d}",
+                "overall": float(rng.randint(1, 5)),
+                "unixReviewTime": round(start + i * 8_640),
+                "style": {"Format:": rng.choice([" Kindle", " Paperback"])},
+            }
+        )
+        for i in range(400)
+    ]
+    (tmp_path / "reviews.jsonl").write_text("\n".join(lines) + "\n")
+    dataset, tasks = write_starter([str(tmp_path / "reviews.jsonl")], None, None, tmp_path / "c")
+    cfg = load_dataset_config(dataset)
+    (src,) = cfg.events
+    assert (src.format, src.client_id, src.item_id) == ("json", "reviewerID", "asin")
+    assert src.timestamp == TimestampSpec(column="unixReviewTime", unit="s")
+    assert src.context_kinds() == {"overall": "numeric", "style": "categorical"}
+    assert "format:" not in dataset.read_text()  # the ending says it
+    assert [t.name for t in load_modeling_config(tasks).tasks] == ["churn", "next_purchases"]
 
 
 def _clickstream(path, time_column: str = "timestamp", scale: float = 1_000):

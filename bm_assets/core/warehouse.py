@@ -16,11 +16,16 @@ import pandas as pd
 import pyarrow as pa
 
 from bm_assets.config import (
+    JSON_OBJECT,
     AttributeTable,
     CsvOptions,
     EventSource,
     csv_columns_problem,
     empty_file_problem,
+    json_keys_sql,
+    json_lines_problem,
+    json_lines_reader,
+    json_value_sql,
     unreadable_csv_message,
 )
 from bm_assets.core.sql import ident, literal
@@ -194,6 +199,9 @@ class DuckDBWarehouse(Warehouse):
             "reason VARCHAR, raw VARCHAR)"
         )
         files = expand_paths(path_or_glob) if isinstance(path_or_glob, str) else list(path_or_glob)
+        if fmt == "json":
+            self._stage_json_lines(files, stage, required, rejects)
+            return
         for path in files:
             problem = empty_file_problem(path) or (csv_columns_problem(path, csv) if fmt == "csv" else None)
             if problem:
@@ -235,12 +243,55 @@ class DuckDBWarehouse(Warehouse):
                 self.con.execute(f"INSERT INTO {stage} BY NAME {select}")
             self._renumber_after_rejects(stage, path, reject_tbl, csv.header_lines)
 
-    def _renumber_after_rejects(self, stage: str, path: str, reject_tbl: str, header_lines: int) -> None:
+    def _stage_json_lines(self, files: list[str], stage: str, required: dict[str, str], rejects: bool) -> None:
+        """Stage JSON-lines files: one text column per top-level key (the union over the files,
+        in first-seen order), `__file` and `__row` (the file line). A line that is not one JSON
+        object goes to `<stage>_rejects` with its line; a blank line is no record."""
+        keys: list[str] = []
+        for path in files:
+            problem = empty_file_problem(path) or json_lines_problem(path)
+            if problem:
+                raise SourceReadError(problem)
+            found = [k[0] for k in self.con.execute(json_keys_sql(json_lines_reader(path))).fetchall()]
+            keys += [k for k in found if k not in keys]
+        for role, col in required.items():
+            if col not in keys:
+                raise SourceReadError(
+                    f"{files[0]}: required column {col!r} (role {role}) is missing; found {sorted(keys)}"
+                )
+        values = ", ".join(f"{json_value_sql(k)} AS {ident(k)}" for k in keys)
+        for i, path in enumerate(files):
+            lines, reject_tbl = f"{stage}_lines{i}", f"{stage}_jsonrej{i}"
+            self._drop(lines)
+            self.con.execute(f"DROP TABLE IF EXISTS {reject_tbl}")
+            self.con.execute(f"DROP TABLE IF EXISTS {reject_tbl}_scan")
+            # row_number() OVER () follows file order for a single-file scan, blank lines included
+            self.con.execute(
+                f"CREATE TEMP TABLE {lines} AS SELECT line, {literal(path)} AS __file, row_number() OVER () AS __row "
+                f"FROM {json_lines_reader(path, reject_tbl if rejects else None)}"
+            )
+            if rejects:
+                self._renumber_after_rejects(lines, path, reject_tbl, 0, rejects_into=f"{stage}_rejects")
+            self.con.execute(
+                f"""INSERT INTO {stage}_rejects SELECT __file, __row, NULL,
+                    CASE WHEN json_valid(line) THEN 'not a JSON object' ELSE 'invalid JSON' END, line
+                FROM {lines} WHERE trim(line) <> '' AND NOT ({JSON_OBJECT})"""
+            )
+            select = f"SELECT {values}, __file, __row FROM {lines} WHERE {JSON_OBJECT}"
+            if i == 0:
+                self.con.execute(f"CREATE TEMP TABLE {stage} AS {select}")
+            else:
+                self.con.execute(f"INSERT INTO {stage} BY NAME {select}")
+            self._drop(lines)
+
+    def _renumber_after_rejects(
+        self, stage: str, path: str, reject_tbl: str, header_lines: int, rejects_into: str | None = None
+    ) -> None:
         """Map parsed-row ordinals to file lines when the CSV reader rejected some lines, and
-        copy the rejected lines into `<stage>_rejects`. Line numbers count a header as line 1;
-        Parquet rows keep their 1-based row index."""
+        copy the rejected lines into `<stage>_rejects` (or `rejects_into`). Line numbers count a
+        header as line 1; Parquet rows keep their 1-based row index."""
         self.con.execute(
-            f"""INSERT INTO {stage}_rejects
+            f"""INSERT INTO {rejects_into or stage + "_rejects"}
             SELECT {literal(path)}, line, any_value(column_name),
                    string_agg(error_type || ': ' || error_message, '; '), any_value(csv_line)
             FROM {reject_tbl} GROUP BY line"""
