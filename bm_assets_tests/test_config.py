@@ -91,8 +91,8 @@ def test_headerless_csv_needs_a_name_per_column(tmp_path, columns):
 
 @pytest.mark.parametrize("role", ["events", "items"])
 def test_unknown_file_ending_needs_a_format_key(tmp_path, role):
-    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c[role][0].update(path="export.json"))
-    with pytest.raises(DatasetConfigError, match=rf"{role}\.0.*cannot infer format of 'export\.json'.*set format"):
+    path = _edit(write_dataset(tmp_path, GOOD), lambda c: c[role][0].update(path="export.xlsx"))
+    with pytest.raises(DatasetConfigError, match=rf"{role}\.0.*cannot infer format of 'export\.xlsx'.*set format"):
         load_dataset_config(path)
 
 
