@@ -17,7 +17,7 @@ import duckdb
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bm_assets.core.sql import literal
+from bm_assets.core.sql import ident, literal
 
 ColumnKind = Literal["categorical", "numeric", "text"]
 
@@ -205,10 +205,17 @@ def json_lines_reader(path: str, rejects: str | None = None) -> str:
 JSON_OBJECT = "CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE FALSE END"
 
 
-def json_value_sql(key: str) -> str:
-    """The value of a top-level key of `line` as text (nested objects and arrays as JSON text),
-    as a CSV column is read: as text."""
-    return f"json_extract_string(line, {literal('$.' + json.dumps(key))})"
+def json_rows_sql(keys: list[str], source: str, extra: str = "") -> str:
+    """SELECT over `source` (rows with a `line`) giving each JSON-object line's top-level `keys`
+    as text columns (nested objects and arrays as JSON text), as a CSV column is read, plus
+    `extra` columns of `source`. One extraction of all keys parses each line once."""
+    paths = "[" + ", ".join(literal("$." + json.dumps(k)) for k in keys) + "]"
+    columns = ", ".join(f"v[{i}] AS {ident(k)}" for i, k in enumerate(keys, start=1))
+    more = f", {extra}" if extra else ""
+    return (
+        f"SELECT {columns}{more} FROM (SELECT json_extract_string(line, {paths}) AS v{more} FROM {source} "
+        f"WHERE {JSON_OBJECT})"
+    )
 
 
 def json_keys_sql(reader: str, lines: int | None = None) -> str:
@@ -921,15 +928,11 @@ def _schema_or_error(path: str, fmt: str, where: str, csv: CsvOptions) -> dict[s
     if problem:
         raise DatasetConfigError(f"{where}: {problem}")
     try:
-        problem = (
-            None
-            if is_glob
-            else csv_columns_problem(path, csv)
-            if fmt == "csv"
-            else json_lines_problem(path)
-            if fmt == "json"
-            else None
-        )
+        problem = None
+        if not is_glob and fmt == "csv":
+            problem = csv_columns_problem(path, csv)
+        elif not is_glob and fmt == "json":
+            problem = json_lines_problem(path)
         if problem:
             raise DatasetConfigError(f"{where}: {problem}")
         return source_schema(path, fmt, csv)

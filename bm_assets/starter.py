@@ -20,14 +20,13 @@ from pydantic import BaseModel
 
 from bm_assets.config import (
     CANONICAL_EVENT_COLUMNS,
-    JSON_OBJECT,
     DatasetConfig,
     RepresentationConfig,
     expression_columns,
     format_of_path,
     json_keys_sql,
     json_lines_reader,
-    json_value_sql,
+    json_rows_sql,
 )
 from bm_assets.core.sql import UNIX_TIME_MICROS, ident, literal, unix_time_sql
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig
@@ -81,19 +80,9 @@ _QUANTITY_NAME = re.compile(r"(n|num|nb|number)(of)?(items|units|products|articl
 _VALUE_TOKENS = {"value", "amount", "amt", "sales", "revenue", "total", "spend", "spent", "turnover"}
 _PRICE_TOKENS = {"price", "unitprice", "prc"}
 _EVENT_TYPE_NAMES = {
-    "event",
-    "eventtype",
-    "eventname",
-    "type",
-    "action",
-    "actiontype",
-    "activity",
-    "interaction",
-    "behavior",
-    "behaviour",
-    "behaviortype",
-    "behaviourtype",
-}
+    "event", "eventtype", "eventname", "type", "action", "actiontype", "activity", "interaction",
+    "behavior", "behaviour", "behaviortype", "behaviourtype",
+}  # fmt: skip
 _TIME_TOKENS = {"ts", "dt"}
 _YAML_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
@@ -227,8 +216,7 @@ def _reader(path: Path, fmt: str, text: bool) -> str:
         keys = [k[0] for k in duckdb.execute(json_keys_sql(lines, SAMPLE_ROWS)).fetchall()]
         if not keys:
             raise duckdb.InvalidInputException("no JSON object on its first lines (JSON lines: one object per line)")
-        values = ", ".join(f"{json_value_sql(k)} AS {ident(k)}" for k in keys)
-        return f"(SELECT {values} FROM {lines} WHERE {JSON_OBJECT})"
+        return f"({json_rows_sql(keys, lines)})"
     opts = "all_varchar=true" if text else "sample_size=20480"
     return f"read_csv({literal(str(path))}, header=true, ignore_errors=true, {opts})"
 

@@ -63,6 +63,28 @@ def write_dataset(
     return path
 
 
+#: Events whose basket column (shop) is filled on one order only (client 1's t9, lines 3-4), as
+#: a transaction id on purchases and none on views; client 2's line shares client 1's last time.
+PARTIAL_BASKETS_CSV = HEADER + (
+    "e1,1,A,2024-01-02 10:00:00,1,1,\n"
+    "e2,1,B,2024-01-02 10:05:00,1,1,\n"
+    "e3,1,A,2024-01-02 10:06:00,1,1,t9\n"
+    "e4,1,B,2024-01-02 10:06:00,1,1,t9\n"
+    "e5,1,C,2024-01-03 11:00:00,1,1,\n"
+    "e6,2,C,2024-01-03 11:00:00,1,1,\n"
+)
+
+
+def write_partial_basket_dataset(folder: Path, rule: str) -> Path:
+    """PARTIAL_BASKETS_CSV with `basket_id: shop` and the dataset's `baskets` rule."""
+    path = write_dataset(folder, PARTIAL_BASKETS_CSV)
+    raw = yaml.safe_load(path.read_text())
+    raw["events"][0]["basket_id"] = "shop"
+    raw["baskets"] = rule
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
 def unix_time_csv(unit: str) -> str:
     """Events whose ts is Unix time in `unit`: two valid (one with a fraction of the unit), then
     text, a number past year 9999 and one before the configured range."""

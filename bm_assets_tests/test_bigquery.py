@@ -41,6 +41,7 @@ from bm_assets_tests.factories import (
     unix_time_csv,
     write_dataset,
     write_json_lines_dataset,
+    write_partial_basket_dataset,
 )
 
 D = dt.date
@@ -324,19 +325,19 @@ def test_csv_without_header_is_read_the_same(tmp_path, warehouse, bq_warehouse):
 @pytest.mark.bigquery
 @pytest.mark.parametrize("rule", ["timestamp", "day"])
 def test_a_basket_column_filled_on_some_rows_is_read_the_same(tmp_path, warehouse, bq_warehouse, rule):
-    path = write_dataset(
-        tmp_path / "ds", HEADER + "e1,1,A,2024-01-02 10:00:00,1,1,t7\ne2,1,B,2024-01-02 10:05:00,1,1,\n"
-    )
-    raw = yaml.safe_load(path.read_text())
-    raw["events"][0]["basket_id"] = "shop"
-    raw["baskets"] = rule
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    cfg = load_dataset_config(path)
+    cfg = load_dataset_config(write_partial_basket_dataset(tmp_path / "ds", rule))
     for wh in (warehouse, bq_warehouse):
         ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
     ev = _assert_same(warehouse, bq_warehouse, "raw_events", "event_id")
-    rule_basket = "1@2024-01-02 10:05:00" if rule == "timestamp" else "1@2024-01-02"
-    assert ev["basket_id"].tolist() == ["t7", rule_basket]
+    at = {"timestamp": lambda c, t: f"{c}@2024-01-{t}", "day": lambda c, t: f"{c}@2024-01-{t[:2]}"}[rule]
+    assert ev["basket_id"].tolist() == [
+        at(1, "02 10:00:00"),
+        at(1, "02 10:05:00"),
+        "t9",
+        "t9",
+        at(1, "03 11:00:00"),
+        at(2, "03 11:00:00"),
+    ]
 
 
 @pytest.mark.bigquery

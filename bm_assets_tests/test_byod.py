@@ -24,7 +24,7 @@ from bm_assets.core.tasks import (
     feature_columns,
     load_modeling_config,
 )
-from bm_assets_tests.factories import write_json_lines_dataset
+from bm_assets_tests.factories import write_json_lines_dataset, write_partial_basket_dataset
 
 INVOICES = """InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
 536365,85123A,WHITE HANGING HEART,6,12/1/2010 8:26,2.55,17850,United Kingdom
@@ -111,61 +111,32 @@ def test_baskets_default_to_one_timestamp_or_one_day(tmp_path, warehouse):
     assert feats.set_index("client_id").loc["17850", "baskets_7d"] == 1
 
 
-CLICKS = """ts,visitor,event,item,transaction
-2015-06-01 10:00:00,v1,view,i1,
-2015-06-01 10:05:00,v1,view,i2,
-2015-06-01 10:06:00,v1,transaction,i1,t9
-2015-06-01 10:06:00,v1,transaction,i2,t9
-2015-06-02 11:00:00,v1,view,i3,
-2015-06-02 11:00:00,v2,view,i3,
-"""
-
-
 @pytest.mark.parametrize(
-    ("rule", "v1_baskets"),
+    ("rule", "baskets_of_1"),
     [
-        ("timestamp", ["t9", "v1@2015-06-01 10:00:00", "v1@2015-06-01 10:05:00", "v1@2015-06-02 11:00:00"]),
-        ("day", ["t9", "v1@2015-06-01", "v1@2015-06-02"]),
+        ("timestamp", ["1@2024-01-02 10:00:00", "1@2024-01-02 10:05:00", "1@2024-01-03 11:00:00", "t9"]),
+        ("day", ["1@2024-01-02", "1@2024-01-03", "t9"]),
     ],
 )
-def test_a_basket_column_filled_on_some_rows_falls_back_to_the_rule_row_by_row(tmp_path, warehouse, rule, v1_baskets):
+def test_a_basket_column_filled_on_some_rows_falls_back_to_the_rule_row_by_row(tmp_path, warehouse, rule, baskets_of_1):
     """A transaction id on purchases only (views have none): the rows without one take the
     dataset's `baskets` rule, so every reader (graph, aggregates, visit block) counts one basket
     per event, never a NULL basket read three ways."""
-    (tmp_path / "clicks.csv").write_text(CLICKS)
-    source = {
-        "name": "clicks",
-        "path": "clicks.csv",
-        "client_id": "visitor",
-        "item_id": "item",
-        "timestamp": {"column": "ts"},
-        "event_type": "event",
-        "basket_id": "transaction",
-    }
-    cfg = {
-        "name": "clicks",
-        "data_start": "2015-06-01",
-        "data_end": "2015-06-30",
-        "temporal": {"training_cutoff": "2015-06-10", "test_start": "2015-06-20", "test_end": "2015-07-01"},
-        "baskets": rule,
-        "events": [source],
-    }
-    (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cfg = load_dataset_config(str(tmp_path / "dataset.yaml"))
+    cfg = load_dataset_config(write_partial_basket_dataset(tmp_path, rule))
     report = _ingest(warehouse, cfg)
     assert report.rows_in == report.rows_loaded == 6
     ev = warehouse.fetch_df("SELECT client_id, basket_id FROM raw_events")
     assert ev["basket_id"].notna().all()
-    assert sorted(set(ev.loc[ev.client_id == "v1", "basket_id"])) == v1_baskets
-    assert ev.loc[ev.client_id == "v2", "basket_id"].tolist() == [
-        "v2@2015-06-02" if rule == "day" else "v2@2015-06-02 11:00:00"
+    assert sorted(set(ev.loc[ev.client_id == "1", "basket_id"])) == baskets_of_1
+    assert ev.loc[ev.client_id == "2", "basket_id"].tolist() == [
+        "2@2024-01-03" if rule == "day" else "2@2024-01-03 11:00:00"
     ]
-    sql = aggregate_features_sql(warehouse, [dt.date(2015, 6, 5)], EvaluationConfig(feature_windows_days=[7]), {})
+    sql = aggregate_features_sql(warehouse, [dt.date(2024, 1, 5)], EvaluationConfig(feature_windows_days=[7]), {})
     feats = warehouse.fetch_df(sql).set_index("client_id")
-    assert feats.loc["v1", "baskets_7d"] == len(v1_baskets)
+    assert feats.loc["1", "baskets_7d"] == len(baskets_of_1)
     # the graph's basket hyperedges: the given one and one per rule basket
-    graph = build_temporal_graph(warehouse, GraphConfig(columns=["item_id"]), cfg.data_start, dt.date(2015, 6, 5))
-    assert graph.edges["basket"] == len(v1_baskets) + 1
+    graph = build_temporal_graph(warehouse, GraphConfig(columns=["item_id"]), cfg.data_start, dt.date(2024, 1, 5))
+    assert graph.edges["basket"] == len(baskets_of_1) + 1
 
 
 def test_no_item_ids_and_attributes_from_event_lines(tmp_path, warehouse):

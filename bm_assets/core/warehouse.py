@@ -25,7 +25,7 @@ from bm_assets.config import (
     json_keys_sql,
     json_lines_problem,
     json_lines_reader,
-    json_value_sql,
+    json_rows_sql,
     unreadable_csv_message,
 )
 from bm_assets.core.sql import ident, literal
@@ -259,7 +259,6 @@ class DuckDBWarehouse(Warehouse):
                 raise SourceReadError(
                     f"{files[0]}: required column {col!r} (role {role}) is missing; found {sorted(keys)}"
                 )
-        values = ", ".join(f"{json_value_sql(k)} AS {ident(k)}" for k in keys)
         for i, path in enumerate(files):
             lines, reject_tbl = f"{stage}_lines{i}", f"{stage}_jsonrej{i}"
             self._drop(lines)
@@ -277,7 +276,7 @@ class DuckDBWarehouse(Warehouse):
                     CASE WHEN json_valid(line) THEN 'not a JSON object' ELSE 'invalid JSON' END, line
                 FROM {lines} WHERE trim(line) <> '' AND NOT ({JSON_OBJECT})"""
             )
-            select = f"SELECT {values}, __file, __row FROM {lines} WHERE {JSON_OBJECT}"
+            select = json_rows_sql(keys, lines, extra="__file, __row")
             if i == 0:
                 self.con.execute(f"CREATE TEMP TABLE {stage} AS {select}")
             else:
