@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from bm_assets.config import GraphConfig
 from bm_assets.core.embeddings import add_inductive, build_entity_embeddings, embed_graph
 from bm_assets.core.graph import build_temporal_graph, cleora_input, graph_rows
+from bm_assets.core.warehouse import DuckDBWarehouse
 
 
 def test_graph_columns_and_windows_come_from_config(sample_warehouse, sample_config):
@@ -35,6 +38,32 @@ def test_graph_columns_and_windows_come_from_config(sample_warehouse, sample_con
     assert set(rows["column_name"]) == {"department", "brand"} and len(rows) == build.rows
     with pytest.raises(KeyError, match="not_a_column"):
         build_temporal_graph(wh, GraphConfig(columns=["not_a_column"]), cfg.data_start, cutoff)
+
+
+def test_a_basket_id_counted_per_client_is_one_basket_per_client(tmp_path):
+    """Order or session numbers counted per client (1, 2, 3 for each): clients sharing a
+    basket number are different baskets, not one hyperedge joining their items."""
+    wh = DuckDBWarehouse(str(tmp_path / "g.duckdb"))
+    wh.execute(
+        [
+            """CREATE TABLE events_denormalized AS SELECT * FROM (VALUES
+            ('c1', DATE '2020-01-01', 'milk', '1'), ('c1', DATE '2020-01-01', 'bread', '1'),
+            ('c2', DATE '2020-01-02', 'beer', '1'), ('c2', DATE '2020-01-03', 'wine', '2'),
+            ('c3', DATE '2020-01-05', 'tea', NULL)
+        ) t(client_id, event_date, item_id, basket_id)"""
+        ]
+    )
+    cfg = GraphConfig(columns=["item_id"], window_days=7, basket_column="basket_id")
+    build = build_temporal_graph(wh, cfg, dt.date(2020, 1, 1), dt.date(2020, 2, 1))
+    assert build.edges == {"client_window": 3, "basket": 3}
+    rows = graph_rows(wh)
+    baskets = rows[rows["edge_kind"] == "basket"].groupby(["edge_id", "client_id"])["entity"].agg(sorted)
+    assert baskets.to_dict() == {
+        ("b:1", "c1"): ["bread", "milk"],
+        ("b:1", "c2"): ["beer"],
+        ("b:2", "c2"): ["wine"],
+    }
+    assert build.rows == len(rows) == 5 + 4  # client windows: 2 + 2 + 1 items; baskets: 2 + 1 + 1
 
 
 def test_embeddings_are_deterministic_and_inductive_items_use_their_attributes(sample_warehouse, sample_config):

@@ -38,8 +38,9 @@ class GraphBuild:
 def graph_select(
     wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date, basket_column: str | None
 ) -> str:
-    """SQL of the hyperedge rows (edge_kind, edge_id, column_name, entity, events) of the events
-    with event_date < cutoff."""
+    """SQL of the hyperedge rows (edge_kind, edge_id, client_id, column_name, entity, events) of
+    the events with event_date < cutoff. A hyperedge is one (edge_id, client_id): a basket id
+    counted per client (a session or order number) names a different basket for each client."""
     cols = ", ".join(ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])]))
     window = f"CAST(floor(date_diff('day', DATE '{data_start}', event_date) / {cfg.window_days}) AS BIGINT)"
     source = (
@@ -51,9 +52,9 @@ def graph_select(
         b = ident(basket_column)
         kinds.append(("basket", f"'b:' || CAST({b} AS VARCHAR)", f"{b} IS NOT NULL"))
     parts = [
-        f"SELECT '{kind}' AS edge_kind, {edge_id} AS edge_id, {literal(col)} AS column_name, "
+        f"SELECT '{kind}' AS edge_kind, {edge_id} AS edge_id, client_id, {literal(col)} AS column_name, "
         f"CAST({ident(col)} AS VARCHAR) AS entity, count(*) AS events FROM ev "
-        f"WHERE {cond} AND {ident(col)} IS NOT NULL GROUP BY 1, 2, 3, 4"
+        f"WHERE {cond} AND {ident(col)} IS NOT NULL GROUP BY 1, 2, 3, 4, 5"
         for kind, edge_id, cond in kinds
         for col in cfg.columns
     ]
@@ -83,10 +84,11 @@ def build_temporal_graph(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, c
                 CAST(row_number() OVER (ORDER BY column_name, entity) - 1 AS BIGINT) AS node
                 FROM (SELECT DISTINCT column_name, entity FROM {long}) ORDER BY node""",
             f"""CREATE OR REPLACE TABLE {edges_t} AS SELECT
-                CAST(row_number() OVER (ORDER BY edge_id) AS BIGINT) AS edge_index, edge_kind, edge_id
-                FROM (SELECT DISTINCT edge_kind, edge_id FROM {long}) ORDER BY edge_index""",
+                CAST(row_number() OVER (ORDER BY edge_id, client_id) AS BIGINT) AS edge_index,
+                edge_kind, edge_id, client_id
+                FROM (SELECT DISTINCT edge_kind, edge_id, client_id FROM {long}) ORDER BY edge_index""",
             f"""CREATE OR REPLACE TABLE {target} AS SELECT e.edge_index, n.node, g.events FROM {long} g
-                JOIN {edges_t} e ON g.edge_id = e.edge_id
+                JOIN {edges_t} e ON g.edge_id = e.edge_id AND g.client_id = e.client_id
                 JOIN {nodes_t} n ON g.column_name = n.column_name AND g.entity = n.entity
                 ORDER BY g.column_name, e.edge_index, n.node""",
             f"DROP TABLE IF EXISTS {long}",
@@ -118,10 +120,11 @@ class CleoraInput:
 
 
 def graph_rows(wh: Warehouse, limit: int | None = None) -> pd.DataFrame:
-    """temporal_graph with its names: (edge_kind, edge_id, column_name, entity, events) per
-    (hyperedge, node), in hyperedge then node order (the first `limit` rows)."""
+    """temporal_graph with its names: (edge_kind, edge_id, client_id, column_name, entity, events)
+    per (hyperedge, node), in hyperedge then node order (the first `limit` rows)."""
     return wh.fetch_df(
-        f"""SELECT e.edge_kind, e.edge_id, n.column_name, n.entity, g.events FROM {wh.table(TEMPORAL_GRAPH)} g
+        f"""SELECT e.edge_kind, e.edge_id, e.client_id, n.column_name, n.entity, g.events
+        FROM {wh.table(TEMPORAL_GRAPH)} g
         JOIN {wh.table(GRAPH_EDGES)} e ON g.edge_index = e.edge_index
         JOIN {wh.table(GRAPH_NODES)} n ON g.node = n.node
         ORDER BY g.edge_index, g.node{f" LIMIT {int(limit)}" if limit is not None else ""}"""
