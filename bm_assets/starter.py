@@ -84,6 +84,14 @@ _EVENT_TYPE_NAMES = {
     "behavior", "behaviour", "behaviortype", "behaviourtype",
 }  # fmt: skip
 _TIME_TOKENS = {"ts", "dt"}
+#: Words of a name that make a column of whole numbers a code (a category, a page, a store), not
+#: a quantity: exports often number their categories (`category: 4512`, `url: 1302`).
+_CODE_WORDS = {
+    "category", "categories", "subcategory", "cat", "brand", "manufacturer", "maker", "vendor", "supplier",
+    "seller", "merchant", "department", "dept", "division", "section", "aisle", "class", "type", "group",
+    "family", "genre", "segment", "color", "colour", "url", "page", "site", "domain", "shop", "store",
+    "channel", "region", "country", "state", "city", "zip", "postcode", "location", "zone", "tag", "label",
+}  # fmt: skip
 _YAML_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
 _COMMENT_COLUMN = 44
@@ -102,6 +110,7 @@ class _Column:
     non_null: int  # in the sample
     numbers: int  # sampled values that read as a number
     minimum: float | None  # smallest of those
+    whole: int  # of those, the whole numbers
 
 
 @dataclass
@@ -234,11 +243,12 @@ def _inspect(con: duckdb.DuckDBPyConnection, given: str, table: str) -> _File:
         for c in types:
             number = f"TRY_CAST(CAST({ident(c)} AS VARCHAR) AS DOUBLE)"
             stats += [f"count(DISTINCT {ident(c)})", f"count({ident(c)})", f"count({number})", f"min({number})"]
+            stats.append(f"count({number}) FILTER (WHERE {number} = trunc({number}))")
         counts = con.execute(f"SELECT {', '.join(stats)} FROM {table}").fetchone()
     except duckdb.Error as exc:
         raise StarterError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
     assert counts is not None
-    columns = {c: _Column(c, ty, *counts[4 * i : 4 * i + 4]) for i, (c, ty) in enumerate(types.items())}
+    columns = {c: _Column(c, ty, *counts[5 * i : 5 * i + 5]) for i, (c, ty) in enumerate(types.items())}
     return _File(path, fmt, table, columns)
 
 
@@ -285,6 +295,13 @@ def _is_numeric(col: _Column) -> bool:
     return col.non_null > 0 and col.type.upper() != "BOOLEAN" and col.numbers >= 0.95 * col.non_null
 
 
+def _is_code(col: _Column) -> bool:
+    """Whole numbers under a name that says code (category, brand, url, store): a category
+    numbered by the export, whose arithmetic means nothing."""
+    words = _tokens(col.name) | {_compact(col.name)}
+    return _is_numeric(col) and col.whole >= col.numbers and bool(words & _CODE_WORDS)
+
+
 def _is_temporal(col: _Column) -> bool:
     return col.type.upper().startswith(("DATE", "TIMESTAMP", "TIME"))
 
@@ -305,9 +322,9 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File, keys: dic
             _assign(src, id_roles[0], c)
         elif _time_hint(c) or _is_temporal(col):
             times.append(c)
-        elif not _is_numeric(col) or _id_like(c):
-            # an id is never an amount, whatever its words (sales_channel_id, product_count_code)
-            if compact in _EVENT_TYPE_NAMES and not _is_numeric(col):
+        elif not _is_numeric(col) or _id_like(c) or _is_code(col):
+            # an id or code is never an amount, whatever its words (sales_channel_id, product_count_code)
+            if compact in _EVENT_TYPE_NAMES and (not _is_numeric(col) or _is_code(col)):
                 _assign(src, "event_type", c)
         elif tokens & _QUANTITY_TOKENS or _QUANTITY_NAME.fullmatch(compact):
             _assign(src, "quantity", c)
@@ -441,10 +458,11 @@ def _column_kind(col: _Column, free_text: bool) -> tuple[str | None, str]:
         return None, "one value in the sample"
     if _is_temporal(col):
         return None, "another date/time column"
-    if _is_numeric(col) and not _id_like(col.name):
+    if _is_numeric(col) and not _id_like(col.name) and not _is_code(col):
         return "numeric", ""
-    # an id column that repeats (a brand or manufacturer id) is a category however many it has
-    if (col.distinct <= MAX_CATEGORIES or _id_like(col.name)) and 2 * col.distinct <= col.non_null:
+    # an id or code column that repeats (a brand or manufacturer id, a numbered category or page)
+    # is a category however many values it has
+    if (col.distinct <= MAX_CATEGORIES or _id_like(col.name) or _is_code(col)) and 2 * col.distinct <= col.non_null:
         return "categorical", f"{col.distinct:,} values in the sample"
     if free_text:
         return "text", f"{col.distinct:,} distinct values in the sample"
@@ -919,33 +937,45 @@ def _standard_tasks(
     sources: list[_Source], item_attrs: list[str], h: int, purchase: str | None = None
 ) -> list[tuple[str, dict]]:
     """(comment, task) of the standard tasks the mapped roles support. Where the events have
-    several types and one is a purchase, spend and next purchases count purchases only (a
-    viewed item's price is no spend); churn and propensities keep every event."""
+    several types and one is a purchase, every task is about buying: a viewed item's price is
+    no spend, a client who still browses but stopped buying is a lost customer, and a
+    propensity to buy is what a brand or category campaign targets."""
     where = {"where": f"event_type = {literal(purchase)}"} if purchase else {}
     of = f" {purchase!r}" if purchase else ""
 
-    def task(name: str, kind: str, description: str, target: dict, active_days: int = 60) -> dict:
+    def task(name: str, kind: str, description: str, target: dict, eligible: dict | None = None) -> dict:
         return {
             "name": name,
             "description": description,
             "type": kind,
             "horizon_days": h,
             "target": target,
-            "eligible": {"active_days": active_days},
+            "eligible": eligible or {"active_days": 60},
         }
 
-    tasks = [
-        (
+    if purchase:
+        churn = (
+            f"binary: a client who bought in the last 60 days ({of.strip()} events) buys nothing in the next {h} days",
+            task(
+                "churn",
+                "binary",
+                f"A client who bought in the last 60 days has no{of} event in the next {h} days.",
+                {"value": "count(*) = 0", **where, "default": 1},
+                {"active_days": 60, **where},
+            ),
+        )
+    else:
+        churn = (
             f"binary: an active client (an event in the last 30 days) has no event in the next {h} days",
             task(
                 "churn",
                 "binary",
                 f"An active client has no event in the next {h} days.",
                 {"value": "count(*) = 0", "default": 1},
-                active_days=30,
+                {"active_days": 30},
             ),
         )
-    ]
+    tasks = [churn]
     if any("value" in s.roles for s in sources):
         tasks.append(
             (
@@ -974,12 +1004,14 @@ def _standard_tasks(
         col = item_attrs[0]
         tasks.append(
             (
-                f"multilabel: which of the 10 most frequent {col} values the client's next {h} days have",
+                f"multilabel: which of the 10 most frequent {col} values the client's{of} events"
+                f" of the next {h} days have",
                 task(
                     _identifier(f"{col}_propensity"),
                     "multilabel",
-                    f"Has an event with each of the 10 most frequent {col} values in the next {h} days.",
-                    {"column": col, "top_n": 10},
+                    f"Has {'a' + of if of else 'an'} event with each of the 10 most frequent {col} values"
+                    f" in the next {h} days.",
+                    {"column": col, "top_n": 10, **where},
                 ),
             )
         )

@@ -210,7 +210,10 @@ def test_starter_reads_a_view_cart_purchase_log(tmp_path):
     assert by_name["brand_propensity"].target.column == "brand"
     assert by_name["spend"].target.where == "(event_type = 'purchase')"
     assert by_name["next_purchases"].target.where == "(event_type = 'purchase')"
-    assert by_name["churn"].target.where == "TRUE"  # any event: a visitor who comes back has not churned
+    # a client who still browses but stopped buying is a lost customer; a propensity is to buy
+    assert by_name["churn"].target.where == "(event_type = 'purchase')"
+    assert by_name["churn"].eligible.where == "(event_type = 'purchase')"
+    assert by_name["brand_propensity"].target.where == "(event_type = 'purchase')"
     # a session number counted per client is no basket: its values are shared by clients
     frame = pd.DataFrame(rows, columns=columns)
     frame["user_session"] = [i % 5 for i in range(len(frame))]
@@ -218,6 +221,51 @@ def test_starter_reads_a_view_cart_purchase_log(tmp_path):
     dataset, _ = write_starter([str(tmp_path / "events.csv")], None, None, tmp_path / "d")
     assert load_dataset_config(dataset).events[0].basket_id is None
     assert "user_session (100% of its values have several clients in the sample: not a basket)" in dataset.read_text()
+
+
+def test_starter_reads_numbered_codes_and_one_file_per_event_type(tmp_path):
+    """A log split into one Parquet file per event type (buys, carts, page visits) with an
+    item table whose categories are numbered: a whole-number column named like a code
+    (category, url) is categorical, a price bucket stays numeric, every task is about buying."""
+    rng = random.Random(8)
+    start = dt.datetime(2022, 6, 23)
+
+    def events(n: int, column: str, values: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "client_id": [rng.randint(1, 60) for _ in range(n)],
+                "timestamp": [
+                    f"{start + dt.timedelta(minutes=rng.randint(0, 90 * 1440)):%Y-%m-%d %H:%M:%S}" for _ in range(n)
+                ],
+                column: [rng.randint(1, values) * 7 for _ in range(n)],
+            }
+        )
+
+    events(300, "sku", 40).to_parquet(tmp_path / "product_buy.parquet")
+    events(600, "sku", 40).to_parquet(tmp_path / "add_to_cart.parquet")
+    events(2000, "url", 300).to_parquet(tmp_path / "page_visit.parquet")
+    pd.DataFrame(
+        {
+            "sku": [7 * i for i in range(1, 41)],
+            "category": [1000 + i % 6 for i in range(1, 41)],
+            "price": [rng.randint(0, 99) for _ in range(40)],
+        }
+    ).to_parquet(tmp_path / "product_properties.parquet")
+    paths = [str(tmp_path / f"{n}.parquet") for n in ("product_buy", "add_to_cart", "page_visit")]
+    dataset, tasks = write_starter(paths, None, str(tmp_path / "product_properties.parquet"), tmp_path / "c")
+    cfg = load_dataset_config(dataset)
+    assert [(s.name, s.item_id) for s in cfg.events] == [
+        ("product_buy", "sku"),
+        ("add_to_cart", "sku"),
+        ("page_visit", None),
+    ]
+    assert cfg.events[2].context_kinds() == {"url": "categorical"}
+    (items,) = cfg.items
+    assert items.columns == {"category": "categorical", "price": "numeric"}
+    by_name = {t.name: t for t in load_modeling_config(tasks).tasks}
+    assert set(by_name) == {"churn", "next_purchases", "category_propensity"}
+    assert {t.target.where for t in by_name.values()} == {"(event_type = 'product_buy')"}
+    assert by_name["churn"].eligible.where == "(event_type = 'product_buy')"
 
 
 def test_starter_reads_json_lines(tmp_path):
