@@ -304,6 +304,37 @@ class TimestampSpec(StrictModel):
         return fmt
 
 
+class JoinedTable(StrictModel):
+    """A table joined to every event line by a key: order lines (order_id, product_id, price)
+    whose client and time are on the order, in another file (order_id, customer_id, purchase
+    time). Roles and context may name its columns; a column already on the line (or in an
+    earlier join) is read from there. One row per key; a line whose key has no row there is
+    quarantined."""
+
+    path: str = Field(description="the table's file (or glob)")
+    key: str = Field(description="its key column: one row per value")
+    line_key: str | None = Field(
+        default=None,
+        description="the column holding the key, on the lines or in an earlier join; default: key's name",
+    )
+    format: FileFormat | None = Field(
+        default=None,
+        description="csv, parquet or json (JSON lines); default: from the file's ending, as for the lines",
+    )
+    csv: CsvOptions = Field(default_factory=CsvOptions, description="CSV layout: header line, column names, delimiter")
+
+    @model_validator(mode="after")
+    def _infer_format(self) -> JoinedTable:
+        if self.format is None:
+            object.__setattr__(self, "format", format_of_path(self.path))
+        _csv_only(self.format, self.csv)
+        return self
+
+    @property
+    def lines_key(self) -> str:
+        return self.line_key or self.key
+
+
 class EventSource(StrictModel):
     """One file (or glob) of events; several sources form one client event stream."""
 
@@ -334,6 +365,17 @@ class EventSource(StrictModel):
         default_factory=dict, description="extra columns kept as is: name -> kind, or {kind, expr}"
     )
     csv: CsvOptions = Field(default_factory=CsvOptions, description="CSV layout: header line, column names, delimiter")
+    join: list[JoinedTable] = Field(
+        default_factory=list,
+        description="tables whose columns every line takes by key, in order, e.g. order lines joined to "
+        "{path: orders.csv, key: order_id} (the client and time), then {path: customers.csv, key: customer_id}; "
+        "roles may name their columns; one table may be given without the list",
+    )
+
+    @field_validator("join", mode="before")
+    @classmethod
+    def _one_join(cls, value: object) -> object:
+        return [value] if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _infer_format(self) -> EventSource:
@@ -673,6 +715,15 @@ class DatasetConfig(StrictModel):
                     f"{key} ({table.name}).path {table.path!r} leaves base_dir {self.base_dir}; write an absolute "
                     "path to read a file outside it"
                 )
+        for s in self.events:
+            for i, j in enumerate(s.join):
+                if not self._inside_base_dir(j.path):
+                    raise ValueError(
+                        f"events ({s.name}).join[{i}].path {j.path!r} leaves base_dir {self.base_dir}; write an "
+                        "absolute path to read a file outside it"
+                    )
+                # resolved here: every reader of the source (ingest, sensors, spans) gets the file
+                object.__setattr__(j, "path", self.resolve(j.path))
         names = [s.name for s in self.events] + [t.name for t in self.clients + self.items]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -852,6 +903,16 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
     for i, src in enumerate(cfg.events):
         path = cfg.resolve(src.path)
         schema = _schema_or_error(path, src.format or "parquet", f"{where}: events[{i}].path", src.csv)
+        for k, j in enumerate(src.join):
+            joined = _schema_or_error(j.path, j.format or "parquet", f"{where}: events[{i}].join[{k}].path", j.csv)
+            for col, file, cols in ((j.lines_key, path, schema), (j.key, j.path, joined)):
+                if col not in cols:
+                    raise DatasetConfigError(
+                        f"{where}: events[{i}] ({src.name}).join[{k}]: key column {col!r} is not in {file} "
+                        f"(columns: {sorted(cols)})"
+                    )
+            path = f"{path} or {j.path}"
+            schema = {**joined, **schema}  # a column already there is read from there
         schemas[src.name] = schema
         for role, col in src.required_columns().items():
             if col not in schema:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bm_assets.config import DatasetConfig, load_dataset_config
-from bm_assets.core.attributes import build_client_properties, build_product_catalog
+from bm_assets.core.attributes import AttributeDataError, build_client_properties, build_product_catalog
 from bm_assets.core.denormalize import denormalize_window
 from bm_assets.core.ingest import ingest_window
 from bm_assets.core.kinds import kind_of
@@ -29,7 +29,7 @@ from bm_assets.core.tasks import (
     task_labels,
     tasks_path_for,
 )
-from bm_assets.core.warehouse import DuckDBWarehouse
+from bm_assets.core.warehouse import DuckDBWarehouse, SourceReadError
 
 
 @dataclass
@@ -71,7 +71,10 @@ def validate_dataset(dataset_file: str | Path) -> ValidationReport:
         check_modeling_columns(mcfg, cfg)
     wh = DuckDBWarehouse(":memory:")
     try:
-        _check_events(wh, cfg, rep)
+        try:
+            _check_events(wh, cfg, rep)
+        except (SourceReadError, AttributeDataError) as exc:  # the data, not the config: name the file and row
+            rep.errors.append(str(exc))
         if mcfg is not None and rep.ok:
             _check_tasks(wh, cfg, mcfg, rep)
         elif mcfg is None:

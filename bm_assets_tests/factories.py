@@ -173,3 +173,47 @@ def write_json_lines_dataset(folder: Path) -> Path:
     path = folder / "dataset.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+#: Order lines whose client and time are on the order, and whose person is on the customer
+#: (an Olist-like layout): line 4's order o9 is in no order row, order o3's customer c9 is in no
+#: customer row; orders o1 and o4 belong to one person (p1) under two customer ids.
+ORDER_LINES_CSV = "order_id,line,product,price\no1,1,A,10.5\no1,2,B,3\no2,1,C,7\no9,1,A,1\no3,1,B,2\no4,1,C,4\n"
+ORDERS_CSV = (
+    "order_id,customer_id,purchased_at\n"
+    "o1,c1,2024-01-02 10:00:00\no2,c2,2024-01-05 09:30:00\no3,c9,2024-01-06 12:00:00\no4,c4,2024-01-21 08:00:00\n"
+)
+CUSTOMERS_CSV = "customer_id,person,state\nc1,p1,SP\nc2,p2,RJ\nc4,p1,SP\n"
+
+
+def write_order_lines_dataset(folder: Path) -> Path:
+    """order_lines.csv joined to orders.csv (by order_id), then to customers.csv (by customer_id)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "order_lines.csv").write_text(ORDER_LINES_CSV)
+    (folder / "orders.csv").write_text(ORDERS_CSV)
+    (folder / "customers.csv").write_text(CUSTOMERS_CSV)
+    cfg = {
+        "name": "orders",
+        "data_start": "2024-01-01",
+        "data_end": "2024-01-31",
+        "temporal": {"training_cutoff": "2024-01-20", "test_start": "2024-01-25", "test_end": "2024-02-01"},
+        "events": [
+            {
+                "name": "order_lines",
+                "path": "order_lines.csv",
+                "join": [
+                    {"path": "orders.csv", "key": "order_id"},
+                    {"path": "customers.csv", "key": "customer_id"},
+                ],
+                "client_id": "person",
+                "item_id": "product",
+                "timestamp": {"column": "purchased_at"},
+                "basket_id": "order_id",
+                "value": "price",
+                "context": {"state": "categorical"},
+            }
+        ],
+    }
+    path = folder / "dataset.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

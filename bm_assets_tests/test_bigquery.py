@@ -41,6 +41,7 @@ from bm_assets_tests.factories import (
     unix_time_csv,
     write_dataset,
     write_json_lines_dataset,
+    write_order_lines_dataset,
     write_partial_basket_dataset,
 )
 
@@ -338,6 +339,17 @@ def test_a_basket_column_filled_on_some_rows_is_read_the_same(tmp_path, warehous
         at(1, "03 11:00:00"),
         at(2, "03 11:00:00"),
     ]
+
+
+@pytest.mark.bigquery
+def test_order_lines_joined_to_their_tables_are_read_the_same(tmp_path, warehouse, bq_warehouse):
+    cfg = load_dataset_config(write_order_lines_dataset(tmp_path / "ds"))
+    for wh in (warehouse, bq_warehouse):
+        ingest_window(wh, cfg, cfg.data_start, cfg.end_exclusive)
+    ev = _assert_same(warehouse, bq_warehouse, "raw_events", "event_id")
+    assert ev["client_id"].tolist() == ["p1", "p1", "p2", "p1"] and ev["basket_id"].tolist() == ["o1", "o1", "o2", "o4"]
+    q = _assert_same(warehouse, bq_warehouse, "raw_events_quarantine", "source_row")
+    assert q["column_name"].tolist() == ["order_id", "customer_id"]
 
 
 @pytest.mark.bigquery

@@ -24,7 +24,12 @@ from bm_assets.core.tasks import (
     feature_columns,
     load_modeling_config,
 )
-from bm_assets_tests.factories import write_json_lines_dataset, write_partial_basket_dataset
+from bm_assets.core.warehouse import SourceReadError
+from bm_assets_tests.factories import (
+    write_json_lines_dataset,
+    write_order_lines_dataset,
+    write_partial_basket_dataset,
+)
 
 INVOICES = """InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
 536365,85123A,WHITE HANGING HEART,6,12/1/2010 8:26,2.55,17850,United Kingdom
@@ -304,6 +309,63 @@ def test_json_lines_events_and_items_load_with_their_line_numbers(tmp_path, ware
     assert q["reason"][2] == "missing client id in column reviewerID"
     catalog = warehouse.fetch_df("SELECT item_id, brand FROM product_catalog ORDER BY item_id")
     assert catalog.values.tolist() == [["B0", "Acme"], ["B1", "Zed"], ["B2", "Acme"]]
+
+
+def test_order_lines_take_their_client_and_time_from_joined_tables(tmp_path, warehouse):
+    """Order lines joined to their order (client id, time), then to the customer (the person):
+    each line gets the person and the order's time; a line whose order or customer has no row is
+    quarantined with the file it is missing from; rows in = loaded + quarantined."""
+    cfg = load_dataset_config(write_order_lines_dataset(tmp_path))
+    report = _ingest(warehouse, cfg)
+    assert (report.rows_in, report.rows_loaded, report.rows_quarantined) == (6, 4, 2)
+    ev = warehouse.fetch_df("SELECT * FROM raw_events ORDER BY source_row")
+    assert ev["source_row"].tolist() == [2, 3, 4, 7]  # file lines
+    assert ev["client_id"].tolist() == ["p1", "p1", "p2", "p1"]
+    assert ev["item_id"].tolist() == ["A", "B", "C", "C"] and ev["value"].tolist() == [10.5, 3.0, 7.0, 4.0]
+    assert ev["basket_id"].tolist() == ["o1", "o1", "o2", "o4"] and ev["state"].tolist() == ["SP", "SP", "RJ", "SP"]
+    assert ev["event_time"].tolist()[2] == dt.datetime(2024, 1, 5, 9, 30)
+    q = warehouse.fetch_df("SELECT source_row, column_name, reason FROM raw_events_quarantine ORDER BY source_row")
+    assert q.values.tolist() == [
+        [5, "order_id", f"no readable row with its order_id in {tmp_path / 'orders.csv'} (join)"],
+        [6, "customer_id", f"no readable row with its customer_id in {tmp_path / 'customers.csv'} (join)"],
+    ]
+    # day by day (each file's span learned through the joins) equals the whole range
+    by_day = type(warehouse)(str(tmp_path / "by_day.duckdb"))
+    day = cfg.data_start
+    while day < cfg.end_exclusive:
+        ingest_window(by_day, cfg, day, day + dt.timedelta(days=1))
+        day += dt.timedelta(days=1)
+    columns = "source_row, client_id, item_id, event_time, basket_id, value"
+    assert by_day.fetch_df(f"SELECT {columns} FROM raw_events ORDER BY 1").equals(
+        warehouse.fetch_df(f"SELECT {columns} FROM raw_events ORDER BY 1")
+    )
+    assert by_day.fetch_df("SELECT count(*) AS n FROM raw_events_quarantine")["n"].iloc[0] == 2
+    by_day.close()
+
+
+def test_a_joined_table_needs_one_row_per_key_and_the_mapped_columns(tmp_path, warehouse):
+    path = write_order_lines_dataset(tmp_path)
+    with open(tmp_path / "orders.csv", "a") as fh:
+        fh.write("o2,c4,2024-01-07 09:00:00\n")
+    cfg = load_dataset_config(path)
+    with pytest.raises(SourceReadError, match=r"orders.csv: rows \[3, 6\]: key 'o2' in column 'order_id' appears more"):
+        ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
+    raw = yaml.safe_load(path.read_text())
+    raw["events"][0]["client_id"] = "buyer"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(
+        DatasetConfigError, match=r"client_id names column 'buyer', which is not in .*order_lines.csv or"
+    ):
+        load_dataset_config(path)
+    raw["events"][0]["client_id"] = "person"
+    raw["events"][0]["join"][1].update({"key": "cust", "line_key": "customer_id"})
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DatasetConfigError, match=r"join\[1\]: key column 'cust' is not in \S*customers.csv \(columns"):
+        load_dataset_config(path)
+    raw["events"][0]["join"][1].update({"key": "customer_id", "line_key": "client"})
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DatasetConfigError, match=r"join\[1\]: key column 'client' is not in \S*order_lines.csv or"):
+        load_dataset_config(path)
 
 
 def test_a_json_array_file_is_refused_at_load(tmp_path):

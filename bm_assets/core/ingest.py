@@ -266,7 +266,15 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
         f"{event_id} AS event_id",
     ]
     ts_label = _label(ts_ref)
-    checks: list[tuple[str, str, str]] = [  # (condition, column, reason)
+    checks: list[tuple[str, str, str]] = []  # (condition, column, reason)
+    if src.join:  # the roles read from a joined table are empty too: say why first
+        typed.append("__unjoined AS unjoined")
+        helpers.append("unjoined")
+        for k, j in enumerate(src.join):
+            checks.append(
+                (f"unjoined = {k + 1}", j.lines_key, f"no readable row with its {j.lines_key} in {j.path} (join)")
+            )
+    checks += [
         ("NOT ts_given", _column_name(ts_ref), f"missing timestamp in {ts_label}"),
         (
             "ts_given AND event_time IS NULL",
@@ -312,6 +320,8 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
             checks.append((f"{flag} AND {ident(c)} IS NULL", _column_name(ref), f"non-numeric {c}"))
         else:
             typed.append(f"{text(ref)} AS {ident(c)}")
+    if src.join:  # a line without its joined row has one reason: the rest follows from it
+        checks = [(c if c.startswith("unjoined =") else f"unjoined = 0 AND ({c})", col, r) for c, col, r in checks]
     reason = "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {literal(r)} END" for cond, _, r in checks) + ")"
     column = "CASE " + " ".join(f"WHEN {cond} THEN {literal(col)}" for cond, col, _ in checks) + " END"
     if src.event_id:
@@ -463,7 +473,7 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         totals = wh.fetch_df(f"SELECT sum(loaded) AS loaded, sum(quarantined) AS quarantined FROM ({per_day})")
         loaded, quarantined = (int(v) if v == v and v is not None else 0 for v in totals.iloc[0])
         schema_cols = set(wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0").columns)
-        ignored = sorted(schema_cols - set(src.required_columns().values()) - {"__file", "__row"})
+        ignored = sorted(schema_cols - set(src.required_columns().values()) - {"__file", "__row", "__unjoined"})
         reports.append(SourceIngest(src.name, loaded + quarantined, loaded, quarantined, ignored, chosen, len(files)))
     wh.execute(statements)
     return IngestReport(start, end, reports)

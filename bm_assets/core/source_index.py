@@ -34,7 +34,7 @@ import pandas as pd
 
 from bm_assets.config import DatasetConfig, Derived, EventSource
 from bm_assets.core.sql import FILE_INDEX, ident, literal
-from bm_assets.core.warehouse import Warehouse
+from bm_assets.core.warehouse import Warehouse, expand_paths
 
 FILE_INDEX_COLUMNS = {
     "source": "VARCHAR",
@@ -104,6 +104,8 @@ def fingerprint(src: EventSource) -> str:
     """What a span depends on besides the file: the source's mapping (reader, timestamp, ids).
     Defaults are left out, so a new option at its default keeps the spans already indexed."""
     mapping = src.model_dump(mode="json", exclude_defaults=True)
+    if src.join:  # a line's time or client may come from a joined table: their versions too
+        mapping["join_files"] = [list(FileKey.of(f)) for j in src.join for f in expand_paths(j.path)]
     return hashlib.sha1(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -148,6 +150,8 @@ def parquet_span(src: EventSource, path: str) -> FileSpan | None:
     (a derived, formatted or Unix-time timestamp, a time-zoned or text column, missing statistics, or a
     source with event ids, whose bounds the footer does not give as the ingest compares them)."""
     ts = src.timestamp
+    if src.join:  # the time may be a joined table's
+        return None
     if src.format != "parquet" or ts.format or ts.unit or isinstance(ts.ref, Derived) or src.event_id is not None:
         return None
     con = duckdb.connect()

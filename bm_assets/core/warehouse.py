@@ -315,7 +315,57 @@ class DuckDBWarehouse(Warehouse):
         return f"CAST(to_json({alias}) AS VARCHAR)"
 
     def stage_events(self, source: EventSource, path: str | Sequence[str], stage: str) -> None:
-        self._stage(path, source.format or "parquet", stage, source.required_columns(), rejects=True, csv=source.csv)
+        """With `source.join`, `<stage>` is a view of the lines with each joined table's new
+        columns and `__unjoined`: 0, or the 1-based index of the first join that found no row."""
+        if not source.join:
+            self._stage(
+                path, source.format or "parquet", stage, source.required_columns(), rejects=True, csv=source.csv
+            )
+            return
+        tables, joined_cols = [], set()
+        for k, j in enumerate(source.join):
+            table = f"{stage}_join{k}"
+            self._stage(j.path, j.format or "parquet", table, {f"join[{k}].key": j.key}, rejects=True, csv=j.csv)
+            dup = self.con.execute(
+                f"""SELECT CAST({ident(j.key)} AS VARCHAR), any_value(__file), list(__row ORDER BY __row)
+                    FROM {table} WHERE {ident(j.key)} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
+                    ORDER BY min(__row) LIMIT 1"""
+            ).fetchone()
+            if dup:
+                raise SourceReadError(
+                    f"{dup[1]}: rows {[int(r) for r in dup[2]][:5]}: key {dup[0]!r} in column {j.key!r} appears "
+                    f"more than once; events ({source.name}).join[{k}] needs one row per key"
+                )
+            tables.append(table)
+            joined_cols |= {c for c in self._columns(table) if c not in ("__file", "__row")}
+        keys = {f"join[{k}].line_key": j.lines_key for k, j in enumerate(source.join)}
+        required = {r: c for r, c in {**source.required_columns(), **keys}.items() if c not in joined_cols}
+        lines = f"{stage}_lines"
+        self._stage(path, source.format or "parquet", lines, required, rejects=True, csv=source.csv)
+        alias = {c: "l" for c in self._columns(lines)}  # column -> the first table that has it
+        picked, missing = [], []
+        for k, (j, table) in enumerate(zip(source.join, tables, strict=True)):
+            if j.lines_key not in alias:
+                raise SourceReadError(
+                    f"events ({source.name}).join[{k}]: column {j.lines_key!r} is neither on the lines nor in an "
+                    f"earlier join (found {sorted(alias)})"
+                )
+            ons = f"CAST({alias[j.lines_key]}.{ident(j.lines_key)} AS VARCHAR) = CAST(j{k}.{ident(j.key)} AS VARCHAR)"
+            picked.append(f"LEFT JOIN {table} j{k} ON {ons}")
+            missing.append(f"WHEN j{k}.__row IS NULL THEN {k + 1}")
+            for c in self._columns(table):
+                alias.setdefault(c, f"j{k}")
+        cols = ", ".join(f"{a}.{ident(c)}" for c, a in alias.items() if a != "l")
+        for name in (stage, f"{stage}_rejects"):
+            self._drop(name)
+        self.con.execute(
+            f"""CREATE TEMP VIEW {stage} AS SELECT l.*, {cols + ", " if cols else ""}
+                CASE {" ".join(missing)} ELSE 0 END AS __unjoined FROM {lines} l {" ".join(picked)}"""
+        )
+        self.con.execute(f"CREATE TEMP VIEW {stage}_rejects AS SELECT * FROM {lines}_rejects")
+
+    def _columns(self, name: str) -> list[str]:
+        return [r[0] for r in self.con.execute(f"DESCRIBE {name}").fetchall()]
 
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
         self._stage(path, table.format or "parquet", stage, {"key": table.key}, rejects=True, csv=table.csv)
