@@ -79,6 +79,13 @@ _QUANTITY_TOKENS = {"qty", "quantity", "quantities", "units", "count", "cnt", "p
 _QUANTITY_NAME = re.compile(r"(n|num|nb|number)(of)?(items|units|products|articles|pieces)")
 _VALUE_TOKENS = {"value", "amount", "amt", "sales", "revenue", "total", "spend", "spent", "turnover"}
 _PRICE_TOKENS = {"price", "unitprice", "prc"}
+#: Amounts beside the goods (freight_value, tax_amount): never the value a client spent on items.
+_SURCHARGE_TOKENS = {"freight", "shipping", "delivery", "tax", "vat", "fee", "fees", "discount", "tip", "commission"}
+#: Times of later steps (shipping_limit_date, delivered_at, updated_at): the event's own time wins a tie.
+_LATER_TIME_TOKENS = {
+    "limit", "ship", "shipped", "shipping", "deliver", "delivered", "delivery", "estimated", "expected", "due",
+    "expiry", "expires", "expiration", "updated", "modified", "approved", "carrier", "deadline", "returned",
+}  # fmt: skip
 _EVENT_TYPE_NAMES = {
     "event", "eventtype", "eventname", "type", "action", "actiontype", "activity", "interaction",
     "behavior", "behaviour", "behaviortype", "behaviourtype",
@@ -119,10 +126,11 @@ class _File:
     fmt: str
     sample: str  # temp table holding the first SAMPLE_ROWS rows (CSV: as text, as ingest stages it)
     columns: dict[str, _Column]
+    joined_reader: str | None = None  # lines joined to their partner file: the whole of both
 
     @property
     def reader(self) -> str:
-        return _reader(self.path, self.fmt, text=True)
+        return self.joined_reader or _reader(self.path, self.fmt, text=True)
 
 
 @dataclass
@@ -142,6 +150,7 @@ class _Source:
     first: dt.datetime | None = None
     last: dt.datetime | None = None
     time_sql: str | None = None  # the time column as a timestamp, over the sample
+    join: tuple[_File, str] | None = None  # the file whose columns each line takes, by this key
 
 
 @dataclass
@@ -172,8 +181,16 @@ def write_starter(
         client_file = _inspect(con, clients, "clients") if clients else None
         item_file = _inspect(con, items, "items") if items else None
         keys = {role: f for role, f in (("client_id", client_file), ("item_id", item_file)) if f is not None}
-        names = _unique_names([_identifier(f.path.stem) for f in files])
-        sources = [_guess_source(con, n, f, keys) for n, f in zip(names, files, strict=True)]
+        # order lines without a client take it from the file of their orders, which is no source itself
+        partners = {i: _join_partner(con, f, files) for i, f in enumerate(files) if not _has_client(f)}
+        joined = {i: p for i, p in partners.items() if p is not None}
+        partner_files = {id(p[0]) for p in joined.values()}
+        kept = [i for i, f in enumerate(files) if id(f) not in partner_files]
+        inputs = [_joined(con, files[i], *joined[i], f"events_{i}_joined") if i in joined else files[i] for i in kept]
+        names = _unique_names([_identifier(f.path.stem) for f in inputs])
+        sources = [_guess_source(con, n, f, keys) for n, f in zip(names, inputs, strict=True)]
+        for i, src in zip(kept, sources, strict=True):
+            src.join = joined.get(i)
         baskets = _basket_rule(con, sources)
         purchase = _purchase_type(con, sources)
         client_tables = (
@@ -239,17 +256,61 @@ def _inspect(con: duckdb.DuckDBPyConnection, given: str, table: str) -> _File:
     try:
         types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {_reader(path, fmt, False)}").fetchall()}
         con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM {_reader(path, fmt, True)} LIMIT {SAMPLE_ROWS}")
-        stats = []
-        for c in types:
-            number = f"TRY_CAST(CAST({ident(c)} AS VARCHAR) AS DOUBLE)"
-            stats += [f"count(DISTINCT {ident(c)})", f"count({ident(c)})", f"count({number})", f"min({number})"]
-            stats.append(f"count({number}) FILTER (WHERE {number} = trunc({number}))")
-        counts = con.execute(f"SELECT {', '.join(stats)} FROM {table}").fetchone()
+        return _File(path, fmt, table, _column_stats(con, table, types))
     except duckdb.Error as exc:
         raise StarterError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+
+
+def _column_stats(con: duckdb.DuckDBPyConnection, table: str, types: dict[str, str]) -> dict[str, _Column]:
+    stats = []
+    for c in types:
+        number = f"TRY_CAST(CAST({ident(c)} AS VARCHAR) AS DOUBLE)"
+        stats += [f"count(DISTINCT {ident(c)})", f"count({ident(c)})", f"count({number})", f"min({number})"]
+        stats.append(f"count({number}) FILTER (WHERE {number} = trunc({number}))")
+    counts = con.execute(f"SELECT {', '.join(stats)} FROM {table}").fetchone()
     assert counts is not None
-    columns = {c: _Column(c, ty, *counts[5 * i : 5 * i + 5]) for i, (c, ty) in enumerate(types.items())}
-    return _File(path, fmt, table, columns)
+    return {c: _Column(c, ty, *counts[5 * i : 5 * i + 5]) for i, (c, ty) in enumerate(types.items())}
+
+
+def _has_client(f: _File) -> bool:
+    return any("client_id" in _id_roles(c) for c in f.columns)
+
+
+def _join_partner(con: duckdb.DuckDBPyConnection, lines: _File, files: list[_File]) -> tuple[_File, str] | None:
+    """For lines without a client id (order lines), the other file that has one and one row per
+    value of an id column the lines share (the orders, by order_id), with that column; most of
+    the lines' sampled keys must be found there."""
+    for other in files:
+        if other is lines or not _has_client(other):
+            continue
+        for c in lines.columns:
+            col = other.columns.get(c)
+            if col is None or not (_id_like(c) or "basket_id" in _id_roles(c)) or col.distinct < col.non_null:
+                continue
+            (found,) = con.execute(
+                f"SELECT avg(CASE WHEN h.k IS NULL THEN 0 ELSE 1 END) FROM {lines.sample} l "
+                f"LEFT JOIN (SELECT DISTINCT CAST({ident(c)} AS VARCHAR) AS k FROM {other.sample}) h "
+                f"ON CAST(l.{ident(c)} AS VARCHAR) = h.k WHERE l.{ident(c)} IS NOT NULL"
+            ).fetchone() or (0.0,)
+            if found is not None and found >= 0.5:
+                return other, c
+    return None
+
+
+def _joined(con: duckdb.DuckDBPyConnection, lines: _File, other: _File, key: str, table: str) -> _File:
+    """The lines' sample with the partner's other columns: what the roles are guessed from."""
+    extra = [c for c in other.columns if c not in lines.columns]
+    picked = "".join(f", h.{ident(c)}" for c in extra)
+    con.execute(
+        f"CREATE TEMP TABLE {table} AS SELECT l.*{picked} FROM {lines.sample} l LEFT JOIN {other.sample} h "
+        f"ON CAST(l.{ident(key)} AS VARCHAR) = CAST(h.{ident(key)} AS VARCHAR) ORDER BY l.rowid"
+    )
+    types = {**{c: col.type for c, col in lines.columns.items()}, **{c: other.columns[c].type for c in extra}}
+    whole = (
+        f"(SELECT l.*{picked} FROM {lines.reader} l LEFT JOIN {other.reader} h "
+        f"ON CAST(l.{ident(key)} AS VARCHAR) = CAST(h.{ident(key)} AS VARCHAR))"
+    )
+    return _File(lines.path, lines.fmt, table, _column_stats(con, table, types), joined_reader=whole)
 
 
 # --- guessing roles from names ------------------------------------------------------------------
@@ -328,7 +389,7 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File, keys: dic
                 _assign(src, "event_type", c)
         elif tokens & _QUANTITY_TOKENS or _QUANTITY_NAME.fullmatch(compact):
             _assign(src, "quantity", c)
-        elif tokens & _VALUE_TOKENS:
+        elif tokens & _VALUE_TOKENS and not tokens & _SURCHARGE_TOKENS:
             _assign(src, "value", c)
         elif (tokens | {compact}) & _PRICE_TOKENS and price is None:
             price = c
@@ -344,6 +405,7 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File, keys: dic
         )
         raise StarterError(f"{f.path}: no column looks like a client id (columns: {list(f.columns)}){hint}")
     _guess_timestamp(con, src, times)
+    _note_one_visit_clients(con, src)
     _note_negatives(src)
     quantity = src.roles.get("quantity")
     if "value" not in src.roles and price is not None and quantity is not None and quantity.column is not None:
@@ -378,6 +440,24 @@ def _key_from_table(src: _Source, role: str, table: _File) -> None:
     if match:
         src.roles[role] = _Role(_s(match[0]), f"guessed: the key of {table.path.name} has this name", match[0])
         src.skipped.pop(match[0], None)
+
+
+def _note_one_visit_clients(con: duckdb.DuckDBPyConnection, src: _Source) -> None:
+    """Say so where nearly every sampled client has events at one time only: the id may name an
+    order, not a person (an order table's customer_id), and every task would then be empty."""
+    client = src.roles["client_id"]
+    if client.column is None or src.time_sql is None:
+        return
+    clients, single = con.execute(
+        f"""SELECT count(*), count(*) FILTER (WHERE n = 1) FROM (
+            SELECT count(DISTINCT {src.time_sql}) AS n FROM {src.file.sample}
+            WHERE {ident(client.column)} IS NOT NULL GROUP BY {ident(client.column)})"""
+    ).fetchone() or (0, 0)
+    if clients >= 100 and single >= 0.99 * clients:
+        client.comment += (
+            f"; {single / clients:.0%} of the sampled clients have events at one time only: if this id names an "
+            "order, not a person, map (or join) the person's id"
+        )
 
 
 def _check_basket(con: duckdb.DuckDBPyConnection, src: _Source) -> None:
@@ -471,7 +551,8 @@ def _column_kind(col: _Column, free_text: bool) -> tuple[str | None, str]:
 
 def _guess_timestamp(con: duckdb.DuckDBPyConnection, src: _Source, candidates: list[str]) -> None:
     """Pick the time column (and strptime format or Unix-time unit) parsing the most sample rows,
-    the first on ties; read its range. Other candidates that parse are left out, the rest are
+    on ties one not named like a later step (shipping, delivery, update), then the first; read
+    its range. Other candidates that parse are left out, the rest are
     plain columns."""
     f = src.file
     parsing = [(c, *_parse_rate(con, f, c)) for c in candidates]
@@ -482,7 +563,7 @@ def _guess_timestamp(con: duckdb.DuckDBPyConnection, src: _Source, candidates: l
             f"timestamp, an ISO date, one of the formats {list(TIME_FORMATS)} or a Unix time in "
             f"{'/'.join(UNIX_TIME_MICROS)} between {UNIX_TIME_YEARS[0]} and {UNIX_TIME_YEARS[1]}"
         )
-    column, rate, parse = max(parsing, key=lambda p: p[1])
+    column, rate, parse = max(parsing, key=lambda p: (p[1], not _tokens(p[0]) & _LATER_TIME_TOKENS))
     for c, _, _ in parsing:
         if c != column:
             src.skipped[c] = "another date/time column"
@@ -744,7 +825,11 @@ def _comment(indent: int, *lines: str) -> list[str]:
 
 def _yaml_path(path: Path, out_dir: Path) -> str:
     """Relative to the config's folder when the file is inside it (the folder can move)."""
-    return _s(path.relative_to(out_dir).as_posix() if path.is_relative_to(out_dir) else str(path))
+    return _s(_relative(path, out_dir))
+
+
+def _relative(path: Path, out_dir: Path) -> str:
+    return path.relative_to(out_dir).as_posix() if path.is_relative_to(out_dir) else str(path)
 
 
 def _format_line(path: Path) -> list[str]:
@@ -830,6 +915,15 @@ def _source_lines(src: _Source, out_dir: Path) -> list[str]:
         _line(4, "path", _yaml_path(src.file.path, out_dir)),
         *_format_line(src.file.path),
     ]
+    if src.join is not None:
+        other, key = src.join
+        spec = {
+            "path": _relative(other.path, out_dir),
+            "key": key,
+            **({"format": other.fmt} if _format_line(other.path) else {}),
+        }
+        why = f"guessed: the lines have no client id; {other.path.name} has one row per {key}"
+        lines += [_line(4, "join", None, why), " " * 6 + "- " + _flow(spec)]
     order = ("client_id", "item_id", "timestamp", "event_type", "quantity", "value", "basket_id")
     lines += [_line(4, role, src.roles[role].value, src.roles[role].comment) for role in order if role in src.roles]
     missing = [r for r in order if r not in src.roles]

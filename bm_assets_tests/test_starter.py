@@ -268,6 +268,42 @@ def test_starter_reads_numbered_codes_and_one_file_per_event_type(tmp_path):
     assert by_name["churn"].eligible.where == "(event_type = 'product_buy')"
 
 
+def test_starter_joins_order_lines_to_their_orders(tmp_path):
+    """Olist-like order lines (no client, no purchase time) and orders (one row per order_id,
+    the customer and the purchase time): the orders join the lines, the purchase time wins over
+    the lines' shipping deadline, and the price, not the freight, is the value."""
+    rng = random.Random(9)
+    orders, lines = [], []
+    for o in range(150):
+        at = dt.datetime(2017, 3, 1) + dt.timedelta(hours=o * 7)
+        orders.append((f"o{o:04d}", f"cust{rng.randint(1, 40):03d}", "delivered", f"{at:%Y-%m-%d %H:%M:%S}"))
+        for i in range(1, rng.randint(2, 4)):
+            limit = at + dt.timedelta(days=3)
+            lines.append(
+                (f"o{o:04d}", i, f"p{rng.randint(1, 30)}", f"{limit:%Y-%m-%d %H:%M:%S}", 19.9, rng.randint(1, 9))
+            )
+    cols = ["order_id", "customer_id", "order_status", "order_purchase_timestamp"]
+    pd.DataFrame(orders, columns=cols).to_csv(tmp_path / "orders.csv", index=False)
+    cols = ["order_id", "order_item_id", "product_id", "shipping_limit_date", "price", "freight_value"]
+    pd.DataFrame(lines, columns=cols).to_csv(tmp_path / "order_items.csv", index=False)
+    paths = [str(tmp_path / "order_items.csv"), str(tmp_path / "orders.csv")]
+    dataset, _ = write_starter(paths, None, None, tmp_path / "c")
+    cfg = load_dataset_config(dataset)
+    (src,) = cfg.events  # the orders file is joined, not a source of its own
+    assert [(j.path, j.key) for j in src.join] == [(str(tmp_path / "orders.csv"), "order_id")]
+    assert (src.client_id, src.item_id, src.basket_id, src.value) == ("customer_id", "product_id", "order_id", "price")
+    assert src.timestamp == TimestampSpec(column="order_purchase_timestamp")
+    assert src.context_kinds() == {"freight_value": "numeric"}
+    assert (cfg.data_start, cfg.data_end) == (dt.date(2017, 3, 1), dt.date(2017, 4, 13))  # shipping ends 04-16
+    assert "events at one time only" not in dataset.read_text()
+    # a customer id per order (every client seen once) is named in a warning
+    pd.DataFrame(
+        [(*o[:1], f"c{o[0]}", *o[2:]) for o in orders], columns=[c for c in pd.read_csv(paths[1]).columns]
+    ).to_csv(paths[1], index=False)
+    dataset, _ = write_starter(paths, None, None, tmp_path / "d")
+    assert "100% of the sampled clients have events at one time only" in dataset.read_text()
+
+
 def test_starter_reads_json_lines(tmp_path):
     """An Amazon-reviews-like dump: JSON lines, reviewer and asin ids, Unix seconds."""
     rng = random.Random(6)
