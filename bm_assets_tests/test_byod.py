@@ -343,13 +343,16 @@ def test_order_lines_take_their_client_and_time_from_joined_tables(tmp_path, war
     by_day.close()
 
 
-def test_a_joined_table_needs_one_row_per_key_and_the_mapped_columns(tmp_path, warehouse):
+def test_a_joined_table_needs_one_row_per_key_and_the_mapped_columns(tmp_path, warehouse, monkeypatch, capsys):
     path = write_order_lines_dataset(tmp_path)
     with open(tmp_path / "orders.csv", "a") as fh:
         fh.write("o2,c4,2024-01-07 09:00:00\n")
     cfg = load_dataset_config(path)
     with pytest.raises(SourceReadError, match=r"orders.csv: rows \[3, 6\]: key 'o2' in column 'order_id' appears more"):
         ingest_window(warehouse, cfg, cfg.data_start, cfg.end_exclusive)
+    monkeypatch.setenv("BM_DATASET", str(path))
+    assert main(["validate"]) == 1  # an error line naming the file and rows, not a traceback
+    assert "ERROR: " + str(tmp_path / "orders.csv") + ": rows [3, 6]: key 'o2'" in capsys.readouterr().out
     raw = yaml.safe_load(path.read_text())
     raw["events"][0]["client_id"] = "buyer"
     path.write_text(yaml.safe_dump(raw))
