@@ -171,7 +171,9 @@ def test_no_item_ids_and_attributes_from_event_lines(tmp_path, warehouse):
     # attributes are not graph nodes; event_type is the column every dataset has
     assert cfg.representation.graph.columns == ["event_type"]
     assert cfg.representation.inductive is None
-    _ingest(warehouse, cfg)
+    report = _ingest(warehouse, cfg)
+    assert "Country" not in report.sources[0].ignored_columns  # read by the client attributes
+    assert "StockCode" in report.sources[0].ignored_columns
     q = ingest_quality(warehouse, cfg.data_start, cfg.end_exclusive, [])
     assert q.null_keys == 0 and q.rows_loaded == 105
     props = warehouse.fetch_df("SELECT * FROM client_properties WHERE client_id NOT LIKE '100__' ORDER BY client_id")

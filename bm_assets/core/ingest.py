@@ -473,7 +473,9 @@ def ingest_window(wh: Warehouse, cfg: DatasetConfig, start: dt.date, end: dt.dat
         totals = wh.fetch_df(f"SELECT sum(loaded) AS loaded, sum(quarantined) AS quarantined FROM ({per_day})")
         loaded, quarantined = (int(v) if v == v and v is not None else 0 for v in totals.iloc[0])
         schema_cols = set(wh.fetch_df(f"SELECT * FROM {stage} LIMIT 0").columns)
-        ignored = sorted(schema_cols - set(src.required_columns().values()) - {"__file", "__row", "__unjoined"})
+        attributes = {c for t in cfg.clients + cfg.items if t.from_events == src.name for c in t.columns or {}}
+        used = set(src.required_columns().values()) | attributes | {"__file", "__row", "__unjoined"}
+        ignored = sorted(schema_cols - used)
         reports.append(SourceIngest(src.name, loaded + quarantined, loaded, quarantined, ignored, chosen, len(files)))
     wh.execute(statements)
     return IngestReport(start, end, reports)
