@@ -420,7 +420,7 @@ def _guess_source(con: duckdb.DuckDBPyConnection, name: str, f: _File, keys: dic
     for c, col in f.columns.items():
         if c in mapped or c in src.skipped:
             continue
-        kind, note = _column_kind(col, free_text=False)
+        kind, note = _column_kind(col, attributes=False)
         if kind is None:
             src.skipped[c] = note
         elif c in CANONICAL_EVENT_COLUMNS:
@@ -529,9 +529,11 @@ def _sql_name(column: str) -> str:
     return column if bare else ident(column)
 
 
-def _column_kind(col: _Column, free_text: bool) -> tuple[str | None, str]:
-    """(kind, comment) of an unmapped column, or (None, why it is left out). Many-valued
-    strings are `text` where free text is kept (attribute tables), else left out."""
+def _column_kind(col: _Column, attributes: bool) -> tuple[str | None, str]:
+    """(kind, comment) of an unmapped column, or (None, why it is left out). In an attribute
+    table (`attributes`: one row per key) a value shared by two keys on average is a category
+    however many there are (a fine product type); a value about as rare as the keys is a name
+    or free text (`text`). On event lines many-valued strings are left out."""
     if col.non_null == 0:
         return None, "empty in the sample"
     if col.distinct <= 1:
@@ -542,9 +544,10 @@ def _column_kind(col: _Column, free_text: bool) -> tuple[str | None, str]:
         return "numeric", ""
     # an id or code column that repeats (a brand or manufacturer id, a numbered category or page)
     # is a category however many values it has
-    if (col.distinct <= MAX_CATEGORIES or _id_like(col.name) or _is_code(col)) and 2 * col.distinct <= col.non_null:
+    many_ok = attributes or _id_like(col.name) or _is_code(col)
+    if (col.distinct <= MAX_CATEGORIES or many_ok) and 2 * col.distinct <= col.non_null:
         return "categorical", f"{col.distinct:,} values in the sample"
-    if free_text:
+    if attributes:
         return "text", f"{col.distinct:,} distinct values in the sample"
     return None, f"{col.distinct:,} distinct values in the sample: an id or free text"
 
@@ -708,7 +711,7 @@ def _attribute_table(
     for c, col in f.columns.items():
         if c == key_col:
             continue
-        kind, note = _column_kind(col, free_text=True)
+        kind, note = _column_kind(col, attributes=True)
         if kind is None:
             table.skipped[c] = note
         elif c in CANONICAL_EVENT_COLUMNS:

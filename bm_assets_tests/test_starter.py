@@ -268,6 +268,29 @@ def test_starter_reads_numbered_codes_and_one_file_per_event_type(tmp_path):
     assert by_name["churn"].eligible.where == "(event_type = 'product_buy')"
 
 
+def test_starter_tells_a_fine_category_from_free_text_in_an_item_table(tmp_path):
+    """An item table with 3,000 items: a product type of 1,500 values, each shared by two items,
+    is a category (past the 1,000-value cap for event columns); a title per item is text."""
+    rng = random.Random(10)
+    items = pd.DataFrame(
+        {
+            "sku": [f"s{i}" for i in range(3000)],
+            "product_type": [f"type {i // 2}" for i in range(3000)],
+            "title": [f"item {i} {rng.random():.6f}" for i in range(3000)],
+        }
+    )
+    items.to_csv(tmp_path / "items.csv", index=False)
+    at = dt.datetime(2020, 1, 1)
+    events = [
+        (rng.randint(1, 50), f"s{rng.randint(0, 2999)}", f"{at + dt.timedelta(hours=i):%Y-%m-%d %H:%M:%S}")
+        for i in range(600)
+    ]
+    pd.DataFrame(events, columns=["customer_id", "sku", "ts"]).to_csv(tmp_path / "events.csv", index=False)
+    dataset, _ = write_starter([str(tmp_path / "events.csv")], None, str(tmp_path / "items.csv"), tmp_path / "c")
+    (table,) = load_dataset_config(dataset).items
+    assert table.columns == {"product_type": "categorical", "title": "text"}
+
+
 def test_starter_joins_order_lines_to_their_orders(tmp_path):
     """Olist-like order lines (no client, no purchase time) and orders (one row per order_id,
     the customer and the purchase time): the orders join the lines, the purchase time wins over
