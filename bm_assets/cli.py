@@ -254,7 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("validate", help="check the dataset YAML and tasks.yaml (BM_DATASET) against the data, in seconds")
     init = sub.add_parser("init", help="write a starter dataset.yaml and tasks.yaml guessed from data files")
-    init.add_argument("--events", action="append", required=True, help="an event file or glob (repeatable)")
+    init.add_argument(
+        "--events",
+        action="extend",
+        nargs="+",
+        required=True,
+        help="event files or globs (repeatable; a folder's files: `--events data/*` also sorts out client and "
+        "item tables among them)",
+    )
     init.add_argument("--clients", help="a client attribute file")
     init.add_argument("--items", help="an item attribute file")
     init.add_argument("--out", help="folder for the YAML files; default the first events file's folder")

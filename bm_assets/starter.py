@@ -177,10 +177,18 @@ def write_starter(
     out_dir = Path(out_dir).resolve()
     con = duckdb.connect()
     try:
-        files = [_inspect(con, p, f"events_{i}") for i, p in enumerate(events)]
-        client_file = _inspect(con, clients, "clients") if clients else None
-        item_file = _inspect(con, items, "items") if items else None
-        keys = {role: f for role, f in (("client_id", client_file), ("item_id", item_file)) if f is not None}
+        given = [_inspect(con, p, f"events_{i}") for i, p in enumerate(events)]
+        client_files = [_inspect(con, clients, "clients")] if clients else []
+        item_files = [_inspect(con, items, "items")] if items else []
+        # a file given among the events that is a table (one row per client, no time; one row per
+        # item) becomes the attribute table its flag would have given
+        tables = _tables_among(con, given, clients_given=bool(clients), items_given=bool(items))
+        client_files += [f for f, role in tables if role == "client_id"]
+        item_files += [f for f, role in tables if role == "item_id"]
+        files = [f for f in given if all(f is not t for t, _ in tables)]
+        if not files:
+            raise StarterError(f"no events file: every file given looks like an attribute table ({events})")
+        keys = {role: fs[0] for role, fs in (("client_id", client_files), ("item_id", item_files)) if fs}
         # order lines without a client take it from the file of their orders, which is no source itself
         partners = {i: _join_partner(con, f, files) for i, f in enumerate(files) if not _has_client(f)}
         joined = {i: p for i, p in partners.items() if p is not None}
@@ -193,17 +201,17 @@ def write_starter(
             src.join = joined.get(i)
         baskets = _basket_rule(con, sources)
         purchase = _purchase_type(con, sources)
-        client_tables = (
-            [_attribute_table(con, client_file, sources, "client_id", taken=set(names))]
-            if client_file
-            else _attributes_from_events(con, sources, "client_id", set(names))
-        )
-        taken = set(names) | {t.name for t in client_tables}
-        item_tables = (
-            [_attribute_table(con, item_file, sources, "item_id", taken)]
-            if item_file
-            else _attributes_from_events(con, sources, "item_id", taken)
-        )
+        taken = set(names)
+        attribute_tables: dict[str, list[_Table]] = {}
+        for role, role_files in (("client_id", client_files), ("item_id", item_files)):
+            found = attribute_tables[role] = []
+            for f in role_files:
+                found.append(_attribute_table(con, f, sources, role, taken))
+                taken.add(found[-1].name)
+            if not found:
+                found += _attributes_from_events(con, sources, role, taken)
+                taken |= {t.name for t in found}
+        client_tables, item_tables = attribute_tables["client_id"], attribute_tables["item_id"]
     finally:
         con.close()
     _drop_collisions(sources, client_tables + item_tables)
@@ -270,6 +278,33 @@ def _column_stats(con: duckdb.DuckDBPyConnection, table: str, types: dict[str, s
     counts = con.execute(f"SELECT {', '.join(stats)} FROM {table}").fetchone()
     assert counts is not None
     return {c: _Column(c, ty, *counts[5 * i : 5 * i + 5]) for i, (c, ty) in enumerate(types.items())}
+
+
+def _tables_among(
+    con: duckdb.DuckDBPyConnection, files: list[_File], clients_given: bool, items_given: bool
+) -> list[tuple[_File, str]]:
+    """(file, role) of the files given as events that are attribute tables: a client id with one
+    row per value and no time column (a customer file), or no client id and an item id with one
+    row per value that is no order file of other lines (a product file). Lets `--events data/*`
+    sort a folder of exports."""
+    out = []
+    for f in files:
+        if _has_client(f):
+            if not clients_given and _unique_id(f, "client_id") and not _has_time(con, f):
+                out.append((f, "client_id"))
+        elif not items_given and _unique_id(f, "item_id") and _join_partner(con, f, files) is None:
+            out.append((f, "item_id"))
+    return out
+
+
+def _unique_id(f: _File, role: str) -> bool:
+    return any(role in _id_roles(c) and 0 < col.distinct == col.non_null for c, col in f.columns.items())
+
+
+def _has_time(con: duckdb.DuckDBPyConnection, f: _File) -> bool:
+    """A column named or typed like a time of which most sampled values parse."""
+    candidates = [c for c, col in f.columns.items() if _time_hint(c) or _is_temporal(col)]
+    return any(_parse_rate(con, f, c)[0] >= 0.5 for c in candidates)
 
 
 def _has_client(f: _File) -> bool:

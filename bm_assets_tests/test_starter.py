@@ -291,6 +291,40 @@ def test_starter_tells_a_fine_category_from_free_text_in_an_item_table(tmp_path)
     assert table.columns == {"product_type": "categorical", "title": "text"}
 
 
+def test_init_sorts_a_folder_of_exports_into_events_and_attribute_tables(tmp_path, capsys):
+    """`init --events data/*` with an H&M-like folder: transactions (client, time, article),
+    customers (one row per client, no time) and articles (one row per article): the two tables
+    become the client and item tables, as --clients and --items would have made them."""
+    rng = random.Random(11)
+    data = tmp_path / "data"
+    data.mkdir()
+    customers = [f"{i:06d}" for i in range(60)]
+    pd.DataFrame(
+        {"customer_id": customers, "club_member_status": [rng.choice(["ACTIVE", "PRE-CREATE"]) for _ in customers]}
+    ).to_csv(data / "customers.csv", index=False)
+    articles = [f"0{108775000 + i}" for i in range(40)]
+    pd.DataFrame(
+        {"article_id": articles, "product_group_name": [rng.choice(["Garment Upper body", "Shoes"]) for _ in articles]}
+    ).to_csv(data / "articles.csv", index=False)
+    rows = [
+        (f"{dt.date(2020, 1, 1) + dt.timedelta(days=i % 80)}", rng.choice(customers), rng.choice(articles), 0.05)
+        for i in range(900)
+    ]
+    pd.DataFrame(rows, columns=["t_dat", "customer_id", "article_id", "price"]).to_csv(
+        data / "transactions_train.csv", index=False
+    )
+    files = sorted(str(p) for p in data.glob("*.csv"))  # what the shell makes of data/*.csv
+    assert main(["init", "--events", *files, "--out", str(tmp_path / "c")]) == 0
+    cfg = load_dataset_config(tmp_path / "c" / "dataset.yaml")
+    assert [s.name for s in cfg.events] == ["transactions_train"]
+    assert [(t.name, t.key, t.columns) for t in cfg.clients] == [
+        ("customers", "customer_id", {"club_member_status": "categorical"})
+    ]
+    assert [(t.name, t.key, t.columns) for t in cfg.items] == [
+        ("articles", "article_id", {"product_group_name": "categorical"})
+    ]
+
+
 def test_starter_joins_order_lines_to_their_orders(tmp_path):
     """Olist-like order lines (no client, no purchase time) and orders (one row per order_id,
     the customer and the purchase time): the orders join the lines, the purchase time wins over
