@@ -156,6 +156,9 @@ def init_cli(
         print(f"init: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {dataset}\nwrote {tasks}")
+    for line in dataset.read_text().splitlines():
+        if line.startswith("# Left out: "):
+            print(line.removeprefix("# "))
     print(f"next: check the guessed roles, then `BM_DATASET={dataset} bm-assets validate`, then `bm-assets run`")
     return 0
 

@@ -177,17 +177,33 @@ def write_starter(
     out_dir = Path(out_dir).resolve()
     con = duckdb.connect()
     try:
-        given = [_inspect(con, p, f"events_{i}") for i, p in enumerate(events)]
+        given, unreadable = [], []
+        for i, path in enumerate(events):
+            if len(events) > 1 and (Path(path).is_dir() or not _known_ending(path)):
+                # one of a folder's files that holds no table (a README, a script, a sub-folder)
+                unreadable.append(f"{Path(path).name}: a folder or no data file ending (.csv, .jsonl, .parquet, ...)")
+                continue
+            try:
+                given.append(_inspect(con, path, f"events_{i}"))
+            except StarterError as exc:
+                if len(events) == 1:
+                    raise
+                unreadable.append(str(exc))  # one of a folder's files (a README, an array dump)
         client_files = [_inspect(con, clients, "clients")] if clients else []
         item_files = [_inspect(con, items, "items")] if items else []
         # a file given among the events that is a table (one row per client, no time; one row per
         # item) becomes the attribute table its flag would have given
-        tables = _tables_among(con, given, clients_given=bool(clients), items_given=bool(items))
+        tables = _tables_among(con, given) if len(given) > 1 else []
+        if len(tables) == len(given):  # no events left: read them as events, whose errors say what is missing
+            tables = []
         client_files += [f for f, role in tables if role == "client_id"]
         item_files += [f for f, role in tables if role == "item_id"]
         files = [f for f in given if all(f is not t for t, _ in tables)]
         if not files:
-            raise StarterError(f"no events file: every file given looks like an attribute table ({events})")
+            raise StarterError(f"no readable events file among {events}: {'; '.join(unreadable)}")
+        # of several files, one that is no source, no order file to join and no table is left out, said so
+        left_out = [] if len(given) == 1 else [f for f in files if _unusable(con, f, files)]
+        files = [f for f in files if all(f is not x for x in left_out)] or files
         keys = {role: fs[0] for role, fs in (("client_id", client_files), ("item_id", item_files)) if fs}
         # order lines without a client take it from the file of their orders, which is no source itself
         partners = {i: _join_partner(con, f, files) for i, f in enumerate(files) if not _has_client(f)}
@@ -222,13 +238,22 @@ def write_starter(
     dataset_path, tasks_path = out_dir / DATASET_FILE, out_dir / TASKS_FILE
     split = _Split.of(first.date(), last.date())
     dataset_path.write_text(
-        _dataset_yaml(dataset_name, sources, client_tables, item_tables, split, out_dir, baskets), encoding="utf-8"
+        _dataset_yaml(dataset_name, sources, client_tables, item_tables, split, out_dir, baskets, left_out, unreadable),
+        encoding="utf-8",
     )
     tasks_path.write_text(_tasks_yaml(dataset_name, sources, item_tables, split, purchase), encoding="utf-8")
     return dataset_path, tasks_path
 
 
 # --- reading the files --------------------------------------------------------------------------
+
+
+def _known_ending(path: str) -> bool:
+    try:
+        format_of_path(path)
+        return True
+    except ValueError:
+        return False
 
 
 def _format_of(path: Path) -> str:
@@ -280,21 +305,25 @@ def _column_stats(con: duckdb.DuckDBPyConnection, table: str, types: dict[str, s
     return {c: _Column(c, ty, *counts[5 * i : 5 * i + 5]) for i, (c, ty) in enumerate(types.items())}
 
 
-def _tables_among(
-    con: duckdb.DuckDBPyConnection, files: list[_File], clients_given: bool, items_given: bool
-) -> list[tuple[_File, str]]:
-    """(file, role) of the files given as events that are attribute tables: a client id with one
-    row per value and no time column (a customer file), or no client id and an item id with one
-    row per value that is no order file of other lines (a product file). Lets `--events data/*`
-    sort a folder of exports."""
+def _tables_among(con: duckdb.DuckDBPyConnection, files: list[_File]) -> list[tuple[_File, str]]:
+    """(file, role) of the files given as events that are attribute tables: a client id and no
+    time column (a customer file; several rows per client make it multi-valued, like the
+    campaigns each client received), or no client id and an item id with one row per value that
+    is no order file of other lines (a product file). Lets `--events data/*` sort a folder."""
     out = []
     for f in files:
         if _has_client(f):
-            if not clients_given and _unique_id(f, "client_id") and not _has_time(con, f):
+            if not _has_time(con, f):
                 out.append((f, "client_id"))
-        elif not items_given and _unique_id(f, "item_id") and _join_partner(con, f, files) is None:
+        elif _unique_id(f, "item_id") and _join_partner(con, f, files) is None:
             out.append((f, "item_id"))
     return out
+
+
+def _unusable(con: duckdb.DuckDBPyConnection, f: _File, files: list[_File]) -> bool:
+    """No client id and no file of orders to take one from: no source (a file of orders has a
+    client id, so it is never such a file itself)."""
+    return not _has_client(f) and _join_partner(con, f, files) is None
 
 
 def _unique_id(f: _File, role: str) -> bool:
@@ -887,6 +916,8 @@ def _dataset_yaml(
     split: _Split,
     out_dir: Path,
     baskets: tuple[str, ...] = ("timestamp",),
+    left_out: list[_File] | None = None,
+    unreadable: list[str] | None = None,
 ) -> str:
     files = ", ".join(s.file.path.name for s in sources)
     lines = [
@@ -895,6 +926,11 @@ def _dataset_yaml(
             f"Dataset config written by `bm-assets init` from {files}.",
             "Every role is a guess from column names and the first rows of the data: check the lines marked",
             "'guessed', then run `bm-assets validate`. Every key is described in docs/configuration.md.",
+            *(
+                f"Left out: {f.path.name} (no client id, no file of orders to take one from, not keyed by an item id)"
+                for f in left_out or []
+            ),
+            *(f"Left out: {why}" for why in unreadable or []),
         ),
         _line(0, "name", _s(name)),
         "",

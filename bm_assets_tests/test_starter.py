@@ -294,7 +294,8 @@ def test_starter_tells_a_fine_category_from_free_text_in_an_item_table(tmp_path)
 def test_init_sorts_a_folder_of_exports_into_events_and_attribute_tables(tmp_path, capsys):
     """`init --events data/*` with an H&M-like folder: transactions (client, time, article),
     customers (one row per client, no time) and articles (one row per article): the two tables
-    become the client and item tables, as --clients and --items would have made them."""
+    become the client and item tables, as --clients and --items would have made them; a README
+    and a table of codes are left out, each with its reason."""
     rng = random.Random(11)
     data = tmp_path / "data"
     data.mkdir()
@@ -313,8 +314,13 @@ def test_init_sorts_a_folder_of_exports_into_events_and_attribute_tables(tmp_pat
     pd.DataFrame(rows, columns=["t_dat", "customer_id", "article_id", "price"]).to_csv(
         data / "transactions_train.csv", index=False
     )
-    files = sorted(str(p) for p in data.glob("*.csv"))  # what the shell makes of data/*.csv
+    (data / "README.md").write_text("# sku, customer_id\n")
+    pd.DataFrame({"code": ["a", "b"], "label": ["x", "y"]}).to_csv(data / "codes.csv", index=False)
+    files = sorted(str(p) for p in data.glob("*"))  # what the shell makes of data/*
     assert main(["init", "--events", *files, "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out  # what was left out, and why
+    assert "Left out: README.md: a folder or no data file ending" in out
+    assert "Left out: codes.csv (no client id, no file of orders to take one from, not keyed by an item id)" in out
     cfg = load_dataset_config(tmp_path / "c" / "dataset.yaml")
     assert [s.name for s in cfg.events] == ["transactions_train"]
     assert [(t.name, t.key, t.columns) for t in cfg.clients] == [
