@@ -224,6 +224,10 @@ def write_starter(
             for f in role_files:
                 found.append(_attribute_table(con, f, sources, role, taken))
                 taken.add(found[-1].name)
+                key = found[-1].key
+                if key is not None and any(f is t for t, _ in tables):  # given among the events: say why
+                    why = "a client id and no time column" if role == "client_id" else "one row per item id"
+                    key.comment += f"; given with the events, read as a table: {why}"
             if not found:
                 found += _attributes_from_events(con, sources, role, taken)
                 taken |= {t.name for t in found}

@@ -322,6 +322,7 @@ def test_init_sorts_a_folder_of_exports_into_events_and_attribute_tables(tmp_pat
     assert "Left out: README.md: a folder or no data file ending" in out
     assert "Left out: codes.csv (no client id, no file of orders to take one from, not keyed by an item id)" in out
     cfg = load_dataset_config(tmp_path / "c" / "dataset.yaml")
+    assert (tmp_path / "c" / "dataset.yaml").read_text().count("given with the events, read as a table") == 2
     assert [s.name for s in cfg.events] == ["transactions_train"]
     assert [(t.name, t.key, t.columns) for t in cfg.clients] == [
         ("customers", "customer_id", {"club_member_status": "categorical"})
