@@ -191,30 +191,19 @@ def write_starter(
                 unreadable.append(str(exc))  # one of a folder's files (a README, an array dump)
         client_files = [_inspect(con, clients, "clients")] if clients else []
         item_files = [_inspect(con, items, "items")] if items else []
-        # a file given among the events that is a table (one row per client, no time; one row per
-        # item) becomes the attribute table its flag would have given
-        tables = _tables_among(con, given) if len(given) > 1 else []
-        if len(tables) == len(given):  # no events left: read them as events, whose errors say what is missing
-            tables = []
-        client_files += [f for f, role in tables if role == "client_id"]
-        item_files += [f for f, role in tables if role == "item_id"]
-        files = [f for f in given if all(f is not t for t, _ in tables)]
+        files, joined, tables, left_out = _sort_files(con, given)
         if not files:
             raise StarterError(f"no readable events file among {events}: {'; '.join(unreadable)}")
-        # of several files, one that is no source, no order file to join and no table is left out, said so
-        left_out = [] if len(given) == 1 else [f for f in files if _unusable(con, f, files)]
-        files = [f for f in files if all(f is not x for x in left_out)] or files
+        client_files += [f for f, role in tables if role == "client_id"]
+        item_files += [f for f, role in tables if role == "item_id"]
         keys = {role: fs[0] for role, fs in (("client_id", client_files), ("item_id", item_files)) if fs}
-        # order lines without a client take it from the file of their orders, which is no source itself
-        partners = {i: _join_partner(con, f, files) for i, f in enumerate(files) if not _has_client(f)}
-        joined = {i: p for i, p in partners.items() if p is not None}
-        partner_files = {id(p[0]) for p in joined.values()}
-        kept = [i for i, f in enumerate(files) if id(f) not in partner_files]
-        inputs = [_joined(con, files[i], *joined[i], f"events_{i}_joined") if i in joined else files[i] for i in kept]
+        inputs = [
+            _joined(con, f, *joined[id(f)], f"events_{i}_joined") if id(f) in joined else f for i, f in enumerate(files)
+        ]
         names = _unique_names([_identifier(f.path.stem) for f in inputs])
         sources = [_guess_source(con, n, f, keys) for n, f in zip(names, inputs, strict=True)]
-        for i, src in zip(kept, sources, strict=True):
-            src.join = joined.get(i)
+        for f, src in zip(files, sources, strict=True):
+            src.join = joined.get(id(f))
         baskets = _basket_rule(con, sources)
         purchase = _purchase_type(con, sources)
         taken = set(names)
@@ -309,25 +298,31 @@ def _column_stats(con: duckdb.DuckDBPyConnection, table: str, types: dict[str, s
     return {c: _Column(c, ty, *counts[5 * i : 5 * i + 5]) for i, (c, ty) in enumerate(types.items())}
 
 
-def _tables_among(con: duckdb.DuckDBPyConnection, files: list[_File]) -> list[tuple[_File, str]]:
-    """(file, role) of the files given as events that are attribute tables: a client id and no
-    time column (a customer file; several rows per client make it multi-valued, like the
-    campaigns each client received), or no client id and an item id with one row per value that
-    is no order file of other lines (a product file). Lets `--events data/*` sort a folder."""
-    out = []
-    for f in files:
-        if _has_client(f):
-            if not _has_time(con, f):
-                out.append((f, "client_id"))
-        elif _unique_id(f, "item_id") and _join_partner(con, f, files) is None:
-            out.append((f, "item_id"))
-    return out
-
-
-def _unusable(con: duckdb.DuckDBPyConnection, f: _File, files: list[_File]) -> bool:
-    """No client id and no file of orders to take one from: no source (a file of orders has a
-    client id, so it is never such a file itself)."""
-    return not _has_client(f) and _join_partner(con, f, files) is None
+def _sort_files(
+    con: duckdb.DuckDBPyConnection, given: list[_File]
+) -> tuple[list[_File], dict[int, tuple[_File, str]], list[tuple[_File, str]], list[_File]]:
+    """Sort the files given as events (`--events data/*`): (the event sources, id(lines) ->
+    (their orders file, key) for order lines without a client id, the attribute tables as
+    (file, role), the files left out). Among several files, one with a client id and no time
+    column is a client table (a customer file; several rows per client make it multi-valued,
+    like the campaigns each client received); an orders file joined to lines is no source of
+    its own; a file without a client id and without orders to join is the item table when it
+    has one row per item id, else left out. Should nothing be left to read as events, every
+    file is read as one, so their errors say what is missing."""
+    several = len(given) > 1
+    client_tables = [f for f in given if several and _has_client(f) and not _has_time(con, f)]
+    rest = [f for f in given if all(f is not t for t in client_tables)]
+    partners = {id(f): _join_partner(con, f, rest) for f in rest if not _has_client(f)}
+    joined = {k: p for k, p in partners.items() if p is not None}
+    alone = [f for f in rest if id(f) in partners and partners[id(f)] is None]
+    item_tables = [f for f in alone if several and _unique_id(f, "item_id")]
+    left_out = [f for f in alone if several and all(f is not t for t in item_tables)]
+    dropped = {id(f) for f in item_tables + left_out} | {id(orders) for orders, _ in joined.values()}
+    files = [f for f in rest if id(f) not in dropped]
+    if not files:
+        return given, {}, [], []
+    tables = [(f, "client_id") for f in client_tables] + [(f, "item_id") for f in item_tables]
+    return files, joined, tables, left_out
 
 
 def _unique_id(f: _File, role: str) -> bool:

@@ -315,11 +315,13 @@ def test_init_sorts_a_folder_of_exports_into_events_and_attribute_tables(tmp_pat
         data / "transactions_train.csv", index=False
     )
     (data / "README.md").write_text("# sku, customer_id\n")
+    (data / "old").mkdir()
     pd.DataFrame({"code": ["a", "b"], "label": ["x", "y"]}).to_csv(data / "codes.csv", index=False)
     files = sorted(str(p) for p in data.glob("*"))  # what the shell makes of data/*
     assert main(["init", "--events", *files, "--out", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out  # what was left out, and why
     assert "Left out: README.md: a folder or no data file ending" in out
+    assert "Left out: old: a folder or no data file ending" in out
     assert "Left out: codes.csv (no client id, no file of orders to take one from, not keyed by an item id)" in out
     cfg = load_dataset_config(tmp_path / "c" / "dataset.yaml")
     assert (tmp_path / "c" / "dataset.yaml").read_text().count("given with the events, read as a table") == 2

@@ -12,7 +12,7 @@ import pandas as pd
 
 from bm_assets.config import AttributeTable, DatasetConfig, attribute_columns, attribute_output_name
 from bm_assets.core.ingest import SourceColumns, _text
-from bm_assets.core.sql import CLIENT_PROPERTIES, PRODUCT_CATALOG, ident, literal
+from bm_assets.core.sql import CLIENT_PROPERTIES, PRODUCT_CATALOG, ident, literal, repeated_key_sql
 from bm_assets.core.warehouse import Warehouse
 
 
@@ -64,10 +64,7 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
     out_kinds = {attribute_output_name(table, c): k for c, k in cols.items()}
     prefixed_key = f"{literal(table.key_prefix)} || {key}"
     if not table.multi_valued:
-        dup = wh.fetch_df(
-            f"SELECT {key} AS k, list(__row ORDER BY __row) AS rows, any_value(__file) AS f FROM {stage} "
-            f"GROUP BY 1 HAVING count(*) > 1 ORDER BY min(__row) LIMIT 1"
-        )
+        dup = wh.fetch_df(repeated_key_sql(stage, key))
         if len(dup):
             first = dup.iloc[0]
             rows = [int(r) for r in first["rows"]][:5]

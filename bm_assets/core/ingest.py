@@ -266,15 +266,7 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
         f"{event_id} AS event_id",
     ]
     ts_label = _label(ts_ref)
-    checks: list[tuple[str, str, str]] = []  # (condition, column, reason)
-    if src.join:  # the roles read from a joined table are empty too: say why first
-        typed.append("__unjoined AS unjoined")
-        helpers.append("unjoined")
-        for k, j in enumerate(src.join):
-            checks.append(
-                (f"unjoined = {k + 1}", j.lines_key, f"no readable row with its {j.lines_key} in {j.path} (join)")
-            )
-    checks += [
+    checks: list[tuple[str, str, str]] = [  # (condition, column, reason)
         ("NOT ts_given", _column_name(ts_ref), f"missing timestamp in {ts_label}"),
         (
             "ts_given AND event_time IS NULL",
@@ -320,8 +312,14 @@ def classify_sql(cfg: DatasetConfig, src: EventSource, stage: str, string_column
             checks.append((f"{flag} AND {ident(c)} IS NULL", _column_name(ref), f"non-numeric {c}"))
         else:
             typed.append(f"{text(ref)} AS {ident(c)}")
-    if src.join:  # a line without its joined row has one reason: the rest follows from it
-        checks = [(c if c.startswith("unjoined =") else f"unjoined = 0 AND ({c})", col, r) for c, col, r in checks]
+    if src.join:  # a line without its joined row has that one reason: its other roles are empty because of it
+        typed.append("__unjoined AS unjoined")
+        helpers.append("unjoined")
+        unjoined = [
+            (f"unjoined = {k + 1}", j.lines_key, f"no readable row with its {j.lines_key} in {j.path} (join)")
+            for k, j in enumerate(src.join)
+        ]
+        checks = unjoined + [(f"unjoined = 0 AND ({c})", col, r) for c, col, r in checks]
     reason = "concat_ws('; ', " + ", ".join(f"CASE WHEN {cond} THEN {literal(r)} END" for cond, _, r in checks) + ")"
     column = "CASE " + " ".join(f"WHEN {cond} THEN {literal(col)}" for cond, col, _ in checks) + " END"
     if src.event_id:

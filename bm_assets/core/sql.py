@@ -79,6 +79,15 @@ _UNKNOWN = (
 )
 
 
+def repeated_key_sql(table: str, key: str) -> str:
+    """The first key (by row) on several rows of a staged table (with __file, __row): columns
+    k, f (its file) and rows (its rows, in order); no row when every key is unique."""
+    return (
+        f"SELECT {key} AS k, any_value(__file) AS f, list(__row ORDER BY __row) AS rows FROM {table} "
+        f"WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1 ORDER BY min(__row) LIMIT 1"
+    )
+
+
 def engine_error(exc: BaseException) -> str:
     """One line saying what a warehouse engine refused, worded the same for DuckDB and BigQuery:
     a missing column or function is named as such; any other error is the engine's own first

@@ -28,7 +28,7 @@ from bm_assets.config import (
     json_rows_sql,
     unreadable_csv_message,
 )
-from bm_assets.core.sql import ident, literal
+from bm_assets.core.sql import ident, literal, repeated_key_sql
 
 
 class SourceReadError(ValueError):
@@ -322,29 +322,25 @@ class DuckDBWarehouse(Warehouse):
                 path, source.format or "parquet", stage, source.required_columns(), rejects=True, csv=source.csv
             )
             return
-        tables, joined_cols = [], set()
+        tables: dict[str, list[str]] = {}  # joined table -> its columns
         for k, j in enumerate(source.join):
             table = f"{stage}_join{k}"
             self._stage(j.path, j.format or "parquet", table, {f"join[{k}].key": j.key}, rejects=True, csv=j.csv)
-            dup = self.con.execute(
-                f"""SELECT CAST({ident(j.key)} AS VARCHAR), any_value(__file), list(__row ORDER BY __row)
-                    FROM {table} WHERE {ident(j.key)} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
-                    ORDER BY min(__row) LIMIT 1"""
-            ).fetchone()
+            dup = self.con.execute(repeated_key_sql(table, f"CAST({ident(j.key)} AS VARCHAR)")).fetchone()
             if dup:
                 raise SourceReadError(
                     f"{dup[1]}: rows {[int(r) for r in dup[2]][:5]}: key {dup[0]!r} in column {j.key!r} appears "
                     f"more than once; events ({source.name}).join[{k}] needs one row per key"
                 )
-            tables.append(table)
-            joined_cols |= {c for c in self._columns(table) if c not in ("__file", "__row")}
+            tables[table] = self._columns(table)
+        joined_cols = {c for cols in tables.values() for c in cols} - {"__file", "__row"}
         keys = {f"join[{k}].line_key": j.lines_key for k, j in enumerate(source.join)}
         required = {r: c for r, c in {**source.required_columns(), **keys}.items() if c not in joined_cols}
         lines = f"{stage}_lines"
         self._stage(path, source.format or "parquet", lines, required, rejects=True, csv=source.csv)
         alias = {c: "l" for c in self._columns(lines)}  # column -> the first table that has it
         picked, missing = [], []
-        for k, (j, table) in enumerate(zip(source.join, tables, strict=True)):
+        for k, (j, (table, table_cols)) in enumerate(zip(source.join, tables.items(), strict=True)):
             if j.lines_key not in alias:
                 raise SourceReadError(
                     f"events ({source.name}).join[{k}]: column {j.lines_key!r} is neither on the lines nor in an "
@@ -353,7 +349,7 @@ class DuckDBWarehouse(Warehouse):
             ons = f"CAST({alias[j.lines_key]}.{ident(j.lines_key)} AS VARCHAR) = CAST(j{k}.{ident(j.key)} AS VARCHAR)"
             picked.append(f"LEFT JOIN {table} j{k} ON {ons}")
             missing.append(f"WHEN j{k}.__row IS NULL THEN {k + 1}")
-            for c in self._columns(table):
+            for c in table_cols:
                 alias.setdefault(c, f"j{k}")
         cols = ", ".join(f"{a}.{ident(c)}" for c, a in alias.items() if a != "l")
         for name in (stage, f"{stage}_rejects"):
