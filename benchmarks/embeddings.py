@@ -75,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wh = scratch_warehouse(os.path.join(tmp, "bench.duckdb"))
         t0 = time.perf_counter()
-        graph = build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff)
+        graph = build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff, cfg.list_columns())
         graph_s = time.perf_counter() - t0
         inputs = cleora_input(wh, rep.graph.expansion)
         rows = []

@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         ev = mcfg.evaluation
-        tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cfg.temporal.training_cutoff)
+        tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cfg.temporal.training_cutoff, cfg.list_columns())
         split = pd.DataFrame({"client_id": cs, "t": [day + dt.timedelta(days=1)] * len(cs)})
-        f, _ = aggregate_features(wh, split, ev, tops)
+        f, _ = aggregate_features(wh, split, ev, tops, cfg.list_columns())
         models = bundle["lightgbm"]["artifact"]
         for j in sorted(set(target.tolist())) if target is not None else [None]:
             gbdt_label_contributions(task.type, models, f, j)

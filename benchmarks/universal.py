@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         keep = np.isin(ids, active.to_numpy())
         ids, profiles = ids[keep], profiles[keep]
         ev = mcfg.evaluation
-        tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, t)
-        aggregates, _ = aggregate_features(wh, pd.DataFrame({"client_id": ids, "t": [t] * len(ids)}), ev, tops)
+        tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, t, cfg.list_columns())
+        examples = pd.DataFrame({"client_id": ids, "t": [t] * len(ids)})
+        aggregates, _ = aggregate_features(wh, examples, ev, tops, cfg.list_columns())
         labels: dict[str, list[np.ndarray]] = {}
         specs = (("churn", None, 0), ("category_top20", "product_category", 20), ("item_top50", "item_id", 50))
         for task, column, n in specs:

@@ -20,6 +20,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from bm_assets.core.sql import ident, literal
 
 ColumnKind = Literal["categorical", "numeric", "text"]
+#: An attribute column may also hold a list of categories in one cell ("Action|Comedy"): each
+#: value is its own graph node and the list is sketched as the mean of its values' embeddings.
+AttributeKind = Literal["categorical", "numeric", "text", "list"]
 
 #: Column names of the canonical event table; attribute and context columns may not reuse them.
 CANONICAL_EVENT_COLUMNS = (
@@ -431,7 +434,9 @@ class EventSource(StrictModel):
 class AttributeTable(StrictModel):
     """A client or item attribute table keyed by the client/item id. A multi-valued table
     (several rows per key, e.g. campaigns a client received) is aggregated to one row per key:
-    a row count plus the sorted distinct values of each column joined by '|'.
+    a row count plus the sorted distinct values of each column joined by '|'. A `list` column
+    holds several categories in one cell ("Action|Comedy", split at `list_separator`): it is
+    stored the same way, its distinct values trimmed, sorted and joined by '|'.
 
     `from_events` takes the attributes from an event source's lines instead of a table of their
     own (e.g. a country column repeated on every invoice line): one row per client (or item), the
@@ -447,9 +452,16 @@ class AttributeTable(StrictModel):
     key: str | None = Field(default=None, description="the id column; with from_events: the source's id role")
     csv: CsvOptions = Field(default_factory=CsvOptions, description="CSV layout: header line, column names, delimiter")
     key_prefix: str = ""
-    columns: dict[str, ColumnKind] | None = Field(default=None, description="allow-list; None = all")
+    columns: dict[str, AttributeKind] | None = Field(
+        default=None,
+        description="allow-list, column -> kind (categorical, numeric, text, or list: several categories in "
+        "one cell, split at list_separator); None = all",
+    )
     deny: list[str] = Field(default_factory=list)
     multi_valued: bool = False
+    list_separator: str = Field(
+        default="|", min_length=1, description="what separates the values in a cell of a list column"
+    )
     from_events: str | None = Field(default=None, description="name of the event source whose lines hold them")
     pick: Literal["most_frequent", "first", "last"] = Field(
         default="most_frequent", description="with from_events: which line's value a client (item) gets"
@@ -457,7 +469,7 @@ class AttributeTable(StrictModel):
 
     @field_validator("columns")
     @classmethod
-    def _column_names(cls, columns: dict[str, ColumnKind] | None) -> dict[str, ColumnKind] | None:
+    def _column_names(cls, columns: dict[str, AttributeKind] | None) -> dict[str, AttributeKind] | None:
         _check_names(list(columns or {}))
         return columns
 
@@ -470,7 +482,16 @@ class AttributeTable(StrictModel):
                 raise ValueError("from_events needs columns: the event columns to take, with their kinds")
             if self.multi_valued:
                 raise ValueError("from_events picks one value per key; multi_valued does not apply")
+            lists = [c for c, k in self.columns.items() if k == "list"]
+            if lists:
+                raise ValueError(f"from_events picks one value per key; columns {lists} cannot be lists")
             return self
+        lists = [c for c, k in (self.columns or {}).items() if k == "list"]
+        if lists and self.multi_valued:
+            raise ValueError(
+                f"the columns of a multi_valued table are aggregated to lists already; drop kind list from {lists} "
+                "(or give the table one row per key)"
+            )
         if self.path is None or self.key is None:
             raise ValueError("an attribute table needs path and key (or from_events: <event source>)")
         if self.format is None:
@@ -766,6 +787,11 @@ class DatasetConfig(StrictModel):
         """Column -> kind of events_denormalized (what task SQL and representation columns read)."""
         return denormalized_columns(self, self.attribute_kinds or declared_attributes(self))
 
+    def list_columns(self) -> list[str]:
+        """The columns of events_denormalized that hold lists of categories ("A|B"): multi-valued
+        tables' columns and `list` attributes."""
+        return [c for c, k in self.event_columns().items() if k == "list"]
+
     @property
     def has_items(self) -> bool:
         """Whether any event source maps an item id."""
@@ -874,7 +900,7 @@ def unreadable_csv_message(path: str, exc: Exception) -> str:
     return f"{path}: cannot read it as csv: {first}"
 
 
-def attribute_columns(table: AttributeTable, schema: dict[str, str]) -> dict[str, ColumnKind]:
+def attribute_columns(table: AttributeTable, schema: dict[str, str]) -> dict[str, AttributeKind]:
     """Source columns kept after the allow/deny lists; kinds inferred from types if not given."""
     if table.columns is not None:
         cols = dict(table.columns)
@@ -898,7 +924,7 @@ def _check_files(cfg: DatasetConfig, where: str) -> dict[str, dict[str, str]]:
     """Every mapped column exists in its file; attribute columns don't collide. Returns the
     attribute columns (output name -> kind; 'list' for multi-valued) of "clients" and "items"."""
     seen_attr: dict[str, str] = {}
-    kinds: dict[str, dict[str, ColumnKind]] = {"clients": {}, "items": {}}
+    kinds: dict[str, dict[str, AttributeKind]] = {"clients": {}, "items": {}}
     schemas: dict[str, dict[str, str]] = {}
     for i, src in enumerate(cfg.events):
         path = cfg.resolve(src.path)
@@ -1028,10 +1054,11 @@ def denormalized_columns(cfg: DatasetConfig, attributes: dict[str, dict[str, str
 
 
 def default_graph_columns(cfg: DatasetConfig, attributes: dict[str, dict[str, str]]) -> list[str]:
-    """item_id (where sources have items), the categorical item attributes, the categorical
-    context columns; event_type when there is none of these (every dataset has it)."""
+    """item_id (where sources have items), the categorical and list item attributes (a list
+    value, "Action|Comedy", is one node per value), the categorical context columns; event_type
+    when there is none of these (every dataset has it)."""
     cols = ["item_id"] if cfg.has_items else []
-    cols += [c for c, k in attributes["items"].items() if k == "categorical"]
+    cols += [c for c, k in attributes["items"].items() if k in ("categorical", "list")]
     cols += [c for c, k in cfg.context_columns().items() if k == "categorical"]
     return list(dict.fromkeys(cols)) or ["event_type"]
 
@@ -1042,7 +1069,7 @@ def resolve_representation(cfg: DatasetConfig, attributes: dict[str, dict[str, s
     available = denormalized_columns(cfg, attributes)
     graph_cols = rep.graph.columns or default_graph_columns(cfg, attributes)
     inductive = rep.inductive
-    item_attrs = [c for c in graph_cols if attributes["items"].get(c) == "categorical"]
+    item_attrs = [c for c in graph_cols if attributes["items"].get(c) in ("categorical", "list")]
     if inductive is not None and inductive.attributes is None:
         usable = inductive.column in graph_cols and bool(item_attrs)
         inductive = inductive.model_copy(update={"attributes": item_attrs}) if usable else None

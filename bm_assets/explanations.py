@@ -184,14 +184,15 @@ def explain_served(
     coders = Store(bm_home()).load_coders()
     ids, x = load_profiles(wh, day, coders)
     pos = _client_rows(ids, client_id, day)
-    inputs = day_inputs(wh, task, served, mcfg.evaluation, ids[pos], x[pos], day)
+    inputs = day_inputs(wh, task, served, mcfg.evaluation, ids[pos], x[pos], day, cfg.list_columns())
     scores = np.asarray(rebuild(served_task_data(task, served), served.name, art)(inputs))
     j = _label_index(task, labels, scores, label)
     score = float(scores.reshape(-1)[0] if j is None else scores.reshape(1, -1)[0, j])
     names, tops = served.feature_names, served.feature_tops
     footer = baseline = gap = collision = None
     if isinstance(art, dict) and "aggregates" in art:  # the network reading the aggregates too
-        everyone = day_inputs(wh, task, served, mcfg.evaluation, ids, x, day)  # the baseline's population
+        # the baseline's population
+        everyone = day_inputs(wh, task, served, mcfg.evaluation, ids, x, day, cfg.list_columns())
         side = Aggregates(inputs.f, everyone.f, names, tops)
         explained = _network_explained(wh, cfg, task, art["net"], ids[pos], x[pos], x, day, coders, j, side)
         reasons = top_reasons(explained.reasons, 0, top)
@@ -268,9 +269,10 @@ def _label_index(task, labels: list[str] | None, scores: np.ndarray, label: str 
 def _explain_gbdt(wh, cfg, mcfg, task, bundle, labels, client_id, day, label, top) -> ClientExplanation:
     """LightGBM's SHAP contributions for the client's aggregates at split date day + 1."""
     ev = mcfg.evaluation
-    tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cfg.temporal.training_cutoff)
+    lists = cfg.list_columns()
+    tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cfg.temporal.training_cutoff, lists)
     example = pd.DataFrame({"client_id": [client_id], "t": [day + dt.timedelta(days=1)]})
-    f, names = aggregate_features(wh, example, ev, tops)
+    f, names = aggregate_features(wh, example, ev, tops, lists)
     models = bundle["lightgbm"]["artifact"]
     scores = np.asarray(kind_of(task).gbdt_predict(models, f, len(labels or [])))[0]
     j = _label_index(task, labels, scores, label)

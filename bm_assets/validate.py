@@ -158,7 +158,7 @@ def _check_tasks(wh: DuckDBWarehouse, cfg: DatasetConfig, mcfg: ModelingConfig, 
     for task in mcfg.tasks:
         try:
             dates = protocol_dates(cfg.data_start, cfg.temporal, mcfg.evaluation, task.horizon_days)
-            labels = task_labels(wh, task, cutoff, mcfg.evaluation.candidates)
+            labels = task_labels(wh, task, cutoff, mcfg.evaluation.candidates, cfg.list_columns())
         except TaskConfigError as exc:
             rep.errors.append(str(exc))
             continue
@@ -168,7 +168,7 @@ def _check_tasks(wh: DuckDBWarehouse, cfg: DatasetConfig, mcfg: ModelingConfig, 
             if ex.empty:
                 rep.errors.append(f"task {task.name}: no eligible client on the {role} split dates")
                 continue
-            y = build_labels(wh, task, ex, labels)
+            y = build_labels(wh, task, ex, labels, cfg.list_columns())
             kind = kind_of(task)
             parts.append(f"{role} {len(ex)} examples on {len(dates[role])} dates, {kind.label_rate(y)}")
             problem = kind.empty_target(y)

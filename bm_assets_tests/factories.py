@@ -126,7 +126,9 @@ def ingest_join_and_graph(wh: Warehouse, cfg: DatasetConfig) -> tuple[IngestRepo
     build_client_properties(wh, cfg)
     build_product_catalog(wh, cfg)
     denormalize_window(wh, cfg.data_start, cfg.end_exclusive, covers_all_days=True)
-    return report, build_temporal_graph(wh, cfg.representation.graph, cfg.data_start, cfg.temporal.training_cutoff)
+    return report, build_temporal_graph(
+        wh, cfg.representation.graph, cfg.data_start, cfg.temporal.training_cutoff, cfg.list_columns()
+    )
 
 
 #: Review events as JSON lines: a nested value, an invalid line, a blank line, an array line,

@@ -38,7 +38,8 @@ DAYS = [D(2017, 1, 1) + dt.timedelta(days=i) for i in range(6)]
 def _dataset(folder: Path) -> Path:
     """The bundled sample cut to 2017-01-01..06, training cutoff on the 4th (the graph sees three
     days), with small embeddings and sketches so both engines finish in seconds, and a profile
-    memory budget so small that the profiles are built in several client shards."""
+    memory budget so small that the profiles are built in several client shards; the products
+    gain a list attribute."""
     src = BUNDLED_DATASET.parent
     folder.mkdir()
     con = duckdb.connect()
@@ -47,8 +48,9 @@ def _dataset(folder: Path) -> Path:
             f"COPY (SELECT * FROM '{src}/{name}.parquet' WHERE {ts} < TIMESTAMP '2017-01-07') "
             f"TO '{folder}/{name}.parquet'"
         )
-    con.execute(
-        f"COPY (SELECT * FROM '{src}/products.parquet' WHERE product_id IN (SELECT product_id FROM "
+    con.execute(  # shelves: a list attribute, "department; brand", one graph node per value
+        f"COPY (SELECT *, department || ' ; ' || brand AS shelves FROM '{src}/products.parquet' "
+        f"WHERE product_id IN (SELECT product_id FROM "
         f"'{src}/transactions.parquet' WHERE transaction_timestamp < TIMESTAMP '2017-01-21')) "
         f"TO '{folder}/products.parquet'"
     )  # includes items first sold later: inductive
@@ -62,7 +64,12 @@ def _dataset(folder: Path) -> Path:
         catalog_coverage_min=0.0,
         temporal={"training_cutoff": "2017-01-04", "test_start": "2017-01-05", "test_end": "2017-01-07"},
     )
+    products = next(t for t in cfg["items"] if t["name"] == "products")
+    products["columns"]["shelves"] = "list"
+    products["list_separator"] = ";"
     rep = cfg["representation"]
+    rep["graph"]["columns"].append("shelves")
+    rep["sketch"]["columns"].append("shelves")
     rep["cleora"].update(dim=8)
     rep["sketch"].update(depth=2, bits=3)
     rep.setdefault("profile", {})["memory_mb"] = 0.005
@@ -180,6 +187,8 @@ def test_representations_on_bigquery_equal_duckdb(tmp_path, bq_resource):
     duck_emb = load_embeddings(tmp_path / "duck_home" / "artifacts" / EMBEDDINGS_DIR)
     bq_emb = load_embeddings(tmp_path / "bq_home" / "artifacts" / EMBEDDINGS_DIR)
     assert list(duck_emb) == list(bq_emb) and duck_emb["item_id"].inductive.any()
+    shelves = duck_emb["shelves"]  # departments and brands, and the lists embedded from them
+    assert "|" in shelves.ids[shelves.inductive][0] and not any("|" in i for i in shelves.ids[~shelves.inductive])
     for column, emb in duck_emb.items():
         np.testing.assert_array_equal(emb.ids, bq_emb[column].ids)
         np.testing.assert_allclose(emb.vectors, bq_emb[column].vectors, rtol=1e-6, atol=1e-6)

@@ -45,7 +45,7 @@ def temporal_graph(dataset: DatasetResource, warehouse: WarehouseResource) -> Ma
     cfg = dataset.load()
     rep = cfg.representation
     with warehouse.open() as wh:
-        build = build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff)
+        build = build_temporal_graph(wh, rep.graph, cfg.data_start, cfg.temporal.training_cutoff, cfg.list_columns())
         preview = graph_rows(wh, 10)
     return MaterializeResult(
         metadata={
@@ -74,7 +74,7 @@ def entity_embeddings(
     rep = cfg.representation
     t0 = time.perf_counter()
     with warehouse.open() as wh:
-        embeddings = build_entity_embeddings(wh, rep)
+        embeddings = build_entity_embeddings(wh, rep, cfg.list_columns())
     seconds = time.perf_counter() - t0
     directory = artifacts.store().save_embeddings(
         embeddings,

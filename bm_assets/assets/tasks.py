@@ -374,10 +374,11 @@ def _scores_asset(task: TaskSpec, partitions: DailyPartitionsDefinition) -> Asse
             coders = artifacts.store().load_coders()
             layout = read_layout_of(wh, coders) if task.explain else None
             rollups = item_rollups(dataset.load(), coders)
+            lists = dataset.load().list_columns()
             reason_frames = []
             for day, ids, x in iter_profiles(wh, coders, days):  # one pass over the window, a day at a time
                 if len(ids):
-                    inputs = day_inputs(wh, task, served, ev, ids, x, day)
+                    inputs = day_inputs(wh, task, served, ev, ids, x, day, lists)
                     pred = predict(inputs)
                     frames.append(kind_of(task).score_frame(task, labels, ids, pred, day))
                     if layout is not None:

@@ -74,7 +74,9 @@ def _table_sql(wh: Warehouse, table: AttributeTable, stage: str, key_name: str) 
                 "(set multi_valued: true to aggregate)"
             )
         exprs = [
-            f"TRY_CAST({_text(c)} AS DOUBLE) AS {ident(c)}" if k == "numeric" else f"{_text(c)} AS {ident(c)}"
+            f"TRY_CAST({_text(c)} AS DOUBLE) AS {ident(c)}"
+            if k == "numeric"
+            else f"{_text(c)} AS {ident(c)}"  # a list is in its stored form already (stage_attributes)
             for c, k in cols.items()
         ]
         return (

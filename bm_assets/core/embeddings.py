@@ -5,6 +5,7 @@ their attributes so that profiles stay inductive."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pycleora
 
 from bm_assets.config import CleoraConfig, RepresentationConfig
 from bm_assets.core.graph import CleoraInput, cleora_input
-from bm_assets.core.sql import PRODUCT_CATALOG, ident
+from bm_assets.core.sql import CLIENT_PROPERTIES, LIST_SEPARATOR, PRODUCT_CATALOG, ident
 from bm_assets.core.warehouse import Warehouse
 
 EMBEDDINGS_DIR = "entity_embeddings"
@@ -132,10 +133,53 @@ def load_embeddings(directory: str | Path) -> dict[str, ColumnEmbeddings]:
     return out
 
 
-def build_entity_embeddings(wh: Warehouse, rep: RepresentationConfig) -> dict[str, ColumnEmbeddings]:
+def add_list_values(emb: ColumnEmbeddings, lists: np.ndarray) -> ColumnEmbeddings:
+    """`emb` (one node per category of a list column) plus each list value ("Action|Comedy")
+    it lacks, embedded as the L2-normalised mean of its known categories and marked inductive:
+    a sketch coder fits its hyperplanes on the categories and codes each list from the mean, so
+    an event's list lands in one bucket per level near the buckets of what it holds."""
+    lists = np.unique(np.asarray(lists).astype(str))
+    lists = lists[~np.isin(lists, emb.ids)] if len(emb.ids) else lists[:0]
+    dim = emb.vectors.shape[1]
+    total = np.zeros((len(lists), dim), dtype=np.float64)
+    count = np.zeros(len(lists), dtype=np.int64)
+    for i, value in enumerate(lists):
+        parts = np.asarray(value.split(LIST_SEPARATOR), dtype=str)
+        pos = np.minimum(np.searchsorted(emb.ids, parts), len(emb.ids) - 1)
+        hit = emb.ids[pos] == parts
+        total[i] = emb.vectors[pos[hit]].sum(axis=0)
+        count[i] = hit.sum()
+    keep = count > 0
+    vectors = total[keep] / count[keep, None]
+    norm = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = (vectors / np.where(norm > 0, norm, 1)).astype(np.float32)
+    ids = np.concatenate([emb.ids.astype(str), lists[keep]])
+    order = np.argsort(ids, kind="stable")
+    return ColumnEmbeddings(
+        emb.column,
+        ids[order],
+        np.concatenate([emb.vectors, vectors])[order],
+        np.concatenate([np.asarray(emb.inductive, dtype=bool), np.ones(int(keep.sum()), bool)])[order],
+    )
+
+
+def build_entity_embeddings(
+    wh: Warehouse, rep: RepresentationConfig, list_columns: Sequence[str] = ()
+) -> dict[str, ColumnEmbeddings]:
     """Cleora embeddings of every graph column from table temporal_graph, plus the inductive
-    embeddings of catalogue items never seen before the cutoff."""
+    embeddings of catalogue items never seen before the cutoff. A list column's values
+    ("Action|Comedy", read from its attribute table, which holds no time) are embedded from the
+    categories they hold (add_list_values)."""
     out = embed_graph(cleora_input(wh, rep.graph.expansion), rep.cleora, rep.seed)
+    for column in [c for c in list_columns if c in out]:
+        for table in (PRODUCT_CATALOG, CLIENT_PROPERTIES):
+            if wh.table_exists(table) and column in wh.fetch_df(f"SELECT * FROM {wh.table(table)} LIMIT 0").columns:
+                values = wh.fetch_df(
+                    f"SELECT DISTINCT CAST({ident(column)} AS VARCHAR) AS v FROM {wh.table(table)} "
+                    f"WHERE {ident(column)} IS NOT NULL"
+                )["v"]
+                out[column] = add_list_values(out[column], values.to_numpy())
+                break
     ind = rep.inductive
     if ind is not None and ind.column in out and wh.table_exists(PRODUCT_CATALOG):
         catalog_cols = set(wh.fetch_df(f"SELECT * FROM {wh.table(PRODUCT_CATALOG)} LIMIT 0").columns)

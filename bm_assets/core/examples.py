@@ -302,11 +302,12 @@ def task_examples(
     ev = mcfg.evaluation
     cutoff = cfg.temporal.training_cutoff
     dates = protocol_dates(cfg.data_start, cfg.temporal, ev, task.horizon_days)
-    space = kind_of(task).label_space(task, label_counts(wh, task, cutoff, ev.candidates), coders)
+    lists = cfg.list_columns()
+    space = kind_of(task).label_space(task, label_counts(wh, task, cutoff, ev.candidates, lists), coders)
     labels = space.labels
     # items ranked by the network's sketch head: it trains on the sketch of the target column
     target_coders = {task.target.column: coders[task.target.column]} if space.item_codes is not None else {}
-    tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cutoff)
+    tops = feature_tops(wh, feature_columns(mcfg, cfg), ev, cutoff, lists)
     splits: dict[str, Split] = {}
     frames: dict[str, pd.DataFrame] = {}
     feature_names: list[str] = []
@@ -317,12 +318,12 @@ def task_examples(
         frames[role] = ex
         if role not in inputs_for:
             continue
-        y = build_labels(wh, task, ex, labels)
+        y = build_labels(wh, task, ex, labels, lists)
         check_target_not_empty(task, y, role)
         y_train = None
         if target_coders and role == "train":
             y_train = future_sketches(wh, target_coders, ex, task.horizon_days, task.target.where)
-        f, feature_names = aggregate_features(wh, ex, ev, tops)
+        f, feature_names = aggregate_features(wh, ex, ev, tops, lists)
         history = item_history(wh, task, ex, labels) if space.item_codes is not None else None
         splits[role] = Split(profile_inputs(profiles, ex), f, y, y_train, history, ex["client_id"].to_numpy())
     layout = layout_of(coders)

@@ -12,13 +12,22 @@ with their strings and a second copy of the members as token lines)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from bm_assets.config import GraphConfig
-from bm_assets.core.sql import EVENTS_DENORMALIZED, GRAPH_EDGES, GRAPH_NODES, TEMPORAL_GRAPH, ident, literal
+from bm_assets.core.sql import (
+    EVENTS_DENORMALIZED,
+    GRAPH_EDGES,
+    GRAPH_NODES,
+    LIST_SEPARATOR,
+    TEMPORAL_GRAPH,
+    ident,
+    literal,
+)
 from bm_assets.core.warehouse import Warehouse
 
 #: The members table of earlier versions (each hyperedge's tokens as one string): dropped on
@@ -36,11 +45,17 @@ class GraphBuild:
 
 
 def graph_select(
-    wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date, basket_column: str | None
+    wh: Warehouse,
+    cfg: GraphConfig,
+    data_start: dt.date,
+    cutoff: dt.date,
+    basket_column: str | None,
+    list_columns: Sequence[str] = (),
 ) -> str:
     """SQL of the hyperedge rows (edge_kind, edge_id, client_id, column_name, entity, events) of
     the events with event_date < cutoff. A hyperedge is one (edge_id, client_id): a basket id
-    counted per client (a session or order number) names a different basket for each client."""
+    counted per client (a session or order number) names a different basket for each client.
+    A value of a list column ("Action|Comedy") is one node per category it holds."""
     cols = ", ".join(ident(c) for c in dict.fromkeys([*cfg.columns, *([basket_column] if basket_column else [])]))
     window = f"CAST(floor(date_diff('day', DATE '{data_start}', event_date) / {cfg.window_days}) AS BIGINT)"
     source = (
@@ -51,18 +66,29 @@ def graph_select(
     if basket_column:
         b = ident(basket_column)
         kinds.append(("basket", f"'b:' || CAST({b} AS VARCHAR)", f"{b} IS NOT NULL"))
+
+    def entities(col: str) -> tuple[str, str]:
+        if col in list_columns:
+            split = f"unnest(string_split(CAST({ident(col)} AS VARCHAR), {literal(LIST_SEPARATOR)})) AS parts(part)"
+            return "part", f"ev, {split}"
+        return f"CAST({ident(col)} AS VARCHAR)", "ev"
+
     parts = [
         f"SELECT '{kind}' AS edge_kind, {edge_id} AS edge_id, client_id, {literal(col)} AS column_name, "
-        f"CAST({ident(col)} AS VARCHAR) AS entity, count(*) AS events FROM ev "
+        f"{entity} AS entity, count(*) AS events FROM {rows} "
         f"WHERE {cond} AND {ident(col)} IS NOT NULL GROUP BY 1, 2, 3, 4, 5"
         for kind, edge_id, cond in kinds
         for col in cfg.columns
+        for entity, rows in [entities(col)]
     ]
     return f"WITH ev AS ({source}) " + " UNION ALL ".join(parts)
 
 
-def build_temporal_graph(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date) -> GraphBuild:
-    """(Re)write table temporal_graph from events_denormalized before `cutoff`."""
+def build_temporal_graph(
+    wh: Warehouse, cfg: GraphConfig, data_start: dt.date, cutoff: dt.date, list_columns: Sequence[str] = ()
+) -> GraphBuild:
+    """(Re)write table temporal_graph from events_denormalized before `cutoff`; `list_columns`:
+    the columns holding lists of categories (DatasetConfig.list_columns)."""
     if not wh.table_exists(EVENTS_DENORMALIZED):
         raise LookupError(f"no table {EVENTS_DENORMALIZED}: materialize it before temporal_graph")
     available = set(wh.fetch_df(f"SELECT * FROM {wh.table(EVENTS_DENORMALIZED)} LIMIT 0").columns)
@@ -77,7 +103,7 @@ def build_temporal_graph(wh: Warehouse, cfg: GraphConfig, data_start: dt.date, c
     long = ident("temporal_graph_long")  # a session (TEMP) table: unqualified
     wh.execute(
         [
-            f"CREATE OR REPLACE TEMP TABLE {long} AS {graph_select(wh, cfg, data_start, cutoff, basket)}",
+            f"CREATE OR REPLACE TEMP TABLE {long} AS {graph_select(wh, cfg, data_start, cutoff, basket, list_columns)}",
             # node k is the token n<k>: entity values may hold spaces, and equal values in two
             # columns are different nodes
             f"""CREATE OR REPLACE TABLE {nodes_t} AS SELECT column_name, entity,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bm_assets.config import TaskConfigError
-from bm_assets.core.sql import ident
+from bm_assets.core.sql import column_values_sql
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -226,11 +226,13 @@ class TaskKind:
         """The labels from (v, n): the most frequent values before the training cutoff."""
         return LabelSpace(None if counts is None else counts["v"].tolist())
 
-    def label_query(self, task: TaskSpec, window: str) -> str:
+    def label_query(self, task: TaskSpec, window: str, is_list: bool = False) -> str:
         """Rows (client_id, t, ...) that `label_array` turns into targets, from `window`: the
-        rows (client_id, t, e.*) of the events in each example's future window."""
-        return f"""SELECT client_id, t, CAST({ident(task.target.column)} AS VARCHAR) AS v, count(*) AS n
-        FROM ({window})
+        rows (client_id, t, e.*) of the events in each example's future window; an event of a
+        list column counts once for each value it holds."""
+        value, parts = column_values_sql(task.target.column, is_list, "w")
+        return f"""SELECT w.client_id, w.t, {value} AS v, count(*) AS n
+        FROM ({window}) w{parts}
         GROUP BY ALL"""
 
     def label_array(
@@ -358,7 +360,7 @@ class _OneScore(TaskKind):
     def label_space(self, task, counts, coders) -> LabelSpace:
         return LabelSpace()
 
-    def label_query(self, task: TaskSpec, window: str) -> str:
+    def label_query(self, task: TaskSpec, window: str, is_list: bool = False) -> str:
         return f"""SELECT client_id, t, {task.target.value} AS y FROM ({window}) GROUP BY client_id, t"""
 
     def label_array(self, task, rows, key, labels) -> np.ndarray:

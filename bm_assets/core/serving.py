@@ -6,6 +6,7 @@ task (a ranker over the client's purchase history) scores several times the netw
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -87,16 +88,18 @@ def day_inputs(
     client_ids: np.ndarray,
     x: np.ndarray,
     day: dt.date,
+    lists: Collection[str] = (),
 ) -> Split:
     """The served model's view of each client at the end of `day` (the split date is day + 1):
     the profile, and the aggregates or the purchase history only when the model reads them,
-    from events up to the end of `day` only, with the windows and top values of its training."""
+    from events up to the end of `day` only, with the windows and top values of its training.
+    `lists`: the dataset's list columns (DatasetConfig.list_columns)."""
     n = len(client_ids)
     examples = pd.DataFrame({"client_id": np.asarray(client_ids, dtype=str), "t": day + dt.timedelta(days=1)})
     f = np.zeros((n, 0), np.float32)
     if reads_aggregates(served.artifact) and n:
         windows = ev.model_copy(update={"feature_windows_days": served.feature_windows_days})
-        f, names = aggregate_features(wh, examples, windows, served.feature_tops)
+        f, names = aggregate_features(wh, examples, windows, served.feature_tops, lists)
         if names != served.feature_names:
             raise ServedInputsError(
                 f"{task.name}: the aggregates rebuilt for {day} are not the ones model {served.name} was trained "

@@ -41,6 +41,58 @@ def literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+#: How a list attribute ("Action|Comedy": several categories in one cell) is stored in
+#: client_properties, product_catalog and events_denormalized: its distinct values, trimmed and
+#: sorted, joined by this separator (the form multi-valued tables aggregate to).
+LIST_SEPARATOR = "|"
+
+
+def list_values_sql(column: str, separator: str, native: bool) -> str:
+    """DuckDB: the values of one list cell as a VARCHAR[], trimmed, empty ones dropped: a native
+    list's elements (a Parquet array), a JSON array's (a JSON-lines list, or a cell holding
+    one), or else the text split at `separator`."""
+    col = ident(column)
+    if native:
+        values = f"list_transform({col}, lambda x: CAST(x AS VARCHAR))"
+    else:
+        text = f"CAST({col} AS VARCHAR)"
+        values = (
+            f"CASE WHEN {json_array_sql(text)} THEN json_extract_string({text}, '$[*]') "
+            f"ELSE string_split({text}, {literal(separator)}) END"
+        )
+    return f"list_filter(list_transform({values}, lambda x: trim(x)), lambda x: x <> '')"
+
+
+def json_array_sql(text: str) -> str:
+    """DuckDB: whether `text` is a JSON array (no error on text that is no JSON at all)."""
+    return f"coalesce(json_type(CASE WHEN json_valid({text}) THEN {text} END) = 'ARRAY', false)"
+
+
+def list_cell_sql(column: str, separator: str, native: bool) -> str:
+    """DuckDB: a list cell in its stored form, its distinct values sorted and joined by
+    LIST_SEPARATOR (NULL when it holds none)."""
+    values = list_values_sql(column, separator, native)
+    return f"nullif(array_to_string(list_sort(list_distinct({values})), {literal(LIST_SEPARATOR)}), '')"
+
+
+def column_values_sql(column: str, is_list: bool, alias: str = "e") -> tuple[str, str]:
+    """(value expression, what to add to FROM) reading one value of `column` per row of `alias`,
+    or, for a list column, one row per value it holds (a movie's genres each count)."""
+    col = f"{alias}.{ident(column)}"
+    if not is_list:
+        return f"CAST({col} AS VARCHAR)", ""
+    return "list_part", f", unnest(string_split(CAST({col} AS VARCHAR), {literal(LIST_SEPARATOR)})) AS parts(list_part)"
+
+
+def value_match_sql(column: str, value: str, is_list: bool, alias: str = "e") -> str:
+    """Condition: the row's `column` is `value` or, for a list column, holds it."""
+    col = f"CAST({alias}.{ident(column)} AS VARCHAR)"
+    if not is_list:
+        return f"{col} = {literal(value)}"
+    sep = literal(LIST_SEPARATOR)
+    return f"strpos({sep} || {col} || {sep}, {literal(LIST_SEPARATOR + value + LIST_SEPARATOR)}) > 0"
+
+
 #: Microseconds in one unit of a Unix time (`timestamp.unit`).
 UNIX_TIME_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
 #: 10000-01-01 in Unix microseconds: past BigQuery's last timestamp (and any real event).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -20,6 +21,7 @@ from bm_assets.core.kinds import KINDS, kind_of
 from bm_assets.core.sql import (
     EVENTS_DENORMALIZED,
     UnsafeExpressionError,
+    column_values_sql,
     engine_error,
     ident,
     parse_expression,
@@ -322,10 +324,10 @@ def top_n_target_columns(mcfg: ModelingConfig) -> list[str]:
 
 
 def task_target_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> list[str]:
-    """The categorical columns the configured tasks predict (brand, category, item...)."""
+    """The categorical (and list) columns the configured tasks predict (brand, category, item...)."""
     kinds = dataset.event_columns()
     cols = [t.target.column for t in mcfg.tasks if kind_of(t).column_target and t.target.column]
-    return [c for c in dict.fromkeys(cols) if kinds.get(c) == "categorical"]
+    return [c for c in dict.fromkeys(cols) if kinds.get(c) in ("categorical", "list")]
 
 
 def with_task_columns(dataset: DatasetConfig, mcfg: ModelingConfig) -> DatasetConfig:
@@ -382,6 +384,12 @@ def check_modeling_columns(mcfg: ModelingConfig, dataset: DatasetConfig) -> None
             raise TaskConfigError(
                 f"{where}: tasks[{i}] ({task.name}).target.column: {task.target.column!r} is not a column of "
                 f"events_denormalized (columns: {sorted(available)})"
+            )
+        if task.target.column and available[task.target.column] == "list" and not kind_of(task).top_n_labels:
+            raise TaskConfigError(
+                f"{where}: tasks[{i}] ({task.name}).target.column: {task.target.column!r} holds lists of values "
+                f"(a list attribute or a multi_valued table), which a {task.type} task cannot rank; a multilabel "
+                "or multiclass task can (each value it holds is a label)"
             )
     for c in feature_columns(mcfg, dataset):
         if c not in available:
@@ -497,19 +505,25 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def value_counts(wh: Warehouse, column: str, where: str, before: dt.date, n: int | None) -> pd.DataFrame:
+def value_counts(
+    wh: Warehouse, column: str, where: str, before: dt.date, n: int | None, is_list: bool = False
+) -> pd.DataFrame:
     """(v, n): the n most frequent values of `column` among events matching `where` before
-    `before` (the training cutoff: labels never look at the evaluated windows), with counts."""
+    `before` (the training cutoff: labels never look at the evaluated windows), with counts;
+    each value a list column's cells hold counts on its own (a comedy drama is a comedy)."""
     limit = f"LIMIT {n}" if n else ""
+    value, parts = column_values_sql(column, is_list)
     return wh.fetch_df(
-        f"""SELECT CAST({ident(column)} AS VARCHAR) AS v, count(*) AS n FROM {wh.table(EVENTS_DENORMALIZED)}
-        WHERE event_date < {_d(before)} AND ({where}) AND {ident(column)} IS NOT NULL
+        f"""SELECT {value} AS v, count(*) AS n FROM {wh.table(EVENTS_DENORMALIZED)} e{parts}
+        WHERE e.event_date < {_d(before)} AND ({where}) AND e.{ident(column)} IS NOT NULL
         GROUP BY 1 ORDER BY n DESC, v {limit}"""
     )
 
 
-def top_values(wh: Warehouse, column: str, where: str, before: dt.date, n: int | None) -> list[str]:
-    return value_counts(wh, column, where, before, n)["v"].tolist()
+def top_values(
+    wh: Warehouse, column: str, where: str, before: dt.date, n: int | None, is_list: bool = False
+) -> list[str]:
+    return value_counts(wh, column, where, before, n, is_list)["v"].tolist()
 
 
 def exact_head_values(wh: Warehouse, columns: list[str], cutoff: dt.date, width: int) -> dict[str, list[str]]:
@@ -528,31 +542,39 @@ def future_window_sql(wh: Warehouse, dates: list[dt.date], horizon_days: int, wh
         WHERE {where}"""
 
 
-def build_labels(wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: list[str] | None) -> np.ndarray:
+def build_labels(
+    wh: Warehouse, task: TaskSpec, examples: pd.DataFrame, labels: list[str] | None, lists: Collection[str] = ()
+) -> np.ndarray:
     """Targets aligned with `examples` (client_id, t), as the task's kind builds them from the
-    rows of each example's future window (core/kinds.py)."""
+    rows of each example's future window (core/kinds.py). `lists`: the dataset's list columns
+    (DatasetConfig.list_columns), whose every value is a label."""
     kind = kind_of(task)
     dates = sorted(set(examples["t"]))
     window = future_window_sql(wh, dates, task.horizon_days, task.target.where, "e.*")
-    rows = _normalise(wh.fetch_df(kind.label_query(task, window)))
+    rows = _normalise(wh.fetch_df(kind.label_query(task, window, task.target.column in lists)))
     return kind.label_array(task, rows, pd.MultiIndex.from_frame(examples[["client_id", "t"]]), labels)
 
 
-def label_counts(wh: Warehouse, task: TaskSpec, cutoff: dt.date, candidates: int) -> pd.DataFrame | None:
+def label_counts(
+    wh: Warehouse, task: TaskSpec, cutoff: dt.date, candidates: int, lists: Collection[str] = ()
+) -> pd.DataFrame | None:
     """(v, n) of the values the task's labels are drawn from, before the cutoff only, most
     frequent first; None for a kind without labels."""
     n = kind_of(task).label_count(task, candidates)
     if n is None:
         return None
-    counts = value_counts(wh, task.target.column, task.target.where, cutoff, n)
+    column = task.target.column
+    counts = value_counts(wh, column, task.target.where, cutoff, n, column in lists)
     if counts.empty:
         raise TaskConfigError(f"{task.name}: target.column {task.target.column} has no values before {cutoff}")
     return counts
 
 
-def task_labels(wh: Warehouse, task: TaskSpec, cutoff: dt.date, candidates: int) -> list[str] | None:
+def task_labels(
+    wh: Warehouse, task: TaskSpec, cutoff: dt.date, candidates: int, lists: Collection[str] = ()
+) -> list[str] | None:
     """Label names for column tasks, from events before the cutoff only."""
-    counts = label_counts(wh, task, cutoff, candidates)
+    counts = label_counts(wh, task, cutoff, candidates, lists)
     return None if counts is None else counts["v"].tolist()
 
 

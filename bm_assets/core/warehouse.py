@@ -28,7 +28,7 @@ from bm_assets.config import (
     json_rows_sql,
     unreadable_csv_message,
 )
-from bm_assets.core.sql import ident, literal, repeated_key_sql
+from bm_assets.core.sql import ident, list_cell_sql, literal, repeated_key_sql
 
 
 class SourceReadError(ValueError):
@@ -364,7 +364,24 @@ class DuckDBWarehouse(Warehouse):
         return [r[0] for r in self.con.execute(f"DESCRIBE {name}").fetchall()]
 
     def stage_attributes(self, table: AttributeTable, path: str, stage: str) -> None:
-        self._stage(path, table.format or "parquet", stage, {"key": table.key}, rejects=True, csv=table.csv)
+        """Stage an attribute table; its `list` columns in their stored form (list_cell_sql),
+        read here, in DuckDB, for every engine: a Parquet array, a JSON array or delimited text."""
+        lists = [c for c, k in (table.columns or {}).items() if k == "list"]
+        cells = f"{stage}_cells" if lists else stage
+        self._drop(stage)
+        self._stage(path, table.format or "parquet", cells, {"key": table.key}, rejects=True, csv=table.csv)
+        if not lists:
+            return
+        types = {r[0]: str(r[1]) for r in self.con.execute(f"DESCRIBE {cells}").fetchall()}
+        missing = [c for c in lists if c not in types]
+        if missing:
+            raise SourceReadError(f"{path}: list column {missing[0]!r} is missing; found {sorted(types)}")
+        replace = ", ".join(
+            f"{list_cell_sql(c, table.list_separator, types[c].endswith(']'))} AS {ident(c)}" for c in lists
+        )
+        self._drop(f"{stage}_rejects")
+        self.con.execute(f"CREATE TEMP VIEW {stage} AS SELECT * REPLACE ({replace}) FROM {cells}")
+        self.con.execute(f"CREATE TEMP VIEW {stage}_rejects AS SELECT * FROM {cells}_rejects")
 
     def insert_df(
         self, name: str, df: pd.DataFrame | pa.Table, before: Sequence[str] = (), after: Sequence[str] = ()
