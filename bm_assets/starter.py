@@ -28,7 +28,7 @@ from bm_assets.config import (
     json_lines_reader,
     json_rows_sql,
 )
-from bm_assets.core.sql import UNIX_TIME_MICROS, ident, literal, unix_time_sql
+from bm_assets.core.sql import UNIX_TIME_MICROS, ident, json_array_sql, list_values_sql, literal, unix_time_sql
 from bm_assets.core.tasks import EvaluationConfig, FoundationConfig
 
 DATASET_FILE = "dataset.yaml"
@@ -42,6 +42,8 @@ MIN_WINDOW_DAYS = 14
 MAX_HORIZON_DAYS = 14
 #: A string column with more distinct values than this (in the sample) is an id or free text.
 MAX_CATEGORIES = 1000
+#: What may separate the categories in one cell of an attribute column, most specific first.
+LIST_SEPARATORS = ("|", ";", ",")
 #: strptime formats tried on a text time column that is not ISO-8601; the most rows parsed wins.
 TIME_FORMATS = (
     "%Y-%m-%d %H:%M:%S",
@@ -164,6 +166,7 @@ class _Table:
     key: _Role | None = None
     multi_valued: bool = False
     from_events: str | None = None
+    list_separator: str | None = None  # where a column is a list of categories in one cell
 
 
 def write_starter(
@@ -615,6 +618,36 @@ def _column_kind(col: _Column, attributes: bool) -> tuple[str | None, str]:
     return None, f"{col.distinct:,} distinct values in the sample: an id or free text"
 
 
+def _list_layout(con: duckdb.DuckDBPyConnection, f: _File, col: _Column, taken: str | None) -> tuple[str, str] | None:
+    """(separator, how the cells read) where an attribute column holds several categories per
+    cell, else None. Its values must repeat, five cells each on average, as categories do (a
+    list of sentences, names or URLs is text). Arrays (a Parquet array, JSON arrays in nine of
+    ten cells) need nothing more. Text needs a separator held by a quarter of the cells (names,
+    addresses and sentences split at commas give values about as rare as the cells), and a
+    comma must not split numbers ("12,99")."""
+    text = f"CAST({ident(col.name)} AS VARCHAR)"
+    native = col.type.endswith("]")
+    (arrays,) = con.execute(
+        f"SELECT avg(CAST({json_array_sql(text)} AS INTEGER)) FROM {f.sample} WHERE {ident(col.name)} IS NOT NULL"
+    ).fetchone() or (None,)
+    is_array = native or (arrays or 0) >= 0.9
+    for sep in [taken or "|"] if is_array else [taken] if taken else LIST_SEPARATORS:
+        share, parts, distinct, numbers = con.execute(
+            f"""WITH cells AS (SELECT {text} AS cell, {list_values_sql(col.name, sep, native)} AS vs
+                FROM {f.sample} WHERE {ident(col.name)} IS NOT NULL),
+            parts AS (SELECT unnest(vs) AS p FROM cells)
+            SELECT (SELECT avg(CAST(contains(cell, {literal(sep)}) AS INTEGER)) FROM cells), count(*),
+                   count(DISTINCT p), count(TRY_CAST(p AS DOUBLE)) FROM parts"""
+        ).fetchone() or (None, 0, 0, 0)
+        if not parts or parts < 5 * distinct:
+            continue
+        if is_array:
+            return sep, f"arrays of {distinct:,} categories in the sample; each is a graph node"
+        if (share or 0) >= 0.25 and not (sep == "," and 2 * numbers >= parts):
+            return sep, f"several categories per cell, split at {sep!r}; each is a graph node"
+    return None
+
+
 def _guess_timestamp(con: duckdb.DuckDBPyConnection, src: _Source, candidates: list[str]) -> None:
     """Pick the time column (and strptime format or Unix-time unit) parsing the most sample rows,
     on ties one not named like a later step (shipping, delivery, update), then the first; read
@@ -775,6 +808,11 @@ def _attribute_table(
         if c == key_col:
             continue
         kind, note = _column_kind(col, attributes=True)
+        layout = None
+        if kind in ("categorical", "text") and not multi and not _is_numeric(col):
+            layout = _list_layout(con, f, col, table.list_separator)
+        if layout is not None:
+            (table.list_separator, note), kind = layout, "list"
         if kind is None:
             table.skipped[c] = note
         elif c in CANONICAL_EVENT_COLUMNS:
@@ -1025,6 +1063,8 @@ def _tables_lines(role: str, tables: list[_Table], out_dir: Path) -> list[str]:
             lines.append(_line(4, "key", t.key.value, t.key.comment))
             if t.multi_valued:
                 lines.append(_line(4, "multi_valued", "true", "several rows per key: aggregated to one"))
+            if t.list_separator not in (None, "|"):
+                lines.append(_line(4, "list_separator", _s(t.list_separator), "splits the cells of the list columns"))
         else:
             lines += [
                 _line(4, "from_events", _s(t.from_events or ""), f"taken from the event lines: no {role} file given"),
@@ -1071,7 +1111,9 @@ def _tasks_yaml(
     name: str, sources: list[_Source], items: list[_Table], split: _Split, purchase: str | None = None
 ) -> str:
     h = split.horizon_days
-    item_attrs = [c for t in items if not t.multi_valued for c, (kind, _) in t.columns.items() if kind == "categorical"]
+    item_attrs = [
+        c for t in items if not t.multi_valued for c, (kind, _) in t.columns.items() if kind in ("categorical", "list")
+    ]
     warmup_note = EvaluationConfig.model_fields["warmup_days"].description or ""
     if split.warmup_days < EvaluationConfig().warmup_days:
         warmup_note += " (shortened to fit the training window)"

@@ -291,6 +291,64 @@ def test_starter_tells_a_fine_category_from_free_text_in_an_item_table(tmp_path)
     assert table.columns == {"product_type": "categorical", "title": "text"}
 
 
+def test_starter_reads_several_categories_in_one_cell_as_a_list(tmp_path):
+    """Genres "Comedy|Drama" are a list (each genre a graph node and a label), not one category
+    per combination; names split at commas, prices with a decimal comma and a category that
+    holds a separator now and then are not."""
+    rng = random.Random(11)
+    genres = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "War"]
+    first, last = [f"F{i}" for i in range(300)], [f"L{i}" for i in range(900)]
+    items = pd.DataFrame(
+        {
+            "movie": [f"m{i}" for i in range(1000)],
+            "genres": ["|".join(rng.sample(genres, rng.randint(1, 3))) for _ in range(1000)],
+            "director": [f"{rng.choice(last)}, {rng.choice(first)}" for _ in range(1000)],
+            "price_text": [f"{rng.randint(1, 30)},{rng.choice([49, 99])}" for _ in range(1000)],
+            "studio": [rng.choice(["North", "South", "East|West"]) if i % 10 == 0 else "Big" for i in range(1000)],
+        }
+    )
+    items.to_csv(tmp_path / "movies.csv", index=False)
+    at = dt.datetime(2020, 1, 1)
+    events = [
+        (rng.randint(1, 60), f"m{rng.randint(0, 999)}", f"{at + dt.timedelta(hours=3 * i):%Y-%m-%d %H:%M:%S}")
+        for i in range(2000)
+    ]
+    pd.DataFrame(events, columns=["user", "movie", "ts"]).to_csv(tmp_path / "views.csv", index=False)
+    dataset, tasks = write_starter([str(tmp_path / "views.csv")], None, str(tmp_path / "movies.csv"), tmp_path / "c")
+    cfg = load_dataset_config(dataset)
+    (table,) = cfg.items
+    assert table.list_separator == "|"
+    assert table.columns == {
+        "genres": "list",
+        "director": "text",
+        "price_text": "categorical",
+        "studio": "categorical",
+    }
+    assert "genres" in cfg.representation.graph.columns and cfg.list_columns() == ["genres"]
+    propensity = next(t for t in load_modeling_config(tasks).tasks if t.type == "multilabel")
+    assert propensity.target.column == "genres"
+
+
+def test_starter_reads_json_arrays_of_categories_as_a_list(tmp_path):
+    """A JSON-lines catalogue: category paths as arrays (an element may hold a comma) are a list;
+    arrays of values that hardly repeat (related product ids) are text."""
+    rng = random.Random(12)
+    paths = [["Clothing, Shoes & Jewelry", "Women"], ["Clothing, Shoes & Jewelry", "Men"], ["Books"], ["Toys", "Dolls"]]
+    with open(tmp_path / "meta.jsonl", "w") as fh:
+        for i in range(800):
+            also = [f"p{rng.randint(0, 10**6)}" for _ in range(3)]
+            fh.write(json.dumps({"asin": f"p{i}", "category": rng.choice(paths), "also_buy": also}) + "\n")
+    at = dt.datetime(2020, 1, 1)
+    events = [
+        (rng.randint(1, 60), f"p{rng.randint(0, 799)}", f"{at + dt.timedelta(hours=3 * i):%Y-%m-%d %H:%M:%S}")
+        for i in range(2000)
+    ]
+    pd.DataFrame(events, columns=["reviewer", "asin", "ts"]).to_csv(tmp_path / "reviews.csv", index=False)
+    dataset, _ = write_starter([str(tmp_path / "reviews.csv")], None, str(tmp_path / "meta.jsonl"), tmp_path / "c")
+    (table,) = load_dataset_config(dataset).items
+    assert table.columns == {"category": "list", "also_buy": "text"}
+
+
 def test_init_sorts_a_folder_of_exports_into_events_and_attribute_tables(tmp_path, capsys):
     """`init --events data/*` with an H&M-like folder: transactions (client, time, article),
     customers (one row per client, no time) and articles (one row per article): the two tables
