@@ -268,6 +268,17 @@ def test_starter_reads_numbered_codes_and_one_file_per_event_type(tmp_path):
     assert by_name["churn"].eligible.where == "(event_type = 'product_buy')"
 
 
+def _random_log(path, rng, columns: list[str], clients: int, items: list[str], n: int, hours: int) -> str:
+    """A CSV of n events (client, item, time), one every `hours` from 2020-01-01."""
+    at = dt.datetime(2020, 1, 1)
+    events = [
+        (rng.randint(1, clients), rng.choice(items), f"{at + dt.timedelta(hours=hours * i):%Y-%m-%d %H:%M:%S}")
+        for i in range(n)
+    ]
+    pd.DataFrame(events, columns=columns).to_csv(path, index=False)
+    return str(path)
+
+
 def test_starter_tells_a_fine_category_from_free_text_in_an_item_table(tmp_path):
     """An item table with 3,000 items: a product type of 1,500 values, each shared by two items,
     is a category (past the 1,000-value cap for event columns); a title per item is text."""
@@ -280,13 +291,8 @@ def test_starter_tells_a_fine_category_from_free_text_in_an_item_table(tmp_path)
         }
     )
     items.to_csv(tmp_path / "items.csv", index=False)
-    at = dt.datetime(2020, 1, 1)
-    events = [
-        (rng.randint(1, 50), f"s{rng.randint(0, 2999)}", f"{at + dt.timedelta(hours=i):%Y-%m-%d %H:%M:%S}")
-        for i in range(600)
-    ]
-    pd.DataFrame(events, columns=["customer_id", "sku", "ts"]).to_csv(tmp_path / "events.csv", index=False)
-    dataset, _ = write_starter([str(tmp_path / "events.csv")], None, str(tmp_path / "items.csv"), tmp_path / "c")
+    events = _random_log(tmp_path / "events.csv", rng, ["customer_id", "sku", "ts"], 50, list(items["sku"]), 600, 1)
+    dataset, _ = write_starter([events], None, str(tmp_path / "items.csv"), tmp_path / "c")
     (table,) = load_dataset_config(dataset).items
     assert table.columns == {"product_type": "categorical", "title": "text"}
 
@@ -308,13 +314,8 @@ def test_starter_reads_several_categories_in_one_cell_as_a_list(tmp_path):
         }
     )
     items.to_csv(tmp_path / "movies.csv", index=False)
-    at = dt.datetime(2020, 1, 1)
-    events = [
-        (rng.randint(1, 60), f"m{rng.randint(0, 999)}", f"{at + dt.timedelta(hours=3 * i):%Y-%m-%d %H:%M:%S}")
-        for i in range(2000)
-    ]
-    pd.DataFrame(events, columns=["user", "movie", "ts"]).to_csv(tmp_path / "views.csv", index=False)
-    dataset, tasks = write_starter([str(tmp_path / "views.csv")], None, str(tmp_path / "movies.csv"), tmp_path / "c")
+    events = _random_log(tmp_path / "views.csv", rng, ["user", "movie", "ts"], 60, list(items["movie"]), 2000, 3)
+    dataset, tasks = write_starter([events], None, str(tmp_path / "movies.csv"), tmp_path / "c")
     cfg = load_dataset_config(dataset)
     (table,) = cfg.items
     assert table.list_separator == "|"
@@ -338,13 +339,9 @@ def test_starter_reads_json_arrays_of_categories_as_a_list(tmp_path):
         for i in range(800):
             also = [f"p{rng.randint(0, 10**6)}" for _ in range(3)]
             fh.write(json.dumps({"asin": f"p{i}", "category": rng.choice(paths), "also_buy": also}) + "\n")
-    at = dt.datetime(2020, 1, 1)
-    events = [
-        (rng.randint(1, 60), f"p{rng.randint(0, 799)}", f"{at + dt.timedelta(hours=3 * i):%Y-%m-%d %H:%M:%S}")
-        for i in range(2000)
-    ]
-    pd.DataFrame(events, columns=["reviewer", "asin", "ts"]).to_csv(tmp_path / "reviews.csv", index=False)
-    dataset, _ = write_starter([str(tmp_path / "reviews.csv")], None, str(tmp_path / "meta.jsonl"), tmp_path / "c")
+    asins = [f"p{i}" for i in range(800)]
+    events = _random_log(tmp_path / "reviews.csv", rng, ["reviewer", "asin", "ts"], 60, asins, 2000, 3)
+    dataset, _ = write_starter([events], None, str(tmp_path / "meta.jsonl"), tmp_path / "c")
     (table,) = load_dataset_config(dataset).items
     assert table.columns == {"category": "list", "also_buy": "text"}
 
