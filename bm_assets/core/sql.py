@@ -50,7 +50,8 @@ LIST_SEPARATOR = "|"
 def list_values_sql(column: str, separator: str, native: bool) -> str:
     """DuckDB: the values of one list cell as a VARCHAR[], trimmed, empty ones dropped: a native
     list's elements (a Parquet array), a JSON array's (a JSON-lines list, or a cell holding
-    one), or else the text split at `separator`."""
+    one), or else the text split at `separator`. A '|' inside a value (`Movies | TV` in an array)
+    becomes '/', since '|' separates the values of a stored list."""
     col = ident(column)
     if native:
         values = f"list_transform({col}, lambda x: CAST(x AS VARCHAR))"
@@ -60,7 +61,8 @@ def list_values_sql(column: str, separator: str, native: bool) -> str:
             f"CASE WHEN {json_array_sql(text)} THEN json_extract_string({text}, '$[*]') "
             f"ELSE string_split({text}, {literal(separator)}) END"
         )
-    return f"list_filter(list_transform({values}, lambda x: trim(x)), lambda x: x <> '')"
+    inner = f"replace(trim(x), {literal(LIST_SEPARATOR)}, '/')"
+    return f"list_filter(list_transform({values}, lambda x: {inner}), lambda x: x <> '')"
 
 
 def json_array_sql(text: str) -> str:
