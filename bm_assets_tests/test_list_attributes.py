@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from bm_assets.config import DatasetConfigError, load_dataset_config
+from bm_assets.core.attributes import AttributeDataError, build_product_catalog
 from bm_assets.core.embeddings import add_list_values, build_entity_embeddings
 from bm_assets.core.features import aggregate_features, feature_tops
 from bm_assets.core.graph import build_temporal_graph, graph_rows
@@ -249,3 +250,12 @@ def test_a_native_or_json_array_is_a_list_too(tmp_path, warehouse, fmt):
     catalog = warehouse.fetch_df("SELECT item_id, genres FROM product_catalog ORDER BY item_id")
     # a '|' inside a value would split it once stored: it becomes '/'
     assert catalog["genres"].tolist() == [None, "Action|Movies / TV", "Clothing, Shoes|Comedy"]
+
+
+def test_a_list_column_gone_from_its_file_is_named(tmp_path, warehouse):
+    """The file changed after the config was loaded: the missing list column is named, with the
+    file, where the table is read."""
+    cfg = load_dataset_config(_dataset(tmp_path))
+    (tmp_path / "items.csv").write_text("StockCode,shelf\n85123A,a\n")
+    with pytest.raises(AttributeDataError, match=r"items.csv: attribute column 'genres' is missing"):
+        build_product_catalog(warehouse, cfg)

@@ -140,15 +140,14 @@ def add_list_values(emb: ColumnEmbeddings, lists: np.ndarray) -> ColumnEmbedding
     an event's list lands in one bucket per level near the buckets of what it holds."""
     lists = np.unique(np.asarray(lists).astype(str))
     lists = lists[~np.isin(lists, emb.ids)] if len(emb.ids) else lists[:0]
-    dim = emb.vectors.shape[1]
-    total = np.zeros((len(lists), dim), dtype=np.float64)
-    count = np.zeros(len(lists), dtype=np.int64)
-    for i, value in enumerate(lists):
-        parts = np.asarray(value.split(LIST_SEPARATOR), dtype=str)
-        pos = np.minimum(np.searchsorted(emb.ids, parts), len(emb.ids) - 1)
-        hit = emb.ids[pos] == parts
-        total[i] = emb.vectors[pos[hit]].sum(axis=0)
-        count[i] = hit.sum()
+    split = [value.split(LIST_SEPARATOR) for value in lists]
+    owner = np.repeat(np.arange(len(lists)), [len(s) for s in split])
+    parts = np.asarray([p for s in split for p in s], dtype=str)
+    pos = np.minimum(np.searchsorted(emb.ids, parts), max(len(emb.ids) - 1, 0))
+    hit = emb.ids[pos] == parts if len(parts) else np.zeros(0, dtype=bool)
+    total = np.zeros((len(lists), emb.vectors.shape[1]), dtype=np.float64)
+    np.add.at(total, owner[hit], emb.vectors[pos[hit]])
+    count = np.bincount(owner[hit], minlength=len(lists))
     keep = count > 0
     vectors = total[keep] / count[keep, None]
     norm = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -23,8 +23,8 @@ from bm_assets.core.sql import (
     EVENTS_DENORMALIZED,
     GRAPH_EDGES,
     GRAPH_NODES,
-    LIST_SEPARATOR,
     TEMPORAL_GRAPH,
+    column_values_sql,
     ident,
     literal,
 )
@@ -66,20 +66,13 @@ def graph_select(
     if basket_column:
         b = ident(basket_column)
         kinds.append(("basket", f"'b:' || CAST({b} AS VARCHAR)", f"{b} IS NOT NULL"))
-
-    def entities(col: str) -> tuple[str, str]:
-        if col in list_columns:
-            split = f"unnest(string_split(CAST({ident(col)} AS VARCHAR), {literal(LIST_SEPARATOR)})) AS parts(part)"
-            return "part", f"ev, {split}"
-        return f"CAST({ident(col)} AS VARCHAR)", "ev"
-
     parts = [
         f"SELECT '{kind}' AS edge_kind, {edge_id} AS edge_id, client_id, {literal(col)} AS column_name, "
-        f"{entity} AS entity, count(*) AS events FROM {rows} "
-        f"WHERE {cond} AND {ident(col)} IS NOT NULL GROUP BY 1, 2, 3, 4, 5"
+        f"{entity} AS entity, count(*) AS events FROM ev{split} "
+        f"WHERE {cond} AND ev.{ident(col)} IS NOT NULL GROUP BY 1, 2, 3, 4, 5"
         for kind, edge_id, cond in kinds
         for col in cfg.columns
-        for entity, rows in [entities(col)]
+        for entity, split in [column_values_sql(col, col in list_columns, "ev")]
     ]
     return f"WITH ev AS ({source}) " + " UNION ALL ".join(parts)
 

@@ -373,14 +373,12 @@ class DuckDBWarehouse(Warehouse):
         if not lists:
             return
         types = {r[0]: str(r[1]) for r in self.con.execute(f"DESCRIBE {cells}").fetchall()}
-        missing = [c for c in lists if c not in types]
-        if missing:
-            raise SourceReadError(f"{path}: list column {missing[0]!r} is missing; found {sorted(types)}")
-        replace = ", ".join(
-            f"{list_cell_sql(c, table.list_separator, types[c].endswith(']'))} AS {ident(c)}" for c in lists
-        )
+        # a missing column is reported where the table is read (core/attributes)
+        present = [c for c in lists if c in types]
+        cells_sql = [f"{list_cell_sql(c, table.list_separator, types[c].endswith(']'))} AS {ident(c)}" for c in present]
+        select = f"* REPLACE ({', '.join(cells_sql)})" if cells_sql else "*"
         self._drop(f"{stage}_rejects")
-        self.con.execute(f"CREATE TEMP VIEW {stage} AS SELECT * REPLACE ({replace}) FROM {cells}")
+        self.con.execute(f"CREATE TEMP VIEW {stage} AS SELECT {select} FROM {cells}")
         self.con.execute(f"CREATE TEMP VIEW {stage}_rejects AS SELECT * FROM {cells}_rejects")
 
     def insert_df(
